@@ -1,0 +1,161 @@
+"""One TopK SAE train step vs one dense encoder product, in the same run (issue: SAE core).
+
+Prints the time of: one x @ W_enc product of the step's shape (the floor), saelab's full train
+step (forward, backward, Adam, decoder projection and renorm), a dense-autograd reference step,
+and, when installed, SAE Lens's and EleutherAI sparsify's TopK steps; each as a ratio to the
+product. Also peak RSS. Usage: python benchmarks/bench_sae.py [--d 576 --n 16384 --k 32 --batch 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from saelab.sae import SAE, SAEConfig
+
+
+def timeit(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
+    sae = SAE(cfg, device=device)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, eps=6.25e-10, fused=True)
+    dead = None
+    if aux_dead_fraction:
+        dead = torch.rand(cfg.n_latents, device=device) < aux_dead_fraction
+
+    def step():
+        out = sae(x, dead_mask_N=dead)
+        out.losses["total"].backward()
+        sae.project_decoder_grad_()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sae.normalize_decoder_()
+    return step
+
+
+def dense_reference_step(x, cfg, device):
+    """Plain autograd TopK SAE: dense latents, dense decoder product, dense backward."""
+    W_enc = torch.nn.Parameter(torch.randn(cfg.n_latents, cfg.d_in, device=device) / cfg.d_in**0.5)
+    W_dec = torch.nn.Parameter(W_enc.detach().clone())
+    b_enc = torch.nn.Parameter(torch.zeros(cfg.n_latents, device=device))
+    b_pre = torch.nn.Parameter(torch.zeros(cfg.d_in, device=device))
+    params = [W_enc, W_dec, b_enc, b_pre]
+    opt = torch.optim.Adam(params, lr=1e-4, fused=True)
+
+    def step():
+        pre = F.linear(x - b_pre, W_enc, b_enc)
+        top = pre.topk(cfg.k, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+        recon = z @ W_dec + b_pre
+        loss = (recon - x).pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean()
+        loss.backward()
+        with torch.no_grad():
+            g = W_dec.grad
+            g -= (g * W_dec).sum(-1, keepdim=True) * W_dec
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=-1, keepdim=True))
+    return step
+
+
+def sparsify_step(x, cfg, device):
+    from sparsify import SaeConfig, SparseCoder  # optional extra
+
+    sae = SparseCoder(cfg.d_in, SaeConfig(num_latents=cfg.n_latents, k=cfg.k), device=device)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+
+    def step():
+        out = sae(x)
+        out.fvu.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sae.set_decoder_norm_to_unit_norm()
+    return step
+
+
+def saelens_step(x, cfg, device):
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig  # optional extra
+
+    scfg = TopKTrainingSAEConfig(d_in=cfg.d_in, d_sae=cfg.n_latents, k=cfg.k, device=str(device))
+    sae = TopKTrainingSAE(scfg)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    from sae_lens.saes.sae import TrainStepInput
+
+    def step():
+        out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
+                                                       n_training_steps=0))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--d", type=int, default=576)
+    ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--skip-dense", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.d, device=device)
+    W = torch.randn(args.n, args.d, device=device)
+    cfg = SAEConfig(d_in=args.d, n_latents=args.n, k=args.k)
+    print(f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} k={args.k} "
+          f"batch={args.batch} dtype=fp32 torch={torch.__version__}")
+
+    rows = []
+    base = timeit(lambda: F.linear(x, W), args.repeats)
+    rows.append(("x @ W_enc (floor)", base))
+    del W
+    gc.collect()
+    rows.append(("saelab step (TopK)", timeit(saelab_step(x, cfg, device), args.repeats)))
+    rows.append(("saelab step (TopK + AuxK, 10% dead)", timeit(saelab_step(x, cfg, device, 0.1), args.repeats)))
+    mcfg = SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True)
+    rows.append(("saelab step (Multi-TopK)", timeit(saelab_step(x, mcfg, device), args.repeats)))
+    if not args.skip_dense:
+        rows.append(("dense autograd reference", timeit(dense_reference_step(x, cfg, device), args.repeats)))
+    for name, make in (("eai-sparsify", sparsify_step), ("sae-lens", saelens_step)):
+        try:
+            rows.append((name, timeit(make(x, cfg, device), args.repeats)))
+        except ImportError:
+            rows.append((f"{name} (not installed)", float("nan")))
+        except Exception as e:  # noqa: BLE001 - a peer's API change must not hide our numbers
+            rows.append((f"{name} (failed: {e.__class__.__name__}: {str(e)[:60]})", float("nan")))
+    print(f"\n{'step':45s} {'seconds':>9s} {'x floor':>8s}")
+    for name, t in rows:
+        print(f"{name:45s} {t:9.3f} {t / base:8.2f}")
+    ours = rows[1][1]
+    if not args.skip_dense:
+        dense = [t for n, t in rows if n.startswith("dense")][0]
+        print(f"\nsaelab step is {dense / ours:.1f}x faster than the dense autograd reference")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:.0f} MiB" + (f"; peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+                                       if device.type == "cuda" else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,462 @@
+"""The TopK sparse autoencoder of Gao et al. 2024 (sections 2-5), with its ReLU+L1 baseline.
+
+    x_n     = normalise(x)                           (none | unit mean squared norm | layer norm)
+    z       = TopK(W_enc (x_n - b_pre) + b_enc)      (ReLU on the kept values, as the paper)
+    x_hat_n = W_dec^T z + b_pre,   x_hat = denormalise(x_hat_n)
+
+Training losses, all in the normalised space (section 2.2 and appendix A.2):
+    nmse  = MSE / MSE of always predicting the batch mean (the paper's normalized MSE)
+    aux   = nmse of the residual e = x_n - x_hat_n (detached) by the top-k_aux *dead* latents,
+            decoded WITHOUT b_pre: the residual has no bias to add (sparsify #132 added it twice)
+    multi = Multi-TopK: nmse(k) + coef * nmse(factor * k)   (default L(k) + L(4k)/8)
+    total = nmse [+ multi term] + aux_coef * aux [+ l1_coef * L1 for the ReLU baseline]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode
+
+FORMAT_VERSION = 1
+ACTIVATIONS = ("topk", "relu")
+TEST_ACTIVATIONS = ("topk", "jumprelu", "batchtopk", "relu")
+NORMALIZATIONS = ("none", "unit_msn", "layernorm")
+LN_EPS = 1e-5  # as in openai/sparse_autoencoder's LN (std is the unbiased estimate, eps added to std)
+
+
+def default_k_aux(d_in: int) -> int:
+    """The paper's guidance: a power of two near d_in / 2 (512 for GPT-2 small's 768)."""
+    return 2 ** round(math.log2(max(d_in / 2, 1)))
+
+
+@dataclass
+class SAEConfig:
+    """Architecture, losses and provenance of an SAE; saved as cfg.json next to its weights."""
+
+    d_in: int
+    """Width of the activations (the LM's d_model for the residual stream)."""
+    n_latents: int
+    """Number of latents n."""
+    k: int = 32
+    """Active latents per token for TopK."""
+    activation: str = "topk"
+    """Training activation: 'topk' or 'relu' (the ReLU+L1 baseline)."""
+    k_aux: int | None = None
+    """Dead latents used by the AuxK loss; None = a power of two near d_in/2; 0 disables AuxK."""
+    aux_coef: float = 1 / 32
+    """AuxK coefficient alpha (paper: 1/32)."""
+    multi_topk: bool = False
+    """Train with Multi-TopK: L(k) + multi_topk_coef * L(multi_topk_factor * k)."""
+    multi_topk_factor: int = 4
+    multi_topk_coef: float = 1 / 8
+    l1_coef: float = 0.0
+    """L1 coefficient for the ReLU baseline (ignored by TopK)."""
+    normalize: str = "none"
+    """Input normalisation: 'none', 'unit_msn' (scale to unit mean squared norm), 'layernorm' (no affine)."""
+    input_scale: float = 1.0
+    """Scale applied to inputs under 'unit_msn' (set from data by init_from_data)."""
+    kernel: str = "sparse"
+    """'sparse' (k-row backward) or 'dense' (plain autograd reference)."""
+    dtype: str = "float32"
+    model: str | None = None
+    """Provenance: the LM, hook site, layer and number of tokens the SAE was trained on."""
+    site: str | None = None
+    layer: int | None = None
+    tokens_seen: int = 0
+
+    def __post_init__(self):
+        if self.d_in < 1 or self.n_latents < 1:
+            raise ValueError(f"d_in and n_latents must be >= 1, got {self.d_in}, {self.n_latents}")
+        if not 1 <= self.k <= self.n_latents:
+            raise ValueError(f"k must be between 1 and n_latents={self.n_latents}, got k={self.k}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.kernel not in ("sparse", "dense"):
+            raise ValueError(f"kernel must be 'sparse' or 'dense', got {self.kernel!r}")
+        if self.k_aux is None:
+            self.k_aux = default_k_aux(self.d_in)
+        if self.multi_topk and self.k * self.multi_topk_factor > self.n_latents:
+            raise ValueError(f"Multi-TopK needs k*{self.multi_topk_factor} <= n_latents={self.n_latents}")
+
+    @property
+    def k_train(self) -> int:
+        """Latents selected in the training forward pass (k, or factor*k with Multi-TopK)."""
+        return self.k * self.multi_topk_factor if self.multi_topk else self.k
+
+
+class EncodeOut(NamedTuple):
+    top_acts_BK: torch.Tensor
+    """Activations of the selected latents (zero where a row has fewer than K active)."""
+    top_idx_BK: torch.Tensor
+    """Indices of the selected latents."""
+    pre_acts_BN: torch.Tensor | None
+    """Dense pre-activations W_enc (x_n - b_pre) + b_enc (no autograd), or None."""
+
+
+class ForwardOut(NamedTuple):
+    recon_BD: torch.Tensor
+    """Reconstruction in the input's space."""
+    losses: dict[str, torch.Tensor]
+    """Named loss terms: 'total' plus 'nmse', 'mse', 'aux', 'multi_topk', 'l1' when used."""
+    top_acts_BK: torch.Tensor | None
+    top_idx_BK: torch.Tensor | None
+    fired_N: torch.Tensor
+    """Bool per latent: did it fire (act > 0) on any token of the batch."""
+    l0: torch.Tensor
+    """Mean number of active latents per token."""
+
+
+def geometric_median(x_BD: torch.Tensor, iters: int = 200, tol: float = 1e-7) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows."""
+    x = x_BD.double()
+    m = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - m).norm(dim=1).clamp_min(1e-12)
+        new = (w[:, None] * x).sum(0) / w.sum()
+        if (new - m).norm() <= tol * m.norm().clamp_min(1e-12):
+            m = new
+            break
+        m = new
+    return m.to(x_BD.dtype)
+
+
+def check_input(x: torch.Tensor, d_in: int) -> None:
+    """Raise a clear error for a wrong width or non-finite rows."""
+    if x.ndim < 1 or x.shape[-1] != d_in:
+        raise ValueError(f"expected activations with last dimension d_in={d_in}, got shape {tuple(x.shape)}")
+    bad = (~torch.isfinite(x)).any(-1)
+    if bad.any():
+        raise ValueError(f"input has {int(bad.sum())} of {bad.numel()} rows with NaN or inf values; "
+                         "drop or fix those tokens before encoding")
+
+
+class SAE(nn.Module):
+    """A TopK (or ReLU+L1) sparse autoencoder with unit-norm decoder rows."""
+
+    def __init__(self, cfg: SAEConfig, seed: int | None = 0, device=None):
+        super().__init__()
+        self.cfg = cfg
+        dtype = getattr(torch, cfg.dtype)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        # Paper init: random unit-norm decoder rows, encoder = decoder transpose (same n x d matrix here).
+        W = torch.randn(cfg.n_latents, cfg.d_in, generator=gen, dtype=torch.float32)
+        W /= W.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W.to(dtype=dtype, device=device))
+        self.W_enc = nn.Parameter(W.clone().to(dtype=dtype, device=device))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents, dtype=dtype, device=device))
+        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype, device=device))
+        # Tokens since each latent last fired (drives AuxK's "dead" mask; saved with the SAE).
+        self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
+
+    # ---- normalisation -------------------------------------------------------------------------
+    def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        norm = self.cfg.normalize
+        if norm == "none":
+            return x, {}
+        if norm == "unit_msn":
+            return x * self.cfg.input_scale, {}
+        mu = x.mean(-1, keepdim=True)
+        xc = x - mu
+        std = xc.std(-1, keepdim=True)
+        return xc / (std + LN_EPS), {"mu": mu, "std": std}
+
+    def postprocess(self, x_n: torch.Tensor, info: dict) -> torch.Tensor:
+        norm = self.cfg.normalize
+        if norm == "none":
+            return x_n
+        if norm == "unit_msn":
+            return x_n / self.cfg.input_scale
+        return x_n * (info["std"] + LN_EPS) + info["mu"]
+
+    @torch.no_grad()
+    def init_from_data(self, sample_BD: torch.Tensor, bias_init: str = "geometric_median") -> None:
+        """Set the input scale (unit_msn) and b_pre from a data sample (paper: geometric median)."""
+        sample = sample_BD.to(self.W_enc.device, torch.float32)
+        check_input(sample, self.cfg.d_in)
+        if self.cfg.normalize == "unit_msn":
+            self.cfg.input_scale = float(1.0 / sample.pow(2).sum(-1).mean().sqrt())
+        x_n, _ = self.preprocess(sample)
+        if bias_init == "geometric_median":
+            b = geometric_median(x_n)
+        elif bias_init == "mean":
+            b = x_n.mean(0)
+        elif bias_init == "zeros":
+            b = torch.zeros_like(self.b_pre)
+        else:
+            raise ValueError(f"bias_init must be 'geometric_median', 'mean' or 'zeros', got {bias_init!r}")
+        self.b_pre.copy_(b.to(self.b_pre.dtype))
+
+    # ---- encode / decode -----------------------------------------------------------------------
+    def pre_acts(self, x_n: torch.Tensor) -> torch.Tensor:
+        return F.linear(x_n - self.b_pre, self.W_enc, self.b_enc)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, activation: str | None = None, k: int | None = None,
+               threshold: float | None = None, keep_pre: bool = False) -> EncodeOut:
+        """Encode with the training activation or a test-time one (section 5.3).
+
+        activation: 'topk' (k' = `k`), 'jumprelu' (z = pre where pre > `threshold`),
+        'batchtopk' (the k*B largest activations over the batch; beyond the paper), 'relu'.
+        Variable-count activations come back padded: acts 0 at index 0.
+        """
+        check_input(x, self.cfg.d_in)
+        x_n, _ = self.preprocess(x.to(self.W_enc.dtype))
+        pre = self.pre_acts(x_n)
+        act = activation or self.cfg.activation
+        if act == "topk":
+            kk = k or self.cfg.k
+            if not 1 <= kk <= self.cfg.n_latents:
+                raise ValueError(f"k must be between 1 and n_latents={self.cfg.n_latents}, got {kk}")
+            top = pre.topk(kk, dim=-1)
+            acts, idx = top.values.relu(), top.indices
+        elif act in ("jumprelu", "relu", "batchtopk"):
+            if act == "jumprelu":
+                if threshold is None:
+                    raise ValueError("jumprelu needs a threshold")
+                mask = pre > threshold
+            elif act == "relu":
+                mask = pre > 0
+            else:
+                kk = (k or self.cfg.k) * pre.shape[0]
+                flat = pre.relu().flatten()
+                kth = flat.topk(min(kk, flat.numel())).values[-1]
+                mask = (pre >= kth) & (pre > 0)
+            acts, idx = padded_from_mask(pre, mask)
+        else:
+            raise ValueError(f"unknown activation {act!r}; choose from {TEST_ACTIVATIONS}")
+        return EncodeOut(acts, idx, pre if keep_pre else None)
+
+    @torch.no_grad()
+    def decode(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, x_like: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Reconstruct from sparse latents; layernorm SAEs need the input (`x_like`) for mu and std."""
+        recon_n = F.embedding_bag(top_idx_BK, self.W_dec, per_sample_weights=top_acts_BK.to(self.W_dec.dtype),
+                                  mode="sum") + self.b_pre
+        info = {}
+        if self.cfg.normalize == "layernorm":
+            if x_like is None:
+                raise ValueError("a layernorm SAE needs the original input to undo the normalisation")
+            info = self.preprocess(x_like)[1]
+        return self.postprocess(recon_n, info)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, **encode_kwargs) -> torch.Tensor:
+        out = self.encode(x, **encode_kwargs)
+        return self.decode(out.top_acts_BK, out.top_idx_BK, x)
+
+    # ---- training forward ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None) -> ForwardOut:
+        """Reconstruction and named losses; `dead_mask_N` (bool) selects latents for AuxK."""
+        cfg = self.cfg
+        check_input(x, cfg.d_in)
+        x_n, info = self.preprocess(x.to(self.W_enc.dtype))
+        x_n = x_n.detach()
+        centred_var = (x_n - x_n.mean(0)).pow(2).sum(-1).mean()
+        if cfg.activation == "relu":
+            return self._forward_relu(x_n, info, centred_var)
+        decode = sparse_decode if cfg.kernel == "sparse" else dense_decode
+        with torch.no_grad():
+            pre_BN = self.pre_acts(x_n)
+            top = pre_BN.topk(cfg.k_train, dim=-1, sorted=cfg.multi_topk)
+        idx = top.indices
+        vals = self._selected(x_n, idx, top.values)
+        acts = vals.relu()
+        k = cfg.k
+        recon_n = decode(idx[:, :k], acts[:, :k], self.W_dec) + self.b_pre
+        mse = (recon_n - x_n).pow(2).sum(-1).mean()
+        losses = {"mse": mse / cfg.d_in, "nmse": mse / centred_var}
+        total = losses["nmse"]
+        if cfg.multi_topk:
+            recon_multi = decode(idx, acts, self.W_dec) + self.b_pre
+            losses["multi_topk"] = (recon_multi - x_n).pow(2).sum(-1).mean() / centred_var
+            total = total + cfg.multi_topk_coef * losses["multi_topk"]
+        if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
+            losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode)
+            total = total + cfg.aux_coef * losses["aux"]
+        losses["total"] = total
+        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
+        act_k = acts[:, :k].detach()
+        fired[idx[:, :k][act_k > 0]] = True
+        recon = self.postprocess(recon_n, info)
+        return ForwardOut(recon, losses, act_k, idx[:, :k], fired, (act_k > 0).sum(-1).float().mean())
+
+    def _selected(self, x_n, idx, pre_vals):
+        if self.cfg.kernel == "sparse":
+            return selected_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx, pre_vals)
+        return dense_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx)
+
+    def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode) -> torch.Tensor:
+        """AuxK (appendix A.2): model the residual with the top-k_aux dead latents, no b_pre added."""
+        dead_idx = dead_mask_N.nonzero().squeeze(1)
+        k_aux = min(self.cfg.k_aux, dead_idx.numel())
+        with torch.no_grad():
+            sub = pre_BN.index_select(1, dead_idx)
+            top = sub.topk(k_aux, dim=-1, sorted=False)
+            aux_idx = dead_idx[top.indices]
+        aux_acts = self._selected(x_n, aux_idx, top.values).relu()
+        resid = (x_n - recon_n).detach()
+        resid_hat = decode(aux_idx, aux_acts, self.W_dec)
+        denom = (resid - resid.mean(0)).pow(2).sum(-1).mean()
+        return ((resid_hat - resid).pow(2).sum(-1).mean() / denom).nan_to_num(0.0)
+
+    def _forward_relu(self, x_n, info, centred_var) -> ForwardOut:
+        z = self.pre_acts(x_n).relu()
+        recon_n = z @ self.W_dec + self.b_pre
+        mse = (recon_n - x_n).pow(2).sum(-1).mean()
+        l1 = z.sum(-1).mean()  # decoder rows are unit norm, so this is the paper's L1 penalty
+        losses = {"mse": mse / self.cfg.d_in, "nmse": mse / centred_var, "l1": l1}
+        losses["total"] = losses["nmse"] + self.cfg.l1_coef * l1
+        active = z.detach() > 0
+        return ForwardOut(self.postprocess(recon_n, info), losses, None, None, active.any(0),
+                          active.sum(-1).float().mean())
+
+    # ---- unit-norm decoder (section 2.3) -------------------------------------------------------
+    @torch.no_grad()
+    def project_decoder_grad_(self) -> None:
+        """Remove the gradient component parallel to each decoder row (call before the optimiser step)."""
+        g = self.W_dec.grad
+        if g is not None:
+            g -= (g * self.W_dec).sum(-1, keepdim=True) * self.W_dec
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Renormalise decoder rows to unit norm (call after the optimiser step)."""
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def update_fired_(self, fired_N: torch.Tensor, n_tokens: int) -> None:
+        self.tokens_since_fired += n_tokens
+        self.tokens_since_fired[fired_N] = 0
+
+    def dead_mask(self, threshold_tokens: int) -> torch.Tensor:
+        return self.tokens_since_fired >= threshold_tokens
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write sae.safetensors and cfg.json (atomically: temp file then rename)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(folder / "sae.safetensors", lambda p: save_file(tensors, p))
+        meta = {"format_version": FORMAT_VERSION, "config": asdict(self.cfg), **(extra or {})}
+        _atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device=None) -> SAE:
+        folder = Path(folder)
+        missing = [n for n in ("cfg.json", "sae.safetensors") if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder} is not a saved SAE: missing {', '.join(missing)} "
+                                    "(write one with SAE.save or `saelab train`)")
+        meta = json.loads((folder / "cfg.json").read_text())
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"{folder}/cfg.json has format_version {version!r}, newer than this saelab reads "
+                             f"({FORMAT_VERSION}); upgrade saelab (pip install -U saelab)")
+        known = {f.name for f in fields(SAEConfig)}
+        unknown = set(meta["config"]) - known
+        if unknown:
+            raise ValueError(f"{folder}/cfg.json has unknown config fields {sorted(unknown)}; upgrade saelab")
+        cfg = SAEConfig(**meta["config"])
+        sae = cls(cfg, seed=None, device=device)
+        state = load_file(folder / "sae.safetensors", device=str(device or "cpu"))
+        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            raise ValueError(f"{folder}/sae.safetensors does not match its cfg.json: expected {expected}, got {got}")
+        sae.load_state_dict(state)
+        return sae
+
+    @classmethod
+    def from_openai(cls, path: str | Path, normalize: str | None = None, **provenance) -> SAE:
+        """Load a state dict released with the paper (GPT-2 small SAEs, ``.pt``), safely.
+
+        Their layout: encoder.weight [n, d], decoder.weight [d, n], pre_bias, latent_bias,
+        activation ('TopK' or 'ReLU'), activation_state_dict {'k': ...}. Their loader turns on
+        input layer norm exactly when the activation is TopK; that choice is recorded in our config
+        (`normalize`) instead of being guessed again later. Pass `normalize` to override it.
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias"):
+            if key not in state:
+                raise ValueError(f"{path} is not an openai/sparse_autoencoder state dict: no {key!r}")
+        n, d = state["encoder.weight"].shape
+        if tuple(state["decoder.weight"].shape) != (d, n):
+            raise ValueError(f"{path}: decoder.weight has shape {tuple(state['decoder.weight'].shape)}, "
+                             f"expected {(d, n)}")
+        act_name = state.get("activation", "ReLU")
+        k = int(state.get("activation_state_dict", {}).get("k", 0)) if act_name == "TopK" else 1
+        cfg = SAEConfig(d_in=d, n_latents=n, k=max(k, 1), activation="topk" if act_name == "TopK" else "relu",
+                        normalize=normalize or ("layernorm" if act_name == "TopK" else "none"), **provenance)
+        sae = cls(cfg, seed=None)
+        with torch.no_grad():
+            sae.W_enc.copy_(state["encoder.weight"])
+            sae.W_dec.copy_(state["decoder.weight"].t())
+            sae.b_enc.copy_(state["latent_bias"])
+            sae.b_pre.copy_(state["pre_bias"])
+        return sae
+
+    def folded_weights(self) -> dict[str, torch.Tensor]:
+        """Weights with a unit_msn input scale folded in, so the SAE works on raw activations."""
+        s = self.cfg.input_scale if self.cfg.normalize == "unit_msn" else 1.0
+        with torch.no_grad():
+            return {"W_enc": (self.W_enc * s).t().contiguous().cpu(), "b_enc": self.b_enc.detach().cpu().clone(),
+                    "W_dec": (self.W_dec / s).contiguous().cpu(), "b_dec": (self.b_pre / s).detach().cpu()}
+
+    def to_saelens(self, folder: str | Path, context_size: int = 64) -> Path:
+        """Export SAE Lens's layout: cfg.json + sae_weights.safetensors (scales folded in)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        c = self.cfg
+        weights = self.folded_weights()
+        hook = f"blocks.{c.layer}.hook_resid_post" if c.layer is not None else "unknown"
+        cfg = {
+            "architecture": "topk" if c.activation == "topk" else "standard",
+            "d_in": c.d_in, "d_sae": c.n_latents, "dtype": c.dtype, "device": "cpu",
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "layer_norm" if c.normalize == "layernorm" else "none",
+            "activation_fn": c.activation, "activation_fn_kwargs": {"k": c.k} if c.activation == "topk" else {},
+            "k": c.k if c.activation == "topk" else None,
+            "model_name": c.model, "hook_name": hook, "hook_layer": c.layer, "context_size": context_size,
+            "prepend_bos": False, "finetuning_scaling_factor": False,
+            "metadata": {"model_name": c.model, "hook_name": hook, "context_size": context_size,
+                         "exported_by": "saelab", "tokens_seen": c.tokens_seen},
+        }
+        _atomic_write(folder / "sae_weights.safetensors", lambda p: save_file(weights, p))
+        _atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
+        return folder
+
+
+def padded_from_mask(pre_BN: torch.Tensor, mask_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a boolean mask as (acts, idx) padded to the largest row count with zeros."""
+    width = max(int(mask_BN.sum(-1).max()) if mask_BN.numel() else 0, 1)
+    vals = pre_BN.masked_fill(~mask_BN, 0.0)
+    top = vals.topk(width, dim=-1)
+    return top.values.clamp_min(0.0), top.indices
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,267 @@
+"""The TopK SAE core: sparse kernels vs dense autograd, losses, inits, activations, persistence."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saelab.kernels import dense_decode, dense_encode, sampled_dot, scatter_outer, selected_encode, sparse_decode
+from saelab.sae import SAE, SAEConfig, default_k_aux, geometric_median
+
+ATOL = 1e-5  # fp32, sums of <= 64 terms of size ~1
+
+
+def _rand_problem(B=64, D=24, N=96, K=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, D, generator=g)
+    W = torch.randn(N, D, generator=g)
+    idx = torch.randn(B, N, generator=g).topk(K).indices
+    vals = torch.rand(B, K, generator=g)
+    return x, W, idx, vals
+
+
+def test_scatter_outer_and_sampled_dot_match_dense():
+    x, W, idx, vals = _rand_problem()
+    N = W.shape[0]
+    dense = torch.zeros(x.shape[0], N).scatter(1, idx, vals)
+    torch.testing.assert_close(scatter_outer(idx, vals, x, N), dense.t() @ x, atol=ATOL, rtol=0)
+    torch.testing.assert_close(sampled_dot(x, W, idx), (x @ W.t()).gather(1, idx), atol=ATOL, rtol=0)
+
+
+def test_sparse_decode_values_and_grads_match_dense_reference():
+    _, W, idx, vals = _rand_problem()
+    g = torch.randn(idx.shape[0], W.shape[1])
+    outs = []
+    for fn in (sparse_decode, dense_decode):
+        Wp, vp = W.clone().requires_grad_(), vals.clone().requires_grad_()
+        y = fn(idx, vp, Wp)
+        y.backward(g)
+        outs.append((y.detach(), vp.grad, Wp.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_selected_encode_grads_match_dense_reference():
+    x, W, idx, _ = _rand_problem()
+    b_enc, b_pre = torch.randn(W.shape[0]), torch.randn(x.shape[1])
+    g = torch.randn(idx.shape)
+    outs = []
+    for sparse in (True, False):
+        xs, bp, Wp, be = (t.clone().requires_grad_() for t in (x, b_pre, W, b_enc))
+        if sparse:
+            pre = F.linear(x - b_pre, W, b_enc).gather(1, idx)
+            y = selected_encode(xs, bp, Wp, be, idx, pre)
+        else:
+            y = dense_encode(xs, bp, Wp, be, idx)
+        y.backward(g)
+        outs.append((y.detach(), xs.grad, bp.grad, Wp.grad, be.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_sae_forward_backward_sparse_equals_dense(multi):
+    torch.manual_seed(0)
+    x = torch.randn(128, 32) * 3 + 1
+    grads = []
+    for kernel in ("sparse", "dense"):
+        sae = SAE(SAEConfig(d_in=32, n_latents=128, k=4, k_aux=16, multi_topk=multi, kernel=kernel), seed=1)
+        dead = torch.zeros(128, dtype=torch.bool)
+        dead[::3] = True
+        out = sae(x, dead_mask_N=dead)
+        out.losses["total"].backward()
+        grads.append((out.losses["total"].detach(), *[p.grad for p in sae.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_nmse_is_mse_over_mean_predictor():
+    sae = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    x = torch.randn(256, 8) * 2 + 5
+    out = sae(x)
+    mse = (out.recon_BD - x).pow(2).sum(-1).mean()
+    baseline = (x - x.mean(0)).pow(2).sum(-1).mean()
+    torch.testing.assert_close(out.losses["nmse"], mse / baseline)
+    # Predicting the mean exactly scores 1.0.
+    with torch.no_grad():
+        sae.W_dec.zero_()
+        sae.b_pre.copy_(x.mean(0))
+    assert abs(float(sae(x).losses["nmse"]) - 1.0) < 1e-5
+
+
+def test_aux_loss_does_not_add_decoder_bias_twice():
+    """With a huge b_pre, a residual exactly spanned by one dead latent must give aux loss ~0."""
+    d, n = 8, 16
+    sae = SAE(SAEConfig(d_in=d, n_latents=n, k=1, k_aux=1), seed=0)
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.eye(n, d))
+        sae.W_enc.copy_(torch.eye(n, d))
+        sae.b_pre.fill_(100.0)
+        sae.b_enc.zero_()
+    # x - b_pre has a big component on axis 0 (alive) and a small one on axis 5 (dead).
+    x = torch.full((4, d), 100.0)
+    x[:, 0] += 3.0
+    x[:, 5] += torch.tensor([0.5, 1.0, 1.5, 2.0])
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[5] = True
+    out = sae(x, dead_mask_N=dead)
+    assert float(out.losses["aux"]) < 1e-6
+    # And the aux term really is computed (not skipped): mark a useless latent dead instead.
+    dead2 = torch.zeros(n, dtype=torch.bool)
+    dead2[12] = True
+    assert float(sae(x, dead_mask_N=dead2).losses["aux"]) > 0.5
+
+
+def test_multi_topk_loss_is_l_k_plus_l_4k_over_8():
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    sae = SAE(SAEConfig(d_in=16, n_latents=64, k=2, multi_topk=True, k_aux=0))
+    out = sae(x)
+    expected = out.losses["nmse"] + out.losses["multi_topk"] / 8
+    torch.testing.assert_close(out.losses["total"], expected)
+    rec4 = sae.reconstruct(x, k=8)
+    nmse4 = (rec4 - x).pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean()
+    torch.testing.assert_close(out.losses["multi_topk"], nmse4, atol=1e-5, rtol=1e-5)
+
+
+def test_init_transpose_unit_norm_and_geometric_median():
+    sae = SAE(SAEConfig(d_in=16, n_latents=40, k=3))
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(40))
+    torch.testing.assert_close(sae.W_enc, sae.W_dec)
+    # Geometric median of points on a line with an outlier is the middle point, unlike the mean.
+    pts = torch.tensor([[0.0, 0], [1, 0], [2, 0], [3, 0], [1000, 0]])
+    gm = geometric_median(pts)
+    assert abs(float(gm[0]) - 2.0) < 1e-3 and pts.mean(0)[0] > 200
+    x = torch.randn(500, 16) + 7
+    sae.init_from_data(x)
+    assert (sae.b_pre - 7).abs().max() < 0.5
+
+
+def test_decoder_projection_and_renorm():
+    sae = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    sae.W_dec.grad = torch.randn(16, 8)
+    sae.project_decoder_grad_()
+    assert (sae.W_dec.grad * sae.W_dec).sum(-1).abs().max() < 1e-5
+    with torch.no_grad():
+        sae.W_dec.mul_(3)
+    sae.normalize_decoder_()
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(16))
+
+
+def test_default_k_aux_is_power_of_two_near_half_width():
+    assert default_k_aux(768) == 512 and default_k_aux(576) == 256 and default_k_aux(64) == 32
+
+
+@pytest.mark.parametrize("norm", ["none", "unit_msn", "layernorm"])
+def test_normalisation_roundtrip_and_identical_in_train_and_encode(norm):
+    torch.manual_seed(0)
+    x = torch.randn(64, 16) * 4 + 2
+    sae = SAE(SAEConfig(d_in=16, n_latents=64, k=64, normalize=norm, k_aux=0))
+    sae.init_from_data(x)
+    xn, info = sae.preprocess(x)
+    torch.testing.assert_close(sae.postprocess(xn, info), x, atol=1e-4, rtol=1e-4)
+    if norm == "unit_msn":
+        assert abs(float(xn.pow(2).sum(-1).mean()) - 1) < 1e-4
+    with torch.no_grad():
+        torch.testing.assert_close(sae(x).recon_BD, sae.reconstruct(x), atol=1e-4, rtol=1e-4)
+
+
+def test_test_time_activations():
+    torch.manual_seed(0)
+    x = torch.randn(32, 16)
+    sae = SAE(SAEConfig(d_in=16, n_latents=64, k=4))
+    e8 = sae.encode(x, k=8, keep_pre=True)
+    assert e8.top_idx_BK.shape == (32, 8)
+    pre = e8.pre_acts_BN
+    thr = 0.5
+    j = sae.encode(x, activation="jumprelu", threshold=thr)
+    assert torch.equal((j.top_acts_BK > 0).sum(-1), (pre > thr).sum(-1))
+    bt = sae.encode(x, activation="batchtopk", k=4)
+    assert int((bt.top_acts_BK > 0).sum()) == 4 * 32
+    r = sae.encode(x, activation="relu")
+    torch.testing.assert_close(sae.decode(r.top_acts_BK, r.top_idx_BK), pre.relu() @ sae.W_dec + sae.b_pre)
+
+
+def test_bad_inputs_have_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="k must be between"):
+        SAEConfig(d_in=4, n_latents=8, k=0)
+    with pytest.raises(ValueError, match="k must be between"):
+        SAEConfig(d_in=4, n_latents=8, k=9)
+    sae = SAE(SAEConfig(d_in=4, n_latents=8, k=2))
+    with pytest.raises(ValueError, match="d_in=4"):
+        sae(torch.randn(3, 5))
+    x = torch.randn(10, 4)
+    x[2, 1] = float("nan")
+    x[7, 0] = float("inf")
+    with pytest.raises(ValueError, match="2 of 10 rows"):
+        sae.encode(x)
+    with pytest.raises(FileNotFoundError, match="missing cfg.json"):
+        SAE.load(tmp_path)
+    sae.save(tmp_path)
+    meta = json.loads((tmp_path / "cfg.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "cfg.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="newer than this saelab"):
+        SAE.load(tmp_path)
+    other = tmp_path / "other"
+    SAE(SAEConfig(d_in=4, n_latents=16, k=2)).save(other)
+    meta = json.loads((other / "cfg.json").read_text())
+    meta["config"]["n_latents"] = 8
+    (other / "cfg.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match its cfg.json"):
+        SAE.load(other)
+
+
+def test_save_load_roundtrip(tmp_path):
+    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, model="m", layer=2, tokens_seen=123), seed=3)
+    sae.tokens_since_fired[5] = 77
+    sae.save(tmp_path)
+    again = SAE.load(tmp_path)
+    assert again.cfg == sae.cfg
+    for (k, a), (_, b) in zip(sae.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_from_openai_matches_paper_formula(tmp_path):
+    """A synthetic state dict in the released layout; forward = the paper's LN + TopK formula."""
+    torch.manual_seed(0)
+    n, d, k = 64, 16, 4
+    state = {"encoder.weight": torch.randn(n, d), "decoder.weight": torch.randn(d, n),
+             "pre_bias": torch.randn(d), "latent_bias": torch.randn(n) * 0.1,
+             "stats_last_nonzero": torch.zeros(n, dtype=torch.long),
+             "activation": "TopK", "activation_state_dict": {"k": k, "postact_fn": "ReLU"}}
+    path = tmp_path / "ae.pt"
+    torch.save(state, path)
+    sae = SAE.from_openai(path)
+    assert sae.cfg.k == k and sae.cfg.normalize == "layernorm"
+    x = torch.randn(10, d) * 3
+    mu = x.mean(-1, keepdim=True)
+    std = (x - mu).std(-1, keepdim=True)
+    xn = (x - mu) / (std + 1e-5)
+    pre = (xn - state["pre_bias"]) @ state["encoder.weight"].t() + state["latent_bias"]
+    top = pre.topk(k)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+    expected = (z @ state["decoder.weight"].t() + state["pre_bias"]) * (std + 1e-5) + mu
+    torch.testing.assert_close(sae.reconstruct(x), expected, atol=1e-4, rtol=1e-4)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not an openai/sparse_autoencoder state dict"):
+        SAE.from_openai(tmp_path / "bad.pt")
+
+
+def test_to_saelens_folds_scale_and_matches(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 8) * 10
+    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, normalize="unit_msn"))
+    sae.init_from_data(x)
+    sae.to_saelens(tmp_path)
+    w = load_file(tmp_path / "sae_weights.safetensors")
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["d_sae"] == 32 and cfg["k"] == 3
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    top = pre.topk(3)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+    torch.testing.assert_close(z @ w["W_dec"] + w["b_dec"], sae.reconstruct(x), atol=1e-4, rtol=1e-4)

@@ -57,6 +57,8 @@ def home() -> Path:
 
 
 def _manifest_path() -> Path:
+    if os.environ.get("SAELAB_MANIFEST"):  # another pinned manifest (tests, private mirrors)
+        return Path(os.environ["SAELAB_MANIFEST"])
     packaged = Path(__file__).parent / "_data" / "assets.json"
     if packaged.exists():
         return packaged

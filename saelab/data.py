@@ -4,14 +4,15 @@ Embedded corpora (offline, from pinned PyPI wheels, see `saelab.assets`):
 
 - ``wiki-en``: 10,033 Wikipedia vital-article summaries, columns ``text, title, topic`` (12 topics);
 - ``wiki-es``, ``wiki-fr``: the Spanish and French summaries; ``wiki-multi``: all three with ``language``;
-- ``news``: English news articles (2017) with a ``title``.
+- ``news``: English news articles (2017) with a ``title``;
+- ``synthetic``: 2,000 seeded documents of random words (no download; for tests and quick demos).
 
 Any other name is taken as a Hugging Face hub dataset id and streamed (needs a network).
 
 Context policy (``ContextConfig``), the same for harvesting, evaluation and the explorer:
 
 - ``pack`` (default, as in the paper's 64-token contexts): documents are tokenised without special
-  tokens, each followed by the tokenizer's EOS / ``<|endoftext|>`` separator, concatenated, and cut
+  tokens, each followed by ``<|endoftext|>`` (or the tokenizer's EOS when it has none), concatenated, and cut
   into windows of ``ctx_len`` tokens; a window may span a document boundary, as in LM pre-training.
   The last partial window is dropped. Position 0 of each window sees no context (attention-sink
   token); harvesting excludes it by default.
@@ -37,7 +38,7 @@ import numpy as np
 
 from . import assets
 
-EMBEDDED_CORPORA = ("wiki-en", "wiki-es", "wiki-fr", "wiki-multi", "news")
+EMBEDDED_CORPORA = ("wiki-en", "wiki-es", "wiki-fr", "wiki-multi", "news", "synthetic")
 DEFAULT_CORPUS = "wiki-en"
 _WIKI_FILES = {"en": "summaries_en-us.json", "es": "summaries_es-es.json", "fr": "summaries_fr-fr.json"}
 
@@ -67,6 +68,19 @@ def _news_rows() -> list[dict]:
     return rows
 
 
+def synthetic_rows(n_docs: int = 2000, seed: int = 0) -> list[dict]:
+    """Documents of 20-120 words drawn from a small Zipf-like vocabulary, with a `topic` of 4."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(300)] + ["the", "a", "of", "and", "in", "1999", "Paris", "."]
+    p = 1.0 / np.arange(1, len(words) + 1)
+    p /= p.sum()
+    rows = []
+    for i in range(n_docs):
+        n = int(rng.integers(20, 120))
+        rows.append({"text": " ".join(rng.choice(words, n, p=p)), "title": f"doc{i}", "topic": f"t{i % 4}"})
+    return rows
+
+
 def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True):
     """A corpus as a `datasets.Dataset` (embedded names) or a streamed hub dataset (any other id)."""
     import datasets
@@ -79,6 +93,8 @@ def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True):
         return datasets.Dataset.from_list(_wiki_rows("en") + _wiki_rows("es") + _wiki_rows("fr"))
     if name == "news":
         return datasets.Dataset.from_list(_news_rows())
+    if name == "synthetic":
+        return datasets.Dataset.from_list(synthetic_rows())
     try:
         return datasets.load_dataset(name, split="train", streaming=streaming)
     except Exception as e:  # noqa: BLE001 - the hub raises many types; all mean the same to a user
@@ -103,6 +119,7 @@ class ContextConfig:
     max_docs: int | None = None
     """Use only the first N documents of the corpus (None: all)."""
     text_column: str = "text"
+    """Column holding the text (hub datasets may differ)."""
 
 
 def is_heldout(key: str, fraction: float, seed: int = 0) -> bool:
@@ -135,6 +152,10 @@ class Contexts:
 
 
 def _separator_id(tokenizer) -> int:
+    """The document separator: ``<|endoftext|>`` when the vocabulary has it (pre-training style), else EOS."""
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
+        return eot
     sep = tokenizer.eos_token_id
     if sep is None:
         raise ValueError("the tokenizer has no EOS token to separate documents; set tokenizer.eos_token")

@@ -161,6 +161,7 @@ class SAE(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype, device=device))
         # Tokens since each latent last fired (drives AuxK's "dead" mask; saved with the SAE).
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
+        self._reduce = None
 
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -259,13 +260,18 @@ class SAE(nn.Module):
         return self.decode(out.top_acts_BK, out.top_idx_BK, x)
 
     # ---- training forward ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None) -> ForwardOut:
-        """Reconstruction and named losses; `dead_mask_N` (bool) selects latents for AuxK."""
+    def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None, reduce=None) -> ForwardOut:
+        """Reconstruction and named losses; `dead_mask_N` (bool) selects latents for AuxK.
+
+        `reduce` averages a statistic over data-parallel ranks (default: this batch only), so that
+        the normalisers (the mean predictor's MSE) are those of the global batch.
+        """
         cfg = self.cfg
         check_input(x, cfg.d_in)
         x_n, info = self.preprocess(x.to(self.W_enc.dtype))
         x_n = x_n.detach()
-        centred_var = (x_n - x_n.mean(0)).pow(2).sum(-1).mean()
+        self._reduce = reduce
+        centred_var = self._mean_predictor_mse(x_n)
         if cfg.activation == "relu":
             return self._forward_relu(x_n, info, centred_var)
         decode = sparse_decode if cfg.kernel == "sparse" else dense_decode
@@ -310,8 +316,16 @@ class SAE(nn.Module):
         aux_acts = self._selected(x_n, aux_idx, top.values).relu()
         resid = (x_n - recon_n).detach()
         resid_hat = decode(aux_idx, aux_acts, self.W_dec)
-        denom = (resid - resid.mean(0)).pow(2).sum(-1).mean()
+        denom = self._mean_predictor_mse(resid)
         return ((resid_hat - resid).pow(2).sum(-1).mean() / denom).nan_to_num(0.0)
+
+    def _mean_predictor_mse(self, v_BD: torch.Tensor) -> torch.Tensor:
+        """Per-token squared error of always predicting the mean: E||v||^2 - ||E v||^2 (in fp64)."""
+        reduce = self._reduce or (lambda t: t)
+        v = v_BD.detach().double()
+        mean = reduce(v.mean(0))
+        sq = reduce(v.pow(2).sum(-1).mean())
+        return (sq - mean.pow(2).sum()).clamp_min(1e-30).to(v_BD.dtype)
 
     def _forward_relu(self, x_n, info, centred_var) -> ForwardOut:
         z = self.pre_acts(x_n).relu()

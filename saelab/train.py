@@ -1,0 +1,339 @@
+"""Train a TopK SAE on cached activations: Adam as in the paper, AuxK dead-latent revival,
+evaluation on held-out activations, atomic checkpoints with exact resume, and data parallelism
+over torch.distributed (gloo on CPU, NCCL on GPUs; launch with torchrun).
+
+Paper choices (Gao et al. 2024, appendix A, and openai/sparse_autoencoder's train.py):
+- Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay;
+- learning rate falling as 1/sqrt(n_latents): default 2e-4 / sqrt(n / 2^14) (the scaling EleutherAI's
+  sparsify uses, from the paper's lr-vs-n fits); a short warmup and a linear decay over the last 20%;
+- unit-norm decoder: project out the parallel gradient before each step, renormalise after;
+- a latent is dead when it has not fired for `dead_tokens` tokens (paper: 10M tokens in runs of
+  billions); here the default scales with the run (see `TrainConfig.dead_tokens`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from .harvest import ActivationCache, ShuffledLoader
+from .sae import SAE, SAEConfig
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one SAE training run."""
+
+    n_latents: int = 4096
+    """Number of latents n."""
+    k: int = 32
+    """Active latents per token (TopK)."""
+    activation: str = "topk"
+    """'topk' or 'relu' (ReLU+L1 baseline)."""
+    multi_topk: bool = False
+    """Train with Multi-TopK, L(k) + L(4k)/8 (paper section 5.3)."""
+    k_aux: int | None = None
+    """Dead latents used by AuxK (None: a power of two near d_in/2; 0: off)."""
+    aux_coef: float = 1 / 32
+    """AuxK coefficient (paper: 1/32)."""
+    l1_coef: float = 0.0
+    """L1 coefficient for the ReLU baseline."""
+    normalize: str = "unit_msn"
+    """Input normalisation: 'none', 'unit_msn' (unit mean squared norm, folded into exports) or 'layernorm'."""
+    bias_init: str = "geometric_median"
+    """b_pre initialisation: 'geometric_median' (paper), 'mean' or 'zeros'."""
+    tied_init: bool = True
+    """Initialise the encoder as the decoder's transpose (paper); False: independent random encoder."""
+    batch_size: int = 4096
+    """Tokens per optimiser step (global, over all data-parallel ranks)."""
+    epochs: float = 8.0
+    """Passes over the training cache."""
+    lr: float | None = None
+    """Adam learning rate; None: 2e-4 / sqrt(n_latents / 2^14)."""
+    adam_eps: float = 6.25e-10
+    """Adam epsilon (paper: 6.25e-10)."""
+    beta1: float = 0.9
+    """Adam beta1 (paper: 0.9)."""
+    beta2: float = 0.999
+    """Adam beta2 (paper: 0.999)."""
+    warmup_frac: float = 0.02
+    """Fraction of steps with linear learning-rate warmup."""
+    decay_frac: float = 0.2
+    """Fraction of final steps with linear decay to zero."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value (None: off)."""
+    dead_tokens: int | None = None
+    """A latent is dead after this many tokens without firing; None: min(10M, max(total/16, 2 batches))."""
+    eval_every: int = 100
+    """Evaluate on held-out activations every N steps (and at the end)."""
+    log_every: int = 10
+    """Write a log line every N steps."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every N steps (atomic; 0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep."""
+    seed: int = 0
+    """Seed of the initialisation and the data order."""
+    kernel: str = "sparse"
+    """'sparse' kernels or the 'dense' autograd reference."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (needs the tensorboard package)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Owns the SAE, optimiser, data order and checkpoints of one run in `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, train_cache: ActivationCache, out_dir: str | Path,
+                 eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu"):
+        self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
+        self.out = Path(out_dir)
+        self.rank, self.world = _rank_world()
+        self.device = torch.device(device)
+        self.loader = ShuffledLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
+                                     device=self.device)
+        self.steps_per_epoch = self.loader.batches_per_epoch()
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training cache has {train_cache.n_tokens} tokens, fewer than one batch of "
+                             f"{cfg.batch_size}; harvest more tokens or lower batch_size")
+        self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.total_tokens = self.total_steps * cfg.batch_size
+        self.dead_tokens = cfg.dead_tokens or min(10_000_000, max(self.total_tokens // 16, 2 * cfg.batch_size))
+        prov = provenance or {}
+        sae_cfg = SAEConfig(d_in=train_cache.d_model, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
+                            k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk,
+                            l1_coef=cfg.l1_coef, normalize=cfg.normalize, kernel=cfg.kernel,
+                            model=prov.get("model", train_cache.manifest.get("model")),
+                            site=prov.get("site", train_cache.manifest.get("site")),
+                            layer=prov.get("layer", train_cache.manifest.get("layer")))
+        self.sae = SAE(sae_cfg, seed=cfg.seed, device=self.device)
+        if not cfg.tied_init:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(cfg.seed + 1)
+                W = torch.randn(self.sae.W_enc.shape, generator=g)
+                self.sae.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
+        self.sae.init_from_data(train_cache.sample(min(32768, train_cache.n_tokens), seed=cfg.seed), cfg.bias_init)
+        fused = self.device.type in ("cpu", "cuda")
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
+                                    eps=cfg.adam_eps, fused=fused)
+        self.step = 0
+        self.history: list[dict] = []
+        self.writer = None
+        self._maybe_resume()
+
+    # ---- schedule ------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        base, T = self.cfg.learning_rate(), self.total_steps
+        warm = max(1, int(self.cfg.warmup_frac * T))
+        decay_start = int((1 - self.cfg.decay_frac) * T)
+        if step < warm:
+            return base * (step + 1) / warm
+        if step >= decay_start and T > decay_start:
+            return base * max(0.0, (T - step) / (T - decay_start))
+        return base
+
+    # ---- data-parallel helpers -----------------------------------------------------------------
+    def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return t
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t / self.world
+
+    def _sync_grads(self, fired: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return fired
+        grads = [p.grad for p in self.sae.parameters()]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        off = 0
+        for g in grads:
+            g.copy_(flat[off: off + g.numel()].view_as(g))
+            off += g.numel()
+        f = fired.to(torch.int32)
+        dist.all_reduce(f, op=dist.ReduceOp.MAX)
+        return f.bool()
+
+    # ---- training ------------------------------------------------------------------------------
+    def train(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, sae = self.cfg, self.sae
+        is_main = self.rank == 0
+        if is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(self.out / "tensorboard")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and is_main),
+                   desc=f"train n={cfg.n_latents} k={cfg.k}", unit="step", dynamic_ncols=True)
+        t0 = time.time()
+        batches = None
+        while self.step < self.total_steps:
+            epoch, b = divmod(self.step, self.steps_per_epoch)
+            if batches is None or b == 0:
+                batches = self.loader.iter_epoch(epoch, start_batch=b)
+            x = next(batches)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            dead = sae.dead_mask(self.dead_tokens) if sae.cfg.k_aux else None
+            out = sae(x, dead_mask_N=dead, reduce=self._reduce_mean if self.world > 1 else None)
+            out.losses["total"].backward()
+            fired = self._sync_grads(out.fired_N)
+            sae.project_decoder_grad_()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            sae.normalize_decoder_()
+            sae.update_fired_(fired, cfg.batch_size)
+            self.step += 1
+            sae.cfg.tokens_seen = self.step * cfg.batch_size
+            bar.update(1)
+            if is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+                rec = {"step": self.step, "tokens": sae.cfg.tokens_seen, "lr": self.lr_at(self.step - 1),
+                       **{k: float(v) for k, v in out.losses.items()}, "l0": float(out.l0),
+                       "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
+                       "seconds": round(time.time() - t0, 2)}
+                self._log(rec)
+                bar.set_postfix(nmse=f"{rec['nmse']:.3f}", l0=f"{rec['l0']:.0f}", dead=f"{rec['dead_frac']:.1%}")
+            if self.eval_cache is not None and is_main and (self.step % cfg.eval_every == 0
+                                                            or self.step == self.total_steps):
+                self._log({"step": self.step, "tokens": sae.cfg.tokens_seen, **self.evaluate(prefix="eval_")})
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if is_main:
+            self.sae.save(self.out / "sae", extra={"train_config": asdict(cfg), "dead_tokens": self.dead_tokens})
+        return self.history[-1] if self.history else {}
+
+    def _log(self, rec: dict) -> None:
+        self.history.append(rec)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.writer is not None:
+            for k, v in rec.items():
+                if k not in ("step",) and isinstance(v, float | int):
+                    self.writer.add_scalar(k, v, rec["step"])
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, cache: ActivationCache | None = None, prefix: str = "", batch_size: int = 8192) -> dict:
+        """Held-out metrics in the activations' own space: normalized MSE, L0, dead fractions."""
+        cache = cache or self.eval_cache
+        return evaluate_sae(self.sae, cache, batch_size=batch_size, prefix=prefix,
+                            dead_train=float(self.sae.dead_mask(self.dead_tokens).float().mean()))
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        root = self._ckpt_root()
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{self.step:07d}"
+        tmp = root / f".tmp-step-{self.step:07d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.sae.save(tmp)
+        state = self.opt.state_dict()
+        tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in state["state"].items() for k, v in st.items()}
+        save_file(tensors, tmp / "optim.safetensors")
+        meta = {"step": self.step, "config": asdict(self.cfg), "param_groups": state["param_groups"],
+                "total_steps": self.total_steps}
+        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        for old in sorted(root.glob("step-*"))[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _maybe_resume(self) -> None:
+        ckpts = sorted(self._ckpt_root().glob("step-*")) if self._ckpt_root().exists() else []
+        if not ckpts:
+            return
+        path = ckpts[-1]
+        meta = json.loads((path / "trainer.json").read_text())
+        saved = {k: v for k, v in meta["config"].items() if k not in ("progress", "eval_every", "log_every",
+                                                                       "checkpoint_every", "keep_checkpoints")}
+        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
+        if saved != now:
+            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+            raise ValueError(f"{path} was written with another config ({diff}); use a new out_dir or the same config")
+        loaded = SAE.load(path, device=self.device)
+        self.sae.load_state_dict(loaded.state_dict())
+        self.sae.cfg = loaded.cfg
+        tensors = load_file(path / "optim.safetensors", device=str(self.device))
+        state: dict = {}
+        for key, v in tensors.items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step = meta["step"]
+        log = self.out / "log.jsonl"
+        if log.exists() and self.rank == 0:
+            keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            log.write_text("".join(ln + "\n" for ln in keep))
+            self.history = [json.loads(ln) for ln in keep]
+        if self.rank == 0:
+            print(f"saelab: resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+
+
+@torch.no_grad()
+def evaluate_sae(sae: SAE, cache: ActivationCache, batch_size: int = 8192, prefix: str = "",
+                 max_tokens: int | None = None, dead_train: float | None = None, **encode_kwargs) -> dict:
+    """Normalized MSE (vs predicting the held-out mean), L0 and never-fired fraction on a cache."""
+    sse = torch.zeros((), dtype=torch.float64)
+    sum_x = torch.zeros(cache.d_model, dtype=torch.float64)
+    sum_sq = torch.zeros((), dtype=torch.float64)
+    l0_sum, n = 0.0, 0
+    fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
+    dev = sae.W_enc.device
+    for i in range(len(cache.shard_sizes)):
+        acts = cache.read_shard(i)["acts"]
+        for s in range(0, len(acts), batch_size):
+            x = acts[s:s + batch_size].to(dev, torch.float32)
+            enc = sae.encode(x, **encode_kwargs)
+            rec = sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
+            sse += (rec - x).double().pow(2).sum().cpu()
+            sum_x += x.double().sum(0).cpu()
+            sum_sq += x.double().pow(2).sum().cpu()
+            active = enc.top_acts_BK > 0
+            l0_sum += float(active.sum())
+            fired[enc.top_idx_BK[active].cpu()] = True
+            n += len(x)
+            if max_tokens and n >= max_tokens:
+                break
+        if max_tokens and n >= max_tokens:
+            break
+    baseline = sum_sq - sum_x.pow(2).sum() / n
+    out = {"nmse": float(sse / baseline), "mse": float(sse / (n * cache.d_model)), "l0": l0_sum / n,
+           "dead_eval_frac": float((~fired).float().mean()), "tokens": n}
+    if dead_train is not None:
+        out["dead_train_frac"] = dead_train
+    return {f"{prefix}{k}": v for k, v in out.items()}

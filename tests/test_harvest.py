@@ -1,0 +1,159 @@
+"""Harvesting: early stop, cache format, resume after a kill, refusal of mismatched caches, loaders."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelab.data import ContextConfig
+from saelab.harvest import (
+    ActivationCache,
+    CacheError,
+    HarvestConfig,
+    ShuffleBuffer,
+    ShuffledLoader,
+    find_blocks,
+    harvest,
+    run_to_site,
+    stream_activations,
+)
+
+TINY = HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 96, batch_size=16,
+                     shard_contexts=16, store_dtype="float32", outlier_factor=None)
+
+
+def _all(cache, key="acts"):
+    return torch.cat([cache.read_shard(i, (key,))[key] for i in range(len(cache.shard_sizes))])
+
+
+def test_run_to_site_matches_hidden_states_and_stops_early(tiny_lm):
+    ids = torch.randint(1, 200, (2, 16))
+    full = tiny_lm.model(input_ids=ids, output_hidden_states=True)
+    for layer in (0, 2, 3):
+        got = run_to_site(tiny_lm, ids, "resid_post", layer)
+        if layer < 3:  # the last hidden state has the final norm applied by HF
+            torch.testing.assert_close(got, full.hidden_states[layer + 1])
+    calls = []
+    blocks = find_blocks(tiny_lm.model)
+    handles = [b.register_forward_hook(lambda m, i, o, j=j: calls.append(j)) for j, b in enumerate(blocks)]
+    head = tiny_lm.model.lm_head.register_forward_hook(lambda *a: calls.append("head"))
+    run_to_site(tiny_lm, ids, "mlp_out", 1)
+    for h in handles + [head]:
+        h.remove()
+    assert calls == [0]  # block 1's MLP ran inside block 1, whose output hook never fired; no head
+    assert run_to_site(tiny_lm, ids, "attn_out", 1).shape == (2, 16, 64)
+
+
+def test_harvest_cache_contents_and_manifest(tmp_path, tiny_lm):
+    cache = harvest(TINY, tmp_path / "c", lm=tiny_lm, progress=False)
+    m = cache.manifest
+    assert m["model"] == "tiny-gpt2" and m["layer"] == 2 and m["site"] == "resid_post"
+    assert cache.n_tokens == 96 * 63 and len(cache.shard_sizes) == 6
+    pos = _all(cache, "pos")
+    assert int(pos.min()) == 1  # position 0 excluded
+    # Stored activations equal a direct forward pass on the stored tokens' contexts.
+    from saelab.data import build_contexts, load_corpus
+
+    ctx = build_contexts(load_corpus("synthetic"), tiny_lm.tokenizer, TINY.context, max_contexts=96)
+    direct = run_to_site(tiny_lm, torch.from_numpy(ctx.tokens_NT[:4]).long(), "resid_post", 2)[:, 1:]
+    torch.testing.assert_close(_all(cache)[: 4 * 63], direct.reshape(-1, 64))
+    assert torch.equal(_all(cache, "tokens")[:63], torch.from_numpy(ctx.tokens_NT[0, 1:]).int())
+
+
+def test_opening_a_cache_verifies_and_names_the_broken_shard(tmp_path, tiny_lm):
+    harvest(TINY, tmp_path / "c", lm=tiny_lm, progress=False)
+    shard = tmp_path / "c" / "shard-00003.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    ActivationCache(tmp_path / "c")  # size-only check passes a same-size flip...
+    with pytest.raises(CacheError, match="shard-00003"):
+        ActivationCache(tmp_path / "c", verify="sha256")  # ...the checksum does not
+    shard.write_bytes(bytes(data[:100]))
+    with pytest.raises(CacheError, match="shard-00003.safetensors is corrupt"):
+        ActivationCache(tmp_path / "c")
+
+
+def test_a_cache_for_another_site_or_model_is_refused(tmp_path, tiny_lm):
+    harvest(TINY, tmp_path / "c", lm=tiny_lm, progress=False)
+    with pytest.raises(CacheError, match="layer: cache has 2, asked 1"):
+        harvest(replace(TINY, layer=1), tmp_path / "c", lm=tiny_lm, progress=False)
+    with pytest.raises(CacheError, match="built for model='tiny-gpt2', not 'gpt2'"):
+        ActivationCache(tmp_path / "c", expect={"model": "gpt2"})
+
+
+def test_killed_harvest_resumes_without_lost_or_duplicated_tokens(tmp_path, tiny_lm):
+    cfg = replace(TINY, max_tokens=63 * 1200, shard_contexts=8, batch_size=8)
+    ref = harvest(cfg, tmp_path / "ref", lm=tiny_lm, progress=False)
+    out = tmp_path / "killed"
+    code = (f"from saelab.harvest import *; from saelab.data import ContextConfig; "
+            f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 1200}, "
+            f"batch_size=8, shard_contexts=8, store_dtype='float32', outlier_factor=None), '{out}', progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("shard-*.safetensors"))) < 20:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the harvest finished before the kill; nothing was tested"
+    assert 0 < len(list(out.glob("shard-*.safetensors"))) < 150
+    resumed = harvest(cfg, out, lm=tiny_lm, progress=False)
+    assert resumed.n_tokens == ref.n_tokens
+    for key in ("acts", "tokens", "ctx", "pos"):
+        assert torch.equal(_all(resumed, key), _all(ref, key)), key
+    assert not list(out.glob(".*tmp"))
+
+
+def test_shuffled_loader_covers_each_token_once_and_is_deterministic(tmp_path, tiny_lm):
+    cache = harvest(TINY, tmp_path / "c", lm=tiny_lm, progress=False)
+    full = _all(cache)
+    loader = ShuffledLoader(cache, batch_size=63, seed=1, shards_in_memory=2)
+    batches = list(loader.iter_epoch(0))
+    got = torch.cat(batches)
+    assert len(batches) == loader.batches_per_epoch() == 96
+    assert not torch.equal(got, full)  # shuffled
+    key = lambda t: t[torch.argsort(t[:, 0])]  # noqa: E731
+    torch.testing.assert_close(key(got), key(full))  # same multiset of rows
+    torch.testing.assert_close(torch.cat(list(loader.iter_epoch(0, start_batch=40))), got[40 * 63:])
+    assert not torch.equal(torch.cat(list(loader.iter_epoch(1))), got)
+    halves = [torch.cat(list(ShuffledLoader(cache, 126, seed=1, shards_in_memory=2, rank=r, world=2)
+                             .iter_epoch(0))) for r in (0, 1)]
+    assert halves[0].shape == halves[1].shape == (48 * 63, 64)
+
+
+def test_stream_and_shuffle_buffer(tiny_lm):
+    cfg = replace(TINY, max_tokens=63 * 32)
+    blocks = list(stream_activations(cfg, lm=tiny_lm))
+    total = torch.cat(blocks)
+    assert total.shape == (32 * 63, 64)
+    out = torch.cat(list(ShuffleBuffer(iter(blocks), batch_size=100, capacity=500)))
+    assert len(out) == (len(total) // 100) * 100 or len(out) >= len(total) - 100
+    assert not torch.equal(out[:100], total[:100])
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_harvest_the_same_cache(tmp_path, tiny_lm):
+    ref = harvest(TINY, tmp_path / "ref", lm=tiny_lm, progress=False)
+    script = tmp_path / "h.py"
+    script.write_text(
+        "import torch.distributed as dist\n"
+        "from saelab.harvest import HarvestConfig, harvest\n"
+        "dist.init_process_group('gloo')\n"
+        f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 96}, batch_size=16,"
+        f" shard_contexts=16, store_dtype='float32', outlier_factor=None), '{tmp_path / 'dist'}', progress=False)\n"
+        "dist.destroy_process_group()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        "29531", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dist_cache = ActivationCache(tmp_path / "dist", verify="sha256")
+    assert dist_cache.n_tokens == ref.n_tokens
+    assert torch.equal(_all(dist_cache), _all(ref))
+    assert json.loads(Path(tmp_path / "dist" / "manifest.json").read_text())["complete"]

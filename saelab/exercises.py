@@ -1,0 +1,93 @@
+"""Exercises for notebook 02: reference solutions and checks that explain a wrong answer.
+
+Each `check_*` takes the learner's function, runs it on small cases and raises `AssertionError`
+with a hint naming the likely mistake; it prints a short confirmation when all cases pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class solutions:  # noqa: N801 - a namespace the notebook reads as `solutions.topk_activation`
+    @staticmethod
+    def topk_activation(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
+        """Dense TopK: keep the k largest pre-activations of each row, ReLU them, zero the rest."""
+        top = pre_BN.topk(k, dim=-1)
+        return torch.zeros_like(pre_BN).scatter(-1, top.indices, top.values.relu())
+
+    @staticmethod
+    def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor) -> torch.Tensor:
+        """MSE divided by the MSE of always predicting the mean of x (the paper's definition)."""
+        mse = (recon_BD - x_BD).pow(2).sum(-1).mean()
+        return mse / (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()
+
+    @staticmethod
+    def auxk_loss(x_BD, recon_BD, pre_BN, dead_N, W_dec_ND, k_aux: int) -> torch.Tensor:
+        """Reconstruct the residual x - recon with the top-k_aux dead latents (no decoder bias)."""
+        resid = (x_BD - recon_BD).detach()
+        masked = pre_BN.masked_fill(~dead_N, float("-inf"))
+        top = masked.topk(min(k_aux, int(dead_N.sum())), dim=-1)
+        z = torch.zeros_like(pre_BN).scatter(-1, top.indices, top.values.relu())
+        return solutions.normalized_mse(z @ W_dec_ND, resid)
+
+
+def _ok(name: str) -> None:
+    print(f"{name}: all checks passed")
+
+
+def check_topk_activation(fn) -> None:
+    torch.manual_seed(0)
+    pre = torch.randn(16, 40)
+    pre[0] = -torch.rand(40) - 0.1  # a row with only negative pre-activations
+    out = fn(pre.clone(), 5)
+    assert out.shape == pre.shape, f"expected a dense [batch, n] tensor of shape {tuple(pre.shape)}, got {tuple(out.shape)}"
+    assert (out >= 0).all(), "some outputs are negative: did you forget the ReLU on the kept values?"
+    nz = (out[1:] != 0).sum(-1)
+    assert (nz == 5).all(), f"rows should have exactly k=5 non-zeros, got {nz.tolist()[:5]}...: keep k per ROW (dim=-1)"
+    assert (out[0] == 0).all(), "a row of negative pre-activations must give all zeros (TopK, then ReLU)"
+    want = solutions.topk_activation(pre, 5)
+    assert torch.equal(out != 0, want != 0), "you kept the wrong latents: TopK keeps the LARGEST pre-activations"
+    assert torch.allclose(out, want), "the kept values should be the pre-activations themselves (after ReLU)"
+    _ok("topk_activation")
+
+
+def check_normalized_mse(fn) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 8) * 2 + 5
+    recon = x + 0.3 * torch.randn(64, 8)
+    got = float(fn(recon, x))
+    want = float(solutions.normalized_mse(recon, x))
+    by_sq = float((recon - x).pow(2).sum(-1).mean() / x.pow(2).sum(-1).mean())
+    if abs(got - by_sq) < 1e-6 * max(1, by_sq):
+        raise AssertionError("you divided by the mean of ||x||^2 (the variant in openai/sparse_autoencoder's code, "
+                             "their issue #8); the paper divides by the MSE of predicting the MEAN of x")
+    mean_recon = x.mean(0).expand_as(x)
+    assert abs(float(fn(mean_recon, x)) - 1.0) < 1e-5, "predicting the mean of x must score exactly 1.0"
+    assert abs(float(fn(x, x))) < 1e-7, "a perfect reconstruction must score 0"
+    assert abs(got - want) < 1e-5 * max(1, want), f"got {got:.5f}, expected {want:.5f}"
+    _ok("normalized_mse")
+
+
+def check_auxk_loss(fn) -> None:
+    torch.manual_seed(0)
+    d, n = 8, 16
+    W = torch.eye(n, d)
+    b_pre = torch.full((d,), 50.0)
+    x = b_pre + torch.randn(32, d)
+    recon = b_pre + 0.5 * (x - b_pre)
+    recon[:, 5] = b_pre[5]  # the residual sits on axis 5 ...
+    pre = torch.zeros(32, n)
+    pre[:, 5] = (x - recon)[:, 5]  # ... and dead latent 5 fires with exactly that value
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[5] = True
+    got = float(fn(x, recon, pre, dead, W, 4))
+    want = float(solutions.auxk_loss(x, recon, pre, dead, W, 4))
+    if got > 10:
+        raise AssertionError("the loss is huge: did you add the decoder bias b_pre to the dead latents' "
+                             "reconstruction? The residual x - recon has no bias (EleutherAI sparsify #132)")
+    assert abs(got - want) < 1e-4 + 1e-4 * abs(want), f"got {got:.5f}, expected {want:.5f}"
+    alive = ~dead
+    big = float(fn(x, recon, pre * 0 + 10 * alive, dead, W, 4))
+    assert big >= 0.99, "only DEAD latents may model the residual; mask the others out before the top-k"
+    _ok("auxk_loss")

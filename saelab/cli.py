@@ -102,18 +102,29 @@ def _cmd_train(args) -> int:
     hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=_harvest_defaults())
     tcfg = build_dataclass(TrainConfig, args, "train.", base=_train_defaults())
     out = Path(args.out)
-    train_cache = harvest(hcfg, args.train_cache)
     eval_tokens = args.eval_tokens if args.eval_tokens is not None else (4_000 if fast_mode() else 16_000)
     eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache)
+    if args.on_the_fly:
+        from .harvest import ShuffleBuffer, stream_activations
+
+        if hcfg.max_tokens is None:
+            raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
+        stream = ShuffleBuffer(stream_activations(hcfg), tcfg.batch_size, capacity=args.shuffle_buffer, seed=tcfg.seed)
+        trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
+                          provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]})
+        n_harvested = hcfg.max_tokens
+    else:
+        train_cache = harvest(hcfg, args.train_cache)
+        trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache)
+        n_harvested = train_cache.n_tokens
     t_harvest = time.time() - t0
-    trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache)
     trainer.train()
     final = trainer.evaluate()
     t_total = time.time() - t0
-    m = train_cache.manifest
+    m = eval_cache.manifest
     rows = {
         "model / site": f"{m['model']} {m['site']} layer {m['layer']}",
-        "training tokens harvested": train_cache.n_tokens,
+        "training tokens harvested": n_harvested if not args.on_the_fly else f"{n_harvested} (on the fly)",
         "tokens seen (epochs)": f"{trainer.sae.cfg.tokens_seen} ({tcfg.epochs:g})",
         "n_latents / k": f"{tcfg.n_latents} / {tcfg.k}" + (" (Multi-TopK)" if tcfg.multi_topk else ""),
         "held-out tokens": final["tokens"],
@@ -121,7 +132,7 @@ def _cmd_train(args) -> int:
         "held-out L0": final["l0"],
         "dead latents (train tracker)": f"{final['dead_train_frac']:.2%} (no firing in {trainer.dead_tokens} tokens)",
         "never fired on held-out": f"{final['dead_eval_frac']:.2%}",
-        "harvest time (s)": round(t_harvest, 1),
+        "harvest time (s)": round(t_harvest, 1) if not args.on_the_fly else "(interleaved with training)",
         "total time (s)": round(t_total, 1),
         "SAE": str(out / "sae"),
         "report": str(out / "report"),
@@ -159,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-cache", default=None, help="training activation cache folder (default: under $SAELAB_HOME/acts)")
     t.add_argument("--eval-cache", default=None, help="held-out activation cache folder (default: under $SAELAB_HOME/acts)")
     t.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16000; 4000 fast)")
+    t.add_argument("--on-the-fly", action="store_true",
+                   help="train straight from the model through a shuffle buffer (no training cache on disk)")
+    t.add_argument("--shuffle-buffer", type=int, default=65536, help="tokens in the on-the-fly shuffle buffer")
     add_dataclass_args(t, HarvestConfig, "harvest.", _harvest_defaults())
     add_dataclass_args(t, TrainConfig, "train.", _train_defaults())
     t.set_defaults(func=_cmd_train)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 # CSR support is marked beta; the ops used here are covered by the equality tests.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 def _selection_csr(idx_BK: torch.Tensor, vals_BK: torch.Tensor, n: int) -> torch.Tensor:

@@ -103,35 +103,53 @@ def _rank_world() -> tuple[int, int]:
 class Trainer:
     """Owns the SAE, optimiser, data order and checkpoints of one run in `out_dir`."""
 
-    def __init__(self, cfg: TrainConfig, train_cache: ActivationCache, out_dir: str | Path,
-                 eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu"):
+    def __init__(self, cfg: TrainConfig, train_cache: ActivationCache | None, out_dir: str | Path,
+                 eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
+                 stream=None, stream_tokens: int | None = None):
+        """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
+        `cfg.batch_size` rows, e.g. a `ShuffleBuffer` over `stream_activations`) for `stream_tokens`."""
         self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
         self.out = Path(out_dir)
         self.rank, self.world = _rank_world()
         self.device = torch.device(device)
-        self.loader = ShuffledLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
-                                     device=self.device)
-        self.steps_per_epoch = self.loader.batches_per_epoch()
+        self.stream = None
+        if train_cache is not None:
+            self.loader = ShuffledLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
+                                         device=self.device)
+            self.steps_per_epoch = self.loader.batches_per_epoch()
+            n_tokens = train_cache.n_tokens
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        elif stream is not None and stream_tokens:
+            self.loader, self.stream = None, iter(stream)
+            n_tokens = stream_tokens
+            self.steps_per_epoch = self.total_steps = stream_tokens // cfg.batch_size
+        else:
+            raise ValueError("give a train_cache, or a stream with stream_tokens")
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the training cache has {train_cache.n_tokens} tokens, fewer than one batch of "
+            raise ValueError(f"the training data has {n_tokens} tokens, fewer than one batch of "
                              f"{cfg.batch_size}; harvest more tokens or lower batch_size")
-        self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.total_tokens = self.total_steps * cfg.batch_size
         self.dead_tokens = cfg.dead_tokens or min(10_000_000, max(self.total_tokens // 16, 2 * cfg.batch_size))
+        if self.stream is not None:
+            self._first = next(self.stream)
+            d_in, manifest, sample = self._first.shape[1], {}, self._first
+        else:
+            d_in, manifest = train_cache.d_model, train_cache.manifest
+            sample = train_cache.sample(min(32768, train_cache.n_tokens), seed=cfg.seed)
         prov = provenance or {}
-        sae_cfg = SAEConfig(d_in=train_cache.d_model, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
+        sae_cfg = SAEConfig(d_in=d_in, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
                             k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk,
                             l1_coef=cfg.l1_coef, normalize=cfg.normalize, kernel=cfg.kernel,
-                            model=prov.get("model", train_cache.manifest.get("model")),
-                            site=prov.get("site", train_cache.manifest.get("site")),
-                            layer=prov.get("layer", train_cache.manifest.get("layer")))
+                            model=prov.get("model", manifest.get("model")),
+                            site=prov.get("site", manifest.get("site")),
+                            layer=prov.get("layer", manifest.get("layer")))
         self.sae = SAE(sae_cfg, seed=cfg.seed, device=self.device)
         if not cfg.tied_init:
             with torch.no_grad():
                 g = torch.Generator().manual_seed(cfg.seed + 1)
                 W = torch.randn(self.sae.W_enc.shape, generator=g)
                 self.sae.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
-        self.sae.init_from_data(train_cache.sample(min(32768, train_cache.n_tokens), seed=cfg.seed), cfg.bias_init)
+        self.sae.init_from_data(sample, cfg.bias_init)
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=fused)
@@ -191,10 +209,11 @@ class Trainer:
         t0 = time.time()
         batches = None
         while self.step < self.total_steps:
-            epoch, b = divmod(self.step, self.steps_per_epoch)
-            if batches is None or b == 0:
+            x = self._next_batch(batches)
+            if x is None:
+                epoch, b = divmod(self.step, self.steps_per_epoch)
                 batches = self.loader.iter_epoch(epoch, start_batch=b)
-            x = next(batches)
+                x = next(batches)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             dead = sae.dead_mask(self.dead_tokens) if sae.cfg.k_aux else None
@@ -229,6 +248,17 @@ class Trainer:
         if is_main:
             self.sae.save(self.out / "sae", extra={"train_config": asdict(cfg), "dead_tokens": self.dead_tokens})
         return self.history[-1] if self.history else {}
+
+    def _next_batch(self, batches):
+        """The next batch: from the stream, or from the current epoch's iterator (None: start an epoch)."""
+        if self.stream is not None:
+            if self._first is not None:
+                x, self._first = self._first, None
+                return x.to(self.device)
+            return next(self.stream).to(self.device)
+        if batches is None or self.step % self.steps_per_epoch == 0:
+            return None
+        return next(batches)
 
     def _log(self, rec: dict) -> None:
         self.history.append(rec)
@@ -295,6 +325,9 @@ class Trainer:
             state.setdefault(int(i), {})[name] = v
         self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.step = meta["step"]
+        if self.stream is not None:  # the stream is deterministic: skip what was already trained on
+            for _ in range(self.step):
+                self._next_batch(None)
         log = self.out / "log.jsonl"
         if log.exists() and self.rank == 0:
             keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]

@@ -154,3 +154,17 @@ def test_cli_help_explains_every_field():
     assert len(flags) > 40
     empty = [a.dest for a in flags if not a.help or a.help.startswith(" (default")]
     assert not empty, f"flags without an explanation: {empty}"
+
+
+def test_on_the_fly_training_through_a_shuffle_buffer(tmp_path, tiny_lm, caches):
+    from saelab.harvest import ShuffleBuffer, stream_activations
+
+    hcfg = replace(HCFG, max_tokens=63 * 128)
+    stream = ShuffleBuffer(stream_activations(hcfg, lm=tiny_lm), batch_size=512, capacity=2048)
+    tr = Trainer(replace(TCFG, epochs=1.0), None, tmp_path, eval_cache=caches[1], stream=stream,
+                 stream_tokens=hcfg.max_tokens, provenance={"model": "tiny-gpt2", "layer": 2})
+    before = tr.evaluate()["nmse"]
+    tr.train()
+    assert tr.step == (63 * 128) // 512
+    assert tr.evaluate()["nmse"] < 0.9 * before
+    assert SAE.load(tmp_path / "sae").cfg.layer == 2

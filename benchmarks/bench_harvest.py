@@ -1,0 +1,99 @@
+"""Harvest throughput vs a bare truncated forward and the full forward, in one run (issue: Harvest).
+
+Same model, layer, batch and contexts for all three:
+- harvest: saelab's harvest to a fresh disk cache (hook + early stop + fp16 shards);
+- bare truncated forward: the model's blocks cut to 0..L (no hook, no storage, no LM head);
+- full forward: every block and the LM head.
+Then peak RSS of harvests of two sizes to disk, each in its own process: it must not grow with
+the number of tokens. Usage: python benchmarks/bench_harvest.py [--contexts 256] [--ram-tokens 50000 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+RAM_SCRIPT = """
+import json, resource, sys
+from saelab.harvest import HarvestConfig, harvest
+harvest(HarvestConfig(max_tokens=int(sys.argv[1])), sys.argv[2], progress=False)
+print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--contexts", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--ram-tokens", type=int, nargs="*", default=[50_000, 200_000])
+    args = ap.parse_args()
+
+    from saelab.data import ContextConfig, build_contexts, load_corpus
+    from saelab.harvest import HarvestConfig, find_blocks, harvest
+    from saelab.models import load_lm
+
+    lm = load_lm(args.model)
+    L = lm.default_layer
+    ctx = build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), max_contexts=args.contexts)
+    toks = torch.from_numpy(ctx.tokens_NT).long()
+    n_tok = toks.numel()
+    print(f"model={args.model} layer={L}/{lm.n_layers} contexts={len(toks)}x64 batch={args.batch} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+
+    def bare_truncated():
+        blocks = find_blocks(lm.model)
+        saved = list(blocks)
+        while len(blocks) > L + 1:
+            del blocks[len(blocks) - 1]
+        try:
+            with torch.no_grad():
+                for s in range(0, len(toks), args.batch):
+                    lm.model.base_model(input_ids=toks[s:s + args.batch], use_cache=False)
+        finally:
+            for b in saved[L + 1:]:
+                blocks.append(b)
+
+    def full():
+        with torch.no_grad():
+            for s in range(0, len(toks), args.batch):
+                lm.model(input_ids=toks[s:s + args.batch], use_cache=False)
+
+    def harvest_run():
+        with tempfile.TemporaryDirectory() as d:
+            harvest(HarvestConfig(model=args.model, max_tokens=(n_tok // 64) * 63, batch_size=args.batch,
+                                  shard_contexts=args.contexts), d, lm=lm, progress=False)
+
+    bare_truncated()  # warm-up
+    results = {}
+    for name, fn in (("bare truncated forward", bare_truncated), ("harvest to disk", harvest_run),
+                     ("full forward (all blocks + LM head)", full)):
+        t0 = time.perf_counter()
+        fn()
+        results[name] = n_tok / (time.perf_counter() - t0)
+    base = results["bare truncated forward"]
+    print(f"\n{'pass':40s} {'tokens/s':>9s} {'x bare':>7s}")
+    for name, tps in results.items():
+        print(f"{name:40s} {tps:9.0f} {tps / base:7.2f}")
+    print("(harvest tokens/s counts every position fed to the model, position 0 included)")
+
+    if args.ram_tokens:
+        print(f"\n{'harvest to disk, tokens':28s} {'peak RSS MiB':>12s}")
+        for n in args.ram_tokens:
+            with tempfile.TemporaryDirectory() as d:
+                out = subprocess.run([sys.executable, "-c", RAM_SCRIPT, str(n), d], capture_output=True, text=True)
+                if out.returncode:
+                    print(out.stderr[-1500:])
+                    continue
+                rss = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+                print(f"{n:<28d} {rss:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,12 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def floor_product(x, n, repeats):
+    """Time of one dense encoder product x @ W_enc^T of the step's shape (the floor)."""
+    W = torch.randn(n, x.shape[1], device=x.device)
+    return timeit(lambda: F.linear(x, W), repeats)
+
+
 def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
     sae = SAE(cfg, device=device)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, eps=6.25e-10, fused=True)
@@ -122,15 +128,13 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.d, device=device)
-    W = torch.randn(args.n, args.d, device=device)
     cfg = SAEConfig(d_in=args.d, n_latents=args.n, k=args.k)
     print(f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} k={args.k} "
           f"batch={args.batch} dtype=fp32 torch={torch.__version__}")
 
     rows = []
-    base = timeit(lambda: F.linear(x, W), args.repeats)
+    base = floor_product(x, args.n, args.repeats)
     rows.append(("x @ W_enc (floor)", base))
-    del W
     gc.collect()
     rows.append(("saelab step (TopK)", timeit(saelab_step(x, cfg, device), args.repeats)))
     rows.append(("saelab step (TopK + AuxK, 10% dead)", timeit(saelab_step(x, cfg, device, 0.1), args.repeats)))

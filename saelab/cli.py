@@ -96,7 +96,7 @@ def _train_defaults():
 def _cmd_train(args) -> int:
     from .harvest import HarvestConfig, harvest
     from .report import summary_table, write_report
-    from .train import Trainer, TrainConfig
+    from .train import TrainConfig, Trainer
 
     t0 = time.time()
     hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=_harvest_defaults())
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .harvest import HarvestConfig
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog="saelab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="saelab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("assets", help="list, fetch or show licences of the embedded assets")
@@ -167,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="the main job: harvest (or reuse), train a TopK SAE, evaluate, report")
     t.add_argument("--out", default="runs/default", help="run folder: sae/, checkpoints/, log.jsonl, report/")
-    t.add_argument("--train-cache", default=None, help="training activation cache folder (default: under $SAELAB_HOME/acts)")
-    t.add_argument("--eval-cache", default=None, help="held-out activation cache folder (default: under $SAELAB_HOME/acts)")
+    t.add_argument("--train-cache", default=None,
+                   help="training activation cache folder (default: under $SAELAB_HOME/acts)")
+    t.add_argument("--eval-cache", default=None,
+                   help="held-out activation cache folder (default: under $SAELAB_HOME/acts)")
     t.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16000; 4000 fast)")
     t.add_argument("--on-the-fly", action="store_true",
                    help="train straight from the model through a shuffle buffer (no training cache on disk)")

@@ -41,7 +41,8 @@ def check_topk_activation(fn) -> None:
     pre = torch.randn(16, 40)
     pre[0] = -torch.rand(40) - 0.1  # a row with only negative pre-activations
     out = fn(pre.clone(), 5)
-    assert out.shape == pre.shape, f"expected a dense [batch, n] tensor of shape {tuple(pre.shape)}, got {tuple(out.shape)}"
+    assert out.shape == pre.shape, \
+        f"expected a dense [batch, n] tensor of shape {tuple(pre.shape)}, got {tuple(out.shape)}"
     assert (out >= 0).all(), "some outputs are negative: did you forget the ReLU on the kept values?"
     nz = (out[1:] != 0).sum(-1)
     assert (nz == 5).all(), f"rows should have exactly k=5 non-zeros, got {nz.tolist()[:5]}...: keep k per ROW (dim=-1)"

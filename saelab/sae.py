@@ -344,7 +344,8 @@ class SAE(nn.Module):
         """Remove the gradient component parallel to each decoder row (call before the optimiser step)."""
         g = self.W_dec.grad
         if g is not None:
-            g -= (g * self.W_dec).sum(-1, keepdim=True) * self.W_dec
+            parallel_N = torch.einsum("nd,nd->n", g, self.W_dec)
+            g.addcmul_(parallel_N[:, None], self.W_dec, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

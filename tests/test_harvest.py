@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from saelab.data import ContextConfig
 from saelab.harvest import (
     ActivationCache,
     CacheError,

@@ -13,7 +13,7 @@ import torch
 
 from saelab.harvest import HarvestConfig, harvest
 from saelab.sae import SAE
-from saelab.train import Trainer, TrainConfig
+from saelab.train import TrainConfig, Trainer
 
 HCFG = HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 160, batch_size=32,
                      shard_contexts=32, store_dtype="float32", outlier_factor=None)

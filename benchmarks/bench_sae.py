@@ -108,7 +108,7 @@ def saelens_step(x, cfg, device):
 
     def step():
         out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
-                                                       n_training_steps=0))
+                                                       n_training_steps=0, is_logging_step=False))
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -151,11 +151,11 @@ class Contexts:
         return len(self.tokens_NT)
 
 
-def _separator_id(tokenizer) -> int:
+def separator_id(tokenizer) -> int:
     """The document separator: ``<|endoftext|>`` when the vocabulary has it (pre-training style), else EOS."""
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(eot, int) and eot != tokenizer.unk_token_id:
-        return eot
+    vocab = tokenizer.get_vocab()
+    if "<|endoftext|>" in vocab:
+        return vocab["<|endoftext|>"]
     sep = tokenizer.eos_token_id
     if sep is None:
         raise ValueError("the tokenizer has no EOS token to separate documents; set tokenizer.eos_token")
@@ -165,7 +165,7 @@ def _separator_id(tokenizer) -> int:
 def iter_contexts(docs: Iterable[tuple[int, str]], tokenizer, cfg: ContextConfig,
                   batch_docs: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (tokens_T, doc_T) windows from (doc_index, text) pairs, following ``cfg.policy``."""
-    sep = _separator_id(tokenizer)
+    sep = separator_id(tokenizer)
     T = cfg.ctx_len
     buf_tok: list[int] = []
     buf_doc: list[int] = []

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import assets
-from .data import ContextConfig, build_contexts, corpus_fingerprint, load_corpus
+from .data import ContextConfig, build_contexts, corpus_fingerprint, load_corpus, separator_id
 from .models import LM, load_lm
 
 FORMAT_VERSION = 1
@@ -139,6 +139,7 @@ def _fingerprint(cfg: HarvestConfig, lm: LM, layer: int, whash: str) -> dict:
         "format_version": FORMAT_VERSION, "model": cfg.model, "model_hash": whash, "d_model": lm.d_model,
         "site": cfg.site, "layer": layer, "corpus": cfg.corpus, "split": cfg.split,
         "corpus_hash": corpus_fingerprint(cfg.corpus, cfg.context), "context": asdict(cfg.context),
+        "separator_id": separator_id(lm.tokenizer), "outlier_factor": cfg.outlier_factor,
         "exclude_first": cfg.exclude_first, "store_dtype": cfg.store_dtype, "shard_contexts": cfg.shard_contexts,
     }
 

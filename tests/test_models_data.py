@@ -54,3 +54,10 @@ def test_contexts_pack_policy_and_deterministic_split(tiny_lm):
     assert all(len(set(row)) == 1 for row in doc.doc_NT)  # no window crosses a document
     with pytest.raises(ValueError, match="unknown context policy"):
         build_contexts(corpus, tiny_lm.tokenizer, ContextConfig(policy="nope"))
+
+
+@pytest.mark.assets
+def test_smollm2_documents_are_separated_by_endoftext(smollm):
+    from saelab.data import separator_id
+
+    assert smollm.tokenizer.convert_ids_to_tokens(separator_id(smollm.tokenizer)) == "<|endoftext|>"

@@ -9,7 +9,6 @@ product. Also peak RSS. Usage: python benchmarks/bench_sae.py [--d 576 --n 16384
 from __future__ import annotations
 
 import argparse
-import gc
 import resource
 import statistics
 import time
@@ -31,12 +30,6 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def floor_product(x, n, repeats):
-    """Time of one dense encoder product x @ W_enc^T of the step's shape (the floor)."""
-    W = torch.randn(n, x.shape[1], device=x.device)
-    return timeit(lambda: F.linear(x, W), repeats)
 
 
 def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
@@ -132,23 +125,32 @@ def main():
     print(f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} k={args.k} "
           f"batch={args.batch} dtype=fp32 torch={torch.__version__}")
 
-    rows = []
-    base = floor_product(x, args.n, args.repeats)
-    rows.append(("x @ W_enc (floor)", base))
-    gc.collect()
-    rows.append(("saelab step (TopK)", timeit(saelab_step(x, cfg, device), args.repeats)))
-    rows.append(("saelab step (TopK + AuxK, 10% dead)", timeit(saelab_step(x, cfg, device, 0.1), args.repeats)))
-    mcfg = SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True)
-    rows.append(("saelab step (Multi-TopK)", timeit(saelab_step(x, mcfg, device), args.repeats)))
+    W = torch.randn(args.n, args.d, device=device)
+    steps = {"x @ W_enc (floor)": lambda: F.linear(x, W),
+             "saelab step (TopK)": saelab_step(x, cfg, device),
+             "saelab step (TopK + AuxK, 10% dead)": saelab_step(x, cfg, device, 0.1),
+             "saelab step (Multi-TopK)": saelab_step(
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device)}
     if not args.skip_dense:
-        rows.append(("dense autograd reference", timeit(dense_reference_step(x, cfg, device), args.repeats)))
+        steps["dense autograd reference"] = dense_reference_step(x, cfg, device)
     for name, make in (("eai-sparsify", sparsify_step), ("sae-lens", saelens_step)):
         try:
-            rows.append((name, timeit(make(x, cfg, device), args.repeats)))
+            steps[name] = make(x, cfg, device)
         except ImportError:
-            rows.append((f"{name} (not installed)", float("nan")))
+            steps[f"{name} (not installed)"] = None
         except Exception as e:  # noqa: BLE001 - a peer's API change must not hide our numbers
-            rows.append((f"{name} (failed: {e.__class__.__name__}: {str(e)[:60]})", float("nan")))
+            steps[f"{name} (failed: {e.__class__.__name__}: {str(e)[:60]})"] = None
+    # Interleaved rounds: every candidate is timed once per round, so machine noise hits all alike.
+    times = {name: [] for name in steps}
+    for fn in steps.values():
+        if fn is not None:
+            fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in steps.items():
+            if fn is not None:
+                times[name].append(timeit(fn, 1, warmup=0))
+    rows = [(name, statistics.median(t) if t else float("nan")) for name, t in times.items()]
+    base = rows[0][1]
     print(f"\n{'step':45s} {'seconds':>9s} {'x floor':>8s}")
     for name, t in rows:
         print(f"{name:45s} {t:9.3f} {t / base:8.2f}")

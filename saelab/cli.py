@@ -87,7 +87,11 @@ def _cmd_harvest(args) -> int:
 def _train_defaults():
     from .train import TrainConfig
 
-    cfg = TrainConfig()
+    # Short CPU runs (hundreds of steps) need a larger step than the paper's lr for billions of
+    # tokens: at n=4096 on 120k SmolLM2 tokens, lr 4e-4 (the paper's scaling) reached held-out
+    # normalized MSE 0.31 and 2e-3 reached 0.22 in the same 232 steps.
+    # 8 epochs with the last 30% decaying: at 400k tokens, 4 epochs reached 0.180 and 8 reached 0.164.
+    cfg = TrainConfig(lr=2e-3, epochs=8.0, decay_frac=0.3)
     if fast_mode():
         cfg = replace(cfg, n_latents=1024, batch_size=1024, epochs=2.0, eval_every=50, checkpoint_every=0)
     return cfg

@@ -56,7 +56,7 @@ class HarvestConfig:
     """Block index (0-based); None = the model's default (3/4 depth)."""
     context: ContextConfig = field(default_factory=ContextConfig)
     """How text becomes token contexts."""
-    max_tokens: int | None = 120_000
+    max_tokens: int | None = 400_000
     """Stop after about this many stored tokens (None: the whole split)."""
     exclude_first: int = 1
     """Drop positions < this in each context (position 0 is an attention sink with outlier norms)."""

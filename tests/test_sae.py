@@ -265,3 +265,4 @@ def test_to_saelens_folds_scale_and_matches(tmp_path):
     top = pre.topk(3)
     z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
     torch.testing.assert_close(z @ w["W_dec"] + w["b_dec"], sae.reconstruct(x), atol=1e-4, rtol=1e-4)
+

@@ -66,7 +66,7 @@ class HarvestConfig:
     """Contexts per shard file."""
     outlier_factor: float | None = 10.0
     """Drop tokens whose activation norm exceeds this multiple of the batch median (None keeps all).
-    On SmolLM2 layer 22 about 1 token in 10,000 (position 1 attention sinks) sits 15-25x above it."""
+    On SmolLM2 layer 22 the <|endoftext|> separators sit ~50x above it (about 1% of wiki-en tokens)."""
     store_dtype: str = "float16"
     """'float16' or 'float32' on disk (fp16 halves the disk; values beyond fp16 range are refused)."""
     compute_dtype: str = "float32"

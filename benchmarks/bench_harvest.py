@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--contexts", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--ram-tokens", type=int, nargs="*", default=[50_000, 200_000])
+    ap.add_argument("--skip-throughput", action="store_true", help="only the peak-RSS harvests")
     args = ap.parse_args()
 
     from saelab.data import ContextConfig, build_contexts, load_corpus
@@ -70,6 +71,9 @@ def main():
             harvest(HarvestConfig(model=args.model, max_tokens=(n_tok // 64) * 63, batch_size=args.batch,
                                   shard_contexts=args.contexts), d, lm=lm, progress=False)
 
+    if args.skip_throughput:
+        ram_table(args.ram_tokens)
+        return
     bare_truncated()  # warm-up
     results = {}
     for name, fn in (("bare truncated forward", bare_truncated), ("harvest to disk", harvest_run),
@@ -83,17 +87,22 @@ def main():
         print(f"{name:40s} {tps:9.0f} {tps / base:7.2f}")
     print("(harvest tokens/s counts every position fed to the model, position 0 included)")
 
-    if args.ram_tokens:
-        print(f"\n{'harvest to disk, tokens':28s} {'peak RSS MiB':>12s}")
-        for n in args.ram_tokens:
-            with tempfile.TemporaryDirectory() as d:
-                out = subprocess.run([sys.executable, "-c", RAM_SCRIPT, str(n), d], capture_output=True, text=True)
-                if out.returncode:
-                    print(out.stderr[-1500:])
-                    continue
-                rss = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-                print(f"{n:<28d} {rss:12.0f}")
+    ram_table(args.ram_tokens)
 
+
+def ram_table(sizes):
+    """Peak RSS of a harvest to disk for each size, each in a fresh process."""
+    if not sizes:
+        return
+    print(f"\n{'harvest to disk, tokens':28s} {'peak RSS MiB':>12s}")
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            out = subprocess.run([sys.executable, "-c", RAM_SCRIPT, str(n), d], capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-1500:])
+                continue
+            rss = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+            print(f"{n:<28d} {rss:12.0f}")
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from . import assets
 from .data import ContextConfig, build_contexts, corpus_fingerprint, load_corpus, separator_id
 from .models import LM, load_lm
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fingerprint records the document separator and the outlier rule
 SITES = ("resid_post", "mlp_out", "attn_out")
 
 
@@ -145,7 +145,8 @@ def _fingerprint(cfg: HarvestConfig, lm: LM, layer: int, whash: str) -> dict:
 
 
 def default_cache_dir(cfg: HarvestConfig, layer: int) -> Path:
-    key = json.dumps({**asdict(cfg), "layer": layer, "device": None, "batch_size": None}, sort_keys=True)
+    key = json.dumps({**asdict(cfg), "layer": layer, "device": None, "batch_size": None,
+                      "format_version": FORMAT_VERSION}, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     safe_model = cfg.model.replace("/", "__")
     return assets.home() / "acts" / f"{safe_model}-{cfg.site}{layer}-{cfg.corpus.replace('/', '__')}-{cfg.split}-{tag}"

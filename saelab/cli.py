@@ -97,7 +97,25 @@ def _train_defaults():
     return cfg
 
 
+def _init_distributed(device: str) -> str:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA, else gloo); return the device."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    on_cuda = device.startswith("cuda")
+    dist.init_process_group("nccl" if on_cuda else "gloo")
+    if on_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
 def _cmd_train(args) -> int:
+    import torch.distributed as dist
+
     from .harvest import HarvestConfig, harvest
     from .report import summary_table, write_report
     from .train import TrainConfig, Trainer
@@ -105,6 +123,8 @@ def _cmd_train(args) -> int:
     t0 = time.time()
     hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=_harvest_defaults())
     tcfg = build_dataclass(TrainConfig, args, "train.", base=_train_defaults())
+    device = _init_distributed(hcfg.device)
+    hcfg = replace(hcfg, device=device)
     out = Path(args.out)
     eval_tokens = args.eval_tokens if args.eval_tokens is not None else (4_000 if fast_mode() else 16_000)
     eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache)
@@ -115,14 +135,20 @@ def _cmd_train(args) -> int:
             raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
         stream = ShuffleBuffer(stream_activations(hcfg), tcfg.batch_size, capacity=args.shuffle_buffer, seed=tcfg.seed)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
-                          provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]})
+                          provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]},
+                          device=device)
         n_harvested = hcfg.max_tokens
     else:
         train_cache = harvest(hcfg, args.train_cache)
-        trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache)
+        trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache, device=device)
         n_harvested = train_cache.n_tokens
     t_harvest = time.time() - t0
     trainer.train()
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:  # rank 0 evaluates and reports
+            return 0
     final = trainer.evaluate()
     t_total = time.time() - t0
     m = eval_cache.manifest

@@ -168,3 +168,20 @@ def test_on_the_fly_training_through_a_shuffle_buffer(tmp_path, tiny_lm, caches)
     assert tr.step == (63 * 128) // 512
     assert tr.evaluate()["nmse"] < 0.9 * before
     assert SAE.load(tmp_path / "sae").cfg.layer == 2
+
+
+@pytest.mark.slow
+def test_cli_main_job_under_torchrun_two_processes(tmp_path):
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        "29533", "-m", "saelab", "train", "--out", str(tmp_path / "run"),
+                        "--harvest.model", "tiny-gpt2", "--harvest.corpus", "synthetic", "--harvest.max_tokens", "6300",
+                        "--harvest.store_dtype", "float32", "--eval-tokens", "1260", "--train.n_latents", "128",
+                        "--train.k", "4", "--train.batch_size", "256", "--train.epochs", "1",
+                        "--train.progress", "false"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("held-out normalized MSE") == 1  # only rank 0 reports
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in recs if "nmse" in r]
+    assert steps and steps == sorted(set(steps))  # one writer
+    assert SAE.load(tmp_path / "run" / "sae").cfg.n_latents == 128

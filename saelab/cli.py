@@ -116,7 +116,7 @@ def _init_distributed(device: str) -> str:
 def _cmd_train(args) -> int:
     import torch.distributed as dist
 
-    from .harvest import HarvestConfig, harvest
+    from .harvest import HarvestConfig, harvest, load_harvest_lm
     from .report import summary_table, write_report
     from .train import TrainConfig, Trainer
 
@@ -127,19 +127,21 @@ def _cmd_train(args) -> int:
     hcfg = replace(hcfg, device=device)
     out = Path(args.out)
     eval_tokens = args.eval_tokens if args.eval_tokens is not None else (4_000 if fast_mode() else 16_000)
-    eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache)
+    lm = load_harvest_lm(hcfg)  # loaded once for both harvests (or the stream)
+    eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache, lm=lm)
     if args.on_the_fly:
         from .harvest import ShuffleBuffer, stream_activations
 
         if hcfg.max_tokens is None:
             raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
-        stream = ShuffleBuffer(stream_activations(hcfg), tcfg.batch_size, capacity=args.shuffle_buffer, seed=tcfg.seed)
+        stream = ShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size, capacity=args.shuffle_buffer,
+                               seed=tcfg.seed)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
                           provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]},
                           device=device)
         n_harvested = hcfg.max_tokens
     else:
-        train_cache = harvest(hcfg, args.train_cache)
+        train_cache = harvest(hcfg, args.train_cache, lm=lm)
         trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache, device=device)
         n_harvested = train_cache.n_tokens
     t_harvest = time.time() - t0

@@ -171,7 +171,7 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
     """
     from tqdm.auto import tqdm
 
-    lm = lm or load_lm(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.compute_dtype))
+    lm = lm or load_harvest_lm(cfg)
     layer = lm.default_layer if cfg.layer is None else cfg.layer
     site_module(lm.model, cfg.site, layer)  # validates site and layer early
     if cfg.store_dtype not in ("float16", "float32"):
@@ -183,14 +183,7 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
     _check_or_write_fingerprint(folder, fp)
     rank, world = _dist_rank_world()
 
-    per_ctx = cfg.context.ctx_len - cfg.exclude_first
-    if per_ctx <= 0:
-        raise ValueError(f"exclude_first={cfg.exclude_first} leaves no positions in ctx_len={cfg.context.ctx_len}")
-    max_ctx = None if cfg.max_tokens is None else math.ceil(cfg.max_tokens / per_ctx)
-    corpus = load_corpus(cfg.corpus)
-    contexts = build_contexts(corpus, lm.tokenizer, cfg.context, split=cfg.split, max_contexts=max_ctx)
-    if len(contexts) == 0:
-        raise ValueError(f"corpus {cfg.corpus!r} split {cfg.split!r} gave no contexts of {cfg.context.ctx_len} tokens")
+    per_ctx, contexts = _harvest_contexts(cfg, lm)
     n_shards = math.ceil(len(contexts) / cfg.shard_contexts)
     mine = [i for i in range(n_shards) if i % world == rank]
     todo = [i for i in mine if not _shard_ok(folder, i)]
@@ -198,7 +191,6 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress or rank != 0,
                desc=f"harvest {cfg.model} {cfg.site}{layer}", dynamic_ncols=True)
     store = getattr(torch, cfg.store_dtype)
-    n_dropped = 0
     for i in todo:
         c0, c1 = i * cfg.shard_contexts, min((i + 1) * cfg.shard_contexts, len(contexts))
         toks = torch.from_numpy(contexts.tokens_NT[c0:c1]).long()
@@ -211,7 +203,6 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
             acts = run_to_site(lm, toks[sl], cfg.site, layer)[:, cfg.exclude_first:].float().cpu()
             acts = acts.reshape(-1, lm.d_model)
             keep = outlier_mask(acts, cfg.outlier_factor)
-            n_dropped += int((~keep).sum())
             cols["acts"].append(acts[keep])
             cols["tokens"].append(toks[sl, cfg.exclude_first:].reshape(-1)[keep].to(torch.int32))
             cols["ctx"].append(ctx[sl].reshape(-1)[keep])
@@ -233,6 +224,24 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
     if world > 1:
         torch.distributed.barrier()
     return ActivationCache(folder, verify="size")
+
+
+def load_harvest_lm(cfg: HarvestConfig) -> LM:
+    """The model a harvest config asks for, on its device and compute dtype."""
+    return load_lm(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.compute_dtype))
+
+
+def _harvest_contexts(cfg: HarvestConfig, lm: LM):
+    """(positions kept per context, the token contexts covering about cfg.max_tokens kept positions)."""
+    per_ctx = cfg.context.ctx_len - cfg.exclude_first
+    if per_ctx <= 0:
+        raise ValueError(f"exclude_first={cfg.exclude_first} leaves no positions in ctx_len={cfg.context.ctx_len}")
+    max_ctx = None if cfg.max_tokens is None else math.ceil(cfg.max_tokens / per_ctx)
+    contexts = build_contexts(load_corpus(cfg.corpus), lm.tokenizer, cfg.context, split=cfg.split,
+                              max_contexts=max_ctx)
+    if len(contexts) == 0:
+        raise ValueError(f"corpus {cfg.corpus!r} split {cfg.split!r} gave no contexts of {cfg.context.ctx_len} tokens")
+    return per_ctx, contexts
 
 
 def _check_or_write_fingerprint(folder: Path, fp: dict) -> None:
@@ -436,12 +445,9 @@ class ShuffleBuffer:
 
 def stream_activations(cfg: HarvestConfig, lm: LM | None = None):
     """On-the-fly harvest (no disk): yield [tokens, d] fp32 activation blocks, batch by batch."""
-    lm = lm or load_lm(cfg.model, device=cfg.device, dtype=getattr(torch, cfg.compute_dtype))
+    lm = lm or load_harvest_lm(cfg)
     layer = lm.default_layer if cfg.layer is None else cfg.layer
-    per_ctx = cfg.context.ctx_len - cfg.exclude_first
-    max_ctx = None if cfg.max_tokens is None else math.ceil(cfg.max_tokens / per_ctx)
-    contexts = build_contexts(load_corpus(cfg.corpus), lm.tokenizer, cfg.context, split=cfg.split,
-                              max_contexts=max_ctx)
+    _, contexts = _harvest_contexts(cfg, lm)
     toks = torch.from_numpy(contexts.tokens_NT).long()
     for s in range(0, len(toks), cfg.batch_size):
         acts = run_to_site(lm, toks[s:s + cfg.batch_size], cfg.site, layer)

@@ -134,6 +134,18 @@ def geometric_median(x_BD: torch.Tensor, iters: int = 200, tol: float = 1e-7) ->
     return m.to(x_BD.dtype)
 
 
+def mean_predictor_mse(v_BD: torch.Tensor, reduce=None) -> torch.Tensor:
+    """Per-token squared error of always predicting the mean: E||v||^2 - ||E v||^2 (in fp64).
+
+    `reduce` averages a statistic over data-parallel ranks, so the mean is the global batch's.
+    """
+    reduce = reduce or (lambda t: t)
+    v = v_BD.detach().double()
+    mean = reduce(v.mean(0))
+    sq = reduce(v.pow(2).sum(-1).mean())
+    return (sq - mean.pow(2).sum()).clamp_min(1e-30).to(v_BD.dtype)
+
+
 def check_input(x: torch.Tensor, d_in: int) -> None:
     """Raise a clear error for a wrong width or non-finite rows."""
     if x.ndim < 1 or x.shape[-1] != d_in:
@@ -161,7 +173,6 @@ class SAE(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype, device=device))
         # Tokens since each latent last fired (drives AuxK's "dead" mask; saved with the SAE).
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
-        self._reduce = None
 
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -270,8 +281,7 @@ class SAE(nn.Module):
         check_input(x, cfg.d_in)
         x_n, info = self.preprocess(x.to(self.W_enc.dtype))
         x_n = x_n.detach()
-        self._reduce = reduce
-        centred_var = self._mean_predictor_mse(x_n)
+        centred_var = mean_predictor_mse(x_n, reduce)
         if cfg.activation == "relu":
             return self._forward_relu(x_n, info, centred_var)
         decode = sparse_decode if cfg.kernel == "sparse" else dense_decode
@@ -291,7 +301,7 @@ class SAE(nn.Module):
             losses["multi_topk"] = (recon_multi - x_n).pow(2).sum(-1).mean() / centred_var
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
         if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
-            losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode)
+            losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce)
             total = total + cfg.aux_coef * losses["aux"]
         losses["total"] = total
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
@@ -305,7 +315,7 @@ class SAE(nn.Module):
             return selected_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx, pre_vals)
         return dense_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx)
 
-    def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode) -> torch.Tensor:
+    def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode, reduce=None) -> torch.Tensor:
         """AuxK (appendix A.2): model the residual with the top-k_aux dead latents, no b_pre added."""
         dead_idx = dead_mask_N.nonzero().squeeze(1)
         k_aux = min(self.cfg.k_aux, dead_idx.numel())
@@ -316,16 +326,8 @@ class SAE(nn.Module):
         aux_acts = self._selected(x_n, aux_idx, top.values).relu()
         resid = (x_n - recon_n).detach()
         resid_hat = decode(aux_idx, aux_acts, self.W_dec)
-        denom = self._mean_predictor_mse(resid)
+        denom = mean_predictor_mse(resid, reduce)
         return ((resid_hat - resid).pow(2).sum(-1).mean() / denom).nan_to_num(0.0)
-
-    def _mean_predictor_mse(self, v_BD: torch.Tensor) -> torch.Tensor:
-        """Per-token squared error of always predicting the mean: E||v||^2 - ||E v||^2 (in fp64)."""
-        reduce = self._reduce or (lambda t: t)
-        v = v_BD.detach().double()
-        mean = reduce(v.mean(0))
-        sq = reduce(v.pow(2).sum(-1).mean())
-        return (sq - mean.pow(2).sum()).clamp_min(1e-30).to(v_BD.dtype)
 
     def _forward_relu(self, x_n, info, centred_var) -> ForwardOut:
         z = self.pre_acts(x_n).relu()

@@ -4,6 +4,8 @@
     saelab demo                           load the embedded model and corpora, complete a prompt
     saelab harvest [--flags]              harvest activations into a cache
     saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
+    saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
+    saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
 
 Every config field is a flag (`saelab train --help` lists them with their meaning).
 """
@@ -19,13 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .config import add_dataclass_args, build_dataclass
-
-FAST_ENV = "SAELAB_FAST"
-
-
-def fast_mode() -> bool:
-    """True when SAELAB_FAST=1: tiny sizes so CI and notebooks finish in minutes."""
-    return os.environ.get(FAST_ENV, "") not in ("", "0", "false")
+from .presets import eval_tokens_default, fast_mode, harvest_defaults, train_defaults
 
 
 def _cmd_assets(args) -> int:
@@ -64,37 +60,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def _harvest_defaults():
-    from .harvest import HarvestConfig
-
-    cfg = HarvestConfig()
-    if fast_mode():
-        cfg = replace(cfg, max_tokens=8_000)
-    return cfg
-
-
 def _cmd_harvest(args) -> int:
     from .harvest import HarvestConfig, harvest, norm_stats
 
-    cfg = build_dataclass(HarvestConfig, args, "", base=_harvest_defaults())
+    cfg = build_dataclass(HarvestConfig, args, "", base=harvest_defaults())
     cache = harvest(cfg, args.out)
     stats = norm_stats(cache.sample(min(cache.n_tokens, 20_000)))
     print(json.dumps({"folder": str(cache.folder), "n_tokens": cache.n_tokens,
                       "n_dropped_outliers": cache.manifest["n_dropped_outliers"], "norms": stats}, indent=1))
     return 0
-
-
-def _train_defaults():
-    from .train import TrainConfig
-
-    # Short CPU runs (hundreds of steps) need a larger step than the paper's lr for billions of
-    # tokens: at n=4096 on 120k SmolLM2 tokens, lr 4e-4 (the paper's scaling) reached held-out
-    # normalized MSE 0.31 and 2e-3 reached 0.22 in the same 232 steps.
-    # 8 epochs with the last 30% decaying: at 400k tokens, 4 epochs reached 0.180 and 8 reached 0.164.
-    cfg = TrainConfig(lr=2e-3, epochs=8.0, decay_frac=0.3)
-    if fast_mode():
-        cfg = replace(cfg, n_latents=1024, batch_size=1024, epochs=2.0, eval_every=50, checkpoint_every=0)
-    return cfg
 
 
 def _init_distributed(device: str) -> str:
@@ -121,12 +95,12 @@ def _cmd_train(args) -> int:
     from .train import TrainConfig, Trainer
 
     t0 = time.time()
-    hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=_harvest_defaults())
-    tcfg = build_dataclass(TrainConfig, args, "train.", base=_train_defaults())
+    hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults())
+    tcfg = build_dataclass(TrainConfig, args, "train.", base=train_defaults())
     device = _init_distributed(hcfg.device)
     hcfg = replace(hcfg, device=device)
     out = Path(args.out)
-    eval_tokens = args.eval_tokens if args.eval_tokens is not None else (4_000 if fast_mode() else 16_000)
+    eval_tokens = args.eval_tokens if args.eval_tokens is not None else eval_tokens_default()
     lm = load_harvest_lm(hcfg)  # loaded once for both harvests (or the stream)
     eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache, lm=lm)
     if args.on_the_fly:
@@ -176,6 +150,83 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
+    """{name: SAE} from NAME=FOLDER / FOLDER specs and zoo kinds (trained on first use)."""
+    from .presets import zoo_sae
+    from .sae import SAE
+
+    saes = {}
+    for kind in [z for z in (zoo or "").split(",") if z]:
+        saes[kind] = zoo_sae(kind)[0]
+    for spec in specs or ([] if saes else [default] if default else []):
+        name, _, folder = spec.rpartition("=")
+        folder_path = Path(folder)
+        if not (folder_path / "cfg.json").exists():
+            raise FileNotFoundError(f"no SAE at {folder} (expected cfg.json + sae.safetensors): train one with "
+                                    "`saelab train`, or pass --zoo topk,relu to use the zoo")
+        saes[name or folder_path.parent.name or folder_path.name] = SAE.load(folder_path)
+    if not saes:
+        raise ValueError("no SAE given: pass --sae FOLDER (repeatable) or --zoo topk,multi_topk,relu")
+    keys = {(s.cfg.model, s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
+    if len(keys) > 1:
+        raise ValueError(f"the SAEs were trained on different models/sites/layers: {sorted(map(str, keys))}; "
+                         "compare SAEs of one site at a time")
+    return saes
+
+
+def _cmd_eval(args) -> int:
+    from .models import load_lm
+    from .report import summary_table
+    from .suite import SuiteConfig, fast_suite_config, run_suite, summary_rows, write_suite_report
+
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    cfg = build_dataclass(SuiteConfig, args, "", base=fast_suite_config() if fast_mode() else SuiteConfig())
+    first = next(iter(saes.values()))
+    lm = load_lm(first.cfg.model or "smollm2-135m")
+    report = run_suite(lm, saes, cfg)
+    folder = write_suite_report(report, args.out)
+    for row in summary_rows(report):
+        print(summary_table({k: v for k, v in row.items() if k != "sae"}, row["sae"]))
+    print(f"report: {folder / 'report.json'}  plots: {folder / 'report.html'}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    import torch
+
+    from .harvest import harvest
+    from .recovery import shrinkage_table, sweep, sweep_figure
+
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    first = next(iter(saes.values()))
+    hcfg = replace(harvest_defaults(), model=first.cfg.model or "smollm2-135m", site=first.cfg.site or "resid_post",
+                   layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default())
+    held = harvest(hcfg)
+    x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
+    ks = [int(v) for v in args.ks.split(",")] if args.ks else None
+    lm = tokens = None
+    if args.delta_loss_contexts:
+        from .data import ContextConfig, build_contexts, load_corpus
+        from .models import load_lm
+
+        lm = load_lm(hcfg.model)
+        tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
+                                                 args.delta_loss_contexts).tokens_NT).long()
+    df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens)
+    shrink = shrinkage_table(saes, x[: args.shrinkage_tokens])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in (("sweep.csv", df), ("shrinkage.csv", shrink)):
+        tmp = out / f".{name}.tmp"
+        table.to_csv(tmp, index=False)
+        tmp.replace(out / name)
+    sweep_figure(df).write_html(out / "sweep.html", include_plotlyjs="directory")
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(shrink.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"tables: {out / 'sweep.csv'}, {out / 'shrinkage.csv'}  plot: {out / 'sweep.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .harvest import HarvestConfig
     from .train import TrainConfig
@@ -195,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("harvest", help="harvest activations into a disk cache (resumable)")
     h.add_argument("--out", default=None, help="cache folder (default: under $SAELAB_HOME/acts)")
-    add_dataclass_args(h, HarvestConfig, "", _harvest_defaults())
+    add_dataclass_args(h, HarvestConfig, "", harvest_defaults())
     h.set_defaults(func=_cmd_harvest)
 
     t = sub.add_parser("train", help="the main job: harvest (or reuse), train a TopK SAE, evaluate, report")
@@ -208,9 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--on-the-fly", action="store_true",
                    help="train straight from the model through a shuffle buffer (no training cache on disk)")
     t.add_argument("--shuffle-buffer", type=int, default=65536, help="tokens in the on-the-fly shuffle buffer")
-    add_dataclass_args(t, HarvestConfig, "harvest.", _harvest_defaults())
-    add_dataclass_args(t, TrainConfig, "train.", _train_defaults())
+    add_dataclass_args(t, HarvestConfig, "harvest.", harvest_defaults())
+    add_dataclass_args(t, TrainConfig, "train.", train_defaults())
     t.set_defaults(func=_cmd_train)
+
+    def sae_args(sp, out_default):
+        sp.add_argument("--sae", action="append", metavar="[NAME=]FOLDER",
+                        help="an SAE folder (repeat to compare several; default runs/default/sae)")
+        sp.add_argument("--zoo", default=None, metavar="KINDS",
+                        help="comma-separated zoo SAEs (topk, multi_topk, relu), trained on first use")
+        sp.add_argument("--out", default=out_default, help="output folder")
+
+    from .suite import SuiteConfig, fast_suite_config
+
+    e = sub.add_parser("eval", help="the paper's metrics: downstream loss, probe loss, N2G, ablation sparsity")
+    sae_args(e, "runs/eval")
+    add_dataclass_args(e, SuiteConfig, "", fast_suite_config() if fast_mode() else SuiteConfig())
+    e.set_defaults(func=_cmd_eval)
+
+    w = sub.add_parser("sweep", help="progressive recovery: TopK(k') and JumpReLU sweeps, activation shrinkage")
+    sae_args(w, "runs/sweep")
+    w.add_argument("--ks", default=None, help="comma-separated k' values (default k/4 .. 8k)")
+    w.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16000; 4000 fast)")
+    w.add_argument("--delta-loss-contexts", type=int, default=0,
+                   help="also splice each point into the LM on this many held-out contexts (0: off)")
+    w.add_argument("--shrinkage-tokens", type=int, default=2000, help="tokens for the shrinkage refinement")
+    w.set_defaults(func=_cmd_sweep)
     return p
 
 

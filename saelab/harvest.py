@@ -300,6 +300,27 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def cache_from_tensor(acts_TD: torch.Tensor, folder: str | Path, shard_tokens: int = 65536,
+                      name: str = "tensor") -> ActivationCache:
+    """Write activations you already have ([tokens, d]) as a cache, so `Trainer` and the metrics can
+    use them (synthetic data, activations from another tool). Tokens/positions are recorded as 0."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    acts_TD = torch.as_tensor(acts_TD).float()
+    T, D = acts_TD.shape
+    n_shards = max(1, math.ceil(T / shard_tokens))
+    for i in range(n_shards):
+        a = acts_TD[i * shard_tokens:(i + 1) * shard_tokens].contiguous()
+        z = torch.zeros(len(a), dtype=torch.int32)
+        _write_shard(folder, i, {"acts": a, "tokens": z, "ctx": z.clone(), "pos": z.to(torch.int16), "doc": z.clone()},
+                     {"shard": str(i)})
+    fp = {"format_version": FORMAT_VERSION, "model": name, "model_hash": None, "d_model": D, "site": None,
+          "layer": None, "corpus": name, "split": "all", "context": {"ctx_len": 1}, "exclude_first": 0,
+          "store_dtype": "float32"}
+    _write_manifest(folder, fp, n_shards, T)
+    return ActivationCache(folder)
+
+
 class ActivationCache:
     """A verified, read-only view of a harvest folder."""
 

@@ -232,7 +232,7 @@ class Trainer:
             bar.update(1)
             if is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 rec = {"step": self.step, "tokens": sae.cfg.tokens_seen, "lr": self.lr_at(self.step - 1),
-                       **{k: float(v) for k, v in out.losses.items()}, "l0": float(out.l0),
+                       **{k: float(v.detach()) for k, v in out.losses.items()}, "l0": float(out.l0),
                        "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
                        "seconds": round(time.time() - t0, 2)}
                 self._log(rec)

@@ -1,0 +1,179 @@
+"""Progressive recovery and test-time activations (Gao et al. 2024, section 5).
+
+A TopK SAE trained at k can be run at test time with another activation:
+- TopK(k'): keep the k' largest pre-activations, for k' from k/4 to 8k;
+- JumpReLU(theta): keep every pre-activation above theta; thresholds chosen so the L0 spans the
+  same range as the TopK sweep (from quantiles of the pre-activations).
+Progressive recovery (section 5.3) asks whether MSE keeps falling as more latents are let in:
+a plain TopK SAE overfits to exactly k (MSE rises again past k), a Multi-TopK SAE (L(k) + L(4k)/8)
+keeps improving. `sweep` returns a tidy table (one row per point) for one or several SAEs.
+
+Activation shrinkage (section 5.1): with the support (which latents fire) fixed, refine the
+activations by projected gradient descent on ||x - W_dec^T z - b_pre||^2 subject to z >= 0.
+An L1 penalty pulls activations toward zero, so the ReLU+L1 SAE's activations grow a lot when
+refined; a TopK SAE's hardly at all (`refine_activations`, `shrinkage_table`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .sae import SAE
+
+
+@torch.no_grad()
+def nmse_l0(sae: SAE, x_BD: torch.Tensor, batch_size: int = 8192, **encode_kwargs) -> dict:
+    """Normalized MSE (vs predicting the mean of x) and mean L0 of `sae` on activations `x_BD`."""
+    sse, l0 = 0.0, 0.0
+    x_BD = x_BD.float()
+    for s in range(0, len(x_BD), batch_size):
+        x = x_BD[s:s + batch_size].to(sae.W_enc.device)
+        enc = sae.encode(x, **encode_kwargs)
+        rec = sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
+        sse += float((rec - x).double().pow(2).sum())
+        l0 += float((enc.top_acts_BK > 0).sum())
+    base = float((x_BD.double() - x_BD.double().mean(0)).pow(2).sum())
+    return {"nmse": sse / base, "l0": l0 / len(x_BD)}
+
+
+def default_ks(k: int, n_latents: int) -> list[int]:
+    """k' from k/4 to 8k on a log2 grid with half steps (the paper's Figure 10 range)."""
+    grid = sorted({max(1, round(k * 2 ** (e / 2))) for e in range(-4, 7)})
+    return [kk for kk in grid if kk <= n_latents]
+
+
+@torch.no_grad()
+def jumprelu_thresholds(sae: SAE, x_BD: torch.Tensor, l0_targets: list[float], sample: int = 4096) -> list[float]:
+    """Thresholds theta giving about each target L0: the (1 - L0/n) quantile of the pre-activations."""
+    x = x_BD[:sample].float().to(sae.W_enc.device)
+    x_n, _ = sae.preprocess(x)
+    pre = sae.pre_acts(x_n).flatten()
+    n = sae.cfg.n_latents
+    qs = torch.tensor([1 - min(t, n) / n for t in l0_targets], dtype=torch.float64)
+    # quantile on a subsample (torch.quantile is limited to 2^24 elements)
+    if pre.numel() > 2**24:
+        pre = pre[torch.randperm(pre.numel(), generator=torch.Generator().manual_seed(0))[: 2**24]]
+    return [float(v) for v in torch.quantile(pre.double().cpu(), qs)]
+
+
+@torch.no_grad()
+def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None, jumprelu: bool = True,
+          lm=None, tokens_NT: torch.Tensor | None = None, where=None, progress: bool = True):
+    """L0 and normalized MSE on held-out activations `x_BD` for TopK(k') and JumpReLU points.
+
+    With `lm` and `tokens_NT`, each point also gets its delta loss (splicing the SAE with that
+    activation; one clean pass shared by all points). Returns a pandas DataFrame with columns
+    sae, activation, param (k' or theta), l0, nmse[, delta_loss, kl].
+    """
+    import pandas as pd
+
+    rows, reps = [], {}
+    for name, sae in saes.items():
+        kk = ks or default_ks(sae.cfg.k, sae.cfg.n_latents)
+        points = [("topk", {"activation": "topk", "k": k}, k) for k in kk]
+        if jumprelu:
+            for th in jumprelu_thresholds(sae, x_BD, kk):
+                points.append(("jumprelu", {"activation": "jumprelu", "threshold": th}, th))
+        for act, kw, param in points:
+            r = nmse_l0(sae, x_BD, **kw)
+            rows.append({"sae": name, "activation": act, "param": param, "l0": r["l0"], "nmse": r["nmse"],
+                         "trained_k": sae.cfg.k})
+            if lm is not None:
+                from .evaluate import sae_replacement
+
+                reps[f"{len(rows) - 1}"] = sae_replacement(sae, **kw)
+    df = pd.DataFrame(rows)
+    if lm is not None and tokens_NT is not None:
+        from .evaluate import SpliceSite, downstream_losses
+
+        where = where or SpliceSite.of(next(iter(saes.values())), lm)
+        res = downstream_losses(lm, tokens_NT, reps, where, progress=progress)
+        df["delta_loss"] = [res[str(i)]["delta_loss"] for i in range(len(df))]
+        df["kl"] = [res[str(i)]["kl"] for i in range(len(df))]
+    return df
+
+
+def is_monotone_decreasing(values, tol: float = 0.0) -> bool:
+    """True when each value is at most the previous one plus `tol`."""
+    v = np.asarray(values, dtype=float)
+    return bool(np.all(np.diff(v) <= tol))
+
+
+# ---- activation shrinkage ------------------------------------------------------------------------
+@torch.no_grad()
+def refine_activations(sae: SAE, x_BD: torch.Tensor, iters: int = 200, batch_size: int = 1024, **encode_kwargs):
+    """Refine the SAE's activations on their own support by projected gradient descent (z >= 0).
+
+    Works in the SAE's normalised space, with the step 1/L (L = largest eigenvalue of the
+    support's Gram matrix, per token) and Nesterov momentum (FISTA). Returns (acts_before,
+    acts_after, idx), all [B, K] (padded with zeros)."""
+    befores, afters, idxs = [], [], []
+    for s in range(0, len(x_BD), batch_size):
+        x = x_BD[s:s + batch_size].float().to(sae.W_enc.device)
+        enc = sae.encode(x, **encode_kwargs)
+        z0, idx = enc.top_acts_BK.float(), enc.top_idx_BK
+        mask = (z0 > 0).float()
+        x_n, _ = sae.preprocess(x)
+        target = x_n - sae.b_pre
+        D_BKD = sae.W_dec[idx] * mask[..., None]
+        G = D_BKD @ D_BKD.transpose(1, 2)
+        c = (D_BKD @ target[..., None]).squeeze(-1)
+        L = torch.linalg.eigvalsh(G).amax(-1).clamp_min(1e-6)[:, None]
+        z, y, t = z0.clone(), z0.clone(), 1.0
+        for _ in range(iters):
+            grad = (G @ y[..., None]).squeeze(-1) - c
+            z_next = ((y - grad / L).clamp_min(0)) * mask
+            t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+            y = z_next + (t - 1) / t_next * (z_next - z)
+            z, t = z_next, t_next
+        befores.append(z0.cpu()), afters.append(z.cpu()), idxs.append(idx.cpu())
+    K = max(b.shape[1] for b in befores)
+    pad = lambda ts: torch.cat([torch.nn.functional.pad(t, (0, K - t.shape[1])) for t in ts])  # noqa: E731
+    return pad(befores), pad(afters), pad(idxs)
+
+
+@torch.no_grad()
+def shrinkage(sae: SAE, x_BD: torch.Tensor, iters: int = 200, **encode_kwargs) -> dict:
+    """How much activations grow and MSE improves when refined on a fixed support (section 5.1).
+
+    act_growth: sum of refined activations / sum of the SAE's (1 = no shrinkage);
+    median_growth: the median per-activation ratio; nmse_before / nmse_after on `x_BD`.
+    """
+    before, after, idx = refine_activations(sae, x_BD, iters=iters, **encode_kwargs)
+    x = x_BD.float()
+    rec_b = sae.decode(before.to(sae.W_dec.device), idx.to(sae.W_dec.device), x.to(sae.W_dec.device)).cpu()
+    rec_a = sae.decode(after.to(sae.W_dec.device), idx.to(sae.W_dec.device), x.to(sae.W_dec.device)).cpu()
+    base = float((x.double() - x.double().mean(0)).pow(2).sum())
+    nb = float((rec_b - x).double().pow(2).sum()) / base
+    na = float((rec_a - x).double().pow(2).sum()) / base
+    on = before > 0
+    ratio = (after[on] / before[on]).double()
+    return {"l0": float(on.sum(-1).float().mean()), "nmse_before": nb, "nmse_after": na,
+            "nmse_improvement": (nb - na) / nb if nb > 0 else 0.0,
+            "act_growth": float(after.sum() / before.sum().clamp_min(1e-12)),
+            "median_growth": float(ratio.median()) if len(ratio) else float("nan")}
+
+
+def shrinkage_table(saes: dict[str, SAE], x_BD: torch.Tensor, iters: int = 200):
+    """`shrinkage` for several SAEs as a pandas DataFrame (one row each)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"sae": name, **shrinkage(sae, x_BD, iters=iters)} for name, sae in saes.items()])
+
+
+def sweep_figure(df, title: str = "Progressive recovery: test-time activations (paper Figure 10)"):
+    """L0 vs normalized MSE, one line per (SAE, activation); the trained k marked."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for (name, act), part in df.groupby(["sae", "activation"], sort=False):
+        part = part.sort_values("l0")
+        label = f"{name} · {'TopK(k′)' if act == 'topk' else 'JumpReLU'}"
+        fig.add_scatter(x=part.l0, y=part.nmse, mode="lines+markers", name=label,
+                        line_dash="solid" if act == "topk" else "dot")
+    for k in sorted(set(df.trained_k)):
+        fig.add_vline(x=k, line_dash="dash", line_color="grey", annotation_text=f"trained k={k}")
+    fig.update_layout(title=title, xaxis_title="L0 (active latents per token)", yaxis_title="normalized MSE",
+                      xaxis_type="log", yaxis_type="log", height=420)
+    return fig

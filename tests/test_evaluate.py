@@ -1,0 +1,167 @@
+"""The evaluation suite (issue 6): each metric behaves as the paper defines it, on the tiny model."""
+
+import math
+
+import pytest
+import torch
+
+from saelab.ablation import ablation_sparsity, effect_sparsity
+from saelab.data import ContextConfig, build_contexts, load_corpus
+from saelab.evaluate import Codes, SpliceSite, downstream_loss, downstream_losses, encode_contexts
+from saelab.n2g import N2GConfig, n2g_evaluation
+from saelab.probes import ProbeConfig, best_probe, fit_logistic_1d, probe_losses, token_labels
+from saelab.sae import SAE, SAEConfig
+
+LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_lm):
+    ctx = build_contexts(load_corpus("synthetic"), tiny_lm.tokenizer, ContextConfig(ctx_len=32), max_contexts=12)
+    return torch.from_numpy(ctx.tokens_NT).long()
+
+
+def identity_sae(d: int) -> SAE:
+    """An SAE that reconstructs exactly: latents +e_i and -e_i, TopK with k = d keeps the d positive ones."""
+    sae = SAE(SAEConfig(d_in=d, n_latents=2 * d, k=d, layer=LAYER, site="resid_post"))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(torch.cat([eye, -eye]))
+        sae.b_enc.zero_()
+        sae.b_pre.zero_()
+    return sae
+
+
+def test_identity_replacement_gives_zero_delta_loss_and_kl(tiny_lm, tokens):
+    where = SpliceSite(layer=LAYER, outlier_factor=None)
+    r = downstream_losses(tiny_lm, tokens, {"same": lambda x, m: x, "zero": lambda x, m: torch.zeros_like(x)},
+                          where, progress=False)
+    assert abs(r["same"]["delta_loss"]) < 1e-5 and abs(r["same"]["kl"]) < 1e-6
+    assert r["zero"]["kl"] > 1e-3  # the site matters, so the test above could fail
+    assert r["n_predictions"] == tokens.shape[0] * (tokens.shape[1] - 2)
+    assert r["n_left_clean"] == tokens.shape[0]  # position 0 of every context
+
+
+def test_identity_like_sae_recovers_all_loss_and_random_sae_does_not(tiny_lm, tokens):
+    where = SpliceSite(layer=LAYER, outlier_factor=None)
+    good = downstream_loss(tiny_lm, identity_sae(tiny_lm.d_model), tokens, where, progress=False)
+    assert abs(good["loss_recovered"] - 1) < 1e-3 and good["kl"] < 1e-5
+    assert good["ce_zero"] > good["ce_clean"]
+    bad_sae = SAE(SAEConfig(d_in=tiny_lm.d_model, n_latents=64, k=2, layer=LAYER))
+    bad = downstream_loss(tiny_lm, bad_sae, tokens, where, progress=False)
+    # (the tiny model is random, so a bad splice may even lower CE: judge by distance from clean)
+    assert abs(bad["loss_recovered"] - 1) > 0.05 and bad["kl"] > 100 * good["kl"] + 1e-4
+
+
+def test_excluded_positions_stay_clean_and_are_counted(tiny_lm, tokens):
+    where = SpliceSite(layer=LAYER, exclude_first=4, outlier_factor=None)
+    r = downstream_loss(tiny_lm, identity_sae(tiny_lm.d_model), tokens, where, progress=False)
+    assert r["n_positions_left_clean"] == 4 * len(tokens)
+    assert r["n_positions_spliced"] == (tokens.shape[1] - 4) * len(tokens)
+
+
+def test_probe_on_a_latent_equal_to_the_label_has_near_zero_loss():
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(600, generator=g) < 0.3).to(torch.int8)
+    x = torch.rand(600, 50, generator=g)
+    x[:, 17] = y.float() * 3 + 0.01 * torch.rand(600, generator=g)
+    r = best_probe(x, y)
+    assert r["feature"] == 17 and r["loss"] < 0.05
+    noise = best_probe(x[:, :10], y)
+    assert noise["loss"] > 0.8 * noise["prior_loss"]  # no signal: close to predicting the base rate
+
+
+def test_logistic_newton_matches_the_closed_form_optimum():
+    # one binary feature: the optimum predicts the empirical rate in each group
+    x = torch.tensor([0.0] * 40 + [1.0] * 60)[:, None]
+    y = torch.tensor([1] * 10 + [0] * 30 + [1] * 45 + [0] * 15)
+    a, b, mu, sd = fit_logistic_1d(x, y, ridge=0.0)
+    p = torch.sigmoid(((x - mu) / sd) * a + b).squeeze(1)
+    assert torch.allclose(p[:40], torch.full((40,), 0.25, dtype=p.dtype), atol=1e-6)
+    assert torch.allclose(p[40:], torch.full((60,), 0.75, dtype=p.dtype), atol=1e-6)
+
+
+def test_token_labels(tiny_lm):
+    text = " In 1989, Paris had 3 parks."
+    ids = torch.tensor([tiny_lm.tokenizer(text, add_special_tokens=False)["input_ids"]])
+    lab = token_labels(ids.numpy(), tiny_lm.tokenizer)
+    chars = list(text)  # the tiny tokenizer is one token per character
+    assert [c for c, v in zip(chars, lab["year"][0]) if v] == list("1989")
+    assert [c for c, v in zip(chars, lab["digit"][0]) if v] == list("19893")
+    assert [c for c, v in zip(chars, lab["punctuation"][0]) if v] == [",", "."]
+
+
+def test_probe_losses_end_to_end_on_the_embedded_corpora(tiny_lm):
+    sae = identity_sae(tiny_lm.d_model)
+    cfg = ProbeConfig(docs_per_topic=6, docs_per_language=20, news_docs=20, token_contexts=20, ctx_len=32)
+    r = probe_losses(tiny_lm, {"identity": sae}, cfg, SpliceSite(layer=LAYER), progress=False)
+    assert {"topic=Arts", "language=fr", "source=news", "token=digit"} <= set(r["tasks"])
+    for name in ("residual", "identity"):
+        assert 0 < r["mean"][name] < 2 * r["mean_prior"]
+    # the identity SAE's latents are +-residual coordinates: on a token task (many rows) its best probe
+    # is as good as the residual basis's
+    assert r["tasks"]["token=digit"]["identity"]["loss"] <= r["tasks"]["token=digit"]["residual"]["loss"] + 0.05
+
+
+def _codes_where(tokens_NT, fire):
+    """Codes with one active latent per position: latent id fire(tokens) (or none when -1)."""
+    lat = fire(tokens_NT)
+    acts = (lat >= 0).float()[..., None]
+    return Codes(tokens_NT, acts, lat.clamp_min(0)[..., None], torch.ones_like(tokens_NT, dtype=torch.bool), 4)
+
+
+def test_n2g_recovers_unigram_and_bigram_latents():
+    g = torch.Generator().manual_seed(0)
+
+    def fire(t):
+        lat = torch.full_like(t, -1)
+        lat[t == 7] = 0
+        prev = torch.cat([torch.full_like(t[:, :1], -1), t[:, :-1]], 1)
+        lat[(prev == 3) & (t == 5)] = 1
+        return lat
+
+    build = _codes_where(torch.randint(0, 10, (200, 16), generator=g), fire)
+    held = _codes_where(torch.randint(0, 10, (100, 16), generator=g), fire)
+    r = n2g_evaluation(build, held, latents=[0, 1], cfg=N2GConfig(max_n=3))
+    by = {row["latent"]: row for row in r["rows"]}
+    assert by[0]["f1"] == pytest.approx(1.0) and by[0]["n_ngrams"] == 1
+    assert by[1]["precision"] == pytest.approx(1.0) and by[1]["recall"] == pytest.approx(1.0)
+    assert r["summary"]["f1"]["mean"] == pytest.approx(1.0)
+
+
+def test_n2g_scores_a_random_latent_poorly():
+    g = torch.Generator().manual_seed(1)
+
+    def fire(t):
+        lat = torch.full_like(t, -1)
+        lat[torch.rand(t.shape, generator=torch.Generator().manual_seed(int(t.sum()))) < 0.1] = 2
+        return lat
+
+    build = _codes_where(torch.randint(0, 50, (200, 16), generator=g), fire)
+    held = _codes_where(torch.randint(0, 50, (100, 16), generator=g), fire)
+    r = n2g_evaluation(build, held, latents=[2], cfg=N2GConfig(max_n=2))
+    assert r["rows"][0]["f1"] < 0.3
+
+
+def test_effect_sparsity_bounds():
+    one = torch.zeros(5, 100)
+    one[2, 7] = 3.0
+    assert effect_sparsity(one) == pytest.approx(1 / 500)
+    assert effect_sparsity(torch.ones(5, 100) * -2) == pytest.approx(1.0)
+    assert math.isnan(effect_sparsity(torch.zeros(3, 3)))
+
+
+def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
+    sae = identity_sae(tiny_lm.d_model)
+    where = SpliceSite(layer=LAYER, outlier_factor=None)
+    codes = encode_contexts(tiny_lm, sae, tokens, where, progress=False)
+    ptr, _, _ = codes.latent_acts()
+    alive = torch.nonzero(ptr[1:] > ptr[:-1]).squeeze(1)[:3].tolist()
+    rows = ablation_sparsity(tiny_lm, sae, codes, alive, contexts_per_latent=2, where=where, progress=False)
+    assert len(rows) == 3
+    for r in rows:
+        assert 0 < r["sparsity"] <= 1 and 0 < r["random_sparsity"] <= 1 and r["n_contexts"] >= 1
+    dead = ablation_sparsity(tiny_lm, sae, codes, [int(torch.nonzero(ptr[1:] == ptr[:-1])[0])]
+                             if bool((ptr[1:] == ptr[:-1]).any()) else [], where=where, progress=False)
+    assert all(r["n_contexts"] == 0 for r in dead)

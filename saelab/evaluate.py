@@ -209,6 +209,13 @@ class Codes:
         out.scatter_add_(1, i[rows], a[rows].float())
         return out
 
+    def sample_alive(self, n: int, seed: int = 0) -> list[int]:
+        """A random sample (sorted) of `n` latents that fire somewhere in these codes."""
+        ptr, _, _ = self.latent_acts()
+        alive = torch.nonzero(ptr[1:] > ptr[:-1]).squeeze(1)
+        g = torch.Generator().manual_seed(seed)
+        return alive[torch.randperm(len(alive), generator=g)[:n]].sort().values.tolist()
+
     def latent_acts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """CSR view by latent: (ptr [n+1], flat position [nnz], value [nnz]) over valid positions."""
         N, T, K = self.acts_NTK.shape

@@ -166,10 +166,7 @@ def n2g_evaluation(build: Codes, heldout: Codes, latents: list[int] | None = Non
     if tokenizer is not None:
         vocab = max(vocab, len(tokenizer))
     if latents is None:
-        ptr, _, _ = build.latent_acts()
-        alive = torch.nonzero(ptr[1:] > ptr[:-1]).squeeze(1)
-        g = torch.Generator().manual_seed(seed)
-        latents = alive[torch.randperm(len(alive), generator=g)[:n_latents]].sort().values.tolist()
+        latents = build.sample_alive(n_latents, seed)
     exps = build_explanations(build, latents, cfg, vocab)
     rows = score_explanations(exps, heldout, cfg.max_n, vocab)
     if tokenizer is not None:

@@ -56,13 +56,6 @@ def fast_suite_config() -> SuiteConfig:
                        probes=ProbeConfig(docs_per_topic=8, docs_per_language=24, news_docs=24, token_contexts=24))
 
 
-def _sample_alive(codes, n: int, seed: int) -> list[int]:
-    ptr, _, _ = codes.latent_acts()
-    alive = torch.nonzero(ptr[1:] > ptr[:-1]).squeeze(1)
-    g = torch.Generator().manual_seed(seed)
-    return alive[torch.randperm(len(alive), generator=g)[:n]].sort().values.tolist()
-
-
 def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean_D: torch.Tensor | None = None,
               progress: bool = True) -> dict:
     """All four metrics for every SAE in `saes` (same text, same tasks). Returns a JSON-able dict."""
@@ -106,7 +99,7 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
                 out["seconds"][f"n2g {name}"] = time.time() - t
             if "ablation" in wanted:
                 t = time.time()
-                lats = _sample_alive(held_codes, cfg.ablation_latents, cfg.seed)
+                lats = held_codes.sample_alive(cfg.ablation_latents, cfg.seed)
                 rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, where, progress=progress)
                 vals = [r["sparsity"] for r in rows if r["sparsity"] == r["sparsity"]]
                 rand = [r["random_sparsity"] for r in rows if r.get("random_sparsity", math.nan) == r.get(

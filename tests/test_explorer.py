@@ -1,11 +1,11 @@
 """Latent explorer (issue 8), headless: statistics, pure content functions, widget callbacks, escaping."""
 
-import torch
 import pytest
+import torch
 
 from saelab import dashboard as D
 from saelab.explorer import LatentExplorer
-from saelab.latent_stats import StatsConfig, compute_latent_stats, latent_stats_for, load_latent_stats
+from saelab.latent_stats import StatsConfig, latent_stats_for, load_latent_stats
 from saelab.sae import SAE, SAEConfig
 
 LAYER = 2

@@ -1,0 +1,126 @@
+"""A real browser renders the explorer: JupyterLab on localhost, notebook 05 run in headless Chromium.
+
+Needs Debian's `chromium` (apt-get install chromium) and the `playwright` Python package (in the dev
+extra); Playwright drives the system Chromium through `executable_path`, no browser download. Skipped
+when Chromium is missing, except under CI (CI=true), where .ci/run installs it and a skip would hide
+a broken check. The screenshot goes to $SAELAB_SCREENSHOT_DIR (default: the test's tmp folder).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = "05_explore_latents.ipynb"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def _need(ok: bool, why: str):
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyter(tmp_path):
+    """JupyterLab serving a copy of notebook 05 (so the run never writes into the repository)."""
+    work = tmp_path / "nb"
+    work.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
+    port, token = _free_port(), "saelab-browser-test"
+    env = {**os.environ, "SAELAB_FAST": "1", "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    log = open(tmp_path / "jupyter.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--allow-root",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"jupyter lab exited: {(tmp_path / 'jupyter.log').read_text()[-2000:]}")
+                time.sleep(1)
+        else:
+            raise RuntimeError("jupyter lab did not start within 120 s")
+        yield url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_explorer_renders_in_chromium(jupyter, tmp_path):
+    chromium = shutil.which("chromium")
+    _need(chromium is not None, "Debian's chromium is not installed: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "the playwright package is missing: pip install -e '.[dev]'")
+    url, token = jupyter
+    shots = Path(os.environ.get("SAELAB_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=chromium,
+                                                        headless=True, args=CHROMIUM_FLAGS,
+                                                        viewport={"width": 1400, "height": 1800})
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}")
+            page.wait_for_selector(".jp-Notebook", timeout=120_000)
+            try:  # JupyterLab may ask which kernel to start: accept its proposal (the venv's python3)
+                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=15_000)
+            except Exception:  # noqa: BLE001 - no dialog: the kernel started by itself
+                pass
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            # the explorer's latent picker: an IntText labelled "latent"
+            picker = page.locator(".widget-inline-hbox:has(label:text-is('latent')) input").first
+            try:
+                picker.wait_for(timeout=int(os.environ.get("SAELAB_BROWSER_TIMEOUT_MS", 600_000)))
+            except Exception:
+                page.screenshot(path=str(shots / "explorer-failure.png"), full_page=True)
+                raise
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=300_000)
+            assert page.get_by_text("Error displaying widget").count() == 0
+            header = page.locator(".widget-html-content h3", has_text="Latent").first
+            before = header.inner_text()
+            picker.fill("3")
+            picker.press("Enter")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html-content h3')]"
+                ".some(e => e.textContent.startsWith('Latent 3 '))", timeout=60_000)
+            assert "Latent 3" in header.inner_text() and header.inner_text() != before or before.startswith("Latent 3")
+            assert page.locator(".js-plotly-plot").count() >= 2  # the FigureWidgets rendered
+            assert page.get_by_text("Error displaying widget").count() == 0
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+            assert not tracebacks, tracebacks[:1]
+            page.screenshot(path=str(shots / "explorer.png"), full_page=False)
+        finally:
+            browser.close()
+    assert (shots / "explorer.png").stat().st_size > 10_000

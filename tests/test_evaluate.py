@@ -165,3 +165,40 @@ def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
     dead = ablation_sparsity(tiny_lm, sae, codes, [int(torch.nonzero(ptr[1:] == ptr[:-1])[0])]
                              if bool((ptr[1:] == ptr[:-1]).any()) else [], where=where, progress=False)
     assert all(r["n_contexts"] == 0 for r in dead)
+
+
+def test_cli_eval_and_sweep_write_reports(tmp_path, tiny_lm):
+    import csv
+    import json
+
+    from saelab.cli import main
+
+    sae = SAE(SAEConfig(d_in=tiny_lm.d_model, n_latents=64, k=4, model="tiny-gpt2", site="resid_post", layer=LAYER))
+    sae.save(tmp_path / "tiny" / "sae")
+    rc = main(["eval", "--sae", f"tiny={tmp_path / 'tiny' / 'sae'}", "--out", str(tmp_path / "eval"),
+               "--downstream_contexts", "2", "--n2g_build_contexts", "8", "--n2g_heldout_contexts", "4",
+               "--n2g_latents", "8", "--ablation_latents", "2", "--ablation_contexts", "1",
+               "--probes.docs_per_topic", "4", "--probes.docs_per_language", "8", "--probes.news_docs", "8",
+               "--probes.token_contexts", "8"])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    r = report["saes"]["tiny"]
+    assert {"downstream", "probe_loss", "n2g", "ablation"} <= set(r)
+    assert r["downstream"]["n_positions_spliced"] > 0 and len(r["n2g_rows"]) == 8
+    assert "plotly" in (tmp_path / "eval" / "report.html").read_text()
+    assert (tmp_path / "eval" / "plotly.min.js").stat().st_size > 100_000
+    rc = main(["sweep", "--sae", str(tmp_path / "tiny" / "sae"), "--ks", "2,4,8", "--eval-tokens", "600",
+               "--shrinkage-tokens", "100", "--out", str(tmp_path / "sweep")])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "sweep.csv")))
+    assert [r["activation"] for r in rows] == ["topk"] * 3 + ["jumprelu"] * 3
+    assert [float(r["param"]) for r in rows[:3]] == [2, 4, 8]
+    assert float(rows[2]["nmse"]) <= float(rows[0]["nmse"]) + 1  # finite, parsed
+    assert (tmp_path / "sweep" / "shrinkage.csv").exists() and (tmp_path / "sweep" / "sweep.html").exists()
+
+
+def test_cli_eval_without_an_sae_names_the_fix(tmp_path, capsys):
+    from saelab.cli import main
+
+    assert main(["eval", "--sae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "saelab train" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .evaluate import Codes, SpliceSite, _patched_forward
+from .evaluate import Codes, SpliceSite, patched_logits
 from .models import LM
 from .sae import SAE
 
@@ -81,12 +81,12 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
         for j, c in enumerate(ctx.tolist()):
             positions[j, p[(p // T) == c] % T] = True
         spliced = _latent_replacement(sae, lat, torch.zeros_like(positions), "ablate", 0)  # nothing ablated
-        base = F.log_softmax(_patched_forward(lm, ids, where, spliced), -1)
+        base = F.log_softmax(patched_logits(lm, ids, where, spliced), -1)
         modes = ["ablate"] + (["random"] if baseline else [])
         out = {"latent": lat, "n_contexts": len(ctx)}
         for mode in modes:
             rep = _latent_replacement(sae, lat, positions, mode, lat)
-            lp = F.log_softmax(_patched_forward(lm, ids, where, rep), -1)
+            lp = F.log_softmax(patched_logits(lm, ids, where, rep), -1)
             vals, mags = [], []
             for j in range(len(ctx)):
                 first = int(positions[j].nonzero()[0])

@@ -62,7 +62,7 @@ def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite) -> torch.Tensor:
     return mask
 
 
-def _patched_forward(lm: LM, input_ids: torch.Tensor, where: SpliceSite,
+def patched_logits(lm: LM, input_ids: torch.Tensor, where: SpliceSite,
                      replace: Replacement | None, capture: dict | None = None) -> torch.Tensor:
     """Logits [B, T, V] with the site's output rewritten by `replace` on the eligible positions."""
 
@@ -140,7 +140,7 @@ def downstream_losses(lm: LM, tokens_NT: torch.Tensor, replacements: dict[str, R
     for s in tqdm(range(0, N, batch_size), desc="downstream loss", disable=not progress, leave=False):
         ids = tokens_NT[s:s + batch_size].to(lm.device)
         cap: dict = {}
-        logits = _patched_forward(lm, ids, where, None, capture=cap)
+        logits = patched_logits(lm, ids, where, None, capture=cap)
         targets = ids[:, first + 1:].reshape(-1)
         logp_clean = F.log_softmax(logits[:, first:-1], -1).flatten(0, 1)
         ce_clean += float(F.nll_loss(logp_clean, targets, reduction="sum"))
@@ -148,7 +148,7 @@ def downstream_losses(lm: LM, tokens_NT: torch.Tensor, replacements: dict[str, R
         n_spliced += int(cap["mask"].sum())
         n_clean += cap["mask"].numel() - int(cap["mask"].sum())
         for name, rep in replacements.items():
-            lp = F.log_softmax(_patched_forward(lm, ids, where, rep)[:, first:-1], -1).flatten(0, 1)
+            lp = F.log_softmax(patched_logits(lm, ids, where, rep)[:, first:-1], -1).flatten(0, 1)
             sums[name]["ce"] += float(F.nll_loss(lp, targets, reduction="sum"))
             sums[name]["kl"] += float(F.kl_div(lp, logp_clean, log_target=True, reduction="sum"))
     out = {"ce_clean": ce_clean / n_pred, "n_predictions": n_pred, "n_spliced": n_spliced, "n_left_clean": n_clean}
@@ -200,14 +200,6 @@ class Codes:
     idx_NTK: torch.Tensor
     valid_NT: torch.Tensor
     n_latents: int
-
-    def dense(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Dense activations [M, n] of the valid positions (or of `rows`, flat position indices)."""
-        a, i = self.acts_NTK.flatten(0, 1), self.idx_NTK.flatten(0, 1)
-        rows = self.valid_NT.flatten().nonzero().squeeze(1) if rows is None else rows
-        out = torch.zeros(len(rows), self.n_latents)
-        out.scatter_add_(1, i[rows], a[rows].float())
-        return out
 
     def sample_alive(self, n: int, seed: int = 0) -> list[int]:
         """A random sample (sorted) of `n` latents that fire somewhere in these codes."""

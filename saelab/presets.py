@@ -67,9 +67,7 @@ ZOO_FAST = {"relu": {"l1_coef": 0.1}}
 
 def default_caches(fast: bool | None = None, lm=None, progress: bool = True):
     """(train cache, held-out cache) of the main job, harvested on first use."""
-    from .harvest import harvest
-
-    from .harvest import load_harvest_lm
+    from .harvest import harvest, load_harvest_lm
 
     hcfg = harvest_defaults(fast)
     lm = lm or load_harvest_lm(hcfg)

@@ -59,7 +59,8 @@ def jupyter(tmp_path):
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"jupyter lab exited: {(tmp_path / 'jupyter.log').read_text()[-2000:]}")
+                    tail = (tmp_path / "jupyter.log").read_text()[-2000:]
+                    raise RuntimeError(f"jupyter lab exited: {tail}") from None
                 time.sleep(1)
         else:
             raise RuntimeError("jupyter lab did not start within 120 s")

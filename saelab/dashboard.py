@@ -98,7 +98,7 @@ def density_figure(stats: LatentStats, selected: int | None = None):
                       annotation_position="bottom right")
     fig.update_layout(title=f"Activation density of {len(d)} latents · dead (never fired): {dead}",
                       xaxis_title="log10(fraction of tokens where the latent fires)", yaxis_title="latents",
-                      height=300, width=560, margin=dict(t=50, b=40, l=50, r=20), showlegend=False)
+                      height=300, width=520, margin=dict(t=50, b=40, l=50, r=20), showlegend=False)
     return fig
 
 

@@ -62,7 +62,8 @@ class LatentExplorer:
         self.widget = W.VBox([
             W.HBox([self.index, self.prev_btn, self.next_btn, self.status]),
             W.HBox([self.search, self.search_text, self.search_btn]), self.results,
-            self.header, W.HBox([self.act_fig, self.density_fig]), self.logits, tabs,
+            self.header, W.HBox([self.act_fig, self.density_fig], layout=W.Layout(flex_flow="row wrap")),
+            self.logits, tabs,
             W.HTML("<h4>Try your own text</h4>"), W.HBox([self.try_text, self.try_btn]), self.try_out,
         ])
         self.current = first

@@ -75,9 +75,15 @@ def logistic_loss(x_MF: torch.Tensor, y_M: torch.Tensor, a, b, mu, sd) -> torch.
 
 
 def best_probe(x_MF: torch.Tensor, y_M: torch.Tensor, fit_frac: float = 0.5, seed: int = 0,
-               chunk: int = 1024) -> dict:
-    """Fit 1-D probes on every column on a random `fit_frac` of rows, pick the best on that split,
-    report its cross-entropy on the rest. Returns {'loss', 'feature', 'fit_loss', 'prior_loss', ...}."""
+               chunk: int = 1024, screen: int = 64) -> dict:
+    """Fit 1-D probes on a random `fit_frac` of rows, pick the best feature on that split, report its
+    cross-entropy on the rest. Returns {'loss', 'feature', 'fit_loss', 'prior_loss', ...}.
+
+    screen: fit Newton-Raphson only on the `screen` features most correlated with the label on the fit
+    split (0: on every feature). The best 1-D logistic probe is, in practice, among the most correlated
+    features; screening makes token-level tasks (tens of thousands of rows x thousands of latents)
+    take seconds instead of minutes.
+    """
     M = len(y_M)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(M, generator=g)
@@ -85,14 +91,21 @@ def best_probe(x_MF: torch.Tensor, y_M: torch.Tensor, fit_frac: float = 0.5, see
     fit, test = perm[:n_fit], perm[n_fit:]
     if y_M[fit].sum() == 0 or y_M[fit].sum() == len(fit) or len(test) == 0:
         raise ValueError("a probe task needs both labels in its fit split and a non-empty test split")
+    candidates = torch.arange(x_MF.shape[1])
+    if screen and x_MF.shape[1] > screen:
+        xf, yf = x_MF[fit].float(), y_M[fit].float()
+        xc = xf - xf.mean(0)
+        corr = (xc * (yf - yf.mean())[:, None]).sum(0) / (xc.norm(dim=0) * (yf - yf.mean()).norm()).clamp_min(1e-12)
+        candidates = corr.abs().topk(screen).indices
     best = (math.inf, -1, None)
-    for c0 in range(0, x_MF.shape[1], chunk):
-        xc = x_MF[:, c0:c0 + chunk]
+    for c0 in range(0, len(candidates), chunk):
+        cols = candidates[c0:c0 + chunk]
+        xc = x_MF[:, cols]
         params = fit_logistic_1d(xc[fit], y_M[fit])
         fit_loss = logistic_loss(xc[fit], y_M[fit], *params)
         j = int(fit_loss.argmin())
         if float(fit_loss[j]) < best[0]:
-            best = (float(fit_loss[j]), c0 + j, tuple(p[j:j + 1] for p in params))
+            best = (float(fit_loss[j]), int(cols[j]), tuple(p[j:j + 1] for p in params))
     fit_loss, j, params = best
     test_loss = float(logistic_loss(x_MF[test, j:j + 1], y_M[test], *params)[0])
     p = float(y_M[test].double().mean().clamp(1e-6, 1 - 1e-6))

@@ -47,6 +47,9 @@ class TrainConfig:
     """AuxK coefficient (paper: 1/32)."""
     l1_coef: float = 0.0
     """L1 coefficient for the ReLU baseline."""
+    l1_warmup_frac: float = 0.0
+    """Ramp the L1 coefficient linearly from 0 over this fraction of the steps (a strong L1 from step 0
+    kills latents before they find data; Anthropic's 2024 ReLU-SAE recipe warms it up)."""
     normalize: str = "unit_msn"
     """Input normalisation: 'none', 'unit_msn' (unit mean squared norm, folded into exports) or 'layernorm'."""
     bias_init: str = "geometric_median"
@@ -216,6 +219,8 @@ class Trainer:
                 x = next(batches)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
+            if cfg.l1_warmup_frac > 0:
+                sae.cfg.l1_coef = cfg.l1_coef * min(1.0, (self.step + 1) / (cfg.l1_warmup_frac * self.total_steps))
             dead = sae.dead_mask(self.dead_tokens) if sae.cfg.k_aux else None
             out = sae(x, dead_mask_N=dead, reduce=self._reduce_mean if self.world > 1 else None)
             out.losses["total"].backward()

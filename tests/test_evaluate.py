@@ -202,3 +202,14 @@ def test_cli_eval_without_an_sae_names_the_fix(tmp_path, capsys):
 
     assert main(["eval", "--sae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "saelab train" in capsys.readouterr().err
+
+
+def test_probe_screening_finds_the_same_feature_as_a_full_fit():
+    g = torch.Generator().manual_seed(3)
+    y = (torch.rand(2000, generator=g) < 0.2).to(torch.int8)
+    x = torch.randn(2000, 500, generator=g)
+    x[:, 123] += 1.5 * y.float()  # a noisy but best feature
+    x[:, 7] += 0.7 * y.float()
+    full, screened = best_probe(x, y, screen=0), best_probe(x, y, screen=16)
+    assert full["feature"] == screened["feature"] == 123
+    assert abs(full["loss"] - screened["loss"]) < 1e-9

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .evaluate import Codes, SpliceSite, patched_logits
+from .evaluate import Codes, SpliceSite, patched_logits, sae_replacement
 from .models import LM
 from .sae import SAE
 
@@ -80,8 +80,7 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
         positions = torch.zeros(len(ctx), T, dtype=torch.bool)
         for j, c in enumerate(ctx.tolist()):
             positions[j, p[(p // T) == c] % T] = True
-        spliced = _latent_replacement(sae, lat, torch.zeros_like(positions), "ablate", 0)  # nothing ablated
-        base = F.log_softmax(patched_logits(lm, ids, where, spliced), -1)
+        base = F.log_softmax(patched_logits(lm, ids, where, sae_replacement(sae)), -1)  # spliced, nothing ablated
         modes = ["ablate"] + (["random"] if baseline else [])
         out = {"latent": lat, "n_contexts": len(ctx)}
         for mode in modes:

@@ -96,10 +96,9 @@ def stats_from_codes(codes: Codes, cfg: StatsConfig | None = None) -> LatentStat
     ptr, pos, val = codes.latent_acts()
     counts = (ptr[1:] - ptr[:-1]).float()
     density = counts / max(n_valid, 1)
-    sums = torch.zeros(n).index_add_(0, torch.repeat_interleave(torch.arange(n), ptr[1:] - ptr[:-1]), val)
-    mean_act = sums / counts.clamp_min(1)
+    lat_of = torch.repeat_interleave(torch.arange(n), ptr[1:] - ptr[:-1])  # the latent of each CSR entry
+    mean_act = torch.zeros(n).index_add_(0, lat_of, val) / counts.clamp_min(1)
     max_act = torch.zeros(n)
-    lat_of = torch.repeat_interleave(torch.arange(n), ptr[1:] - ptr[:-1])
     if len(val):
         max_act.scatter_reduce_(0, lat_of, val, reduce="amax")
     hi = float(val.max()) if len(val) else 1.0

@@ -68,6 +68,8 @@ def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None,
     """
     import pandas as pd
 
+    from .evaluate import sae_replacement
+
     rows, reps = [], {}
     for name, sae in saes.items():
         kk = ks or default_ks(sae.cfg.k, sae.cfg.n_latents)
@@ -80,8 +82,6 @@ def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None,
             rows.append({"sae": name, "activation": act, "param": param, "l0": r["l0"], "nmse": r["nmse"],
                          "trained_k": sae.cfg.k})
             if lm is not None:
-                from .evaluate import sae_replacement
-
                 reps[f"{len(rows) - 1}"] = sae_replacement(sae, **kw)
     df = pd.DataFrame(rows)
     if lm is not None and tokens_NT is not None:

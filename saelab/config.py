@@ -74,7 +74,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", d
             continue
         group.add_argument(f"--{prefix}{f.name}", dest=f"{prefix}{f.name}", type=_parser_for(base, optional),
                            default=argparse.SUPPRESS, metavar=base.__name__.upper(),
-                           help=f"{docs.get(f.name, '')} (default: {default})")
+                           help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"))
 
 
 def build_dataclass(cls, ns: argparse.Namespace, prefix: str = "", base=None):

@@ -154,6 +154,9 @@ def test_cli_help_explains_every_field():
     assert len(flags) > 40
     empty = [a.dest for a in flags if not a.help or a.help.startswith(" (default")]
     assert not empty, f"flags without an explanation: {empty}"
+    for name, parser in build_parser()._subparsers._group_actions[0].choices.items():
+        assert "usage:" in parser.format_help(), name  # argparse %-formats help: a stray % would raise here
+    assert "1% of" in sub.format_help()  # the harvest's outlier note keeps its percent sign
 
 
 def test_on_the_fly_training_through_a_shuffle_buffer(tmp_path, tiny_lm, caches):

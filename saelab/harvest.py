@@ -60,8 +60,9 @@ class HarvestConfig:
     """Stop after about this many stored tokens (None: the whole split)."""
     exclude_first: int = 1
     """Drop positions < this in each context (position 0 is an attention sink with outlier norms)."""
-    batch_size: int = 64
-    """Contexts per forward pass."""
+    batch_size: int = 32
+    """Contexts per forward pass (on a 2-core CPU, SmolLM2 to layer 22: ~690 tokens/s at 16-32 contexts,
+    ~600 at 64 and 128: smaller activations stay in cache)."""
     shard_contexts: int = 1024
     """Contexts per shard file."""
     outlier_factor: float | None = 10.0

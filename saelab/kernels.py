@@ -19,6 +19,7 @@ product plus O(B k d) work. `dense_*` functions are plain-autograd references fo
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,42 @@ def _selection_csr(idx_BK: torch.Tensor, vals_BK: torch.Tensor, n: int) -> torch
                                    check_invariants=False)
 
 
-def scatter_outer(idx_BK: torch.Tensor, coef_BK: torch.Tensor, rows_BD: torch.Tensor, n: int) -> torch.Tensor:
+class Pattern(NamedTuple):
+    """The structure of S^T (n x B) for one idx_BK: its B*K entries sorted by latent.
+
+    One argsort serves every product with the same selection (decoder and encoder gradients).
+    Building S (B x n) and calling ``.t()`` instead makes PyTorch convert CSR -> CSC -> CSR on
+    every product, which cost about a third of each scatter here.
+    """
+
+    order: torch.Tensor
+    """[B*K] entry ids (b*K + j) sorted by latent."""
+    crow: torch.Tensor
+    """[n+1] CSR row pointers of S^T."""
+    token: torch.Tensor
+    """[B*K] the token b of each sorted entry (S^T's column indices)."""
+    n: int
+    B: int
+
+
+def transposed_pattern(idx_BK: torch.Tensor, n: int) -> Pattern:
+    B, K = idx_BK.shape
+    flat = idx_BK.reshape(-1)
+    order = torch.argsort(flat)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=idx_BK.device)
+    torch.cumsum(torch.bincount(flat, minlength=n), 0, out=crow[1:])
+    return Pattern(order, crow, torch.div(order, K, rounding_mode="floor"), n, B)
+
+
+def scatter_outer(idx_BK: torch.Tensor, coef_BK: torch.Tensor, rows_BD: torch.Tensor, n: int,
+                  pattern: Pattern | None = None) -> torch.Tensor:
     """``out_ND[idx[b, j]] += coef[b, j] * rows[b]`` summed over b, j (i.e. S^T @ rows)."""
     if idx_BK.numel() == 0:
         return rows_BD.new_zeros(n, rows_BD.shape[1])
-    S = _selection_csr(idx_BK, coef_BK.to(rows_BD.dtype), n)
-    return S.t() @ rows_BD
+    p = pattern or transposed_pattern(idx_BK, n)
+    vals = coef_BK.to(rows_BD.dtype).reshape(-1)[p.order]
+    ST = torch.sparse_csr_tensor(p.crow, p.token, vals, (n, p.B), check_invariants=False)
+    return ST @ rows_BD
 
 
 def sampled_dot(rows_BD: torch.Tensor, W_ND: torch.Tensor, idx_BK: torch.Tensor) -> torch.Tensor:
@@ -59,8 +90,9 @@ class SparseDecode(torch.autograd.Function):
     """recon_BD = sum_j acts_BK[:, j] W_dec_ND[idx_BK[:, j]], with a sparse backward."""
 
     @staticmethod
-    def forward(ctx, idx_BK, acts_BK, W_dec_ND):
+    def forward(ctx, idx_BK, acts_BK, W_dec_ND, pattern=None):
         ctx.save_for_backward(idx_BK, acts_BK, W_dec_ND)
+        ctx.pattern = pattern
         return F.embedding_bag(idx_BK, W_dec_ND, per_sample_weights=acts_BK, mode="sum")
 
     @staticmethod
@@ -68,8 +100,9 @@ class SparseDecode(torch.autograd.Function):
         idx_BK, acts_BK, W_dec_ND = ctx.saved_tensors
         g_BD = g_BD.contiguous()
         d_acts = sampled_dot(g_BD, W_dec_ND, idx_BK) if ctx.needs_input_grad[1] else None
-        d_W = scatter_outer(idx_BK, acts_BK, g_BD, W_dec_ND.shape[0]) if ctx.needs_input_grad[2] else None
-        return None, d_acts, d_W
+        d_W = scatter_outer(idx_BK, acts_BK, g_BD, W_dec_ND.shape[0], ctx.pattern) if ctx.needs_input_grad[2] \
+            else None
+        return None, d_acts, d_W, None
 
 
 class SelectedEncode(torch.autograd.Function):
@@ -78,38 +111,43 @@ class SelectedEncode(torch.autograd.Function):
     The forward pass only attaches the precomputed values to autograd; the backward pass
     scatters into the k selected rows of W_enc and b_enc and reduces the b_pre gradient
     before the mat-vec (``-(db_enc @ W_enc)``), so nothing of size B x n is touched.
+    ``centred_BD`` (x - b_pre, already computed for the forward product) saves recomputing it.
     """
 
     @staticmethod
-    def forward(ctx, x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK):
-        ctx.save_for_backward(x_BD, b_pre_D, W_enc_ND, idx_BK)
+    def forward(ctx, x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern=None, centred_BD=None):
+        ctx.save_for_backward(x_BD, b_pre_D, W_enc_ND, idx_BK, centred_BD)
+        ctx.pattern = pattern
         return pre_BK.clone()
 
     @staticmethod
     def backward(ctx, g_BK):
-        x_BD, b_pre_D, W_enc_ND, idx_BK = ctx.saved_tensors
+        x_BD, b_pre_D, W_enc_ND, idx_BK, centred_BD = ctx.saved_tensors
         n = W_enc_ND.shape[0]
         g_BK = g_BK.contiguous()
         d_b_enc = torch.zeros(n, dtype=g_BK.dtype, device=g_BK.device)
         d_b_enc.index_add_(0, idx_BK.reshape(-1), g_BK.reshape(-1))
         d_W = None
         if ctx.needs_input_grad[2]:
-            d_W = scatter_outer(idx_BK, g_BK, x_BD - b_pre_D, n)
+            centred = centred_BD if centred_BD is not None else x_BD - b_pre_D
+            d_W = scatter_outer(idx_BK, g_BK, centred, n, ctx.pattern)
         d_x = F.embedding_bag(idx_BK, W_enc_ND, per_sample_weights=g_BK, mode="sum") \
             if ctx.needs_input_grad[0] else None
         d_b_pre = -(d_b_enc @ W_enc_ND) if ctx.needs_input_grad[1] else None
-        return d_x, d_b_pre, d_W, (d_b_enc if ctx.needs_input_grad[3] else None), None, None
+        return d_x, d_b_pre, d_W, (d_b_enc if ctx.needs_input_grad[3] else None), None, None, None, None
 
 
-def sparse_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor) -> torch.Tensor:
-    return SparseDecode.apply(idx_BK, acts_BK, W_dec_ND)
+def sparse_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor,
+                  pattern: Pattern | None = None) -> torch.Tensor:
+    return SparseDecode.apply(idx_BK, acts_BK, W_dec_ND, pattern)
 
 
-def selected_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK) -> torch.Tensor:
-    return SelectedEncode.apply(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK)
+def selected_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern: Pattern | None = None,
+                    centred_BD: torch.Tensor | None = None) -> torch.Tensor:
+    return SelectedEncode.apply(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern, centred_BD)
 
 
-def dense_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor) -> torch.Tensor:
+def dense_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor, pattern=None) -> torch.Tensor:
     """Reference: scatter into a dense B x n latent matrix and multiply (plain autograd)."""
     z_BN = torch.zeros(acts_BK.shape[0], W_dec_ND.shape[0], dtype=acts_BK.dtype, device=acts_BK.device)
     z_BN = z_BN.scatter_add(1, idx_BK, acts_BK)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode
+from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
 
 FORMAT_VERSION = 1
 ACTIVATIONS = ("topk", "relu")
@@ -174,6 +174,15 @@ class SAE(nn.Module):
         # Tokens since each latent last fired (drives AuxK's "dead" mask; saved with the SAE).
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
 
+    def _workspace(self, rows: int) -> torch.Tensor:
+        """A reused [rows, n] buffer for the training pre-activations. A fresh 64 MB tensor each step
+        costs ~30 ms of page faults on CPU (allocations above 32 MB always come from mmap)."""
+        buf = getattr(self, "_pre_buf", None)
+        if buf is None or buf.shape[0] != rows or buf.device != self.W_enc.device or buf.dtype != self.W_enc.dtype:
+            buf = self._pre_buf = torch.empty(rows, self.cfg.n_latents, dtype=self.W_enc.dtype,
+                                              device=self.W_enc.device)
+        return buf
+
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         norm = self.cfg.normalize
@@ -284,24 +293,28 @@ class SAE(nn.Module):
         centred_var = mean_predictor_mse(x_n, reduce)
         if cfg.activation == "relu":
             return self._forward_relu(x_n, info, centred_var)
-        decode = sparse_decode if cfg.kernel == "sparse" else dense_decode
+        sparse = cfg.kernel == "sparse"
+        decode = sparse_decode if sparse else dense_decode
         with torch.no_grad():
-            pre_BN = self.pre_acts(x_n)
+            centred = x_n - self.b_pre
+            pre_BN = torch.addmm(self.b_enc, centred, self.W_enc.t(), out=self._workspace(len(x_n)))
             top = pre_BN.topk(cfg.k_train, dim=-1, sorted=cfg.multi_topk)
         idx = top.indices
-        vals = self._selected(x_n, idx, top.values)
-        acts = vals.relu()
         k = cfg.k
-        recon_n = decode(idx[:, :k], acts[:, :k], self.W_dec) + self.b_pre
+        pattern = transposed_pattern(idx, cfg.n_latents) if sparse else None  # shared by both gradients
+        vals = self._selected(x_n, idx, top.values, pattern, centred)
+        acts = vals.relu()
+        pattern_k = pattern if not cfg.multi_topk or not sparse else transposed_pattern(idx[:, :k], cfg.n_latents)
+        recon_n = decode(idx[:, :k], acts[:, :k], self.W_dec, pattern_k) + self.b_pre
         mse = (recon_n - x_n).pow(2).sum(-1).mean()
         losses = {"mse": mse / cfg.d_in, "nmse": mse / centred_var}
         total = losses["nmse"]
         if cfg.multi_topk:
-            recon_multi = decode(idx, acts, self.W_dec) + self.b_pre
+            recon_multi = decode(idx, acts, self.W_dec, pattern) + self.b_pre
             losses["multi_topk"] = (recon_multi - x_n).pow(2).sum(-1).mean() / centred_var
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
         if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
-            losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce)
+            losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce, centred)
             total = total + cfg.aux_coef * losses["aux"]
         losses["total"] = total
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
@@ -310,12 +323,12 @@ class SAE(nn.Module):
         recon = self.postprocess(recon_n, info)
         return ForwardOut(recon, losses, act_k, idx[:, :k], fired, (act_k > 0).sum(-1).float().mean())
 
-    def _selected(self, x_n, idx, pre_vals):
+    def _selected(self, x_n, idx, pre_vals, pattern=None, centred=None):
         if self.cfg.kernel == "sparse":
-            return selected_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx, pre_vals)
+            return selected_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx, pre_vals, pattern, centred)
         return dense_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx)
 
-    def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode, reduce=None) -> torch.Tensor:
+    def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode, reduce=None, centred=None) -> torch.Tensor:
         """AuxK (appendix A.2): model the residual with the top-k_aux dead latents, no b_pre added."""
         dead_idx = dead_mask_N.nonzero().squeeze(1)
         k_aux = min(self.cfg.k_aux, dead_idx.numel())
@@ -323,9 +336,10 @@ class SAE(nn.Module):
             sub = pre_BN.index_select(1, dead_idx)
             top = sub.topk(k_aux, dim=-1, sorted=False)
             aux_idx = dead_idx[top.indices]
-        aux_acts = self._selected(x_n, aux_idx, top.values).relu()
+        pattern = transposed_pattern(aux_idx, self.cfg.n_latents) if self.cfg.kernel == "sparse" else None
+        aux_acts = self._selected(x_n, aux_idx, top.values, pattern, centred).relu()
         resid = (x_n - recon_n).detach()
-        resid_hat = decode(aux_idx, aux_acts, self.W_dec)
+        resid_hat = decode(aux_idx, aux_acts, self.W_dec, pattern)
         denom = mean_predictor_mse(resid, reduce)
         return ((resid_hat - resid).pow(2).sum(-1).mean() / denom).nan_to_num(0.0)
 

@@ -61,3 +61,22 @@ def test_smollm2_documents_are_separated_by_endoftext(smollm):
     from saelab.data import separator_id
 
     assert smollm.tokenizer.convert_ids_to_tokens(separator_id(smollm.tokenizer)) == "<|endoftext|>"
+
+
+@pytest.mark.assets
+def test_document_order_is_a_seeded_shuffle_over_all_topics():
+    from saelab.data import select_split
+
+    corpus = load_corpus("wiki-en")  # the file is sorted by topic
+    cfg = ContextConfig()
+    first = [(i, row) for _, (i, row) in zip(range(300), select_split(corpus, cfg, "train"))]
+    assert len({row["topic"] for _, row in first}) >= 10  # a prefix samples the whole corpus
+    in_file_order = [row["topic"] for _, (_, row) in zip(range(300), select_split(corpus, ContextConfig(shuffle=False),
+                                                                                       "train"))]
+    assert len(set(in_file_order)) == 1  # the bias shuffling removes
+    assert all(corpus[i]["text"] == row["text"] for i, row in first[:20])  # indices stay corpus indices
+    again = [i for _, (i, _) in zip(range(300), select_split(corpus, cfg, "train"))]
+    assert again == [i for i, _ in first]
+    train = {i for i, _ in select_split(corpus, cfg, "train")}
+    assert train == {i for i, _ in select_split(corpus, ContextConfig(shuffle=False), "train")}
+    assert not train & {i for i, _ in select_split(corpus, cfg, "heldout")}

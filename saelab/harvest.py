@@ -61,8 +61,9 @@ class HarvestConfig:
     exclude_first: int = 1
     """Drop positions < this in each context (position 0 is an attention sink with outlier norms)."""
     batch_size: int = 32
-    """Contexts per forward pass (on a 2-core CPU, SmolLM2 to layer 22: ~690 tokens/s at 16-32 contexts,
-    ~600 at 64 and 128: smaller activations stay in cache)."""
+    """Contexts per forward pass. On a 2-core CPU, SmolLM2 to layer 22, the bare forward ran ~690 tokens/s
+    at 16-32 contexts and ~600 at 64; whole 412k-token harvests took 693 s at 32 and 648 s at 64 (two
+    runs on one day): within this machine's noise, no clear winner."""
     shard_contexts: int = 1024
     """Contexts per shard file."""
     outlier_factor: float | None = 10.0

@@ -62,8 +62,8 @@ class HarvestConfig:
     """Drop positions < this in each context (position 0 is an attention sink with outlier norms)."""
     batch_size: int = 32
     """Contexts per forward pass. On a 2-core CPU, SmolLM2 to layer 22, the bare forward ran ~690 tokens/s
-    at 16-32 contexts and ~600 at 64; whole 412k-token harvests took 693 s at 32 and 648 s at 64 (two
-    runs on one day): within this machine's noise, no clear winner."""
+    at 16-32 contexts and ~600 at 64; 40k-token harvests alternating 32/64 in one process ran 706, 597 vs
+    584, 586 tokens/s; whole 412k-token harvests took 693 s (32) and 648 s (64) on two runs of one day."""
     shard_contexts: int = 1024
     """Contexts per shard file."""
     outlier_factor: float | None = 10.0

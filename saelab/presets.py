@@ -68,7 +68,7 @@ ZOO = {
     "relu": {"activation": "relu", "l1_coef": 0.05, "l1_warmup_frac": 0.25, "k_aux": 0, "lr": 2e-3, "epochs": 4.0,
              "batch_size": 4096},
 }
-ZOO_FAST = {"relu": {"l1_coef": 0.1, "l1_warmup_frac": 0.0, "epochs": 2.0}}
+ZOO_FAST = {"relu": {"l1_coef": 0.1, "l1_warmup_frac": 0.0, "epochs": 2.0, "batch_size": 1024}}
 
 
 def default_caches(fast: bool | None = None, lm=None, progress: bool = True):

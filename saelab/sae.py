@@ -304,7 +304,7 @@ class SAE(nn.Module):
         pattern = transposed_pattern(idx, cfg.n_latents) if sparse else None  # shared by both gradients
         vals = self._selected(x_n, idx, top.values, pattern, centred)
         acts = vals.relu()
-        pattern_k = pattern if not cfg.multi_topk or not sparse else transposed_pattern(idx[:, :k], cfg.n_latents)
+        pattern_k = transposed_pattern(idx[:, :k], cfg.n_latents) if sparse and cfg.multi_topk else pattern
         recon_n = decode(idx[:, :k], acts[:, :k], self.W_dec, pattern_k) + self.b_pre
         mse = (recon_n - x_n).pow(2).sum(-1).mean()
         losses = {"mse": mse / cfg.d_in, "nmse": mse / centred_var}

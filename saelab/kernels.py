@@ -52,7 +52,6 @@ class Pattern(NamedTuple):
     """[n+1] CSR row pointers of S^T."""
     token: torch.Tensor
     """[B*K] the token b of each sorted entry (S^T's column indices)."""
-    n: int
     B: int
 
 
@@ -62,7 +61,7 @@ def transposed_pattern(idx_BK: torch.Tensor, n: int) -> Pattern:
     order = torch.argsort(flat)
     crow = torch.zeros(n + 1, dtype=torch.int64, device=idx_BK.device)
     torch.cumsum(torch.bincount(flat, minlength=n), 0, out=crow[1:])
-    return Pattern(order, crow, torch.div(order, K, rounding_mode="floor"), n, B)
+    return Pattern(order, crow, torch.div(order, K, rounding_mode="floor"), B)
 
 
 def scatter_outer(idx_BK: torch.Tensor, coef_BK: torch.Tensor, rows_BD: torch.Tensor, n: int,

@@ -1,47 +1,62 @@
 """Sparsity of ablation effects (Gao et al. 2024, section 4.5): does a latent change few things downstream?
 
-With the SAE spliced in, one latent is ablated (its activation set to zero) at the positions where
-it fires in a context, and the effect on the LM's output is the change of the next-token
-log-probabilities at those and all later positions: a [T', V] array e. Log-probabilities, not raw
-logits, so that a constant shift of a position's logits (which changes nothing) is not counted.
-Its sparsity is
+As the paper defines it: with the SAE spliced in, pick one token index where the latent fires and
+ablate that latent there (its activation set to zero at that index only). Take the change of the
+LM's **logits** at that index and the following positions, T = `window` positions in all (the
+paper's T = 16), subtract each position's median logit difference (a constant shift of a
+position's logits changes no probability), and concatenate them into T * V numbers e. Then
 
-    (||e||_1 / ||e||_2)^2 / (T' * V)    in (0, 1]
+    sparsity = (||e||_1 / ||e||_2)^2 / (T * V)    in (0, 1]
 
-the effective fraction of (position, token) entries the ablation moves: 1/(T'V) when one logit
-moves, 1 when all move equally. Lower is sparser. A random direction of the same norm added at
-the same positions gives the reference an unstructured perturbation reaches.
+the effective fraction of (position, token) entries the ablation moves: 1/(T V) when one logit
+moves, 2/pi ~ 0.64 for a dense Gaussian change. Lower is sparser. A random direction of the same
+norm added at the same index gives the reference that an unstructured perturbation reaches.
+
+The ablated index is the first position where the latent fires that leaves `window` positions to
+the end of the context; contexts with such a position are preferred. When the latent fires only
+later in every context, the window is cut at the context's end and the sparsity is normalised by
+the shorter T' * V (the row's `window` says how long it was).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .evaluate import Codes, SpliceSite, patched_logits, sae_replacement
 from .models import LM
 from .sae import SAE
 
+WINDOW = 16  # the paper's T
 
-def effect_sparsity(effect_TV: torch.Tensor) -> float:
-    """(L1/L2)^2 / numel of an effect array; nan when the effect is exactly zero."""
-    e = effect_TV.double().flatten()
+
+def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
+    """Section 4.5's (L1/L2)^2 / (T*V) of logit differences [T, V], after subtracting each position's
+    median; nan when the effect is exactly zero."""
+    e = logit_diff_TV.double()
+    e = (e - e.median(dim=-1, keepdim=True).values).flatten()
     l2 = float(e.norm())
     if l2 == 0:
         return float("nan")
     return float((e.abs().sum() / l2) ** 2 / e.numel())
 
 
-def _latent_replacement(sae: SAE, latent: int, positions_BT: torch.Tensor, mode: str, seed: int):
-    """SAE reconstruction with `latent` removed (mode 'ablate') or a random same-norm kick ('random')
-    at `positions_BT`."""
+def ablation_index(positions: list[int], ctx_len: int, window: int) -> tuple[int, bool]:
+    """(index to ablate, whether a full window fits): the first firing position with `window`
+    positions left, else the first firing position (the longest shorter window)."""
+    fits = [p for p in positions if p + window <= ctx_len]
+    return (fits[0], True) if fits else (min(positions), False)
+
+
+def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str, seed: int):
+    """SAE reconstruction everywhere, with `latent` removed (mode 'ablate') or a random kick of the
+    same norm ('random') at the single index marked in each row of `index_BT`."""
 
     def replace(x_BTD, mask_BT):
         B, T, D = x_BTD.shape
         flat = x_BTD.reshape(-1, D).to(sae.W_dec.dtype)
         enc = sae.encode(flat)
         recon = sae.decode(enc.top_acts_BK, enc.top_idx_BK, flat).reshape(B, T, D)
-        hit = positions_BT & mask_BT
+        hit = index_BT.to(mask_BT.device) & mask_BT
         if not bool(hit.any()):
             return recon
         removed = sae.decode(enc.top_acts_BK.masked_fill(enc.top_idx_BK == latent, 0.0), enc.top_idx_BK,
@@ -56,44 +71,56 @@ def _latent_replacement(sae: SAE, latent: int, positions_BT: torch.Tensor, mode:
     return replace
 
 
+def _choose_contexts(flat_pos: torch.Tensor, T: int, window: int, n: int) -> list[tuple[int, int, bool]]:
+    """Up to `n` (context, index, full window) choices, contexts with a full window first."""
+    by_ctx: dict[int, list[int]] = {}
+    for p in flat_pos.tolist():
+        by_ctx.setdefault(p // T, []).append(p % T)
+    picks = [(c, *ablation_index(ps, T, window)) for c, ps in sorted(by_ctx.items())]
+    picks.sort(key=lambda r: not r[2])  # stable: full windows first, then context order
+    return picks[:n]
+
+
 @torch.no_grad()
 def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contexts_per_latent: int = 4,
-                      where: SpliceSite | None = None, baseline: bool = True, progress: bool = True) -> list[dict]:
-    """Ablation sparsity of each latent over up to `contexts_per_latent` contexts where it fires.
+                      where: SpliceSite | None = None, baseline: bool = True, progress: bool = True,
+                      window: int = WINDOW) -> list[dict]:
+    """Ablation sparsity of each latent, averaged over up to `contexts_per_latent` contexts where it fires.
 
-    Each row: latent, sparsity (mean over contexts), random_sparsity (same-norm random direction at
-    the same positions, when `baseline`), n_contexts, mean |delta log p| per affected entry.
+    Each row: latent, sparsity (mean over contexts), random_sparsity (same-norm random direction at the
+    same index, when `baseline`), n_contexts, window (mean positions measured; `window` unless cut by
+    the context's end), mean_abs_effect (mean |logit difference| after the median shift).
     """
     from tqdm.auto import tqdm
 
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
     where = where or SpliceSite.of(sae, lm)
     ptr, pos, _ = codes.latent_acts()
     T = codes.tokens_NT.shape[1]
     rows = []
     for lat in tqdm(latents, desc="ablation sparsity", disable=not progress, leave=False):
-        p = pos[ptr[lat]:ptr[lat + 1]]
-        if len(p) == 0:
-            rows.append({"latent": lat, "sparsity": float("nan"), "random_sparsity": float("nan"), "n_contexts": 0})
+        picks = _choose_contexts(pos[ptr[lat]:ptr[lat + 1]], T, window, contexts_per_latent)
+        if not picks:
+            rows.append({"latent": lat, "sparsity": float("nan"), "random_sparsity": float("nan"), "n_contexts": 0,
+                         "window": 0})
             continue
-        ctx = torch.unique(p // T)[:contexts_per_latent]
-        ids = codes.tokens_NT[ctx].long()
-        positions = torch.zeros(len(ctx), T, dtype=torch.bool)
-        for j, c in enumerate(ctx.tolist()):
-            positions[j, p[(p // T) == c] % T] = True
-        base = F.log_softmax(patched_logits(lm, ids, where, sae_replacement(sae)), -1)  # spliced, nothing ablated
-        modes = ["ablate"] + (["random"] if baseline else [])
-        out = {"latent": lat, "n_contexts": len(ctx)}
-        for mode in modes:
-            rep = _latent_replacement(sae, lat, positions, mode, lat)
-            lp = F.log_softmax(patched_logits(lm, ids, where, rep), -1)
+        ids = codes.tokens_NT[[c for c, _, _ in picks]].long()
+        index = torch.zeros(len(picks), T, dtype=torch.bool)
+        for j, (_, t, _) in enumerate(picks):
+            index[j, t] = True
+        base = patched_logits(lm, ids, where, sae_replacement(sae))  # spliced, nothing ablated
+        out = {"latent": lat, "n_contexts": len(picks),
+               "window": sum(min(window, T - t) for _, t, _ in picks) / len(picks)}
+        for mode in ["ablate"] + (["random"] if baseline else []):
+            logits = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, mode, seed=lat))
             vals, mags = [], []
-            for j in range(len(ctx)):
-                first = int(positions[j].nonzero()[0])
-                e = (lp[j, first:] - base[j, first:]).cpu()
-                s = effect_sparsity(e)
+            for j, (_, t, _) in enumerate(picks):
+                diff = (logits[j, t:t + window] - base[j, t:t + window]).cpu()
+                s = effect_sparsity(diff)
                 if s == s:
                     vals.append(s)
-                    mags.append(float(e.abs().mean()))
+                    mags.append(float((diff - diff.median(-1, keepdim=True).values).abs().mean()))
             key = "sparsity" if mode == "ablate" else "random_sparsity"
             out[key] = float(sum(vals) / len(vals)) if vals else float("nan")
             if mode == "ablate":

@@ -6,6 +6,7 @@
     saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
     saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
+    saelab frontier                       TopK vs ReLU+L1 at matched sparsity: L0 and delta CE vs normalized MSE
 
 Every config field is a flag (`saelab train --help` lists them with their meaning).
 """
@@ -88,6 +89,17 @@ def _init_distributed(device: str) -> str:
 
 
 def _cmd_train(args) -> int:
+    """Hold the run folder's lock for the whole job (before any harvest): a second run on it is refused."""
+    from contextlib import nullcontext
+
+    from .files import run_lock
+
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(args.out, "training run") if main_rank else nullcontext():
+        return _train_job(args)
+
+
+def _train_job(args) -> int:
     import torch.distributed as dist
 
     from .harvest import HarvestConfig, harvest, load_harvest_lm
@@ -108,8 +120,9 @@ def _cmd_train(args) -> int:
 
         if hcfg.max_tokens is None:
             raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
-        stream = ShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size, capacity=args.shuffle_buffer,
-                               seed=tcfg.seed)
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        stream = ShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size // world,
+                               capacity=args.shuffle_buffer // world, seed=tcfg.seed + rank)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
                           provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]},
                           device=device)
@@ -227,6 +240,30 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_frontier(args) -> int:
+    import torch
+
+    from .data import ContextConfig, build_contexts, load_corpus
+    from .frontier import FrontierConfig, frontier_figures, run_frontier
+    from .models import load_lm
+    from .presets import ZOO, default_caches
+
+    cfg = build_dataclass(FrontierConfig, args, "", base=FrontierConfig())
+    hcfg = harvest_defaults()
+    lm = load_lm(hcfg.model)
+    train, held = default_caches(lm=lm)
+    tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
+                                             cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
+    df = run_frontier(cfg, train_defaults(), ZOO["relu"], train, held, args.out, lm=lm, tokens_NT=tokens)
+    figs = frontier_figures(df)
+    html = "".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs))
+    page = f"<html><head><meta charset='utf-8'><title>saelab frontier</title></head><body>{html}</body></html>"
+    (Path(args.out) / "frontier.html").write_text(page, encoding="utf-8")
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .harvest import HarvestConfig
     from .train import TrainConfig
@@ -285,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also splice each point into the LM on this many held-out contexts (0: off)")
     w.add_argument("--shrinkage-tokens", type=int, default=2000, help="tokens for the shrinkage refinement")
     w.set_defaults(func=_cmd_sweep)
+
+    from .frontier import FrontierConfig
+
+    f = sub.add_parser("frontier", help="TopK vs ReLU+L1 frontiers: L0 and delta CE against normalized MSE")
+    f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
+    add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
+    f.set_defaults(func=_cmd_frontier)
     return p
 
 
@@ -294,9 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         from .assets import AssetError
+        from .files import FolderBusyError
         from .harvest import CacheError
 
-        if isinstance(e, AssetError | CacheError | ValueError | FileNotFoundError):
+        if isinstance(e, AssetError | CacheError | ValueError | FileNotFoundError | FolderBusyError):
             print(f"saelab: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -170,7 +170,9 @@ def downstream_loss(lm: LM, sae: SAE, tokens_NT: torch.Tensor, where: SpliceSite
                     **encode_kwargs) -> dict:
     """The paper's downstream loss of `sae` on `tokens_NT` (section 4.1), with both ablation baselines.
 
-    `mean_D`: the mean activation for mean-ablation (default: measured on `tokens_NT` itself).
+    `mean_D`: the mean activation for mean-ablation; measure it on other text than `tokens_NT` (the suite
+    uses training-split contexts). Default: measured on `tokens_NT` itself, which lets the baseline
+    see the scored tokens (a slightly stronger mean-ablation baseline).
     Returns ce_clean / ce_spliced / ce_zero / ce_mean, delta_loss, kl, kl_zero, kl_mean,
     loss_recovered (vs zero-ablation), loss_recovered_mean, and position counts.
     """

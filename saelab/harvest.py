@@ -445,7 +445,9 @@ class ShuffledLoader:
 
 
 class ShuffleBuffer:
-    """On-the-fly mode: mix incoming activation batches in a bounded buffer, yield shuffled batches."""
+    """On-the-fly mode: mix incoming activation batches in a bounded buffer, yield shuffled batches
+    (under data parallelism: each rank its own buffer over its own stream, batch_size = global / world,
+    and its own seed)."""
 
     def __init__(self, source, batch_size: int, capacity: int = 65536, seed: int = 0):
         self.source, self.B, self.cap = source, batch_size, max(capacity, batch_size)
@@ -466,15 +468,35 @@ class ShuffleBuffer:
                 yield buf[s:s + self.B].float()
 
 
-def stream_activations(cfg: HarvestConfig, lm: LM | None = None):
-    """On-the-fly harvest (no disk): yield [tokens, d] fp32 activation blocks, batch by batch."""
+def stream_activations(cfg: HarvestConfig, lm: LM | None = None, rank: int | None = None, world: int | None = None,
+                       with_ids: bool = False):
+    """On-the-fly harvest (no disk): yield [tokens, d] fp32 activation blocks, batch by batch.
+
+    The same tokens as `harvest` with the same config: the same contexts, cut into the same batches of
+    `cfg.batch_size` contexts, and the same position and outlier rules (so separators never reach
+    training). Under torchrun (or with rank/world given) rank r takes batches j with j % world == r:
+    the ranks' tokens are disjoint and together are exactly one process's. with_ids: yield (acts,
+    ids) with ids = context * ctx_len + position, to check which tokens a rank saw.
+    """
     lm = lm or load_harvest_lm(cfg)
     layer = lm.default_layer if cfg.layer is None else cfg.layer
+    if rank is None or world is None:
+        rank, world = _dist_rank_world()
+    T = cfg.context.ctx_len
     _, contexts = _harvest_contexts(cfg, lm)
     toks = torch.from_numpy(contexts.tokens_NT).long()
-    for s in range(0, len(toks), cfg.batch_size):
-        acts = run_to_site(lm, toks[s:s + cfg.batch_size], cfg.site, layer)
-        yield acts[:, cfg.exclude_first:].float().reshape(-1, lm.d_model).cpu()
+    pos = torch.arange(cfg.exclude_first, T)
+    for j, s in enumerate(range(0, len(toks), cfg.batch_size)):
+        if j % world != rank:
+            continue
+        batch = toks[s:s + cfg.batch_size]
+        acts = run_to_site(lm, batch, cfg.site, layer)[:, cfg.exclude_first:].float().reshape(-1, lm.d_model).cpu()
+        keep = outlier_mask(acts, cfg.outlier_factor)
+        if with_ids:
+            ids = ((torch.arange(s, s + len(batch))[:, None] * T) + pos[None]).reshape(-1)
+            yield acts[keep], ids[keep]
+        else:
+            yield acts[keep]
 
 
 def outlier_mask(acts_TD: torch.Tensor, factor: float | None) -> torch.Tensor:

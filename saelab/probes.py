@@ -6,7 +6,8 @@ latent is chosen on a fit split, and its cross-entropy is reported on a test spl
 probes on the d_model residual coordinates are the baseline: a good SAE should isolate task
 features into single latents better than the raw basis does.
 
-Tasks from the embedded data (no hub):
+Tasks from the embedded data (no hub), on held-out documents only; fit and test splits never share a
+document (document tasks) or a context (token tasks):
 - document level: the 12 Wikipedia topics one-vs-rest; language of a Wikipedia summary (en/es/fr,
   one-vs-rest); Wikipedia vs news. Feature = the latent's MEAN activation over the document's
   first context (positions >= 1). Mean, not max: a topic or language is a property of the whole
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import load_corpus
+from .data import ContextConfig, load_corpus, select_split
 from .evaluate import SpliceSite, eligible_mask
 from .harvest import run_to_site
 from .models import LM
@@ -74,21 +75,35 @@ def logistic_loss(x_MF: torch.Tensor, y_M: torch.Tensor, a, b, mu, sd) -> torch.
         logits, y_M.double()[:, None].expand_as(logits), reduction="none").mean(0)
 
 
+def probe_split(M: int, fit_frac: float = 0.5, seed: int = 0, groups_M: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit rows, test rows): a random `fit_frac` of the rows, or of the groups when `groups_M` is given
+    (every row of a group on the same side)."""
+    g = torch.Generator().manual_seed(seed)
+    if groups_M is None:
+        perm = torch.randperm(M, generator=g)
+        n_fit = int(M * fit_frac)
+        return perm[:n_fit], perm[n_fit:]
+    uniq, inverse = torch.unique(groups_M, return_inverse=True)
+    in_fit = torch.zeros(len(uniq), dtype=torch.bool)
+    in_fit[torch.randperm(len(uniq), generator=g)[: int(len(uniq) * fit_frac)]] = True
+    return torch.nonzero(in_fit[inverse]).squeeze(1), torch.nonzero(~in_fit[inverse]).squeeze(1)
+
+
 def best_probe(x_MF: torch.Tensor, y_M: torch.Tensor, fit_frac: float = 0.5, seed: int = 0,
-               chunk: int = 1024, screen: int = 64) -> dict:
+               chunk: int = 1024, screen: int = 64, groups_M: torch.Tensor | None = None) -> dict:
     """Fit 1-D probes on a random `fit_frac` of rows, pick the best feature on that split, report its
     cross-entropy on the rest. Returns {'loss', 'feature', 'fit_loss', 'prior_loss', ...}.
 
+    groups_M: rows with the same group (e.g. the context a token comes from) land on the same side of
+    the split, so a probe is never scored on tokens of a context it was fitted on.
     screen: fit Newton-Raphson only on the `screen` features most correlated with the label on the fit
     split (0: on every feature). The best 1-D logistic probe is, in practice, among the most correlated
     features; screening makes token-level tasks (tens of thousands of rows x thousands of latents)
     take seconds instead of minutes.
     """
     M = len(y_M)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(M, generator=g)
-    n_fit = int(M * fit_frac)
-    fit, test = perm[:n_fit], perm[n_fit:]
+    fit, test = probe_split(M, fit_frac, seed, groups_M)
     if y_M[fit].sum() == 0 or y_M[fit].sum() == len(fit) or len(test) == 0:
         raise ValueError("a probe task needs both labels in its fit split and a non-empty test split")
     candidates = torch.arange(x_MF.shape[1])
@@ -120,11 +135,11 @@ class ProbeConfig:
     """Which documents and tokens the probe tasks use."""
 
     docs_per_topic: int = 40
-    """Wikipedia (en) summaries per topic (12 topics)."""
+    """Held-out Wikipedia (en) summaries per topic (12 topics; all of a topic's when it has fewer)."""
     docs_per_language: int = 150
-    """Summaries per language for language identification (en, es, fr)."""
+    """Held-out summaries per language for language identification (en, es, fr)."""
     news_docs: int = 150
-    """News articles for Wikipedia vs news (against as many Wikipedia summaries)."""
+    """Held-out news articles for Wikipedia vs news (against as many Wikipedia summaries)."""
     token_contexts: int = 200
     """Contexts whose tokens feed the token-level tasks."""
     ctx_len: int = 64
@@ -142,39 +157,45 @@ def _sample(rows: list, n: int, rng: np.random.Generator) -> list:
     return [rows[i] for i in sorted(rng.choice(len(rows), n, replace=False))]
 
 
+def heldout_rows(corpus: str) -> list[dict]:
+    """The held-out documents of an embedded corpus (the same split the harvest's held-out cache uses)."""
+    return [row for _, row in select_split(load_corpus(corpus), ContextConfig(), "heldout")]
+
+
 def document_tasks(cfg: ProbeConfig) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(texts, {task: 0/1 labels}) for the topic, language and source tasks."""
+    """(texts, {task: 0/1 labels, -1 = not in the task}) for the topic, language and source tasks.
+
+    Held-out documents only (the SAE never trained on them). The English side of the language and
+    source tasks is a random sample of the topic-balanced English documents, so it spans every topic
+    and no topic latent can stand in for "English" or "Wikipedia".
+    """
     rng = np.random.default_rng(cfg.seed)
-    en = list(load_corpus("wiki-en"))
     by_topic: dict[str, list] = {}
-    for r in en:
+    for r in heldout_rows("wiki-en"):
         by_topic.setdefault(r["topic"], []).append(r)
     texts, topic, lang, source = [], [], [], []
     for t in sorted(by_topic):
         for r in _sample(by_topic[t], cfg.docs_per_topic, rng):
             texts.append(r["text"]), topic.append(t), lang.append("en"), source.append("wiki")
     for code in ("es", "fr"):
-        for r in _sample(list(load_corpus(f"wiki-{code}")), cfg.docs_per_language, rng):
+        for r in _sample(heldout_rows(f"wiki-{code}"), cfg.docs_per_language, rng):
             texts.append(r["text"]), topic.append(""), lang.append(code), source.append("wiki")
-    for r in _sample(list(load_corpus("news")), cfg.news_docs, rng):
+    for r in _sample(heldout_rows("news"), cfg.news_docs, rng):
         texts.append(r["text"]), topic.append(""), lang.append("en"), source.append("news")
     topic, lang, source = np.array(topic), np.array(lang), np.array(source)
-    labels: dict[str, np.ndarray] = {f"topic={t}": (topic == t) for t in sorted(by_topic)}
-    # language tasks over Wikipedia only (en docs: the first docs_per_language of the topic sample)
-    wiki = source == "wiki"
-    en_idx = np.flatnonzero(wiki & (lang == "en"))[: cfg.docs_per_language]
+    en_wiki = np.flatnonzero((source == "wiki") & (lang == "en"))
+    labels: dict[str, np.ndarray] = {}
+    for t in sorted(by_topic):
+        labels[f"topic={t}"] = np.where(topic != "", topic == t, -1)
     lang_rows = np.zeros(len(texts), bool)
-    lang_rows[en_idx] = True
-    lang_rows |= wiki & (lang != "en")
+    lang_rows[rng.choice(en_wiki, min(cfg.docs_per_language, len(en_wiki)), replace=False)] = True
+    lang_rows |= (source == "wiki") & (lang != "en")
     for code in ("en", "es", "fr"):
         labels[f"language={code}"] = np.where(lang_rows, lang == code, -1)
     src_rows = np.zeros(len(texts), bool)
-    src_rows[np.flatnonzero(wiki & (lang == "en"))[: cfg.news_docs]] = True
+    src_rows[rng.choice(en_wiki, min(cfg.news_docs, len(en_wiki)), replace=False)] = True
     src_rows |= source == "news"
     labels["source=news"] = np.where(src_rows, source == "news", -1)
-    topic_rows = topic != ""
-    for t in sorted(by_topic):
-        labels[f"topic={t}"] = np.where(topic_rows, labels[f"topic={t}"], -1)
     return texts, {k: v.astype(np.int8) for k, v in labels.items()}
 
 
@@ -261,24 +282,32 @@ def probe_losses(lm: LM, saes: dict[str, SAE], cfg: ProbeConfig | None = None, w
     toks, lens = _tokenize_docs(texts, lm.tokenizer, cfg.ctx_len)
     doc_feats, _ = _features(lm, saes, toks, lens, where, cfg.batch_size, pool=True)
     # token-level tasks: the Wikipedia (en) documents' own contexts
-    n_en = int(sum(lab >= 0 for k, lab in doc_labels.items() if k.startswith("topic=")).astype(bool).sum())
-    en_rows = torch.from_numpy(np.unique(np.linspace(0, max(n_en - 1, 0), cfg.token_contexts).astype(int)))
+    en = np.flatnonzero(next(lab for k, lab in doc_labels.items() if k.startswith("topic=")) >= 0)
+    rng = np.random.default_rng(cfg.seed)
+    en_rows = torch.from_numpy(np.sort(rng.choice(en, min(cfg.token_contexts, len(en)), replace=False)))
     tt, tl = toks[en_rows], lens[en_rows]
     tok_feats, tok_mask = _features(lm, saes, tt, tl, where, cfg.batch_size, pool=False)
     tok_labels = {k: torch.from_numpy(v)[tok_mask] for k, v in token_labels(tt.numpy(), lm.tokenizer).items()}
+    tok_context = torch.arange(len(tt))[:, None].expand_as(tok_mask)[tok_mask]  # fit/test split by context
     tasks: dict[str, dict] = {}
+    skipped: list[str] = []
     jobs = [(k, v) for k, v in doc_labels.items()] + [(f"token={k}", v) for k, v in tok_labels.items()]
     for task, lab in tqdm(jobs, desc="probes", disable=not progress, leave=False):
+        groups = None
         if task.startswith("token="):
-            feats, y = tok_feats, lab.to(torch.int8)
+            feats, y, groups = tok_feats, lab.to(torch.int8), tok_context
         else:
             rows = torch.from_numpy(np.flatnonzero(lab >= 0))
             feats = {k: v[rows] for k, v in doc_feats.items()}
             y = torch.from_numpy(lab[lab >= 0])
         if int(y.sum()) < 4 or int((1 - y).sum()) < 4:
+            skipped.append(task)
             continue
-        tasks[task] = {name: best_probe(f, y, seed=cfg.seed) for name, f in feats.items()}
+        try:
+            tasks[task] = {name: best_probe(f, y, seed=cfg.seed, groups_M=groups) for name, f in feats.items()}
+        except ValueError:  # too few positives to put some on both sides of the split
+            skipped.append(task)
     names = ["residual", *saes]
     mean = {n: float(np.mean([t[n]["loss"] for t in tasks.values()])) for n in names}
     prior = float(np.mean([next(iter(t.values()))["prior_loss"] for t in tasks.values()]))
-    return {"tasks": tasks, "mean": mean, "mean_prior": prior, "config": cfg.__dict__}
+    return {"tasks": tasks, "mean": mean, "mean_prior": prior, "config": cfg.__dict__, "skipped": skipped}

@@ -19,22 +19,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sae import SAE
+from .sae import SAE, normalized_mse
 
 
 @torch.no_grad()
 def nmse_l0(sae: SAE, x_BD: torch.Tensor, batch_size: int = 8192, **encode_kwargs) -> dict:
-    """Normalized MSE (vs predicting the mean of x) and mean L0 of `sae` on activations `x_BD`."""
-    sse, l0 = 0.0, 0.0
-    x_BD = x_BD.float()
-    for s in range(0, len(x_BD), batch_size):
-        x = x_BD[s:s + batch_size].to(sae.W_enc.device)
-        enc = sae.encode(x, **encode_kwargs)
-        rec = sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
-        sse += float((rec - x).double().pow(2).sum())
-        l0 += float((enc.top_acts_BK > 0).sum())
-    base = float((x_BD.double() - x_BD.double().mean(0)).pow(2).sum())
-    return {"nmse": sse / base, "l0": l0 / len(x_BD)}
+    """Normalized MSE (the paper's, in the SAE's input space) and mean L0 of `sae` on activations `x_BD`."""
+    from .train import evaluate_batches
+
+    r = evaluate_batches(sae, (x_BD[s:s + batch_size] for s in range(0, len(x_BD), batch_size)), **encode_kwargs)
+    return {"nmse": r["nmse"], "l0": r["l0"]}
 
 
 def default_ks(k: int, n_latents: int) -> list[int]:
@@ -57,30 +51,39 @@ def jumprelu_thresholds(sae: SAE, x_BD: torch.Tensor, l0_targets: list[float], s
     return [float(v) for v in torch.quantile(pre.double().cpu(), qs)]
 
 
+CALIBRATION_TOKENS = 4096
+
+
 @torch.no_grad()
 def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None, jumprelu: bool = True,
-          lm=None, tokens_NT: torch.Tensor | None = None, where=None, progress: bool = True):
+          lm=None, tokens_NT: torch.Tensor | None = None, where=None, progress: bool = True,
+          calibration_BD: torch.Tensor | None = None):
     """L0 and normalized MSE on held-out activations `x_BD` for TopK(k') and JumpReLU points.
 
+    JumpReLU thresholds are chosen on `calibration_BD`, tokens disjoint from the scored ones; without
+    it, the first min(4096, 1/4) rows of `x_BD` calibrate and every point is scored on the rest.
     With `lm` and `tokens_NT`, each point also gets its delta loss (splicing the SAE with that
     activation; one clean pass shared by all points). Returns a pandas DataFrame with columns
-    sae, activation, param (k' or theta), l0, nmse[, delta_loss, kl].
+    sae, activation, param (k' or theta), l0, nmse, n_scored[, delta_loss, kl].
     """
     import pandas as pd
 
     from .evaluate import sae_replacement
 
+    if calibration_BD is None and jumprelu:
+        n_cal = min(CALIBRATION_TOKENS, len(x_BD) // 4)
+        calibration_BD, x_BD = x_BD[:n_cal], x_BD[n_cal:]
     rows, reps = [], {}
     for name, sae in saes.items():
         kk = ks or default_ks(sae.cfg.k, sae.cfg.n_latents)
         points = [("topk", {"activation": "topk", "k": k}, k) for k in kk]
         if jumprelu:
-            for th in jumprelu_thresholds(sae, x_BD, kk):
+            for th in jumprelu_thresholds(sae, calibration_BD, kk):
                 points.append(("jumprelu", {"activation": "jumprelu", "threshold": th}, th))
         for act, kw, param in points:
             r = nmse_l0(sae, x_BD, **kw)
             rows.append({"sae": name, "activation": act, "param": param, "l0": r["l0"], "nmse": r["nmse"],
-                         "trained_k": sae.cfg.k})
+                         "trained_k": sae.cfg.k, "n_scored": len(x_BD)})
             if lm is not None:
                 reps[f"{len(rows) - 1}"] = sae_replacement(sae, **kw)
     df = pd.DataFrame(rows)
@@ -153,12 +156,11 @@ def shrinkage(sae: SAE, x_BD: torch.Tensor, iters: int = 200, **encode_kwargs) -
     median_growth: the median per-activation ratio; nmse_before / nmse_after on `x_BD`.
     """
     before, after, idx = refine_activations(sae, x_BD, iters=iters, **encode_kwargs)
-    x = x_BD.float()
-    rec_b = sae.decode(before.to(sae.W_dec.device), idx.to(sae.W_dec.device), x.to(sae.W_dec.device)).cpu()
-    rec_a = sae.decode(after.to(sae.W_dec.device), idx.to(sae.W_dec.device), x.to(sae.W_dec.device)).cpu()
-    base = float((x.double() - x.double().mean(0)).pow(2).sum())
-    nb = float((rec_b - x).double().pow(2).sum()) / base
-    na = float((rec_a - x).double().pow(2).sum()) / base
+    dev = sae.W_dec.device
+    x_n = sae.preprocess(x_BD.float().to(dev))[0]  # the space the refinement and the paper's nmse use
+    idx = idx.to(dev)
+    nb = normalized_mse(sae.decode_normalized(before.to(dev), idx), x_n)
+    na = normalized_mse(sae.decode_normalized(after.to(dev), idx), x_n)
     on = before > 0
     ratio = (after[on] / before[on]).double()
     return {"l0": float(on.sum(-1).float().mean()), "nmse_before": nb, "nmse_after": na,

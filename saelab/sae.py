@@ -1,6 +1,6 @@
 """The TopK sparse autoencoder of Gao et al. 2024 (sections 2-5), with its ReLU+L1 baseline.
 
-    x_n     = normalise(x)                           (none | unit mean squared norm | layer norm)
+    x_n     = normalise(x)                           (see NORMALIZATIONS)
     z       = TopK(W_enc (x_n - b_pre) + b_enc)      (ReLU on the kept values, as the paper)
     x_hat_n = W_dec^T z + b_pre,   x_hat = denormalise(x_hat_n)
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -27,13 +25,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write
 from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
 
 FORMAT_VERSION = 1
 ACTIVATIONS = ("topk", "relu")
 TEST_ACTIVATIONS = ("topk", "jumprelu", "batchtopk", "relu")
-NORMALIZATIONS = ("none", "unit_msn", "layernorm")
+# Input normalisation, applied before encoding; reconstruction errors are measured in that space.
+#   per_token_unit_norm  the paper's (section 2.1): each token mean-subtracted over d_model, scaled to unit norm
+#   layernorm            the released code's LN: (x - mean) / (std + 1e-5), the same direction at norm ~sqrt(d-1)
+#   unit_msn             one dataset-wide scale: unit mean squared norm over a sample (set by init_from_data)
+#   none                 raw activations
+NORMALIZATIONS = ("none", "unit_msn", "layernorm", "per_token_unit_norm")
+PER_TOKEN = ("layernorm", "per_token_unit_norm")
 LN_EPS = 1e-5  # as in openai/sparse_autoencoder's LN (std is the unbiased estimate, eps added to std)
+NORM_EPS = 1e-8  # per_token_unit_norm: a floor on the centred norm (a constant token has none)
 
 
 def default_k_aux(d_in: int) -> int:
@@ -64,7 +70,8 @@ class SAEConfig:
     l1_coef: float = 0.0
     """L1 coefficient for the ReLU baseline (ignored by TopK)."""
     normalize: str = "none"
-    """Input normalisation: 'none', 'unit_msn' (scale to unit mean squared norm), 'layernorm' (no affine)."""
+    """Input normalisation: 'per_token_unit_norm' (paper 2.1: centre each token, scale it to unit norm),
+    'layernorm' (the released code's LN), 'unit_msn' (one dataset-wide scale to unit mean squared norm), 'none'."""
     input_scale: float = 1.0
     """Scale applied to inputs under 'unit_msn' (set from data by init_from_data)."""
     kernel: str = "sparse"
@@ -146,6 +153,13 @@ def mean_predictor_mse(v_BD: torch.Tensor, reduce=None) -> torch.Tensor:
     return (sq - mean.pow(2).sum()).clamp_min(1e-30).to(v_BD.dtype)
 
 
+def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor) -> float:
+    """The paper's normalized MSE: SSE of the reconstruction / SSE of always predicting the mean of x."""
+    x = x_BD.double()
+    base = float((x - x.mean(0)).pow(2).sum())
+    return float((recon_BD.double() - x).pow(2).sum()) / base if base > 0 else float("nan")
+
+
 def check_input(x: torch.Tensor, d_in: int) -> None:
     """Raise a clear error for a wrong width or non-finite rows."""
     if x.ndim < 1 or x.shape[-1] != d_in:
@@ -185,6 +199,7 @@ class SAE(nn.Module):
 
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The SAE's input space; per-token modes also return the centre and scale to undo it."""
         norm = self.cfg.normalize
         if norm == "none":
             return x, {}
@@ -192,8 +207,11 @@ class SAE(nn.Module):
             return x * self.cfg.input_scale, {}
         mu = x.mean(-1, keepdim=True)
         xc = x - mu
-        std = xc.std(-1, keepdim=True)
-        return xc / (std + LN_EPS), {"mu": mu, "std": std}
+        if norm == "layernorm":
+            scale = xc.std(-1, keepdim=True) + LN_EPS
+        else:
+            scale = xc.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        return xc / scale, {"mu": mu, "scale": scale}
 
     def postprocess(self, x_n: torch.Tensor, info: dict) -> torch.Tensor:
         norm = self.cfg.normalize
@@ -201,7 +219,7 @@ class SAE(nn.Module):
             return x_n
         if norm == "unit_msn":
             return x_n / self.cfg.input_scale
-        return x_n * (info["std"] + LN_EPS) + info["mu"]
+        return x_n * info["scale"] + info["mu"]
 
     @torch.no_grad()
     def init_from_data(self, sample_BD: torch.Tensor, bias_init: str = "geometric_median") -> None:
@@ -262,16 +280,21 @@ class SAE(nn.Module):
         return EncodeOut(acts, idx, pre if keep_pre else None)
 
     @torch.no_grad()
+    def decode_normalized(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in the SAE's input space (where the losses and the paper's normalized MSE live)."""
+        return F.embedding_bag(top_idx_BK, self.W_dec, per_sample_weights=top_acts_BK.to(self.W_dec.dtype),
+                               mode="sum") + self.b_pre
+
+    @torch.no_grad()
     def decode(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, x_like: torch.Tensor | None = None
                ) -> torch.Tensor:
-        """Reconstruct from sparse latents; layernorm SAEs need the input (`x_like`) for mu and std."""
-        recon_n = F.embedding_bag(top_idx_BK, self.W_dec, per_sample_weights=top_acts_BK.to(self.W_dec.dtype),
-                                  mode="sum") + self.b_pre
+        """Reconstruct from sparse latents; per-token normalisations need the input (`x_like`) to undo it."""
+        recon_n = self.decode_normalized(top_acts_BK, top_idx_BK)
         info = {}
-        if self.cfg.normalize == "layernorm":
+        if self.cfg.normalize in PER_TOKEN:
             if x_like is None:
-                raise ValueError("a layernorm SAE needs the original input to undo the normalisation")
-            info = self.preprocess(x_like)[1]
+                raise ValueError(f"a {self.cfg.normalize} SAE needs the original input to undo the normalisation")
+            info = self.preprocess(x_like.to(self.W_dec.dtype))[1]
         return self.postprocess(recon_n, info)
 
     @torch.no_grad()
@@ -280,9 +303,14 @@ class SAE(nn.Module):
         return self.decode(out.top_acts_BK, out.top_idx_BK, x)
 
     # ---- training forward ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None, reduce=None) -> ForwardOut:
-        """Reconstruction and named losses; `dead_mask_N` (bool) selects latents for AuxK.
+    def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None, reduce=None,
+                dead_mask_fn=None) -> ForwardOut:
+        """Reconstruction and named losses; the dead latents (bool [n]) feed AuxK.
 
+        dead_mask_N: a fixed dead mask. dead_mask_fn: called with this batch's fired latents after the
+        TopK selection and before AuxK, returns the dead mask; the trainer updates its "last fired"
+        statistics there first, so a latent that fires in this batch is not dead in it (as the released
+        training code does: "has to go after stats update").
         `reduce` averages a statistic over data-parallel ranks (default: this batch only), so that
         the normalisers (the mean predictor's MSE) are those of the global batch.
         """
@@ -292,7 +320,10 @@ class SAE(nn.Module):
         x_n = x_n.detach()
         centred_var = mean_predictor_mse(x_n, reduce)
         if cfg.activation == "relu":
-            return self._forward_relu(x_n, info, centred_var)
+            out = self._forward_relu(x_n, info, centred_var)
+            if dead_mask_fn is not None:
+                dead_mask_fn(out.fired_N)
+            return out
         sparse = cfg.kernel == "sparse"
         decode = sparse_decode if sparse else dense_decode
         with torch.no_grad():
@@ -313,13 +344,15 @@ class SAE(nn.Module):
             recon_multi = decode(idx, acts, self.W_dec, pattern) + self.b_pre
             losses["multi_topk"] = (recon_multi - x_n).pow(2).sum(-1).mean() / centred_var
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
+        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
+        act_k = acts[:, :k].detach()
+        fired[idx[:, :k][act_k > 0]] = True
+        if dead_mask_fn is not None:
+            dead_mask_N = dead_mask_fn(fired)
         if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
             losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce, centred)
             total = total + cfg.aux_coef * losses["aux"]
         losses["total"] = total
-        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
-        act_k = acts[:, :k].detach()
-        fired[idx[:, :k][act_k > 0]] = True
         recon = self.postprocess(recon_n, info)
         return ForwardOut(recon, losses, act_k, idx[:, :k], fired, (act_k > 0).sum(-1).float().mean())
 
@@ -382,22 +415,27 @@ class SAE(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(folder / "sae.safetensors", lambda p: save_file(tensors, p))
+        atomic_write(folder / "sae.safetensors", lambda p: save_file(tensors, p))
         meta = {"format_version": FORMAT_VERSION, "config": asdict(self.cfg), **(extra or {})}
-        _atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, device=None) -> SAE:
+        """Load a folder written by `save`; other layouts and damaged files get an error naming the fix."""
         folder = Path(folder)
-        missing = [n for n in ("cfg.json", "sae.safetensors") if not (folder / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{folder} is not a saved SAE: missing {', '.join(missing)} "
-                                    "(write one with SAE.save or `saelab train`)")
-        meta = json.loads((folder / "cfg.json").read_text())
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(f"{folder}/cfg.json has format_version {version!r}, newer than this saelab reads "
+        _check_saelab_folder(folder)
+        try:
+            meta = json.loads((folder / "cfg.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{folder}/cfg.json is damaged ({e}); re-save the SAE, or retrain it with "
+                             "`saelab train --out` on that run folder") from None
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        if not isinstance(version, int) or "config" not in meta:
+            raise ValueError(f"{folder}/cfg.json is not a saelab SAE config ({_foreign_format(meta)}); "
+                             "saelab reads folders written by SAE.save or `saelab train`")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{folder}/cfg.json has format_version {version}, newer than this saelab reads "
                              f"({FORMAT_VERSION}); upgrade saelab (pip install -U saelab)")
         known = {f.name for f in fields(SAEConfig)}
         unknown = set(meta["config"]) - known
@@ -405,7 +443,11 @@ class SAE(nn.Module):
             raise ValueError(f"{folder}/cfg.json has unknown config fields {sorted(unknown)}; upgrade saelab")
         cfg = SAEConfig(**meta["config"])
         sae = cls(cfg, seed=None, device=device)
-        state = load_file(folder / "sae.safetensors", device=str(device or "cpu"))
+        try:
+            state = load_file(folder / "sae.safetensors", device=str(device or "cpu"))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+            raise ValueError(f"{folder}/sae.safetensors is damaged or truncated ({type(e).__name__}: {e}); "
+                             "re-save the SAE, or retrain it") from None
         expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
@@ -443,8 +485,11 @@ class SAE(nn.Module):
         return sae
 
     def folded_weights(self) -> dict[str, torch.Tensor]:
-        """Weights with a unit_msn input scale folded in, so the SAE works on raw activations."""
-        s = self.cfg.input_scale if self.cfg.normalize == "unit_msn" else 1.0
+        """Weights with a constant input scale folded in: unit_msn's scale (the SAE then works on raw
+        activations), or per_token_unit_norm's 1/sqrt(d-1) relative to layer norm (it then works on
+        layer-normalised inputs, as SAE Lens's 'layer_norm' gives them; equal up to LN's eps)."""
+        s = {"unit_msn": self.cfg.input_scale,
+             "per_token_unit_norm": 1 / math.sqrt(max(self.cfg.d_in - 1, 1))}.get(self.cfg.normalize, 1.0)
         with torch.no_grad():
             return {"W_enc": (self.W_enc * s).t().contiguous().cpu(), "b_enc": self.b_enc.detach().cpu().clone(),
                     "W_dec": (self.W_dec / s).contiguous().cpu(), "b_dec": (self.b_pre / s).detach().cpu()}
@@ -455,12 +500,12 @@ class SAE(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         c = self.cfg
         weights = self.folded_weights()
-        hook = f"blocks.{c.layer}.hook_resid_post" if c.layer is not None else "unknown"
+        hook = f"blocks.{c.layer}.hook_{c.site or 'resid_post'}" if c.layer is not None else "unknown"
         cfg = {
             "architecture": "topk" if c.activation == "topk" else "standard",
             "d_in": c.d_in, "d_sae": c.n_latents, "dtype": c.dtype, "device": "cpu",
             "apply_b_dec_to_input": True,
-            "normalize_activations": "layer_norm" if c.normalize == "layernorm" else "none",
+            "normalize_activations": "layer_norm" if c.normalize in PER_TOKEN else "none",
             "activation_fn": c.activation, "activation_fn_kwargs": {"k": c.k} if c.activation == "topk" else {},
             "k": c.k if c.activation == "topk" else None,
             "model_name": c.model, "hook_name": hook, "hook_layer": c.layer, "context_size": context_size,
@@ -468,8 +513,8 @@ class SAE(nn.Module):
             "metadata": {"model_name": c.model, "hook_name": hook, "context_size": context_size,
                          "exported_by": "saelab", "tokens_seen": c.tokens_seen},
         }
-        _atomic_write(folder / "sae_weights.safetensors", lambda p: save_file(weights, p))
-        _atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
+        atomic_write(folder / "sae_weights.safetensors", lambda p: save_file(weights, p))
+        atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
         return folder
 
 
@@ -481,13 +526,26 @@ def padded_from_mask(pre_BN: torch.Tensor, mask_BN: torch.Tensor) -> tuple[torch
     return top.values.clamp_min(0.0), top.indices
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+def _foreign_format(meta) -> str:
+    """Name the library that wrote a cfg.json that is not saelab's, from its keys."""
+    keys = set(meta) if isinstance(meta, dict) else set()
+    if {"d_sae", "d_in"} <= keys or "architecture" in keys and "hook_name" in keys:
+        return "it looks like an SAE Lens config"
+    if keys & {"expansion_factor", "num_latents", "normalize_decoder"}:
+        return "it looks like an EleutherAI sparsify config"
+    return f"keys: {sorted(keys)[:8]}"
+
+
+def _check_saelab_folder(folder: Path) -> None:
+    """Raise a clear error when `folder` is missing, or holds another library's SAE layout."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: pass a folder written by SAE.save or `saelab train` "
+                                "(e.g. runs/default/sae)")
+    if (folder / "sae_weights.safetensors").is_file():
+        raise ValueError(f"{folder} holds an SAE Lens SAE (sae_weights.safetensors); saelab reads its own "
+                         "folders (cfg.json + sae.safetensors) and OpenAI .pt files (SAE.from_openai)")
+    missing = [n for n in ("cfg.json", "sae.safetensors") if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a saved SAE: missing {', '.join(missing)} "
+                                "(write one with SAE.save or `saelab train`)")

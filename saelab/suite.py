@@ -58,7 +58,11 @@ def fast_suite_config() -> SuiteConfig:
 
 def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean_D: torch.Tensor | None = None,
               progress: bool = True) -> dict:
-    """All four metrics for every SAE in `saes` (same text, same tasks). Returns a JSON-able dict."""
+    """All four metrics for every SAE in `saes` (same text, same tasks). Returns a JSON-able dict.
+
+    Scored on held-out documents; the mean-ablation mean (unless `mean_D` is given) and the N2G
+    explanations come from training-split documents.
+    """
     cfg = cfg or SuiteConfig()
     wanted = set(cfg.metrics.split(","))
     first = next(iter(saes.values()))
@@ -67,11 +71,15 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     ctx_cfg = ContextConfig()
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)
     held = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "heldout", n_held).tokens_NT).long()
+    # training-split contexts: they build the N2G explanations and the mean-ablation mean, so nothing that
+    # is fitted or averaged comes from the held-out tokens that are scored
+    n_build = max(cfg.n2g_build_contexts, cfg.downstream_contexts)
+    build = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "train", n_build).tokens_NT).long()
     out: dict = {"config": asdict(cfg), "site": asdict(where), "saes": {}, "seconds": {}}
     t0 = time.time()
     if "downstream" in wanted:
         toks = held[: cfg.downstream_contexts]
-        mean_D = mean_D if mean_D is not None else site_mean(lm, toks, where)
+        mean_D = mean_D if mean_D is not None else site_mean(lm, build[: cfg.downstream_contexts], where)
         for name, sae in saes.items():
             out["saes"].setdefault(name, {})["downstream"] = downstream_loss(
                 lm, sae, toks, where, mean_D=mean_D, progress=progress)
@@ -84,8 +92,7 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
             out["saes"].setdefault(name, {})["probe_loss"] = r["mean"][name]
         out["seconds"]["probe"] = time.time() - t
     if "n2g" in wanted or "ablation" in wanted:
-        build = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "train",
-                                                cfg.n2g_build_contexts).tokens_NT).long()
+        build = build[: cfg.n2g_build_contexts]
         for name, sae in saes.items():
             t = time.time()
             held_codes = encode_contexts(lm, sae, held[: cfg.n2g_heldout_contexts], where, progress=progress)

@@ -2,13 +2,16 @@
 evaluation on held-out activations, atomic checkpoints with exact resume, and data parallelism
 over torch.distributed (gloo on CPU, NCCL on GPUs; launch with torchrun).
 
-Paper choices (Gao et al. 2024, appendix A, and openai/sparse_autoencoder's train.py):
-- Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay;
-- learning rate falling as 1/sqrt(n_latents): default 2e-4 / sqrt(n / 2^14) (the scaling EleutherAI's
-  sparsify uses, from the paper's lr-vs-n fits); a short warmup and a linear decay over the last 20%;
-- unit-norm decoder: project out the parallel gradient before each step, renormalise after;
-- a latent is dead when it has not fired for `dead_tokens` tokens (paper: 10M tokens in runs of
-  billions); here the default scales with the run (see `TrainConfig.dead_tokens`).
+Where each choice comes from (Gao et al. 2024 section 2 and appendix A; openai/sparse_autoencoder):
+- from the paper: Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay; the learning rate falling
+  as 1/sqrt(n_latents) (default 2e-4 / sqrt(n / 2^14), the scaling EleutherAI's sparsify uses, from
+  the paper's lr-vs-n fits); unit-norm decoder (project out the parallel gradient before each step,
+  renormalise after); AuxK on latents dead for `dead_tokens` tokens (paper: 10M tokens in runs of
+  billions; here the default scales with the run, see `TrainConfig.dead_tokens`);
+- saelab's own: the paper and the released training loop use a constant learning rate; saelab warms
+  up over the first 2% of steps and decays linearly to zero over the last `decay_frac` (0.2 by default,
+  0.5 in the main job), because short CPU runs of a few thousand steps end measurably better with a
+  decay (`presets.train_defaults` records the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write_text, run_lock
 from .harvest import ActivationCache, ShuffledLoader
 from .sae import SAE, SAEConfig
+
+_STREAM_END = object()
 
 
 @dataclass
@@ -50,8 +56,11 @@ class TrainConfig:
     l1_warmup_frac: float = 0.0
     """Ramp the L1 coefficient linearly from 0 over this fraction of the steps (a strong L1 from step 0
     kills latents before they find data; Anthropic's 2024 ReLU-SAE recipe warms it up)."""
-    normalize: str = "unit_msn"
-    """Input normalisation: 'none', 'unit_msn' (unit mean squared norm, folded into exports) or 'layernorm'."""
+    normalize: str = "per_token_unit_norm"
+    """Input normalisation (losses and normalized MSE are measured after it): 'per_token_unit_norm' (the
+    paper's section 2.1: each token centred over d_model and scaled to unit norm; on the main job it measured
+    as well as 'unit_msn' and 4% lower delta CE, see the README), 'layernorm' (the released code's LN: the
+    same direction at norm ~sqrt(d-1)), 'unit_msn' (one dataset-wide scale to unit mean squared norm) or 'none'."""
     bias_init: str = "geometric_median"
     """b_pre initialisation: 'geometric_median' (paper), 'mean' or 'zeros'."""
     tied_init: bool = True
@@ -59,7 +68,8 @@ class TrainConfig:
     batch_size: int = 4096
     """Tokens per optimiser step (global, over all data-parallel ranks)."""
     epochs: float = 8.0
-    """Passes over the training cache."""
+    """Passes over the training cache (resuming with a larger value extends a run: the schedule is
+    recomputed for the new length)."""
     lr: float | None = None
     """Adam learning rate; None: 2e-4 / sqrt(n_latents / 2^14)."""
     adam_eps: float = 6.25e-10
@@ -83,7 +93,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     """Write a checkpoint every N steps (atomic; 0: only at the end)."""
     keep_checkpoints: int = 2
-    """How many recent checkpoints to keep."""
+    """How many recent checkpoints to keep after training (0: delete them all once the SAE is saved;
+    while training the newest one is always kept, since it is the resume point)."""
     seed: int = 0
     """Seed of the initialisation and the data order."""
     kernel: str = "sparse"
@@ -110,7 +121,9 @@ class Trainer:
                  eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
                  stream=None, stream_tokens: int | None = None):
         """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
-        `cfg.batch_size` rows, e.g. a `ShuffleBuffer` over `stream_activations`) for `stream_tokens`."""
+        `cfg.batch_size / world` rows, e.g. a `ShuffleBuffer` over `stream_activations`) for `stream_tokens`
+        (the schedule's length; the run ends early, and says so, when the stream runs dry first: the
+        outlier rule drops ~1% of the harvested positions)."""
         self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
         self.out = Path(out_dir)
         self.rank, self.world = _rank_world()
@@ -153,13 +166,32 @@ class Trainer:
                 W = torch.randn(self.sae.W_enc.shape, generator=g)
                 self.sae.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
         self.sae.init_from_data(sample, cfg.bias_init)
+        if self.world > 1:  # ranks streaming disjoint data saw different samples: start from rank 0's SAE
+            for t in [*self.sae.parameters(), *self.sae.buffers()]:
+                dist.broadcast(t.data, src=0)
+            scale = torch.tensor([self.sae.cfg.input_scale], dtype=torch.float64, device=self.device)
+            dist.broadcast(scale, src=0)
+            self.sae.cfg.input_scale = float(scale)
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=fused)
         self.step = 0
         self.history: list[dict] = []
         self.writer = None
-        self._maybe_resume()
+        self._lock = run_lock(self.out, "training run") if self.rank == 0 else None
+        if self._lock is not None:
+            self._lock.__enter__()  # held until train() returns: a second run on this folder is refused
+        try:
+            self._maybe_resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (train() does this when it returns)."""
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
 
     # ---- schedule ------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -180,9 +212,18 @@ class Trainer:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t / self.world
 
-    def _sync_grads(self, fired: torch.Tensor) -> torch.Tensor:
+    def _update_dead(self, fired_N: torch.Tensor) -> torch.Tensor:
+        """Record which latents fired in this (global) batch, then return the dead mask AuxK uses."""
+        if self.world > 1:
+            f = fired_N.to(torch.int32)
+            dist.all_reduce(f, op=dist.ReduceOp.MAX)
+            fired_N = f.bool()
+        self.sae.update_fired_(fired_N, self.cfg.batch_size)
+        return self.sae.dead_mask(self.dead_tokens)
+
+    def _sync_grads(self) -> None:
         if self.world == 1:
-            return fired
+            return
         grads = [p.grad for p in self.sae.parameters()]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -191,12 +232,15 @@ class Trainer:
         for g in grads:
             g.copy_(flat[off: off + g.numel()].view_as(g))
             off += g.numel()
-        f = fired.to(torch.int32)
-        dist.all_reduce(f, op=dist.ReduceOp.MAX)
-        return f.bool()
 
     # ---- training ------------------------------------------------------------------------------
     def train(self) -> dict:
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict:
         from tqdm.auto import tqdm
 
         cfg, sae = self.cfg, self.sae
@@ -213,6 +257,12 @@ class Trainer:
         batches = None
         while self.step < self.total_steps:
             x = self._next_batch(batches)
+            if x is _STREAM_END:
+                if is_main:
+                    print(f"saelab: the activation stream ended after {self.step} of {self.total_steps} steps",
+                          flush=True)
+                self.total_steps = self.step
+                break
             if x is None:
                 epoch, b = divmod(self.step, self.steps_per_epoch)
                 batches = self.loader.iter_epoch(epoch, start_batch=b)
@@ -221,17 +271,15 @@ class Trainer:
                 group["lr"] = self.lr_at(self.step)
             if cfg.l1_warmup_frac > 0:
                 sae.cfg.l1_coef = cfg.l1_coef * min(1.0, (self.step + 1) / (cfg.l1_warmup_frac * self.total_steps))
-            dead = sae.dead_mask(self.dead_tokens) if sae.cfg.k_aux else None
-            out = sae(x, dead_mask_N=dead, reduce=self._reduce_mean if self.world > 1 else None)
+            out = sae(x, dead_mask_fn=self._update_dead, reduce=self._reduce_mean if self.world > 1 else None)
             out.losses["total"].backward()
-            fired = self._sync_grads(out.fired_N)
+            self._sync_grads()
             sae.project_decoder_grad_()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             sae.normalize_decoder_()
-            sae.update_fired_(fired, cfg.batch_size)
             self.step += 1
             sae.cfg.tokens_seen = self.step * cfg.batch_size
             bar.update(1)
@@ -252,15 +300,20 @@ class Trainer:
             self.writer.close()
         if is_main:
             self.sae.save(self.out / "sae", extra={"train_config": asdict(cfg), "dead_tokens": self.dead_tokens})
+            if cfg.keep_checkpoints == 0:
+                shutil.rmtree(self._ckpt_root(), ignore_errors=True)
         return self.history[-1] if self.history else {}
 
     def _next_batch(self, batches):
-        """The next batch: from the stream, or from the current epoch's iterator (None: start an epoch)."""
+        """The next batch: from the stream (_STREAM_END when any rank's stream is done), or from the
+        current epoch's iterator (None: start an epoch)."""
         if self.stream is not None:
-            if self._first is not None:
-                x, self._first = self._first, None
-                return x.to(self.device)
-            return next(self.stream).to(self.device)
+            x, self._first = (self._first, None) if self._first is not None else (next(self.stream, None), None)
+            if self.world > 1:  # every rank stops at the same step
+                have = torch.tensor([0 if x is None else 1])
+                dist.all_reduce(have, op=dist.ReduceOp.MIN)
+                x = x if int(have) else None
+            return _STREAM_END if x is None else x.to(self.device)
         if batches is None or self.step % self.steps_per_epoch == 0:
             return None
         return next(batches)
@@ -277,7 +330,7 @@ class Trainer:
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, cache: ActivationCache | None = None, prefix: str = "", batch_size: int = 8192) -> dict:
-        """Held-out metrics in the activations' own space: normalized MSE, L0, dead fractions."""
+        """Held-out metrics: normalized MSE (in the SAE's input space, and on raw activations), L0, dead fractions."""
         cache = cache or self.eval_cache
         return evaluate_sae(self.sae, cache, batch_size=batch_size, prefix=prefix,
                             dead_train=float(self.sae.dead_mask(self.dead_tokens).float().mean()))
@@ -304,7 +357,7 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        for old in sorted(root.glob("step-*"))[: -self.cfg.keep_checkpoints]:
+        for old in sorted(root.glob("step-*"))[: -max(self.cfg.keep_checkpoints, 1)]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -314,8 +367,11 @@ class Trainer:
             return
         path = ckpts[-1]
         meta = json.loads((path / "trainer.json").read_text())
-        saved = {k: v for k, v in meta["config"].items() if k not in ("progress", "eval_every", "log_every",
-                                                                       "checkpoint_every", "keep_checkpoints")}
+        free = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "epochs")
+        saved = {k: v for k, v in meta["config"].items() if k not in free}
+        if self.cfg.epochs < meta["config"].get("epochs", 0):
+            raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
+                             f"a run, not shorten it (asked {self.cfg.epochs}); pass another --out folder")
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
@@ -335,43 +391,79 @@ class Trainer:
                 self._next_batch(None)
         log = self.out / "log.jsonl"
         if log.exists() and self.rank == 0:
-            keep = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            log.write_text("".join(ln + "\n" for ln in keep))
-            self.history = [json.loads(ln) for ln in keep]
+            keep = [rec for rec in _read_log(log) if rec["step"] <= self.step]
+            atomic_write_text(log, "".join(json.dumps(rec) + "\n" for rec in keep))
+            self.history = keep
         if self.rank == 0:
             print(f"saelab: resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+
+
+def _read_log(path: Path) -> list[dict]:
+    """The records of a JSONL training log; a line torn by a kill (not valid JSON) is dropped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            records.append(rec)
+    return records
 
 
 @torch.no_grad()
 def evaluate_sae(sae: SAE, cache: ActivationCache, batch_size: int = 8192, prefix: str = "",
                  max_tokens: int | None = None, dead_train: float | None = None, **encode_kwargs) -> dict:
-    """Normalized MSE (vs predicting the held-out mean), L0 and never-fired fraction on a cache."""
-    sse = torch.zeros((), dtype=torch.float64)
-    sum_x = torch.zeros(cache.d_model, dtype=torch.float64)
-    sum_sq = torch.zeros((), dtype=torch.float64)
-    l0_sum, n = 0.0, 0
-    fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
-    dev = sae.W_enc.device
-    for i in range(len(cache.shard_sizes)):
-        acts = cache.read_shard(i)["acts"]
-        for s in range(0, len(acts), batch_size):
-            x = acts[s:s + batch_size].to(dev, torch.float32)
-            enc = sae.encode(x, **encode_kwargs)
-            rec = sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
-            sse += (rec - x).double().pow(2).sum().cpu()
-            sum_x += x.double().sum(0).cpu()
-            sum_sq += x.double().pow(2).sum().cpu()
-            active = enc.top_acts_BK > 0
-            l0_sum += float(active.sum())
-            fired[enc.top_idx_BK[active].cpu()] = True
-            n += len(x)
-            if max_tokens and n >= max_tokens:
-                break
-        if max_tokens and n >= max_tokens:
-            break
-    baseline = sum_sq - sum_x.pow(2).sum() / n
-    out = {"nmse": float(sse / baseline), "mse": float(sse / (n * cache.d_model)), "l0": l0_sum / n,
-           "dead_eval_frac": float((~fired).float().mean()), "tokens": n}
+    """Held-out normalized MSE, L0 and never-fired fraction on a cache (see `evaluate_batches`)."""
+
+    def batches():
+        n = 0
+        for i in range(len(cache.shard_sizes)):
+            acts = cache.read_shard(i)["acts"]
+            for s in range(0, len(acts), batch_size):
+                x = acts[s:s + batch_size]
+                if max_tokens:
+                    x = x[: max_tokens - n]
+                yield x
+                n += len(x)
+                if max_tokens and n >= max_tokens:
+                    return
+
+    out = evaluate_batches(sae, batches(), **encode_kwargs)
     if dead_train is not None:
         out["dead_train_frac"] = dead_train
     return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+@torch.no_grad()
+def evaluate_batches(sae: SAE, batches, **encode_kwargs) -> dict:
+    """Normalized MSE, L0 and never-fired fraction over an iterable of [tokens, d] activation batches.
+
+    nmse: the paper's, in the SAE's input space (after its normalisation, where it is trained and where
+    the paper measures reconstruction error): SSE / SSE of always predicting the mean of these tokens.
+    nmse_activation_space: the same ratio on the raw activations (equal to nmse for 'none' and 'unit_msn').
+    """
+    sums = {space: {"sse": 0.0, "sum_x": 0.0, "sum_sq": 0.0} for space in ("norm", "raw")}
+    l0_sum, n = 0.0, 0
+    fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
+    dev = sae.W_enc.device
+    for x in batches:
+        x = x.to(dev, torch.float32)
+        enc = sae.encode(x, **encode_kwargs)
+        x_n, info = sae.preprocess(x)
+        rec_n = sae.decode_normalized(enc.top_acts_BK, enc.top_idx_BK)
+        for space, (target, rec) in {"norm": (x_n, rec_n), "raw": (x, sae.postprocess(rec_n, info))}.items():
+            acc, t = sums[space], target.double()
+            acc["sse"] += (rec.double() - t).pow(2).sum().cpu()
+            acc["sum_x"] += t.sum(0).cpu()
+            acc["sum_sq"] += t.pow(2).sum().cpu()
+        active = enc.top_acts_BK > 0
+        l0_sum += float(active.sum())
+        fired[enc.top_idx_BK[active].cpu()] = True
+        n += len(x)
+    if n == 0:
+        raise ValueError("no activations to evaluate on")
+    nmse = {space: float(a["sse"] / (a["sum_sq"] - a["sum_x"].pow(2).sum() / n)) for space, a in sums.items()}
+    return {"nmse": nmse["norm"], "nmse_activation_space": nmse["raw"],
+            "mse": float(sums["raw"]["sse"] / (n * sae.cfg.d_in)), "l0": l0_sum / n,
+            "dead_eval_frac": float((~fired).float().mean()), "tokens": n}

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,14 +95,15 @@ def test_token_labels(tiny_lm):
 
 def test_probe_losses_end_to_end_on_the_embedded_corpora(tiny_lm):
     sae = identity_sae(tiny_lm.d_model)
-    cfg = ProbeConfig(docs_per_topic=6, docs_per_language=20, news_docs=20, token_contexts=20, ctx_len=32)
+    cfg = ProbeConfig(docs_per_topic=6, docs_per_language=20, news_docs=20, token_contexts=60, ctx_len=32)
     r = probe_losses(tiny_lm, {"identity": sae}, cfg, SpliceSite(layer=LAYER), progress=False)
-    assert {"topic=Arts", "language=fr", "source=news", "token=digit"} <= set(r["tasks"])
+    assert {"topic=Arts", "language=fr", "source=news", "token=punctuation"} <= set(r["tasks"])
     for name in ("residual", "identity"):
         assert 0 < r["mean"][name] < 2 * r["mean_prior"]
     # the identity SAE's latents are +-residual coordinates: on a token task (many rows) its best probe
     # is as good as the residual basis's
-    assert r["tasks"]["token=digit"]["identity"]["loss"] <= r["tasks"]["token=digit"]["residual"]["loss"] + 0.05
+    punct = r["tasks"]["token=punctuation"]
+    assert punct["identity"]["loss"] <= punct["residual"]["loss"] + 0.05
 
 
 def _codes_where(tokens_NT, fire):
@@ -144,12 +146,30 @@ def test_n2g_scores_a_random_latent_poorly():
     assert r["rows"][0]["f1"] < 0.3
 
 
-def test_effect_sparsity_bounds():
-    one = torch.zeros(5, 100)
-    one[2, 7] = 3.0
-    assert effect_sparsity(one) == pytest.approx(1 / 500)
-    assert effect_sparsity(torch.ones(5, 100) * -2) == pytest.approx(1.0)
-    assert math.isnan(effect_sparsity(torch.zeros(3, 3)))
+def test_effect_sparsity_is_the_papers_definition():
+    T, V = 16, 500
+    one = torch.zeros(T, V)
+    one[2, 7] = 3.0  # one logit moved at one position: exactly 1 / (T V)
+    assert effect_sparsity(one) == pytest.approx(1 / (T * V), rel=1e-12)
+    shifted = one.clone()
+    shifted[5] += 4.0  # a constant shift of a whole position changes no probability: it adds nothing
+    shifted[9] -= 1.5
+    assert effect_sparsity(shifted) == pytest.approx(1 / (T * V), rel=1e-12)
+    g = torch.Generator().manual_seed(0)
+    dense = torch.randn(T, 4096, generator=g)  # (E|x|)^2 / E[x^2] = 2/pi for a Gaussian
+    assert effect_sparsity(dense) == pytest.approx(2 / math.pi, abs=0.01)
+    assert effect_sparsity(dense + torch.randn(T, 1, generator=g) * 50) == pytest.approx(2 / math.pi, abs=0.01)
+    assert math.isnan(effect_sparsity(torch.ones(3, 3) * 2))  # only a shift: no effect at all
+
+
+def test_ablation_index_prefers_a_full_window():
+    from saelab.ablation import _choose_contexts, ablation_index
+
+    assert ablation_index([3, 40, 60], ctx_len=64, window=16) == (3, True)
+    assert ablation_index([50, 60], ctx_len=64, window=16) == (50, False)  # cut at the context's end
+    T = 64
+    flat = torch.tensor([0 * T + 55, 1 * T + 60, 2 * T + 10, 2 * T + 20, 3 * T + 47])
+    assert _choose_contexts(flat, T, 16, 3) == [(2, 10, True), (3, 47, True), (0, 55, False)]
 
 
 def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
@@ -162,6 +182,7 @@ def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
     assert len(rows) == 3
     for r in rows:
         assert 0 < r["sparsity"] <= 1 and 0 < r["random_sparsity"] <= 1 and r["n_contexts"] >= 1
+        assert 1 <= r["window"] <= 16
     dead = ablation_sparsity(tiny_lm, sae, codes, [int(torch.nonzero(ptr[1:] == ptr[:-1])[0])]
                              if bool((ptr[1:] == ptr[:-1]).any()) else [], where=where, progress=False)
     assert all(r["n_contexts"] == 0 for r in dead)
@@ -213,3 +234,33 @@ def test_probe_screening_finds_the_same_feature_as_a_full_fit():
     full, screened = best_probe(x, y, screen=0), best_probe(x, y, screen=16)
     assert full["feature"] == screened["feature"] == 123
     assert abs(full["loss"] - screened["loss"]) < 1e-9
+
+
+@pytest.mark.assets
+def test_probe_documents_are_held_out_and_the_english_side_spans_the_topics():
+    from saelab.data import load_corpus as corpus
+    from saelab.probes import document_tasks, heldout_rows
+
+    texts, labels = document_tasks(ProbeConfig())
+    held = {r["text"]: r["topic"] for r in heldout_rows("wiki-en")}
+    train_texts = {r["text"] for r in corpus("wiki-en")} - set(held)
+    assert not set(texts) & train_texts  # no document the SAE trained on
+    for task in ("language=en", "source=news"):
+        en = [texts[i] for i in np.flatnonzero(labels[task] == (1 if task == "language=en" else 0))]
+        topics = {held[t] for t in en if t in held}
+        assert len(topics) >= 10, (task, topics)  # not a handful of topics a topic latent could stand for
+
+
+def test_token_probes_split_by_context_not_by_token():
+    from saelab.probes import probe_split
+
+    groups = torch.arange(40).repeat_interleave(25)  # 40 contexts of 25 tokens
+    fit, test = probe_split(1000, groups_M=groups)
+    assert not set(groups[fit].tolist()) & set(groups[test].tolist())
+    assert len(set(groups[fit].tolist())) == 20 and len(fit) + len(test) == 1000
+    fit2, test2 = probe_split(1000)  # without groups: a token-level split mixes contexts
+    assert set(groups[fit2].tolist()) & set(groups[test2].tolist())
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(1000, generator=g) < 0.3).to(torch.int8)
+    x = torch.randn(1000, 3, generator=g) + y[:, None].float()
+    assert best_probe(x, y, groups_M=groups)["loss"] < best_probe(x, y)["prior_loss"]

@@ -66,6 +66,15 @@ def test_jumprelu_thresholds_hit_their_target_l0(trained):
         assert abs(l0 - t) / t < 0.15
     df = sweep({"multi": sae}, held, ks=targets)
     assert set(df.activation) == {"topk", "jumprelu"} and len(df) == 6
+    # thresholds come from calibration rows that are not scored
+    n_cal = min(4096, len(held) // 4)
+    assert (df.n_scored == len(held) - n_cal).all()
+    expected = jumprelu_thresholds(sae, held[:n_cal], targets)
+    assert df[df.activation == "jumprelu"].param.tolist() == pytest.approx(expected)
+    other = sweep({"multi": sae}, held, ks=targets, calibration_BD=held[:500] * 2)
+    assert (other.n_scored == len(held)).all()
+    assert other[other.activation == "jumprelu"].param.tolist() == pytest.approx(
+        jumprelu_thresholds(sae, held[:500] * 2, targets))
 
 
 def test_refining_a_shrunk_code_recovers_the_true_activations():

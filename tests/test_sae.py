@@ -153,7 +153,7 @@ def test_default_k_aux_is_power_of_two_near_half_width():
     assert default_k_aux(768) == 512 and default_k_aux(576) == 256 and default_k_aux(64) == 32
 
 
-@pytest.mark.parametrize("norm", ["none", "unit_msn", "layernorm"])
+@pytest.mark.parametrize("norm", ["none", "unit_msn", "layernorm", "per_token_unit_norm"])
 def test_normalisation_roundtrip_and_identical_in_train_and_encode(norm):
     torch.manual_seed(0)
     x = torch.randn(64, 16) * 4 + 2
@@ -163,6 +163,11 @@ def test_normalisation_roundtrip_and_identical_in_train_and_encode(norm):
     torch.testing.assert_close(sae.postprocess(xn, info), x, atol=1e-4, rtol=1e-4)
     if norm == "unit_msn":
         assert abs(float(xn.pow(2).sum(-1).mean()) - 1) < 1e-4
+    if norm == "per_token_unit_norm":  # paper 2.1: each token centred over d_model and at unit norm
+        torch.testing.assert_close(xn.norm(dim=-1), torch.ones(64))
+        torch.testing.assert_close(xn.mean(-1), torch.zeros(64), atol=1e-6, rtol=0)
+        xn2, _ = sae.preprocess(x * 7 + 3)  # invariant to a token's scale and offset
+        torch.testing.assert_close(xn2, xn, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(sae(x).recon_BD, sae.reconstruct(x), atol=1e-4, rtol=1e-4)
 
@@ -266,3 +271,54 @@ def test_to_saelens_folds_scale_and_matches(tmp_path):
     z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
     torch.testing.assert_close(z @ w["W_dec"] + w["b_dec"], sae.reconstruct(x), atol=1e-4, rtol=1e-4)
 
+
+
+def test_to_saelens_names_the_site_hook_and_folds_the_per_token_norm(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    d, k = 16, 3
+    x = torch.randn(40, d) * 5 + 1
+    sae = SAE(SAEConfig(d_in=d, n_latents=48, k=k, normalize="per_token_unit_norm", site="mlp_out", layer=3))
+    sae.init_from_data(x)
+    sae.to_saelens(tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert cfg["hook_name"] == "blocks.3.hook_mlp_out" and cfg["normalize_activations"] == "layer_norm"
+    w = load_file(tmp_path / "sae_weights.safetensors")
+    mu = x.mean(-1, keepdim=True)  # SAE Lens's layer_norm: (x - mu) / (std + 1e-5), undone after decoding
+    std = (x - mu).std(-1, keepdim=True)
+    x_ln = (x - mu) / (std + 1e-5)
+    pre = (x_ln - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    top = pre.topk(k)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+    recon = (z @ w["W_dec"] + w["b_dec"]) * (std + 1e-5) + mu
+    torch.testing.assert_close(recon, sae.reconstruct(x), atol=1e-3, rtol=1e-3)
+
+
+def test_load_names_damaged_files_and_other_libraries_folders(tmp_path):
+    sae = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    good = sae.save(tmp_path / "good")
+    bad_cfg = sae.save(tmp_path / "bad_cfg")
+    (bad_cfg / "cfg.json").write_text('{"format_version": 1, "conf')
+    with pytest.raises(ValueError, match=r"bad_cfg/cfg.json is damaged.*re-save"):
+        SAE.load(bad_cfg)
+    cut = sae.save(tmp_path / "truncated")
+    data = (cut / "sae.safetensors").read_bytes()
+    (cut / "sae.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated/sae.safetensors is damaged or truncated"):
+        SAE.load(cut)
+    sparsify = tmp_path / "sparsify"  # EleutherAI sparsify writes cfg.json + sae.safetensors too
+    sparsify.mkdir()
+    (sparsify / "cfg.json").write_text(json.dumps({"expansion_factor": 32, "normalize_decoder": True,
+                                                   "num_latents": 0, "k": 32, "multi_topk": False, "d_in": 8}))
+    (sparsify / "sae.safetensors").write_bytes((good / "sae.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="EleutherAI sparsify") as e:
+        SAE.load(sparsify)
+    assert "newer" not in str(e.value)
+    saelens = tmp_path / "saelens"
+    sae.to_saelens(saelens)
+    with pytest.raises(ValueError, match="SAE Lens"):
+        SAE.load(saelens)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        SAE.load(tmp_path / "nothing-here")
+    assert SAE.load(good).cfg.n_latents == 16

@@ -10,23 +10,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import tiny_harvest_config
 
-from saelab.harvest import HarvestConfig, harvest
 from saelab.sae import SAE
 from saelab.train import TrainConfig, Trainer
 
-HCFG = HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 160, batch_size=32,
-                     shard_contexts=32, store_dtype="float32", outlier_factor=None)
+HCFG = tiny_harvest_config()
 TCFG = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=3.0, eval_every=10, checkpoint_every=0,
                    progress=False, lr=2e-3, dead_tokens=2048)
-
-
-@pytest.fixture(scope="module")
-def caches(tmp_path_factory, tiny_lm):
-    root = tmp_path_factory.mktemp("caches")
-    train = harvest(HCFG, root / "train", lm=tiny_lm, progress=False)
-    held = harvest(replace(HCFG, split="heldout", max_tokens=63 * 40), root / "held", lm=tiny_lm, progress=False)
-    return train, held
 
 
 def test_training_reduces_heldout_nmse_and_logs(tmp_path, caches):
@@ -44,8 +35,8 @@ def test_training_reduces_heldout_nmse_and_logs(tmp_path, caches):
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(256))
 
 
-def test_lr_schedule_warmup_and_decay(caches):
-    tr = Trainer(replace(TCFG, warmup_frac=0.1, decay_frac=0.5), caches[0], "unused")
+def test_lr_schedule_warmup_and_decay(caches, tmp_path):
+    tr = Trainer(replace(TCFG, warmup_frac=0.1, decay_frac=0.5), caches[0], tmp_path)
     T, base = tr.total_steps, TCFG.lr
     assert tr.lr_at(0) < base and tr.lr_at(T // 4) == base and tr.lr_at(T - 1) < 0.1 * base
 
@@ -130,6 +121,24 @@ def test_two_process_data_parallel_matches_single_process(tmp_path, caches):
     assert torch.equal(a["tokens_since_fired"], b["tokens_since_fired"])
 
 
+@pytest.mark.slow
+def test_cli_on_the_fly_under_torchrun_two_processes(tmp_path):
+    """Each rank streams its own slice; the ranks start from rank 0's initialisation and stop together."""
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        "29535", "-m", "saelab", "train", "--out", str(tmp_path / "run"), "--on-the-fly",
+                        "--harvest.model", "tiny-gpt2", "--harvest.corpus", "synthetic", "--harvest.max_tokens", "6300",
+                        "--harvest.store_dtype", "float32", "--eval-tokens", "1260", "--train.n_latents", "128",
+                        "--train.k", "4", "--train.batch_size", "256", "--shuffle-buffer", "1024",
+                        "--train.progress", "false"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("held-out normalized MSE") == 1
+    recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [x["step"] for x in recs if "nmse" in x]
+    assert steps and steps == sorted(set(steps)) and steps[-1] <= 6300 // 256
+    assert SAE.load(tmp_path / "run" / "sae").cfg.n_latents == 128
+
+
 def test_cli_main_job_end_to_end_on_tiny_model(tmp_path):
     env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home")}
     r = subprocess.run([sys.executable, "-m", "saelab", "train", "--out", str(tmp_path / "run"),
@@ -188,3 +197,82 @@ def test_cli_main_job_under_torchrun_two_processes(tmp_path):
     steps = [r["step"] for r in recs if "nmse" in r]
     assert steps and steps == sorted(set(steps))  # one writer
     assert SAE.load(tmp_path / "run" / "sae").cfg.n_latents == 128
+
+
+BUSY_SCRIPT = """
+import sys, time
+from saelab.harvest import ActivationCache
+from saelab.train import Trainer, TrainConfig
+cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=300.0, eval_every=10**9, checkpoint_every=0,
+                  progress=False, lr=2e-3, log_every=1)
+Trainer(cfg, ActivationCache(sys.argv[1]), sys.argv[2]).train()
+"""
+
+
+def test_a_second_run_on_a_busy_folder_is_refused_and_the_first_is_untouched(tmp_path, caches):
+    train, _ = caches
+    run = tmp_path / "run"
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SAELAB_HOME": str(tmp_path / "home")}
+    first = subprocess.Popen([sys.executable, str(script), str(train.folder), str(run)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "log.jsonl").exists():
+        time.sleep(0.05)
+    assert (run / "log.jsonl").exists(), "the first run did not start"
+    second = subprocess.run([sys.executable, "-m", "saelab", "train", "--out", str(run), "--harvest.model", "tiny-gpt2",
+                             "--train.progress", "false"], env=env, capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 2
+    assert f"in use by another training run (pid {first.pid})" in second.stderr and "--out" in second.stderr
+    assert "Traceback" not in second.stderr
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))  # one writer, nothing mixed in or lost
+    assert SAE.load(run / "sae").cfg.n_latents == 256
+
+
+def test_resume_extends_a_run_survives_a_torn_log_line_and_refuses_to_shorten(tmp_path, caches):
+    train, held = caches
+    cfg = replace(TCFG, epochs=2.0, checkpoint_every=3, eval_every=10**9, log_every=1)
+    first = Trainer(cfg, train, tmp_path)
+    first.train()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())  # kept for a later extension
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"step": 99, "nms')  # a line torn by a kill
+    longer = Trainer(replace(cfg, epochs=4.0), train, tmp_path)
+    assert 0 < longer.step < first.total_steps  # resumed from the last checkpoint
+    longer.train()
+    assert longer.step == longer.total_steps > first.total_steps
+    steps = [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, longer.total_steps + 1))
+    with pytest.raises(ValueError, match="can extend a run, not shorten it"):
+        Trainer(replace(cfg, epochs=1.0), train, tmp_path)
+    with pytest.raises(ValueError, match="another config"):
+        Trainer(replace(cfg, epochs=4.0, k=4), train, tmp_path)
+
+
+def test_keep_checkpoints_zero_leaves_none(tmp_path, caches):
+    tr = Trainer(replace(TCFG, checkpoint_every=2, keep_checkpoints=0), caches[0], tmp_path)
+    tr.train()
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "sae" / "cfg.json").exists()
+
+
+def test_auxk_reads_the_dead_mask_after_this_batch_updates_it(tmp_path, caches, monkeypatch):
+    """As the released code: a latent that fires in the current batch is not 'dead' for that batch's AuxK."""
+    tr = Trainer(replace(TCFG, epochs=1.0, k_aux=64), caches[0], tmp_path)
+    tr.sae.tokens_since_fired.fill_(10**9)  # every latent dead before the step
+    seen = {}
+    original = SAE._aux_loss
+
+    def spy(self, x_n, recon_n, pre_BN, dead_mask_N, *args):
+        seen["dead"] = dead_mask_N.clone()
+        return original(self, x_n, recon_n, pre_BN, dead_mask_N, *args)
+
+    monkeypatch.setattr(SAE, "_aux_loss", spy)
+    x = next(tr.loader.iter_epoch(0))
+    out = tr.sae(x, dead_mask_fn=tr._update_dead)
+    assert "aux" in out.losses and out.fired_N.any()
+    assert not (seen["dead"] & out.fired_N).any()  # fired latents were revived before AuxK read the mask
+    assert int(seen["dead"].sum()) == 256 - int(out.fired_N.sum())

@@ -12,17 +12,18 @@ the effective fraction of (position, token) entries the ablation moves: 1/(T V) 
 moves, 2/pi ~ 0.64 for a dense Gaussian change. Lower is sparser. A random direction of the same
 norm added at the same index gives the reference that an unstructured perturbation reaches.
 
-The ablated index is the first position where the latent fires that leaves `window` positions to
-the end of the context; contexts with such a position are preferred. When the latent fires only
-later in every context, the window is cut at the context's end and the sparsity is normalised by
-the shorter T' * V (the row's `window` says how long it was).
+The ablated index is a random (seeded) position where the latent fires that leaves `window`
+positions to the end of the context; contexts with such a position are preferred, in random order.
+When the latent fires only later in every context, the window is cut at the context's end and the
+sparsity is normalised by the shorter T' * V (the row's `window` says how long it was).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .evaluate import Codes, SpliceSite, patched_logits, sae_replacement
+from .evaluate import Codes, SpliceSite, patched_logits
 from .models import LM
 from .sae import SAE
 
@@ -40,16 +41,16 @@ def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
     return float((e.abs().sum() / l2) ** 2 / e.numel())
 
 
-def ablation_index(positions: list[int], ctx_len: int, window: int) -> tuple[int, bool]:
-    """(index to ablate, whether a full window fits): the first firing position with `window`
-    positions left, else the first firing position (the longest shorter window)."""
+def ablation_index(positions: list[int], ctx_len: int, window: int, rng: np.random.Generator) -> tuple[int, bool]:
+    """(index to ablate, whether a full window fits): a random firing position with `window` positions
+    left, else the earliest firing position (the longest shorter window)."""
     fits = [p for p in positions if p + window <= ctx_len]
-    return (fits[0], True) if fits else (min(positions), False)
+    return (int(rng.choice(fits)), True) if fits else (min(positions), False)
 
 
 def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str, seed: int):
-    """SAE reconstruction everywhere, with `latent` removed (mode 'ablate') or a random kick of the
-    same norm ('random') at the single index marked in each row of `index_BT`."""
+    """SAE reconstruction everywhere, with `latent` removed (mode 'ablate'), a random kick of the same
+    norm ('random') or nothing changed ('none') at the single index marked in each row of `index_BT`."""
 
     def replace(x_BTD, mask_BT):
         B, T, D = x_BTD.shape
@@ -57,7 +58,7 @@ def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str
         enc = sae.encode(flat)
         recon = sae.decode(enc.top_acts_BK, enc.top_idx_BK, flat).reshape(B, T, D)
         hit = index_BT.to(mask_BT.device) & mask_BT
-        if not bool(hit.any()):
+        if mode == "none" or not bool(hit.any()):
             return recon
         removed = sae.decode(enc.top_acts_BK.masked_fill(enc.top_idx_BK == latent, 0.0), enc.top_idx_BK,
                              flat).reshape(B, T, D)
@@ -71,13 +72,16 @@ def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str
     return replace
 
 
-def _choose_contexts(flat_pos: torch.Tensor, T: int, window: int, n: int) -> list[tuple[int, int, bool]]:
-    """Up to `n` (context, index, full window) choices, contexts with a full window first."""
+def _choose_contexts(flat_pos: torch.Tensor, T: int, window: int, n: int, seed: int) -> list[tuple[int, int, bool]]:
+    """Up to `n` (context, index, full window) choices in a seeded random order, contexts with a full window first."""
+    rng = np.random.default_rng(seed)
     by_ctx: dict[int, list[int]] = {}
     for p in flat_pos.tolist():
         by_ctx.setdefault(p // T, []).append(p % T)
-    picks = [(c, *ablation_index(ps, T, window)) for c, ps in sorted(by_ctx.items())]
-    picks.sort(key=lambda r: not r[2])  # stable: full windows first, then context order
+    picks = [(c, *ablation_index(ps, T, window, rng)) for c, ps in sorted(by_ctx.items())]
+    order = rng.permutation(len(picks))
+    picks = [picks[i] for i in order]
+    picks.sort(key=lambda r: not r[2])  # stable: full windows first
     return picks[:n]
 
 
@@ -100,7 +104,7 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
     T = codes.tokens_NT.shape[1]
     rows = []
     for lat in tqdm(latents, desc="ablation sparsity", disable=not progress, leave=False):
-        picks = _choose_contexts(pos[ptr[lat]:ptr[lat + 1]], T, window, contexts_per_latent)
+        picks = _choose_contexts(pos[ptr[lat]:ptr[lat + 1]], T, window, contexts_per_latent, seed=lat)
         if not picks:
             rows.append({"latent": lat, "sparsity": float("nan"), "random_sparsity": float("nan"), "n_contexts": 0,
                          "window": 0})
@@ -109,7 +113,8 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
         index = torch.zeros(len(picks), T, dtype=torch.bool)
         for j, (_, t, _) in enumerate(picks):
             index[j, t] = True
-        base = patched_logits(lm, ids, where, sae_replacement(sae))  # spliced, nothing ablated
+        # spliced, nothing ablated: the same code path as the edits, so only the edit differs bit for bit
+        base = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, "none", seed=lat))
         out = {"latent": lat, "n_contexts": len(picks),
                "window": sum(min(window, T - t) for _, t, _ in picks) / len(picks)}
         for mode in ["ablate"] + (["random"] if baseline else []):

@@ -30,8 +30,9 @@ class FrontierConfig:
 
     ks: str = "16,32,64"
     """Comma-separated k of the TopK SAEs."""
-    l1_coefs: str = "0.5,0.9,1.6"
-    """Comma-separated L1 coefficients of the ReLU SAEs (around the one that matches k = 32 at this length)."""
+    l1_coefs: str = "0.15,0.183,0.3"
+    """Comma-separated L1 coefficients of the ReLU SAEs (on the main job's data at 1/4 of its steps: L0 50, 31
+    and 10, the trials of `calibrate_l1` for k = 32)."""
     steps_frac: float = 0.25
     """Fraction of the main job's steps each SAE trains for (1.0: the full run; the grid costs that times
     the number of points, ReLU steps ~2x TopK's)."""

@@ -486,10 +486,14 @@ def stream_activations(cfg: HarvestConfig, lm: LM | None = None, rank: int | Non
     _, contexts = _harvest_contexts(cfg, lm)
     toks = torch.from_numpy(contexts.tokens_NT).long()
     pos = torch.arange(cfg.exclude_first, T)
-    for j, s in enumerate(range(0, len(toks), cfg.batch_size)):
+    # the harvest's batches: batch_size contexts at a time within each shard of shard_contexts
+    starts = [s for c0 in range(0, len(toks), cfg.shard_contexts)
+              for s in range(c0, min(c0 + cfg.shard_contexts, len(toks)), cfg.batch_size)]
+    for j, s in enumerate(starts):
         if j % world != rank:
             continue
-        batch = toks[s:s + cfg.batch_size]
+        end = min(s + cfg.batch_size, (s // cfg.shard_contexts + 1) * cfg.shard_contexts, len(toks))
+        batch = toks[s:end]
         acts = run_to_site(lm, batch, cfg.site, layer)[:, cfg.exclude_first:].float().reshape(-1, lm.d_model).cpu()
         keep = outlier_mask(acts, cfg.outlier_factor)
         if with_ids:

@@ -104,8 +104,8 @@ def best_probe(x_MF: torch.Tensor, y_M: torch.Tensor, fit_frac: float = 0.5, see
     """
     M = len(y_M)
     fit, test = probe_split(M, fit_frac, seed, groups_M)
-    if y_M[fit].sum() == 0 or y_M[fit].sum() == len(fit) or len(test) == 0:
-        raise ValueError("a probe task needs both labels in its fit split and a non-empty test split")
+    if any(y_M[rows].sum() in (0, len(rows)) for rows in (fit, test)):
+        raise ValueError("a probe task needs both labels in its fit split and in its test split")
     candidates = torch.arange(x_MF.shape[1])
     if screen and x_MF.shape[1] > screen:
         xf, yf = x_MF[fit].float(), y_M[fit].float()

@@ -72,6 +72,9 @@ def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None,
 
     if calibration_BD is None and jumprelu:
         n_cal = min(CALIBRATION_TOKENS, len(x_BD) // 4)
+        if n_cal < 1:
+            raise ValueError(f"{len(x_BD)} activations are too few to set JumpReLU thresholds on a quarter of them; "
+                             "pass calibration_BD or more held-out tokens")
         calibration_BD, x_BD = x_BD[:n_cal], x_BD[n_cal:]
     rows, reps = [], {}
     for name, sae in saes.items():

@@ -68,8 +68,9 @@ class TrainConfig:
     batch_size: int = 4096
     """Tokens per optimiser step (global, over all data-parallel ranks)."""
     epochs: float = 8.0
-    """Passes over the training cache (resuming with a larger value extends a run: the schedule is
-    recomputed for the new length)."""
+    """Passes over the training cache. Resuming with a larger value extends a run from its last checkpoint
+    as a warm restart: the schedule is recomputed for the new length, so a run that was already decaying
+    gets its learning rate back (exact only with warmup_frac = decay_frac = 0)."""
     lr: float | None = None
     """Adam learning rate; None: 2e-4 / sqrt(n_latents / 2^14)."""
     adam_eps: float = 6.25e-10
@@ -261,7 +262,9 @@ class Trainer:
                 if is_main:
                     print(f"saelab: the activation stream ended after {self.step} of {self.total_steps} steps",
                           flush=True)
-                self.total_steps = self.step
+                self.total_steps = self.step  # the last step's log line and evaluation follow the loop
+                if is_main and self.eval_cache is not None and self.step:
+                    self._log({"step": self.step, "tokens": sae.cfg.tokens_seen, **self.evaluate(prefix="eval_")})
                 break
             if x is None:
                 epoch, b = divmod(self.step, self.steps_per_epoch)
@@ -310,7 +313,7 @@ class Trainer:
         if self.stream is not None:
             x, self._first = (self._first, None) if self._first is not None else (next(self.stream, None), None)
             if self.world > 1:  # every rank stops at the same step
-                have = torch.tensor([0 if x is None else 1])
+                have = torch.tensor([0 if x is None else 1], device=self.device)  # NCCL needs it on the GPU
                 dist.all_reduce(have, op=dist.ReduceOp.MIN)
                 x = x if int(have) else None
             return _STREAM_END if x is None else x.to(self.device)
@@ -364,6 +367,11 @@ class Trainer:
     def _maybe_resume(self) -> None:
         ckpts = sorted(self._ckpt_root().glob("step-*")) if self._ckpt_root().exists() else []
         if not ckpts:
+            if (self.out / "sae" / "cfg.json").exists():
+                raise ValueError(f"{self.out} holds a finished run (sae/) with no checkpoint to resume from; pass "
+                                 "another --out folder, or delete this one")
+            if (self.out / "log.jsonl").exists() and self.rank == 0:  # a run killed before its first checkpoint
+                os.replace(self.out / "log.jsonl", self.out / "log.restarted.jsonl")  # restarts from step 0
             return
         path = ckpts[-1]
         meta = json.loads((path / "trainer.json").read_text())

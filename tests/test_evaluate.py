@@ -162,14 +162,38 @@ def test_effect_sparsity_is_the_papers_definition():
     assert math.isnan(effect_sparsity(torch.ones(3, 3) * 2))  # only a shift: no effect at all
 
 
+def test_an_ablation_changes_nothing_before_its_index_and_nothing_when_inactive(tiny_lm, tokens):
+    from saelab.ablation import _latent_replacement
+    from saelab.evaluate import patched_logits
+
+    sae = identity_sae(tiny_lm.d_model)
+    where = SpliceSite(layer=LAYER, outlier_factor=None)
+    ids = tokens[:2]
+    index = torch.zeros(2, ids.shape[1], dtype=torch.bool)
+    index[:, 5] = True
+    codes = encode_contexts(tiny_lm, sae, ids, where, progress=False)
+    active = int(codes.idx_NTK[0, 5][codes.acts_NTK[0, 5] > 0][0])
+    inactive = int(({*range(2 * tiny_lm.d_model)} - set(codes.idx_NTK[:, 5][codes.acts_NTK[:, 5] > 0].tolist())).pop())
+    base = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, active, index, "none", 0))
+    ablated = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, active, index, "ablate", 0))
+    assert torch.equal(ablated[:, :5], base[:, :5])  # causal: positions before the ablated index are untouched
+    assert not torch.equal(ablated[0, 5:], base[0, 5:])
+    same = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, inactive, index, "ablate", 0))
+    assert torch.equal(same, base) and math.isnan(effect_sparsity(same[0, 5:21] - base[0, 5:21]))
+
+
 def test_ablation_index_prefers_a_full_window():
     from saelab.ablation import _choose_contexts, ablation_index
 
-    assert ablation_index([3, 40, 60], ctx_len=64, window=16) == (3, True)
-    assert ablation_index([50, 60], ctx_len=64, window=16) == (50, False)  # cut at the context's end
+    rng = np.random.default_rng(0)
+    picked = {ablation_index([3, 40, 60], ctx_len=64, window=16, rng=rng) for _ in range(50)}
+    assert picked == {(3, True), (40, True)}  # random among the positions with a full window after them
+    assert ablation_index([50, 60], ctx_len=64, window=16, rng=rng) == (50, False)  # cut at the context's end
     T = 64
-    flat = torch.tensor([0 * T + 55, 1 * T + 60, 2 * T + 10, 2 * T + 20, 3 * T + 47])
-    assert _choose_contexts(flat, T, 16, 3) == [(2, 10, True), (3, 47, True), (0, 55, False)]
+    flat = torch.tensor([0 * T + 55, 1 * T + 60, 2 * T + 10, 3 * T + 47])
+    picks = _choose_contexts(flat, T, 16, 3, seed=1)
+    assert sorted(picks[:2]) == [(2, 10, True), (3, 47, True)] and picks[2][2] is False
+    assert _choose_contexts(flat, T, 16, 3, seed=1) == picks  # seeded
 
 
 def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):

@@ -40,7 +40,11 @@ md("""
 ## Setup: the model and the two SAEs
 
 `zoo_sae` trains an SAE with the main job's settings on the main job's activation cache the first time it is
-asked for, then loads it from disk. Both SAEs read SmolLM2-135M's residual stream after block 22.
+asked for, then loads it from disk. Both SAEs read SmolLM2-135M's residual stream after block 22, and both train on
+the same tokens for the same number of steps. The paper compares SAE families **at matched sparsity**: the ReLU SAE's
+L1 coefficient was calibrated (`saelab.frontier.calibrate_l1`) so that its L0 lands near TopK's k = 32 at full size.
+(In fast mode, 14 steps are too few for an L1 penalty to settle, so there the ReLU SAE is far denser: compare the
+numbers at full size. `saelab frontier` draws both families' whole frontiers.)
 """),
 code("""
 import torch
@@ -70,7 +74,8 @@ $$\\Delta\\text{loss} = CE(\\text{spliced}) - CE(\\text{clean}), \\qquad KL = \\
 
 Two baselines put the numbers on a scale: replacing the activation by zero, or by its mean. The *fraction of loss
 recovered* is $(CE_{\\text{ablated}} - CE_{\\text{spliced}}) / (CE_{\\text{ablated}} - CE_{\\text{clean}})$: 1 is perfect, 0 is no
-better than ablating. Positions the SAE was not trained on (position 0, an attention sink, and norm outliers such as
+better than ablating. The mean for mean-ablation is measured on training-split text, not on the scored tokens.
+Positions the SAE was not trained on (position 0, an attention sink, and norm outliers such as
 `<|endoftext|>`) are left clean and counted.
 """),
 code("""
@@ -83,7 +88,9 @@ where = SpliceSite.of(topk, lm)
 held_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "heldout",
                                               max(DOWNSTREAM_CONTEXTS, N2G_HELDOUT_CONTEXTS)).tokens_NT).long()
 toks = held_tokens[:DOWNSTREAM_CONTEXTS]
-mean_D = site_mean(lm, toks, where)
+train_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "train",
+                                               max(DOWNSTREAM_CONTEXTS, 96 if FAST else 512)).tokens_NT).long()
+mean_D = site_mean(lm, train_tokens[:DOWNSTREAM_CONTEXTS], where)  # the mean comes from other text than the scored
 down = {name: downstream_loss(lm, sae, toks, where, mean_D=mean_D) for name, sae in saes.items()}
 cols = ["ce_clean", "ce_spliced", "ce_zero", "ce_mean", "delta_loss", "kl", "loss_recovered", "loss_recovered_mean",
         "n_positions_spliced", "n_positions_left_clean"]
@@ -98,8 +105,11 @@ cost the equivalent of a model with a fraction of the compute. Compare the two S
 
 Take binary tasks whose answer we know: the 12 Wikipedia topics (one vs rest), the language of a summary
 (English/Spanish/French), Wikipedia vs news, and token-level tasks (a digit, a year, a capitalised word start,
-punctuation). For every latent fit a 1-D logistic regression, keep the best latent on one half of the data, and report
-its cross-entropy on the other half. Document tasks use the latent's **mean** activation over the document (a topic
+punctuation), all on **held-out** documents. For every latent fit a 1-D logistic regression, keep the best latent on
+one half of the data, and report its cross-entropy on the other half; the halves never share a document, and for
+token tasks never share a context (tokens of one context are alike, so a token-level split would score a probe on
+near-copies of its training rows). The English side of the language and source tasks is sampled across all 12 topics,
+so no topic latent can pass for "English". Document tasks use the latent's **mean** activation over the document (a topic
 is carried by many tokens; max-pooling would reward latents that fire once on a rare token). The same probes on the 576
 residual coordinates are the baseline.
 """),
@@ -142,8 +152,7 @@ import numpy as np
 from saelab.evaluate import encode_contexts
 from saelab.n2g import N2GConfig, n2g_evaluation
 
-build_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "train",
-                                               96 if FAST else 512).tokens_NT).long()
+build_tokens = train_tokens[: 96 if FAST else 512]
 n2g, held_codes = {}, {}
 for name, sae in saes.items():
     build_codes = encode_contexts(lm, sae, build_tokens, where)
@@ -166,11 +175,16 @@ same latent sample size and text.
 
 ## 4 · Ablation sparsity (paper section 4.5)
 
-With the SAE spliced in, zero one latent where it fires and record how the next-token log-probabilities change at those
-and all later positions (a [positions × vocabulary] array $e$). Its sparsity is $(\\|e\\|_1/\\|e\\|_2)^2 / (T'V)$: the
-fraction of entries that effectively move. A latent with a sparse effect changes a few specific predictions — easier to
-understand than one that nudges everything. The reference is a random direction of the same size added at the same
-positions.
+With the SAE spliced in, pick one token index where a latent fires and zero that latent there (only there). Record
+how the **logits** change at that index and the next $T-1$ positions ($T = 16$, as the paper), subtract each
+position's median change (adding a constant to every logit of a position changes no probability), and concatenate:
+$T \\times V$ numbers $e$. Its sparsity is $(\\|e\\|_1/\\|e\\|_2)^2 / (TV)$, the fraction of entries that effectively
+move: $1/(TV)$ if one logit moves, about $2/\\pi \\approx 0.64$ for a dense Gaussian change. A latent with a sparse
+effect changes a few specific predictions — easier to understand than one that nudges everything. The reference is a
+random direction of the same norm added at the same index.
+
+(Why logits and not log-probabilities: a log-softmax spreads any single-logit change over all $V$ entries through
+the normaliser, so one moved logit would look maximally dense.)
 """),
 code("""
 from saelab.ablation import ablation_sparsity
@@ -187,7 +201,7 @@ fig = go.Figure()
 for name, d in abl.items():
     fig.add_histogram(x=d.sparsity, name=f"{name} latents", opacity=0.6, nbinsx=20)
     fig.add_histogram(x=d.random_sparsity, name=f"{name} random direction", opacity=0.4, nbinsx=20)
-fig.update_layout(barmode="overlay", xaxis_title="(L1/L2)^2 / entries of the effect (lower = sparser)", height=360)
+fig.update_layout(barmode="overlay", xaxis_title="(L1/L2)^2 / (T V) of the logit effect (lower = sparser)", height=360)
 fig.show()
 """),
 md("""

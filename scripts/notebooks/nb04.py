@@ -51,7 +51,9 @@ md("""
 ## 1 · TopK(k′) and JumpReLU sweeps
 
 `sweep` evaluates every SAE at each test-time activation and returns one row per point. JumpReLU thresholds are
-picked from the quantiles of the pre-activations so that its L0 covers the same range as the TopK sweep.
+picked from the quantiles of the pre-activations so that its L0 covers the same range as the TopK sweep; they are
+chosen on calibration tokens (the first 4,096 held-out activations, or a quarter of them if fewer) that are left out of the scoring, so
+no threshold is fitted on the tokens it is judged on (`n_scored` in the table).
 """),
 code("""
 from saelab.recovery import sweep, sweep_figure

@@ -28,11 +28,11 @@ from .train import TrainConfig, Trainer, evaluate_sae
 class FrontierConfig:
     """The grid: TopK at each k and ReLU + L1 at each coefficient, all for the same number of steps."""
 
-    ks: str = "16,32,64"
+    ks: str = "4,8,16,32,64"
     """Comma-separated k of the TopK SAEs."""
-    l1_coefs: str = "0.15,0.183,0.3"
-    """Comma-separated L1 coefficients of the ReLU SAEs (on the main job's data at 1/4 of its steps: L0 50, 31
-    and 10, the trials of `calibrate_l1` for k = 32)."""
+    l1_coefs: str = "0.05,0.15,0.183,0.3"
+    """Comma-separated L1 coefficients of the ReLU SAEs (on the main job's data at 1/4 of its steps: L0 180,
+    50, 31 and 10; the middle three are the trials of `calibrate_l1` for k = 32)."""
     steps_frac: float = 0.25
     """Fraction of the main job's steps each SAE trains for (1.0: the full run; the grid costs that times
     the number of points, ReLU steps ~2x TopK's)."""

@@ -20,8 +20,9 @@ each of them, step by step, for a TopK SAE and for the classic ReLU + L1 SAE sid
 4. **ablation sparsity** — when one latent is removed, do few output logits change, or everything a little?
 
 **Time**: about 5 minutes in fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen
-contexts), about 25 minutes at full size on a 2-core CPU (the SAEs of the main job are trained once and cached
-under `$SAELAB_HOME/saes`). Everything here is also one command: `saelab eval --zoo topk,relu`.
+contexts), about 20 minutes at full size on a 2-core CPU once the zoo's SAEs exist (`saelab eval --zoo topk,relu`
+took 18 min), plus ~11 min (TopK) and ~19 min (the matched ReLU + L1) the first time, when they are trained and
+cached under `$SAELAB_HOME/saes`. Everything here is also one command: `saelab eval --zoo topk,relu`.
 """),
 code("""
 # Parameters

@@ -165,24 +165,28 @@ def test_stream_drops_outliers_like_the_cache_and_ranks_split_it(tmp_path, tiny_
     assert sorted(torch.cat(halves).tolist()) == sorted(ids.tolist())
 
 
+def _torchrun_two(tmp_path, port: int, body: str) -> None:
+    """Run `body` in two gloo processes under torchrun (one thread each); fail with their stderr."""
+    script = tmp_path / "job.py"
+    script.write_text("import torch.distributed as dist\ndist.init_process_group('gloo')\n" + body
+                      + "dist.destroy_process_group()\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        str(port), str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_torchrun_ranks_stream_disjoint_tokens_whose_union_is_one_process(tmp_path, tiny_lm):
     cfg = replace(TINY, max_tokens=63 * 48, outlier_factor=1.15)
     _, one = _stream_ids(cfg, tiny_lm)
-    script = tmp_path / "s.py"
-    script.write_text(
-        "import torch, torch.distributed as dist\n"
-        "from saelab.harvest import HarvestConfig, stream_activations\n"
-        "dist.init_process_group('gloo')\n"
-        f"cfg = HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 48}, batch_size=16,"
-        " outlier_factor=1.15)\n"
-        "ids = torch.cat([i for _, i in stream_activations(cfg, with_ids=True)])\n"
-        f"torch.save(ids, '{tmp_path}/rank%d.pt' % dist.get_rank())\n"
-        "dist.destroy_process_group()\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        "29534", str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _torchrun_two(tmp_path, 29534,
+                  "import torch\n"
+                  "from saelab.harvest import HarvestConfig, stream_activations\n"
+                  f"cfg = HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 48},"
+                  " batch_size=16, outlier_factor=1.15)\n"
+                  "ids = torch.cat([i for _, i in stream_activations(cfg, with_ids=True)])\n"
+                  f"torch.save(ids, '{tmp_path}/rank%d.pt' % dist.get_rank())\n")
     ranks = [set(torch.load(tmp_path / f"rank{i}.pt", weights_only=True).tolist()) for i in (0, 1)]
     assert ranks[0] and ranks[1] and not ranks[0] & ranks[1]
     assert ranks[0] | ranks[1] == set(one.tolist())
@@ -191,18 +195,11 @@ def test_torchrun_ranks_stream_disjoint_tokens_whose_union_is_one_process(tmp_pa
 @pytest.mark.slow
 def test_torchrun_two_ranks_harvest_the_same_cache(tmp_path, tiny_lm):
     ref = harvest(TINY, tmp_path / "ref", lm=tiny_lm, progress=False)
-    script = tmp_path / "h.py"
-    script.write_text(
-        "import torch.distributed as dist\n"
-        "from saelab.harvest import HarvestConfig, harvest\n"
-        "dist.init_process_group('gloo')\n"
-        f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 96}, batch_size=16,"
-        f" shard_contexts=16, store_dtype='float32', outlier_factor=None), '{tmp_path / 'dist'}', progress=False)\n"
-        "dist.destroy_process_group()\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                        "29531", str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _torchrun_two(tmp_path, 29531,
+                  "from saelab.harvest import HarvestConfig, harvest\n"
+                  f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 96},"
+                  " batch_size=16, shard_contexts=16, store_dtype='float32', outlier_factor=None),"
+                  f" '{tmp_path / 'dist'}', progress=False)\n")
     dist_cache = ActivationCache(tmp_path / "dist", verify="sha256")
     assert dist_cache.n_tokens == ref.n_tokens
     assert torch.equal(_all(dist_cache, "tokens"), _all(ref, "tokens"))

@@ -30,11 +30,21 @@ from .sae import SAE
 WINDOW = 16  # the paper's T
 
 
+def median_centred(logit_diff_TV: torch.Tensor) -> torch.Tensor:
+    """Logit differences with each position's median subtracted (fp64): a constant shift of a position's
+    logits changes no probability, so it is not an effect."""
+    e = logit_diff_TV.double()
+    return e - e.median(dim=-1, keepdim=True).values
+
+
 def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
     """Section 4.5's (L1/L2)^2 / (T*V) of logit differences [T, V], after subtracting each position's
     median; nan when the effect is exactly zero."""
-    e = logit_diff_TV.double()
-    e = (e - e.median(dim=-1, keepdim=True).values).flatten()
+    return _sparsity(median_centred(logit_diff_TV))
+
+
+def _sparsity(centred_TV: torch.Tensor) -> float:
+    e = centred_TV.flatten()
     l2 = float(e.norm())
     if l2 == 0:
         return float("nan")
@@ -121,11 +131,11 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
             logits = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, mode, seed=lat))
             vals, mags = [], []
             for j, (_, t, _) in enumerate(picks):
-                diff = (logits[j, t:t + window] - base[j, t:t + window]).cpu()
-                s = effect_sparsity(diff)
+                e = median_centred((logits[j, t:t + window] - base[j, t:t + window]).cpu())
+                s = _sparsity(e)
                 if s == s:
                     vals.append(s)
-                    mags.append(float((diff - diff.median(-1, keepdim=True).values).abs().mean()))
+                    mags.append(float(e.abs().mean()))
             key = "sparsity" if mode == "ablate" else "random_sparsity"
             out[key] = float(sum(vals) / len(vals)) if vals else float("nan")
             if mode == "ablate":

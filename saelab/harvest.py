@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 from . import assets
 from .data import ContextConfig, build_contexts, corpus_fingerprint, load_corpus, separator_id
+from .files import atomic_write_text
 from .models import LM, load_lm
 
 FORMAT_VERSION = 2  # 2: fingerprint records the document separator and the outlier rule
@@ -257,7 +258,7 @@ def _check_or_write_fingerprint(folder: Path, fp: dict) -> None:
                              + ", ".join(f"{k}: cache has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
                              + ". Use another output folder or delete this one.")
         return
-    _atomic_text(path, json.dumps(fp, indent=1))
+    atomic_write_text(path, json.dumps(fp, indent=1))
 
 
 def _write_shard(folder: Path, i: int, tensors: dict, meta: dict) -> None:
@@ -293,13 +294,7 @@ def _write_manifest(folder: Path, fp: dict, n_shards: int, n_contexts: int) -> N
     manifest = {**fp, "n_tokens": n_tokens, "n_contexts": n_contexts, "n_dropped_outliers": positions - n_tokens,
                 "shards": shards, "complete": True,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _atomic_text(folder / "manifest.json", json.dumps(manifest, indent=1))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
 
 
 def cache_from_tensor(acts_TD: torch.Tensor, folder: str | Path, shard_tokens: int = 65536,

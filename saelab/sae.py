@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_write
+from .files import atomic_write, atomic_write_text
 from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
 
 FORMAT_VERSION = 1
@@ -417,7 +417,7 @@ class SAE(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         atomic_write(folder / "sae.safetensors", lambda p: save_file(tensors, p))
         meta = {"format_version": FORMAT_VERSION, "config": asdict(self.cfg), **(extra or {})}
-        atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        atomic_write_text(folder / "cfg.json", json.dumps(meta, indent=2))
         return folder
 
     @classmethod
@@ -514,7 +514,7 @@ class SAE(nn.Module):
                          "exported_by": "saelab", "tokens_seen": c.tokens_seen},
         }
         atomic_write(folder / "sae_weights.safetensors", lambda p: save_file(weights, p))
-        atomic_write(folder / "cfg.json", lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
+        atomic_write_text(folder / "cfg.json", json.dumps(cfg, indent=2))
         return folder
 
 

@@ -37,8 +37,9 @@ def main():
     args = ap.parse_args()
 
     from saelab.data import ContextConfig, build_contexts, load_corpus
-    from saelab.harvest import HarvestConfig, find_blocks, harvest
+    from saelab.harvest import HarvestConfig, harvest
     from saelab.models import load_lm
+    from saelab.sites import find_blocks
 
     lm = load_lm(args.model)
     L = lm.default_layer

@@ -47,8 +47,8 @@ def check_kernels(device) -> bool:
 
 
 def check_tiny_forward(device) -> bool:
-    from saelab.harvest import run_to_site
     from saelab.models import load_lm
+    from saelab.sites import run_to_site
 
     ids = torch.randint(1, 250, (4, 64))
     ref = run_to_site(load_lm("tiny-gpt2"), ids, "resid_post", 2).float()

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .evaluate import Codes, SpliceSite, patched_logits
 from .models import LM
 from .sae import SAE
+from .splice import Codes, SpliceSite, patched_logits
 
 WINDOW = 16  # the paper's T
 

@@ -8,7 +8,9 @@
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
     saelab frontier                       TopK vs ReLU+L1 at matched sparsity: L0 and delta CE vs normalized MSE
 
-Every config field is a flag (`saelab train --help` lists them with their meaning).
+Every config field is a flag (`saelab train --help` lists them with their meaning and default);
+`--a.b_c` and `--a.b-c` are the same flag. Commands that run a model take `--device` (auto: CUDA when
+present). Errors print one line; `--debug` shows the Python traceback.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .config import add_dataclass_args, build_dataclass
+from .config import add_dataclass_args, build_dataclass, normalize_flag_spellings
 from .presets import eval_tokens_default, fast_mode, harvest_defaults, train_defaults
 
 
@@ -49,7 +51,7 @@ def _cmd_demo(args) -> int:
     from .models import greedy_complete, load_lm
 
     t0 = time.time()
-    lm = load_lm(args.model)
+    lm = load_lm(args.model, device=args.device)
     print(f"{args.model}: {lm.n_layers} blocks, d_model {lm.d_model}, default hook layer {lm.default_layer} "
           f"(loaded in {time.time() - t0:.1f} s)")
     prompt = "The capital of Germany is"
@@ -62,9 +64,10 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_harvest(args) -> int:
-    from .harvest import HarvestConfig, harvest, norm_stats
+    from .harvest import HarvestConfig, harvest
+    from .norms import norm_stats
 
-    cfg = build_dataclass(HarvestConfig, args, "", base=harvest_defaults())
+    cfg = replace(build_dataclass(HarvestConfig, args, "", base=harvest_defaults()), device=args.device)
     cache = harvest(cfg, args.out)
     stats = norm_stats(cache.sample(min(cache.n_tokens, 20_000)))
     print(json.dumps({"folder": str(cache.folder), "n_tokens": cache.n_tokens,
@@ -77,6 +80,12 @@ def _init_distributed(device: str) -> str:
     import torch
     import torch.distributed as dist
 
+    from .models import resolve_device
+
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device == "auto" and local_ranks > 1:  # one GPU a rank, or all on CPU
+        device = "cuda" if torch.cuda.device_count() >= local_ranks else "cpu"
+    device = resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device
     on_cuda = device.startswith("cuda")
@@ -89,39 +98,53 @@ def _init_distributed(device: str) -> str:
 
 
 def _cmd_train(args) -> int:
-    """Hold the run folder's lock for the whole job (before any harvest): a second run on it is refused."""
+    """Hold the run folder's lock for the whole job and check its settings, both before any harvest: a second
+    run on the folder, or a run with other settings, is refused before any model runs."""
     from contextlib import nullcontext
 
     from .files import run_lock
+    from .harvest import HarvestConfig
+    from .runs import check_run_folder
+    from .train import TrainConfig
 
+    hcfg = replace(build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults()), device=args.device)
+    tcfg = build_dataclass(TrainConfig, args, "train.", base=train_defaults())
+    if args.on_the_fly and hasattr(args, "train.epochs"):
+        raise ValueError("--on-the-fly trains on one pass of --harvest.max_tokens tokens; --train.epochs does not "
+                         "apply (raise --harvest.max_tokens to train longer, or drop --on-the-fly)")
+    if args.on_the_fly and hcfg.max_tokens is None:
+        raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
+    eval_tokens = args.eval_tokens if args.eval_tokens is not None else eval_tokens_default()
+    settings = {"harvest": asdict(hcfg), "train": asdict(tcfg), "eval_tokens": eval_tokens,
+                "on_the_fly": args.on_the_fly, "train_cache": args.train_cache, "eval_cache": args.eval_cache}
+    if args.on_the_fly:  # a resumed stream is replayed: its buffer and rank split must be the same
+        settings.update(shuffle_buffer=args.shuffle_buffer, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(args.out, "training run") if main_rank else nullcontext():
-        return _train_job(args)
+        if main_rank:
+            check_run_folder(args.out, settings, tcfg.epochs)
+        return _train_job(args, hcfg, tcfg, eval_tokens)
 
 
-def _train_job(args) -> int:
+def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
     import torch.distributed as dist
 
-    from .harvest import HarvestConfig, harvest, load_harvest_lm
+    from .harvest import harvest, load_harvest_lm
     from .report import summary_table, write_report
-    from .train import TrainConfig, Trainer
+    from .train import Trainer
 
     t0 = time.time()
-    hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults())
-    tcfg = build_dataclass(TrainConfig, args, "train.", base=train_defaults())
     device = _init_distributed(hcfg.device)
     hcfg = replace(hcfg, device=device)
     out = Path(args.out)
-    eval_tokens = args.eval_tokens if args.eval_tokens is not None else eval_tokens_default()
     lm = load_harvest_lm(hcfg)  # loaded once for both harvests (or the stream)
     eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache, lm=lm)
     if args.on_the_fly:
-        from .harvest import ShuffleBuffer, stream_activations
+        from .distributed import rank_world
+        from .stream import StreamShuffleBuffer, stream_activations
 
-        if hcfg.max_tokens is None:
-            raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        stream = ShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size // world,
+        rank, world = rank_world()
+        stream = StreamShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size // world,
                                capacity=args.shuffle_buffer // world, seed=tcfg.seed + rank)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
                           provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]},
@@ -138,13 +161,13 @@ def _train_job(args) -> int:
         dist.destroy_process_group()
         if rank != 0:  # rank 0 evaluates and reports
             return 0
-    final = trainer.evaluate()
+    final = trainer.heldout_metrics()
     t_total = time.time() - t0
     m = eval_cache.manifest
     rows = {
         "model / site": f"{m['model']} {m['site']} layer {m['layer']}",
         "training tokens harvested": n_harvested if not args.on_the_fly else f"{n_harvested} (on the fly)",
-        "tokens seen (epochs)": f"{trainer.sae.cfg.tokens_seen} ({tcfg.epochs:g})",
+        "tokens seen (epochs)": f"{int(trainer.sae.tokens_seen)} ({tcfg.epochs:g})",
         "n_latents / k": f"{tcfg.n_latents} / {tcfg.k}" + (" (Multi-TopK)" if tcfg.multi_topk else ""),
         "held-out tokens": final["tokens"],
         "held-out normalized MSE": final["nmse"],
@@ -195,7 +218,8 @@ def _cmd_eval(args) -> int:
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     cfg = build_dataclass(SuiteConfig, args, "", base=fast_suite_config() if fast_mode() else SuiteConfig())
     first = next(iter(saes.values()))
-    lm = load_lm(first.cfg.model or "smollm2-135m")
+    lm = load_lm(first.cfg.model or "smollm2-135m", device=args.device)
+    saes = {name: sae.to(lm.device) for name, sae in saes.items()}
     report = run_suite(lm, saes, cfg)
     folder = write_suite_report(report, args.out)
     for row in summary_rows(report):
@@ -207,13 +231,17 @@ def _cmd_eval(args) -> int:
 def _cmd_sweep(args) -> int:
     import torch
 
+    from .files import atomic_write_text
     from .harvest import harvest
+    from .models import resolve_device
     from .recovery import shrinkage_table, sweep, sweep_figure
+    from .report import write_html_page
 
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     first = next(iter(saes.values()))
     hcfg = replace(harvest_defaults(), model=first.cfg.model or "smollm2-135m", site=first.cfg.site or "resid_post",
-                   layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default())
+                   layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default(),
+                   device=args.device)
     held = harvest(hcfg)
     x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None
@@ -222,18 +250,17 @@ def _cmd_sweep(args) -> int:
         from .data import ContextConfig, build_contexts, load_corpus
         from .models import load_lm
 
-        lm = load_lm(hcfg.model)
+        lm = load_lm(hcfg.model, device=args.device)
         tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
                                                  args.delta_loss_contexts).tokens_NT).long()
+    saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
     df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens)
     shrink = shrinkage_table(saes, x[: args.shrinkage_tokens])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, table in (("sweep.csv", df), ("shrinkage.csv", shrink)):
-        tmp = out / f".{name}.tmp"
-        table.to_csv(tmp, index=False)
-        tmp.replace(out / name)
-    sweep_figure(df).write_html(out / "sweep.html", include_plotlyjs="directory")
+        atomic_write_text(out / name, table.to_csv(index=False))
+    write_html_page(out / "sweep.html", "saelab progressive recovery", [sweep_figure(df)])
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(shrink.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"tables: {out / 'sweep.csv'}, {out / 'shrinkage.csv'}  plot: {out / 'sweep.html'}")
@@ -247,104 +274,168 @@ def _cmd_frontier(args) -> int:
     from .frontier import FrontierConfig, frontier_figures, run_frontier
     from .models import load_lm
     from .presets import ZOO, default_caches
+    from .report import write_html_page
 
     cfg = build_dataclass(FrontierConfig, args, "", base=FrontierConfig())
     hcfg = harvest_defaults()
-    lm = load_lm(hcfg.model)
+    lm = load_lm(hcfg.model, device=args.device)
     train, held = default_caches(lm=lm)
     tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
     df = run_frontier(cfg, train_defaults(), ZOO["relu"], train, held, args.out, lm=lm, tokens_NT=tokens)
-    figs = frontier_figures(df)
-    html = "".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figs))
-    page = f"<html><head><meta charset='utf-8'><title>saelab frontier</title></head><body>{html}</body></html>"
-    (Path(args.out) / "frontier.html").write_text(page, encoding="utf-8")
+    write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's help ends with its default; descriptions keep their line breaks."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .harvest import HarvestConfig
+    from .models import check_device
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog="saelab", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    def device_flag(text: str) -> str:
+        try:
+            return check_device(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-    a = sub.add_parser("assets", help="list, fetch or show licences of the embedded assets")
-    a.add_argument("action", nargs="?", default="list", choices=["list", "fetch", "licenses"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the Python traceback too (default: off)")
+    runs_model = argparse.ArgumentParser(add_help=False)
+    runs_model.add_argument("--device", type=device_flag, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                            help="where the language model runs, and the SAEs of train, eval and sweep (frontier "
+                                 "trains its SAEs on CPU); auto: CUDA when present, else CPU")
+
+    def command(name: str, text: str, model: bool = True) -> argparse.ArgumentParser:
+        parents = [common, runs_model] if model else [common]
+        return sub.add_parser(name, help=text, description=text, parents=parents, formatter_class=_HelpFormatter)
+
+    p = argparse.ArgumentParser(prog="saelab", description=__doc__, formatter_class=_HelpFormatter,
+                                parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = command("assets", "list, fetch or show the licences of the embedded assets", model=False)
+    a.add_argument("action", nargs="?", default="list", choices=["list", "fetch", "licenses"],
+                   help="list: what is cached; fetch: download and verify; licenses: sources and licences")
     a.add_argument("names", nargs="*", help="asset names (default: all)")
     a.set_defaults(func=_cmd_assets)
 
-    d = sub.add_parser("demo", help="load the embedded model and corpora and complete a prompt")
-    d.add_argument("--model", default="smollm2-135m")
+    d = command("demo", "load the embedded model and corpora and complete a prompt")
+    d.add_argument("--model", default="smollm2-135m",
+                   help="saelab model name (smollm2-135m, tiny-gpt2) or Hugging Face hub id (needs the hub)")
     d.set_defaults(func=_cmd_demo)
 
-    h = sub.add_parser("harvest", help="harvest activations into a disk cache (resumable)")
-    h.add_argument("--out", default=None, help="cache folder (default: under $SAELAB_HOME/acts)")
-    add_dataclass_args(h, HarvestConfig, "", harvest_defaults())
+    h = command("harvest", "harvest activations into a disk cache (resumable)")
+    h.add_argument("--out", default=None, help="cache folder (None: a folder named by the settings under "
+                                               "$SAELAB_HOME/acts)")
+    add_dataclass_args(h, HarvestConfig, "", harvest_defaults(), exclude=("device",))
     h.set_defaults(func=_cmd_harvest)
 
-    t = sub.add_parser("train", help="the main job: harvest (or reuse), train a TopK SAE, evaluate, report")
-    t.add_argument("--out", default="runs/default", help="run folder: sae/, checkpoints/, log.jsonl, report/")
+    t = command("train", "the main job: harvest (or reuse), train a TopK SAE, evaluate, report")
+    t.add_argument("--out", default="runs/default",
+                   help="run folder: sae/, checkpoints/, log.jsonl, report/, run.json. A used folder is resumed "
+                        "when the settings match, and refused (before any harvest) when they do not")
     t.add_argument("--train-cache", default=None,
-                   help="training activation cache folder (default: under $SAELAB_HOME/acts)")
+                   help="training activation cache folder (None: named by the settings under $SAELAB_HOME/acts)")
     t.add_argument("--eval-cache", default=None,
-                   help="held-out activation cache folder (default: under $SAELAB_HOME/acts)")
-    t.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16000; 4000 fast)")
+                   help="held-out activation cache folder (None: named by the settings under $SAELAB_HOME/acts)")
+    t.add_argument("--eval-tokens", type=int, default=None,
+                   help="held-out tokens for evaluation (None: 16000, or 4000 with SAELAB_FAST=1)")
     t.add_argument("--on-the-fly", action="store_true",
-                   help="train straight from the model through a shuffle buffer (no training cache on disk)")
-    t.add_argument("--shuffle-buffer", type=int, default=65536, help="tokens in the on-the-fly shuffle buffer")
-    add_dataclass_args(t, HarvestConfig, "harvest.", harvest_defaults())
+                   help="train straight from the model through a shuffle buffer, no training cache on disk: one "
+                        "pass over --harvest.max_tokens tokens (--train.epochs does not apply)")
+    t.add_argument("--shuffle-buffer", type=int, default=65536,
+                   help="tokens mixed in the on-the-fly shuffle buffer (more: better mixed, more memory)")
+    add_dataclass_args(t, HarvestConfig, "harvest.", harvest_defaults(), exclude=("harvest.device",))
     add_dataclass_args(t, TrainConfig, "train.", train_defaults())
     t.set_defaults(func=_cmd_train)
 
     def sae_args(sp, out_default):
         sp.add_argument("--sae", action="append", metavar="[NAME=]FOLDER",
-                        help="an SAE folder (repeat to compare several; default runs/default/sae)")
+                        help="an SAE folder (repeat to compare several; None: runs/default/sae)")
         sp.add_argument("--zoo", default=None, metavar="KINDS",
                         help="comma-separated zoo SAEs (topk, multi_topk, relu), trained on first use")
         sp.add_argument("--out", default=out_default, help="output folder")
 
     from .suite import SuiteConfig, fast_suite_config
 
-    e = sub.add_parser("eval", help="the paper's metrics: downstream loss, probe loss, N2G, ablation sparsity")
+    e = command("eval", "the paper's metrics: downstream loss, probe loss, N2G, ablation sparsity")
     sae_args(e, "runs/eval")
     add_dataclass_args(e, SuiteConfig, "", fast_suite_config() if fast_mode() else SuiteConfig())
     e.set_defaults(func=_cmd_eval)
 
-    w = sub.add_parser("sweep", help="progressive recovery: TopK(k') and JumpReLU sweeps, activation shrinkage")
+    w = command("sweep", "progressive recovery: TopK(k') and JumpReLU sweeps, activation shrinkage")
     sae_args(w, "runs/sweep")
-    w.add_argument("--ks", default=None, help="comma-separated k' values (default k/4 .. 8k)")
-    w.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16000; 4000 fast)")
+    w.add_argument("--ks", default=None, help="comma-separated k' values (None: k/4 .. 8k)")
+    w.add_argument("--eval-tokens", type=int, default=None,
+                   help="held-out tokens (None: 16000, or 4000 with SAELAB_FAST=1)")
     w.add_argument("--delta-loss-contexts", type=int, default=0,
-                   help="also splice each point into the LM on this many held-out contexts (0: off)")
+                   help="also splice each point into the LM on this many held-out contexts of 64 tokens (0: off)")
     w.add_argument("--shrinkage-tokens", type=int, default=2000, help="tokens for the shrinkage refinement")
     w.set_defaults(func=_cmd_sweep)
 
     from .frontier import FrontierConfig
 
-    f = sub.add_parser("frontier", help="TopK vs ReLU+L1 frontiers: L0 and delta CE against normalized MSE")
+    f = command("frontier", "TopK vs ReLU+L1 frontiers: L0 and delta CE against normalized MSE")
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=_cmd_frontier)
     return p
 
 
+def _unknown_flags_message(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """Name the flags argparse did not know, with the nearest known spelling of each."""
+    import difflib
+
+    sub = parser._subparsers._group_actions[0].choices.get(command) if command else parser
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    parts = []
+    for flag in (u.partition("=")[0] for u in unknown if u.startswith("-")):
+        near = difflib.get_close_matches(flag.replace("-", "_"), [k.replace("-", "_") for k in known], n=1,
+                                         cutoff=0.6)
+        hint = f" (did you mean {known[[k.replace('-', '_') for k in known].index(near[0])]}?)" if near else ""
+        parts.append(f"{flag}{hint}")
+    words = [u for u in unknown if not u.startswith("-")]
+    if words and not parts:
+        parts.append("unexpected value(s) " + " ".join(words))
+    return (f"saelab {command or ''}: unknown flag(s): {'; '.join(parts)}. "
+            f"`saelab {command or ''} --help` lists every flag.").replace("  ", " ")
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(normalize_flag_spellings(parser, argv))
+    if unknown:
+        print(_unknown_flags_message(parser, getattr(args, "command", None), unknown), file=sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        print("saelab: interrupted (a run resumes from its last checkpoint, a harvest from its last shard)",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clean line for the user; --debug shows the traceback
+        if getattr(args, "debug", False):
+            raise
         from .assets import AssetError
+        from .cache import CacheError
         from .files import FolderBusyError
-        from .harvest import CacheError
 
-        if isinstance(e, AssetError | CacheError | ValueError | FileNotFoundError | FolderBusyError):
-            print(f"saelab: error: {e}", file=sys.stderr)
-            return 2
-        raise
+        user = isinstance(e, (*USER_ERRORS, AssetError, CacheError, FolderBusyError))
+        kind = "" if user else f"{type(e).__name__}: "
+        print(f"saelab: error: {kind}{e}", file=sys.stderr)
+        print("(run again with --debug to see the Python traceback)", file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Dataclass configs <-> command line: every field becomes a flag whose help is its docstring."""
+"""Dataclass configs <-> command line: every field becomes a flag whose help is its docstring.
+
+Fields typed `Literal[...]` are choices: checked when the flag is parsed (argparse lists the allowed
+values) and, through `check_choices`, when a config is built in Python.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +42,54 @@ def _base_type(tp):
     return tp, False
 
 
+def _choices(tp) -> tuple | None:
+    """The allowed values of a `Literal[...]` (or `Literal[...] | None`) annotation, else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _choices(inner[0]) if len(inner) == 1 else None
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def check_choices(obj) -> None:
+    """Raise a ValueError naming the field and its allowed values when a `Literal` field holds another value."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        allowed = _choices(hints[f.name])
+        value = getattr(obj, f.name)
+        if allowed and value not in allowed and value is not None:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be one of {', '.join(map(str, allowed))}; "
+                             f"got {value!r}")
+
+
+def _spelling_key(flag: str) -> str:
+    return flag.replace("-", "_")
+
+
+def normalize_flag_spellings(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Rewrite `--a.b-c` as `--a.b_c` (and `--eval_tokens` as `--eval-tokens`): both spellings of every flag
+    of `parser` and its subcommands are accepted, and shown once in --help."""
+    known: dict[str, str] = {}
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--"):
+                    known.setdefault(_spelling_key(opt), opt)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    out = []
+    for arg in argv:
+        if arg == "--":
+            out.extend(argv[len(out):])
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            arg = known.get(_spelling_key(name), name) + eq + value
+        out.append(arg)
+    return out
+
+
 def _parser_for(tp, optional: bool):
     def parse(text: str):
         if optional and text.lower() in ("none", "null"):
@@ -56,24 +108,30 @@ def _parser_for(tp, optional: bool):
     return parse
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", defaults=None) -> None:
-    """Add one --flag per field of `cls` (nested dataclasses as --outer.inner)."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", defaults=None,
+                       exclude: tuple[str, ...] = ()) -> None:
+    """Add one --flag per field of `cls` (nested dataclasses as --outer.inner), except `exclude`d names."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({prefix.rstrip('.') or 'top level'})")
     for f in dataclasses.fields(cls):
+        if f"{prefix}{f.name}" in exclude:
+            continue
         tp = hints[f.name]
         default = getattr(defaults, f.name) if defaults is not None else (
             f.default if f.default is not dataclasses.MISSING else
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if dataclasses.is_dataclass(tp):
-            add_dataclass_args(parser, tp, f"{prefix}{f.name}.", default)
+            add_dataclass_args(parser, tp, f"{prefix}{f.name}.", default, exclude)
             continue
         base, optional = _base_type(tp)
         if base not in (int, float, str, bool):
             continue
-        group.add_argument(f"--{prefix}{f.name}", dest=f"{prefix}{f.name}", type=_parser_for(base, optional),
-                           default=argparse.SUPPRESS, metavar=base.__name__.upper(),
+        choices = _choices(tp)
+        group.add_argument(f"--{prefix}{f.name}", dest=f"{prefix}{f.name}",
+                           type=_parser_for(base, optional), default=argparse.SUPPRESS,
+                           choices=[*choices, *([None] if optional else [])] if choices else None,
+                           metavar="{" + ",".join(map(str, choices)) + "}" if choices else base.__name__.upper(),
                            help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"))
 
 

@@ -181,8 +181,9 @@ def latents_for_token(stats: LatentStats, tokenizer, text: str, n: int = 10) -> 
 @torch.no_grad()
 def encode_text(lm: LM, sae: SAE, text: str, max_tokens: int = 128) -> tuple[list[str], torch.Tensor]:
     """Run the LM and the SAE on `text`: (token texts, dense activations [T, n]). Empty text -> ([], [0, n])."""
-    from .evaluate import SpliceSite
-    from .harvest import run_to_site
+    from .kernels import dense_codes
+    from .sites import run_to_site
+    from .splice import SpliceSite
 
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens] if text.strip() else []
     if not ids:
@@ -190,7 +191,7 @@ def encode_text(lm: LM, sae: SAE, text: str, max_tokens: int = 128) -> tuple[lis
     where = SpliceSite.of(sae, lm)
     x = run_to_site(lm, torch.tensor([ids]), where.site, where.layer)[0].float().cpu()
     enc = sae.encode(x)
-    dense = torch.zeros(len(ids), sae.cfg.n_latents).scatter_add_(1, enc.top_idx_BK, enc.top_acts_BK.float())
+    dense = dense_codes(enc.top_acts_BK.float(), enc.top_idx_BK, sae.cfg.n_latents)
     dense[: where.exclude_first] = 0.0  # position 0 is an attention sink the SAE was not trained on
     return token_texts(lm.tokenizer, ids), dense
 
@@ -250,12 +251,11 @@ def latent_page_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, explanat
 
 def export_latent_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, path, explanation: str | None = None):
     """Write `latent_page_html` to `path` atomically; returns the path."""
-    import os
     from pathlib import Path
+
+    from .files import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(latent_page_html(lm, sae, stats, latent, explanation), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, latent_page_html(lm, sae, stats, latent, explanation))
     return path

@@ -87,8 +87,9 @@ def synthetic_rows(n_docs: int = 2000, seed: int = 0) -> list[dict]:
     return rows
 
 
-def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True):
-    """A corpus as a `datasets.Dataset` (embedded names) or a streamed hub dataset (any other id)."""
+def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True, config: str | None = None, split: str = "train"):
+    """A corpus as a `datasets.Dataset` (embedded names) or a streamed hub dataset (any other id, with its
+    `config` and `split`, e.g. load_corpus("wikitext", config="wikitext-103-raw-v1"))."""
     import datasets
 
     if name == "wiki-en":
@@ -101,8 +102,11 @@ def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True):
         return datasets.Dataset.from_list(_news_rows())
     if name == "synthetic":
         return datasets.Dataset.from_list(synthetic_rows())
+    from .hub import check_hub_name
+
+    check_hub_name(name, "dataset", EMBEDDED_CORPORA)
     try:
-        return datasets.load_dataset(name, split="train", streaming=streaming)
+        return datasets.load_dataset(name, config, split=split, streaming=streaming)
     except Exception as e:  # noqa: BLE001 - the hub raises many types; all mean the same to a user
         raise RuntimeError(
             f"could not load corpus {name!r}: not an embedded corpus ({', '.join(EMBEDDED_CORPORA)}) and "

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .harvest import ActivationCache
-from .train import TrainConfig, Trainer, evaluate_sae
+from .cache import ActivationCache
+from .normalization import RENAMED
+from .reconstruction import reconstruction_metrics
+from .train import TrainConfig, Trainer
 
 
 @dataclass
@@ -65,6 +67,7 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
     if not (folder / "sae" / "cfg.json").exists():
         Trainer(replace(tcfg, progress=progress), train_cache, folder).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
+    saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
     if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
         raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
     return SAE.load(folder / "sae")
@@ -87,7 +90,7 @@ def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: A
     def trial(c: float) -> dict:
         tcfg = short_config(base, steps_frac, **{**relu, "l1_coef": float(f"{c:.3g}")})
         sae = train_point(tcfg, train_cache, Path(out) / point_name(tcfg))
-        r = evaluate_sae(sae, eval_cache)
+        r = reconstruction_metrics(sae, eval_cache)
         trials.append({"l1_coef": tcfg.l1_coef, "l0": r["l0"], "nmse": r["nmse"]})
         log(f"calibrate L1: coefficient {tcfg.l1_coef:g} -> held-out L0 {r['l0']:.1f} (target {target_l0:g}), "
             f"normalized MSE {r['nmse']:.4f}")
@@ -122,18 +125,19 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, relu: dict, train_cache
     frontier.csv (atomically) in `out`."""
     import pandas as pd
 
-    from .evaluate import SpliceSite, downstream_losses, sae_replacement
+    from .downstream import downstream_losses
     from .files import atomic_write
+    from .splice import SpliceSite, sae_replacement
 
     out = Path(out)
     rows, saes = [], {}
     for name, tcfg in frontier_points(cfg, base, relu).items():
         sae = train_point(tcfg, train_cache, out / name, progress)
-        r = evaluate_sae(sae, eval_cache)
+        r = reconstruction_metrics(sae, eval_cache)
         saes[name] = sae
         rows.append({"point": name, "family": tcfg.activation, "k": tcfg.k if tcfg.activation == "topk" else None,
                      "l1_coef": tcfg.l1_coef if tcfg.activation == "relu" else None,
-                     "steps": sae.cfg.tokens_seen // tcfg.batch_size, "nmse": r["nmse"], "l0": r["l0"],
+                     "steps": int(sae.tokens_seen) // tcfg.batch_size, "nmse": r["nmse"], "l0": r["l0"],
                      "dead_eval_frac": r["dead_eval_frac"]})
     df = pd.DataFrame(rows)
     if lm is not None and tokens_NT is not None and len(tokens_NT):

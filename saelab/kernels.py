@@ -24,18 +24,26 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-# CSR support is marked beta; the ops used here are covered by the equality tests.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A CSR tensor, without PyTorch's "beta" warning (the ops used here are covered by the equality
+    tests). The warning is silenced for this call only, not for the process."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
+
+
+def dense_codes(acts_BK: torch.Tensor, idx_BK: torch.Tensor, n: int) -> torch.Tensor:
+    """The dense [B, n] latent matrix of sparse codes (padding entries with act 0 add nothing)."""
+    return torch.zeros(acts_BK.shape[0], n, dtype=acts_BK.dtype, device=acts_BK.device).scatter_add(
+        1, idx_BK, acts_BK)
 
 
 def _selection_csr(idx_BK: torch.Tensor, vals_BK: torch.Tensor, n: int) -> torch.Tensor:
     """The B x n CSR matrix with vals_BK at (row b, column idx_BK[b, j])."""
     B, K = idx_BK.shape
     crow = torch.arange(0, B * K + 1, K, device=idx_BK.device, dtype=torch.int64)
-    return torch.sparse_csr_tensor(crow, idx_BK.reshape(-1).long(), vals_BK.reshape(-1), (B, n),
-                                   check_invariants=False)
+    return _csr(crow, idx_BK.reshape(-1).long(), vals_BK.reshape(-1), (B, n))
 
 
 class Pattern(NamedTuple):
@@ -71,7 +79,7 @@ def scatter_outer(idx_BK: torch.Tensor, coef_BK: torch.Tensor, rows_BD: torch.Te
         return rows_BD.new_zeros(n, rows_BD.shape[1])
     p = pattern or transposed_pattern(idx_BK, n)
     vals = coef_BK.to(rows_BD.dtype).reshape(-1)[p.order]
-    ST = torch.sparse_csr_tensor(p.crow, p.token, vals, (n, p.B), check_invariants=False)
+    ST = _csr(p.crow, p.token, vals, (n, p.B))
     return ST @ rows_BD
 
 
@@ -148,9 +156,7 @@ def selected_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern: P
 
 def dense_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor, pattern=None) -> torch.Tensor:
     """Reference: scatter into a dense B x n latent matrix and multiply (plain autograd)."""
-    z_BN = torch.zeros(acts_BK.shape[0], W_dec_ND.shape[0], dtype=acts_BK.dtype, device=acts_BK.device)
-    z_BN = z_BN.scatter_add(1, idx_BK, acts_BK)
-    return z_BN @ W_dec_ND
+    return dense_codes(acts_BK, idx_BK, W_dec_ND.shape[0]) @ W_dec_ND
 
 
 def dense_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK) -> torch.Tensor:

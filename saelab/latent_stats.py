@@ -11,7 +11,6 @@ What is stored (`<sae folder>/latent_stats.safetensors` + `latent_stats.json`):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .data import ContextConfig, build_contexts, load_corpus
-from .evaluate import Codes, SpliceSite, encode_contexts
+from .files import atomic_write, atomic_write_text
 from .models import LM
 from .sae import SAE
+from .splice import Codes, SpliceSite, encode_contexts
 
 STATS_VERSION = 1
 
@@ -44,6 +44,7 @@ class StatsConfig:
     hist_bins: int = 40
     """Log-spaced bins of the per-latent activation histograms."""
     seed: int = 0
+    """Seed of the examples sampled from each activation interval."""
 
 
 @dataclass
@@ -137,13 +138,10 @@ def save_latent_stats(stats: LatentStats, folder: str | Path) -> Path:
                "density_N": stats.density_N, "mean_act_N": stats.mean_act_N, "max_act_N": stats.max_act_N,
                "hist_NB": stats.hist_NB, "bin_edges_B": stats.bin_edges_B, "top_pos_NM": stats.top_pos_NM,
                "interval_pos_NIP": stats.interval_pos_NIP, "interval_edges_NI": stats.interval_edges_NI}
-    tmp = folder / f".latent_stats.safetensors.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, folder / "latent_stats.safetensors")
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(folder / "latent_stats.safetensors", lambda p: save_file(tensors, p))
     meta = {**stats.config, "n_latents": stats.n_latents}
-    tmpj = folder / f".latent_stats.json.{os.getpid()}.tmp"
-    tmpj.write_text(json.dumps(meta, indent=1))
-    os.replace(tmpj, folder / "latent_stats.json")
+    atomic_write_text(folder / "latent_stats.json", json.dumps(meta, indent=1))
     return folder / "latent_stats.safetensors"
 
 

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import assets
+from .files import atomic_dir
 
 EMBEDDED = "smollm2-135m"
 TINY = "tiny-gpt2"
@@ -43,6 +44,24 @@ def default_layer(name: str, n_layers: int) -> int:
     return _PAPER_LAYERS.get(name, int(0.75 * n_layers))
 
 
+def check_device(spec: str) -> str:
+    """A device name saelab accepts: 'auto', 'cpu', 'cuda' or 'cuda:N' (else a ValueError listing them)."""
+    if spec in ("auto", "cpu", "cuda") or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        return spec
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+
+
+def resolve_device(spec: str | torch.device) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; other names are checked and returned."""
+    spec = str(spec)
+    if check_device(spec) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked, but this torch sees no CUDA GPU (torch {torch.__version__}); "
+                         "use --device cpu, or install a CUDA build of torch (see the README)")
+    return spec
+
+
 def load_lm(name: str = EMBEDDED, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LM:
     """Load a causal LM by saelab name (``smollm2-135m``, ``tiny-gpt2``) or Hugging Face hub id."""
     if name == EMBEDDED:
@@ -51,7 +70,7 @@ def load_lm(name: str = EMBEDDED, device: str | torch.device = "cpu", dtype: tor
         model, tok = tiny_model()
     else:
         model, tok = _load_hub(name)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=resolve_device(device), dtype=dtype).eval()
     model.requires_grad_(False)
     cfg = model.config
     n_layers = cfg.num_hidden_layers
@@ -85,34 +104,30 @@ def _convert_gguf(cache: Path) -> None:
     print(f"saelab: dequantising {_GGUF_NAME} to fp32 (once, ~40 s) ...", flush=True)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_NAME, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_NAME)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".tmp-{cache.name}-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.config.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    # Tied embeddings: store each tensor once (lm_head is re-tied on load).
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, tmp / "model.safetensors", metadata={"source": _GGUF_NAME})
-    (tmp / "COMPLETE").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    if cache.exists():
-        import shutil
-
-        shutil.rmtree(cache)
-    os.rename(tmp, cache)
+    with atomic_dir(cache) as tmp:
+        model.config.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        # Tied embeddings: store each tensor once (lm_head is re-tied on load).
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, tmp / "model.safetensors", metadata={"source": _GGUF_NAME})
+        (tmp / "COMPLETE").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
     print(f"saelab: cached fp32 model at {cache} in {time.time() - t0:.0f} s", flush=True)
 
 
 def _load_hub(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .hub import check_hub_name
+
+    check_hub_name(name, "model", (EMBEDDED, TINY))
     trust = os.environ.get("SAELAB_TRUST_REMOTE_CODE") == "1"
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, trust_remote_code=trust)
     except OSError as e:
         raise RuntimeError(
-            f"could not load {name!r} from the Hugging Face hub or its local cache ({e.__class__.__name__}). "
-            f"Offline, use the embedded default: load_lm({EMBEDDED!r}); online, check the id and network."
+            f"could not load {name!r} from the Hugging Face hub or its local cache ({e.__class__.__name__}: {e}). "
+            f"Offline, use the embedded default {EMBEDDED!r}; online, check the id and the network."
         ) from e
     return model, tok
 

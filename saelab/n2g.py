@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .evaluate import Codes
+from .splice import Codes
 
 
 @dataclass
@@ -30,7 +30,7 @@ class N2GConfig:
     min_precision: float = 0.5
     """Keep an n-gram when the latent fires on at least this fraction of its occurrences."""
     min_count: int = 2
-    """... and the n-gram occurs at least this many times in the build text."""
+    """Keep an n-gram only when it occurs at least this many times in the build text (with min_precision)."""
 
 
 @dataclass

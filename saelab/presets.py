@@ -111,7 +111,9 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     settings = {**ZOO[kind], **(ZOO_FAST.get(kind, {}) if fast else {}), **overrides}
     tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
     hcfg = harvest_defaults(fast)
-    key = json.dumps({"harvest": asdict(hcfg), "train": {**asdict(tcfg), "progress": None}}, sort_keys=True)
+    from .harvest import harvest_key
+
+    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**asdict(tcfg), "progress": None}}, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     folder = assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
     with _lock(folder.with_suffix(".lock")):

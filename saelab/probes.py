@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from .data import ContextConfig, load_corpus, select_split
-from .evaluate import SpliceSite, eligible_mask
-from .harvest import run_to_site
+from .kernels import dense_codes
 from .models import LM
 from .sae import SAE
+from .sites import run_to_site
+from .splice import SpliceSite, eligible_mask
 
 
 @torch.no_grad()
@@ -143,8 +144,11 @@ class ProbeConfig:
     token_contexts: int = 200
     """Contexts whose tokens feed the token-level tasks."""
     ctx_len: int = 64
+    """Tokens per context (documents are cut to this length)."""
     batch_size: int = 32
+    """Contexts per forward pass of the language model."""
     seed: int = 0
+    """Seed of the sampled documents and of the probes' fit / test split."""
 
 
 TOKEN_TASKS = ("digit", "year", "capitalised_word_start", "punctuation")
@@ -255,9 +259,7 @@ def _features(lm: LM, saes: dict[str, SAE], tokens_NT: torch.Tensor, lens_N: tor
         bases = {"residual": x}
         for name, sae in saes.items():
             enc = sae.encode(x.reshape(-1, D))
-            dense = torch.zeros(B * T, sae.cfg.n_latents)
-            dense.scatter_add_(1, enc.top_idx_BK, enc.top_acts_BK.float())
-            bases[name] = dense.reshape(B, T, -1)
+            bases[name] = dense_codes(enc.top_acts_BK.float(), enc.top_idx_BK, sae.cfg.n_latents).reshape(B, T, -1)
         for name, f in bases.items():
             if pool:
                 m = mask[..., None].float()

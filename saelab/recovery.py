@@ -19,22 +19,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sae import SAE, normalized_mse
-
-
-@torch.no_grad()
-def nmse_l0(sae: SAE, x_BD: torch.Tensor, batch_size: int = 8192, **encode_kwargs) -> dict:
-    """Normalized MSE (the paper's, in the SAE's input space) and mean L0 of `sae` on activations `x_BD`."""
-    from .train import evaluate_batches
-
-    r = evaluate_batches(sae, (x_BD[s:s + batch_size] for s in range(0, len(x_BD), batch_size)), **encode_kwargs)
-    return {"nmse": r["nmse"], "l0": r["l0"]}
+from .reconstruction import normalized_mse, reconstruction_metrics
+from .sae import SAE
 
 
 def default_ks(k: int, n_latents: int) -> list[int]:
     """k' from k/4 to 8k on a log2 grid with half steps (the paper's Figure 10 range)."""
     grid = sorted({max(1, round(k * 2 ** (e / 2))) for e in range(-4, 7)})
-    return [kk for kk in grid if kk <= n_latents]
+    return [k_test for k_test in grid if k_test <= n_latents]
 
 
 @torch.no_grad()
@@ -68,7 +60,7 @@ def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None,
     """
     import pandas as pd
 
-    from .evaluate import sae_replacement
+    from .splice import sae_replacement
 
     if calibration_BD is None and jumprelu:
         n_cal = min(CALIBRATION_TOKENS, len(x_BD) // 4)
@@ -78,20 +70,21 @@ def sweep(saes: dict[str, SAE], x_BD: torch.Tensor, ks: list[int] | None = None,
         calibration_BD, x_BD = x_BD[:n_cal], x_BD[n_cal:]
     rows, reps = [], {}
     for name, sae in saes.items():
-        kk = ks or default_ks(sae.cfg.k, sae.cfg.n_latents)
-        points = [("topk", {"activation": "topk", "k": k}, k) for k in kk]
+        test_ks = ks or default_ks(sae.cfg.k, sae.cfg.n_latents)
+        points = [("topk", {"activation": "topk", "k": k}, k) for k in test_ks]
         if jumprelu:
-            for th in jumprelu_thresholds(sae, calibration_BD, kk):
+            for th in jumprelu_thresholds(sae, calibration_BD, test_ks):
                 points.append(("jumprelu", {"activation": "jumprelu", "threshold": th}, th))
         for act, kw, param in points:
-            r = nmse_l0(sae, x_BD, **kw)
+            r = reconstruction_metrics(sae, x_BD, **kw)
             rows.append({"sae": name, "activation": act, "param": param, "l0": r["l0"], "nmse": r["nmse"],
                          "trained_k": sae.cfg.k, "n_scored": len(x_BD)})
             if lm is not None:
                 reps[f"{len(rows) - 1}"] = sae_replacement(sae, **kw)
     df = pd.DataFrame(rows)
     if lm is not None and tokens_NT is not None:
-        from .evaluate import SpliceSite, downstream_losses
+        from .downstream import downstream_losses
+        from .splice import SpliceSite
 
         where = where or SpliceSite.of(next(iter(saes.values())), lm)
         res = downstream_losses(lm, tokens_NT, reps, where, progress=progress)
@@ -162,8 +155,8 @@ def shrinkage(sae: SAE, x_BD: torch.Tensor, iters: int = 200, **encode_kwargs) -
     dev = sae.W_dec.device
     x_n = sae.preprocess(x_BD.float().to(dev))[0]  # the space the refinement and the paper's nmse use
     idx = idx.to(dev)
-    nb = normalized_mse(sae.decode_normalized(before.to(dev), idx), x_n)
-    na = normalized_mse(sae.decode_normalized(after.to(dev), idx), x_n)
+    nb = float(normalized_mse(sae.decode_normalized(before.to(dev), idx).double(), x_n.double()))
+    na = float(normalized_mse(sae.decode_normalized(after.to(dev), idx).double(), x_n.double()))
     on = before > 0
     ratio = (after[on] / before[on]).double()
     return {"l0": float(on.sum(-1).float().mean()), "nmse_before": nb, "nmse_after": na,

@@ -1,9 +1,29 @@
-"""Run reports: a summary table for the terminal, metrics JSON and training-curve plots."""
+"""Run reports: a summary table for the terminal, metrics JSON, training curves and offline HTML pages."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
+
+from .files import atomic_write_text
+
+
+def write_html_page(path: str | Path, title: str, figures=(), pre_blocks=()) -> Path:
+    """An HTML page of plotly figures (and preformatted text blocks, escaped), written atomically, with
+    plotly.js written once beside it so the page works offline."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (path.parent / "plotly.min.js").exists():
+        atomic_write_text(path.parent / "plotly.min.js", get_plotlyjs())
+    body = "".join(f"<pre>{html.escape(b)}</pre>" for b in pre_blocks)
+    body += "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figures)
+    atomic_write_text(path, f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                            f"<script src='plotly.min.js'></script></head><body><h1>{html.escape(title)}</h1>"
+                            f"{body}</body></html>")
+    return path
 
 
 def summary_table(rows: dict[str, object], title: str = "saelab summary") -> str:
@@ -44,7 +64,7 @@ def write_report(folder: str | Path, metrics: dict, log_path: str | Path | None 
     """metrics.json plus curves.html (plotly.js written beside it once, so the report works offline)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if log_path and Path(log_path).exists():
-        training_curves(log_path).write_html(folder / "curves.html", include_plotlyjs="directory")
+        write_html_page(folder / "curves.html", "saelab training curves", [training_curves(log_path)])
     return folder

@@ -16,11 +16,13 @@ import torch
 
 from .ablation import ablation_sparsity
 from .data import ContextConfig, build_contexts, load_corpus
-from .evaluate import SpliceSite, downstream_loss, encode_contexts, site_mean
+from .downstream import downstream_loss
+from .files import atomic_write_text
 from .models import LM
 from .n2g import N2GConfig, n2g_evaluation
 from .probes import ProbeConfig, probe_losses
 from .sae import SAE
+from .splice import SpliceSite, encode_contexts, site_mean
 
 
 @dataclass
@@ -48,6 +50,7 @@ class SuiteConfig:
     metrics: str = "downstream,probe,n2g,ablation"
     """Comma-separated subset of metrics to run."""
     seed: int = 0
+    """Seed of the sampled latents (N2G explanations, ablation)."""
 
 
 def fast_suite_config() -> SuiteConfig:
@@ -180,24 +183,12 @@ def report_figures(report: dict):
 
 def write_suite_report(report: dict, folder: str | Path) -> Path:
     """report.json and report.html (plotly.js beside it, works offline)."""
-    from .report import summary_table
+    from .report import summary_table, write_html_page
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, default=float))
-    tmp.replace(folder / "report.json")
-    import html
-
-    from plotly.offline import get_plotlyjs
-
-    (folder / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
-    parts = [f.to_html(full_html=False, include_plotlyjs=False) for f in report_figures(report)]
-    tables = "".join(f"<pre>{html.escape(summary_table({k: v for k, v in r.items() if k != 'sae'}, r['sae']))}</pre>"
-                     for r in summary_rows(report))
-    (folder / "report.html").write_text(
-        "<html><head><meta charset='utf-8'><title>saelab evaluation</title>"
-        "<script src='plotly.min.js'></script></head><body><h1>saelab evaluation</h1>"
-        f"{tables}{''.join(parts)}</body></html>", encoding="utf-8")
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=1, default=float))
+    tables = [summary_table({k: v for k, v in r.items() if k != "sae"}, r["sae"]) for r in summary_rows(report)]
+    write_html_page(folder / "report.html", "saelab evaluation", report_figures(report), tables)
     return folder
 

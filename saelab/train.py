@@ -23,16 +23,25 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_write_text, run_lock
-from .harvest import ActivationCache, ShuffledLoader
+from .cache import ActivationCache, ShuffledCacheLoader
+from .config import check_choices
+from .distributed import rank_world
+from .files import atomic_dir, atomic_write_text, run_lock
+from .normalization import RENAMED
+from .reconstruction import reconstruction_metrics
 from .sae import SAE, SAEConfig
 
 _STREAM_END = object()
+# TrainConfig fields a resumed run may change: where it logs and how often, not what it learns (`epochs`
+# may grow: a warm restart).
+RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
+                     "epochs")
 
 
 @dataclass
@@ -43,7 +52,7 @@ class TrainConfig:
     """Number of latents n."""
     k: int = 32
     """Active latents per token (TopK)."""
-    activation: str = "topk"
+    activation: Literal["topk", "relu"] = "topk"
     """'topk' or 'relu' (ReLU+L1 baseline)."""
     multi_topk: bool = False
     """Train with Multi-TopK, L(k) + L(4k)/8 (paper section 5.3)."""
@@ -56,12 +65,13 @@ class TrainConfig:
     l1_warmup_frac: float = 0.0
     """Ramp the L1 coefficient linearly from 0 over this fraction of the steps (a strong L1 from step 0
     kills latents before they find data; Anthropic's 2024 ReLU-SAE recipe warms it up)."""
-    normalize: str = "per_token_unit_norm"
+    normalize: Literal["per_token_unit_norm", "layernorm", "dataset_unit_norm", "none"] = "per_token_unit_norm"
     """Input normalisation (losses and normalized MSE are measured after it): 'per_token_unit_norm' (the
     paper's section 2.1: each token centred over d_model and scaled to unit norm; on the main job it measured
-    as well as 'unit_msn' and 4% lower delta CE, see the README), 'layernorm' (the released code's LN: the
-    same direction at norm ~sqrt(d-1)), 'unit_msn' (one dataset-wide scale to unit mean squared norm) or 'none'."""
-    bias_init: str = "geometric_median"
+    as well as one dataset-wide scale and 4% lower delta CE, see the README), 'layernorm' (the released code's LN:
+    the same direction at norm ~sqrt(d-1)), 'dataset_unit_norm' (one dataset-wide scale to unit mean squared
+    norm; called 'unit_msn' before) or 'none'."""
+    bias_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     """b_pre initialisation: 'geometric_median' (paper), 'mean' or 'zeros'."""
     tied_init: bool = True
     """Initialise the encoder as the decoder's transpose (paper); False: independent random encoder."""
@@ -98,21 +108,19 @@ class TrainConfig:
     while training the newest one is always kept, since it is the resume point)."""
     seed: int = 0
     """Seed of the initialisation and the data order."""
-    kernel: str = "sparse"
+    kernel: Literal["sparse", "dense"] = "sparse"
     """'sparse' kernels or the 'dense' autograd reference."""
     tensorboard: bool = False
     """Also log to TensorBoard (needs the tensorboard package)."""
     progress: bool = True
     """Show a progress bar."""
 
+    def __post_init__(self):
+        self.normalize = RENAMED.get(self.normalize, self.normalize)
+        check_choices(self)
+
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14)
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class Trainer:
@@ -122,16 +130,16 @@ class Trainer:
                  eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
                  stream=None, stream_tokens: int | None = None):
         """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
-        `cfg.batch_size / world` rows, e.g. a `ShuffleBuffer` over `stream_activations`) for `stream_tokens`
+        `cfg.batch_size / world` rows, e.g. a `StreamShuffleBuffer` over `stream_activations`) for `stream_tokens`
         (the schedule's length; the run ends early, and says so, when the stream runs dry first: the
         outlier rule drops ~1% of the harvested positions)."""
         self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
         self.out = Path(out_dir)
-        self.rank, self.world = _rank_world()
+        self.rank, self.world = rank_world()
         self.device = torch.device(device)
         self.stream = None
         if train_cache is not None:
-            self.loader = ShuffledLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
+            self.loader = ShuffledCacheLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
                                          device=self.device)
             self.steps_per_epoch = self.loader.batches_per_epoch()
             n_tokens = train_cache.n_tokens
@@ -154,6 +162,9 @@ class Trainer:
             d_in, manifest = train_cache.d_model, train_cache.manifest
             sample = train_cache.sample(min(32768, train_cache.n_tokens), seed=cfg.seed)
         prov = provenance or {}
+        # what the SAE learns from: checked on resume, so a folder is never resumed on other activations
+        self.data_identity = {k: prov.get(k, manifest.get(k)) for k in
+                              ("model", "model_hash", "site", "layer", "corpus", "split", "corpus_hash")}
         sae_cfg = SAEConfig(d_in=d_in, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
                             k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk,
                             l1_coef=cfg.l1_coef, normalize=cfg.normalize, kernel=cfg.kernel,
@@ -170,9 +181,6 @@ class Trainer:
         if self.world > 1:  # ranks streaming disjoint data saw different samples: start from rank 0's SAE
             for t in [*self.sae.parameters(), *self.sae.buffers()]:
                 dist.broadcast(t.data, src=0)
-            scale = torch.tensor([self.sae.cfg.input_scale], dtype=torch.float64, device=self.device)
-            dist.broadcast(scale, src=0)
-            self.sae.cfg.input_scale = float(scale)
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=fused)
@@ -204,6 +212,12 @@ class Trainer:
         if step >= decay_start and T > decay_start:
             return base * max(0.0, (T - step) / (T - decay_start))
         return base
+
+    def l1_at(self, step: int) -> float:
+        """The ReLU baseline's L1 coefficient at `step`: ramped up from 0 over `l1_warmup_frac` of the steps."""
+        if self.cfg.l1_warmup_frac <= 0:
+            return self.cfg.l1_coef
+        return self.cfg.l1_coef * min(1.0, (step + 1) / (self.cfg.l1_warmup_frac * self.total_steps))
 
     # ---- data-parallel helpers -----------------------------------------------------------------
     def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
@@ -264,7 +278,7 @@ class Trainer:
                           flush=True)
                 self.total_steps = self.step  # the last step's log line and evaluation follow the loop
                 if is_main and self.eval_cache is not None and self.step:
-                    self._log({"step": self.step, "tokens": sae.cfg.tokens_seen, **self.evaluate(prefix="eval_")})
+                    self._log_heldout()
                 break
             if x is None:
                 epoch, b = divmod(self.step, self.steps_per_epoch)
@@ -272,9 +286,8 @@ class Trainer:
                 x = next(batches)
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
-            if cfg.l1_warmup_frac > 0:
-                sae.cfg.l1_coef = cfg.l1_coef * min(1.0, (self.step + 1) / (cfg.l1_warmup_frac * self.total_steps))
-            out = sae(x, dead_mask_fn=self._update_dead, reduce=self._reduce_mean if self.world > 1 else None)
+            out = sae(x, dead_mask_fn=self._update_dead, reduce=self._reduce_mean if self.world > 1 else None,
+                      l1_coef=self.l1_at(self.step))
             out.losses["total"].backward()
             self._sync_grads()
             sae.project_decoder_grad_()
@@ -284,10 +297,10 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             sae.normalize_decoder_()
             self.step += 1
-            sae.cfg.tokens_seen = self.step * cfg.batch_size
+            sae.tokens_seen.fill_(self.step * cfg.batch_size)
             bar.update(1)
             if is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
-                rec = {"step": self.step, "tokens": sae.cfg.tokens_seen, "lr": self.lr_at(self.step - 1),
+                rec = {"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
                        **{k: float(v.detach()) for k, v in out.losses.items()}, "l0": float(out.l0),
                        "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
                        "seconds": round(time.time() - t0, 2)}
@@ -295,7 +308,7 @@ class Trainer:
                 bar.set_postfix(nmse=f"{rec['nmse']:.3f}", l0=f"{rec['l0']:.0f}", dead=f"{rec['dead_frac']:.1%}")
             if self.eval_cache is not None and is_main and (self.step % cfg.eval_every == 0
                                                             or self.step == self.total_steps):
-                self._log({"step": self.step, "tokens": sae.cfg.tokens_seen, **self.evaluate(prefix="eval_")})
+                self._log_heldout()
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
         bar.close()
@@ -321,6 +334,9 @@ class Trainer:
             return None
         return next(batches)
 
+    def _log_heldout(self) -> None:
+        self._log({"step": self.step, "tokens": int(self.sae.tokens_seen), **self.heldout_metrics(prefix="eval_")})
+
     def _log(self, rec: dict) -> None:
         self.history.append(rec)
         with open(self.out / "log.jsonl", "a") as f:
@@ -332,11 +348,12 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, cache: ActivationCache | None = None, prefix: str = "", batch_size: int = 8192) -> dict:
-        """Held-out metrics: normalized MSE (in the SAE's input space, and on raw activations), L0, dead fractions."""
-        cache = cache or self.eval_cache
-        return evaluate_sae(self.sae, cache, batch_size=batch_size, prefix=prefix,
-                            dead_train=float(self.sae.dead_mask(self.dead_tokens).float().mean()))
+    def heldout_metrics(self, cache: ActivationCache | None = None, prefix: str = "") -> dict:
+        """`reconstruction_metrics` on held-out activations (default: the eval cache), plus the fraction of
+        latents the trainer counts as dead (`dead_train_frac`), each key prefixed with `prefix`."""
+        out = reconstruction_metrics(self.sae, cache or self.eval_cache)
+        out["dead_train_frac"] = float(self.sae.dead_mask(self.dead_tokens).float().mean())
+        return {f"{prefix}{k}": v for k, v in out.items()}
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def _ckpt_root(self) -> Path:
@@ -346,20 +363,15 @@ class Trainer:
         if self.rank != 0:
             return None
         root = self._ckpt_root()
-        root.mkdir(parents=True, exist_ok=True)
         final = root / f"step-{self.step:07d}"
-        tmp = root / f".tmp-step-{self.step:07d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.sae.save(tmp)
         state = self.opt.state_dict()
         tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in state["state"].items() for k, v in st.items()}
-        save_file(tensors, tmp / "optim.safetensors")
         meta = {"step": self.step, "config": asdict(self.cfg), "param_groups": state["param_groups"],
-                "total_steps": self.total_steps}
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+                "total_steps": self.total_steps, "data": self.data_identity}
+        with atomic_dir(final) as tmp:
+            self.sae.save(tmp)
+            save_file(tensors, tmp / "optim.safetensors")
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
         for old in sorted(root.glob("step-*"))[: -max(self.cfg.keep_checkpoints, 1)]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -369,21 +381,29 @@ class Trainer:
         if not ckpts:
             if (self.out / "sae" / "cfg.json").exists():
                 raise ValueError(f"{self.out} holds a finished run (sae/) with no checkpoint to resume from; pass "
-                                 "another --out folder, or delete this one")
+                                 f"another --out folder (Python: another out_dir), or delete {self.out}")
             if (self.out / "log.jsonl").exists() and self.rank == 0:  # a run killed before its first checkpoint
                 os.replace(self.out / "log.jsonl", self.out / "log.restarted.jsonl")  # restarts from step 0
             return
         path = ckpts[-1]
         meta = json.loads((path / "trainer.json").read_text())
-        free = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard", "epochs")
-        saved = {k: v for k, v in meta["config"].items() if k not in free}
+        saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
+        saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
         if self.cfg.epochs < meta["config"].get("epochs", 0):
             raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
-                             f"a run, not shorten it (asked {self.cfg.epochs}); pass another --out folder")
+                             f"a run, not shorten it (asked {self.cfg.epochs}); pass another --out folder "
+                             "(Python: another out_dir)")
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != now:
             diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
-            raise ValueError(f"{path} was written with another config ({diff}); use a new out_dir or the same config")
+            raise ValueError(f"{path} was written with another training config ({diff}); pass another --out folder "
+                             f"(Python: another out_dir) for a new run, or the same settings to resume it")
+        saved_data = meta.get("data", {})
+        data_diff = {k: (v, self.data_identity.get(k)) for k, v in saved_data.items()
+                     if v is not None and self.data_identity.get(k) is not None and self.data_identity[k] != v}
+        if data_diff:
+            raise ValueError(f"{path} was trained on other activations ({data_diff}); pass another --out folder "
+                             "(Python: another out_dir) for a new run, or the same data to resume it")
         loaded = SAE.load(path, device=self.device)
         self.sae.load_state_dict(loaded.state_dict())
         self.sae.cfg = loaded.cfg
@@ -417,61 +437,3 @@ def _read_log(path: Path) -> list[dict]:
         if isinstance(rec, dict) and "step" in rec:
             records.append(rec)
     return records
-
-
-@torch.no_grad()
-def evaluate_sae(sae: SAE, cache: ActivationCache, batch_size: int = 8192, prefix: str = "",
-                 max_tokens: int | None = None, dead_train: float | None = None, **encode_kwargs) -> dict:
-    """Held-out normalized MSE, L0 and never-fired fraction on a cache (see `evaluate_batches`)."""
-
-    def batches():
-        n = 0
-        for i in range(len(cache.shard_sizes)):
-            acts = cache.read_shard(i)["acts"]
-            for s in range(0, len(acts), batch_size):
-                x = acts[s:s + batch_size]
-                if max_tokens:
-                    x = x[: max_tokens - n]
-                yield x
-                n += len(x)
-                if max_tokens and n >= max_tokens:
-                    return
-
-    out = evaluate_batches(sae, batches(), **encode_kwargs)
-    if dead_train is not None:
-        out["dead_train_frac"] = dead_train
-    return {f"{prefix}{k}": v for k, v in out.items()}
-
-
-@torch.no_grad()
-def evaluate_batches(sae: SAE, batches, **encode_kwargs) -> dict:
-    """Normalized MSE, L0 and never-fired fraction over an iterable of [tokens, d] activation batches.
-
-    nmse: the paper's, in the SAE's input space (after its normalisation, where it is trained and where
-    the paper measures reconstruction error): SSE / SSE of always predicting the mean of these tokens.
-    nmse_activation_space: the same ratio on the raw activations (equal to nmse for 'none' and 'unit_msn').
-    """
-    sums = {space: {"sse": 0.0, "sum_x": 0.0, "sum_sq": 0.0} for space in ("norm", "raw")}
-    l0_sum, n = 0.0, 0
-    fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
-    dev = sae.W_enc.device
-    for x in batches:
-        x = x.to(dev, torch.float32)
-        enc = sae.encode(x, **encode_kwargs)
-        x_n, info = sae.preprocess(x)
-        rec_n = sae.decode_normalized(enc.top_acts_BK, enc.top_idx_BK)
-        for space, (target, rec) in {"norm": (x_n, rec_n), "raw": (x, sae.postprocess(rec_n, info))}.items():
-            acc, t = sums[space], target.double()
-            acc["sse"] += (rec.double() - t).pow(2).sum().cpu()
-            acc["sum_x"] += t.sum(0).cpu()
-            acc["sum_sq"] += t.pow(2).sum().cpu()
-        active = enc.top_acts_BK > 0
-        l0_sum += float(active.sum())
-        fired[enc.top_idx_BK[active].cpu()] = True
-        n += len(x)
-    if n == 0:
-        raise ValueError("no activations to evaluate on")
-    nmse = {space: float(a["sse"] / (a["sum_sq"] - a["sum_x"].pow(2).sum() / n)) for space, a in sums.items()}
-    return {"nmse": nmse["norm"], "nmse_activation_space": nmse["raw"],
-            "mse": float(sums["raw"]["sse"] / (n * sae.cfg.d_in)), "l0": l0_sum / n,
-            "dead_eval_frac": float((~fired).float().mean()), "tokens": n}

@@ -8,10 +8,11 @@ import torch
 
 from saelab.ablation import ablation_sparsity, effect_sparsity
 from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.evaluate import Codes, SpliceSite, downstream_loss, downstream_losses, encode_contexts
+from saelab.downstream import downstream_loss, downstream_losses
 from saelab.n2g import N2GConfig, n2g_evaluation
 from saelab.probes import ProbeConfig, best_probe, fit_logistic_1d, probe_losses, token_labels
 from saelab.sae import SAE, SAEConfig
+from saelab.splice import Codes, SpliceSite, encode_contexts
 
 LAYER = 2
 
@@ -164,7 +165,7 @@ def test_effect_sparsity_is_the_papers_definition():
 
 def test_an_ablation_changes_nothing_before_its_index_and_nothing_when_inactive(tiny_lm, tokens):
     from saelab.ablation import _latent_replacement
-    from saelab.evaluate import patched_logits
+    from saelab.splice import patched_logits
 
     sae = identity_sae(tiny_lm.d_model)
     where = SpliceSite(layer=LAYER, outlier_factor=None)

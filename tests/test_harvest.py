@@ -13,17 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from saelab.harvest import (
-    ActivationCache,
-    CacheError,
-    HarvestConfig,
-    ShuffleBuffer,
-    ShuffledLoader,
-    find_blocks,
-    harvest,
-    run_to_site,
-    stream_activations,
-)
+from saelab.cache import ActivationCache, CacheError, ShuffledCacheLoader
+from saelab.harvest import HarvestConfig, harvest
+from saelab.sites import find_blocks, run_to_site
+from saelab.stream import StreamShuffleBuffer, stream_activations
 
 TINY = HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 96, batch_size=16,
                      shard_contexts=16, store_dtype="float32", outlier_factor=None)
@@ -123,7 +116,7 @@ def test_killed_harvest_resumes_without_lost_or_duplicated_tokens(tmp_path, tiny
 def test_shuffled_loader_covers_each_token_once_and_is_deterministic(tmp_path, tiny_lm):
     cache = harvest(TINY, tmp_path / "c", lm=tiny_lm, progress=False)
     full = _all(cache)
-    loader = ShuffledLoader(cache, batch_size=63, seed=1, shards_in_memory=2)
+    loader = ShuffledCacheLoader(cache, batch_size=63, seed=1, shards_in_memory=2)
     batches = list(loader.iter_epoch(0))
     got = torch.cat(batches)
     assert len(batches) == loader.batches_per_epoch() == 96
@@ -131,7 +124,7 @@ def test_shuffled_loader_covers_each_token_once_and_is_deterministic(tmp_path, t
     assert torch.equal(_rows_sorted(got), _rows_sorted(full))  # the same multiset of rows
     torch.testing.assert_close(torch.cat(list(loader.iter_epoch(0, start_batch=40))), got[40 * 63:])
     assert not torch.equal(torch.cat(list(loader.iter_epoch(1))), got)
-    halves = [torch.cat(list(ShuffledLoader(cache, 126, seed=1, shards_in_memory=2, rank=r, world=2)
+    halves = [torch.cat(list(ShuffledCacheLoader(cache, 126, seed=1, shards_in_memory=2, rank=r, world=2)
                              .iter_epoch(0))) for r in (0, 1)]
     assert halves[0].shape == halves[1].shape == (48 * 63, 64)
 
@@ -141,7 +134,7 @@ def test_stream_and_shuffle_buffer(tiny_lm):
     blocks = list(stream_activations(cfg, lm=tiny_lm))
     total = torch.cat(blocks)
     assert total.shape == (32 * 63, 64)
-    out = torch.cat(list(ShuffleBuffer(iter(blocks), batch_size=100, capacity=500)))
+    out = torch.cat(list(StreamShuffleBuffer(iter(blocks), batch_size=100, capacity=500)))
     assert len(out) == (len(total) // 100) * 100 or len(out) >= len(total) - 100
     assert not torch.equal(out[:100], total[:100])
 
@@ -182,7 +175,8 @@ def test_torchrun_ranks_stream_disjoint_tokens_whose_union_is_one_process(tmp_pa
     _, one = _stream_ids(cfg, tiny_lm)
     _torchrun_two(tmp_path, 29534,
                   "import torch\n"
-                  "from saelab.harvest import HarvestConfig, stream_activations\n"
+                  "from saelab.harvest import HarvestConfig\n"
+                  "from saelab.stream import stream_activations\n"
                   f"cfg = HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 48},"
                   " batch_size=16, outlier_factor=1.15)\n"
                   "ids = torch.cat([i for _, i in stream_activations(cfg, with_ids=True)])\n"

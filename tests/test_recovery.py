@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from saelab.harvest import cache_from_tensor
-from saelab.recovery import default_ks, is_monotone_decreasing, jumprelu_thresholds, nmse_l0, shrinkage, sweep
+from saelab.cache import cache_from_tensor
+from saelab.reconstruction import reconstruction_metrics
+from saelab.recovery import default_ks, is_monotone_decreasing, jumprelu_thresholds, shrinkage, sweep
 from saelab.sae import SAE, SAEConfig
 from saelab.train import TrainConfig, Trainer
 
@@ -62,7 +63,7 @@ def test_jumprelu_thresholds_hit_their_target_l0(trained):
     ths = jumprelu_thresholds(sae, held, targets)
     assert ths == sorted(ths, reverse=True)
     for t, th in zip(targets, ths):
-        l0 = nmse_l0(sae, held, activation="jumprelu", threshold=th)["l0"]
+        l0 = reconstruction_metrics(sae, held, activation="jumprelu", threshold=th)["l0"]
         assert abs(l0 - t) / t < 0.15
     df = sweep({"multi": sae}, held, ks=targets)
     assert set(df.activation) == {"topk", "jumprelu"} and len(df) == 6

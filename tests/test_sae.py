@@ -153,15 +153,15 @@ def test_default_k_aux_is_power_of_two_near_half_width():
     assert default_k_aux(768) == 512 and default_k_aux(576) == 256 and default_k_aux(64) == 32
 
 
-@pytest.mark.parametrize("norm", ["none", "unit_msn", "layernorm", "per_token_unit_norm"])
+@pytest.mark.parametrize("norm", ["none", "dataset_unit_norm", "layernorm", "per_token_unit_norm"])
 def test_normalisation_roundtrip_and_identical_in_train_and_encode(norm):
     torch.manual_seed(0)
     x = torch.randn(64, 16) * 4 + 2
     sae = SAE(SAEConfig(d_in=16, n_latents=64, k=64, normalize=norm, k_aux=0))
     sae.init_from_data(x)
-    xn, info = sae.preprocess(x)
-    torch.testing.assert_close(sae.postprocess(xn, info), x, atol=1e-4, rtol=1e-4)
-    if norm == "unit_msn":
+    xn, undo = sae.preprocess(x)
+    torch.testing.assert_close(undo(xn), x, atol=1e-4, rtol=1e-4)
+    if norm == "dataset_unit_norm":
         assert abs(float(xn.pow(2).sum(-1).mean()) - 1) < 1e-4
     if norm == "per_token_unit_norm":  # paper 2.1: each token centred over d_model and at unit norm
         torch.testing.assert_close(xn.norm(dim=-1), torch.ones(64))
@@ -219,8 +219,10 @@ def test_bad_inputs_have_clear_errors(tmp_path):
 
 
 def test_save_load_roundtrip(tmp_path):
-    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, model="m", layer=2, tokens_seen=123), seed=3)
+    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, model="m", layer=2, normalize="dataset_unit_norm"), seed=3)
     sae.tokens_since_fired[5] = 77
+    sae.tokens_seen.fill_(123)
+    sae.input_scale.fill_(0.25)
     sae.save(tmp_path)
     again = SAE.load(tmp_path)
     assert again.cfg == sae.cfg
@@ -260,7 +262,7 @@ def test_to_saelens_folds_scale_and_matches(tmp_path):
 
     torch.manual_seed(0)
     x = torch.randn(50, 8) * 10
-    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, normalize="unit_msn"))
+    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, normalize="dataset_unit_norm"))
     sae.init_from_data(x)
     sae.to_saelens(tmp_path)
     w = load_file(tmp_path / "sae_weights.safetensors")
@@ -322,3 +324,38 @@ def test_load_names_damaged_files_and_other_libraries_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         SAE.load(tmp_path / "nothing-here")
     assert SAE.load(good).cfg.n_latents == 16
+
+
+def test_format_1_folder_loads_with_its_scale_moved_to_buffers(tmp_path):
+    """saelab <= 0.1 kept input_scale and tokens_seen in cfg.json and called the dataset scale 'unit_msn'."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    x = torch.randn(40, 8) * 3
+    sae = SAE(SAEConfig(d_in=8, n_latents=32, k=3, normalize="dataset_unit_norm"))
+    sae.init_from_data(x)
+    state = {k: v for k, v in sae.state_dict().items() if k not in ("input_scale", "tokens_seen")}
+    save_file(state, tmp_path / "sae.safetensors")
+    config = {**{k: v for k, v in json.loads(json.dumps(sae.cfg.__dict__)).items()}, "normalize": "unit_msn",
+              "input_scale": float(sae.input_scale), "tokens_seen": 4096}
+    (tmp_path / "cfg.json").write_text(json.dumps({"format_version": 1, "config": config}))
+    old = SAE.load(tmp_path)
+    assert old.cfg.normalize == "dataset_unit_norm" and int(old.tokens_seen) == 4096
+    assert float(old.input_scale) == pytest.approx(float(sae.input_scale)) and float(old.input_scale) != 1.0
+    torch.testing.assert_close(old.reconstruct(x), sae.reconstruct(x))
+
+
+def test_training_leaves_the_config_as_asked(tmp_path, caches):
+    """The L1 warmup, the data's scale and the token count live in the trainer and the SAE's buffers."""
+    from dataclasses import asdict
+
+    from saelab.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(n_latents=64, k=4, activation="relu", l1_coef=0.05, l1_warmup_frac=0.5,
+                      normalize="dataset_unit_norm", batch_size=512, epochs=0.2, progress=False, k_aux=0)
+    tr = Trainer(cfg, caches[0], tmp_path)
+    asked = asdict(tr.sae.cfg)
+    assert tr.l1_at(0) < cfg.l1_coef and tr.l1_at(tr.total_steps - 1) == cfg.l1_coef
+    tr.train()
+    assert asdict(tr.sae.cfg) == asked and asked["l1_coef"] == 0.05
+    assert int(tr.sae.tokens_seen) == tr.total_steps * 512 and float(tr.sae.input_scale) != 1.0

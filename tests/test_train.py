@@ -23,15 +23,15 @@ TCFG = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=3.0, eval_every=10
 def test_training_reduces_heldout_nmse_and_logs(tmp_path, caches):
     train, held = caches
     tr = Trainer(TCFG, train, tmp_path, eval_cache=held)
-    before = tr.evaluate()["nmse"]
+    before = tr.heldout_metrics()["nmse"]
     tr.train()
-    after = tr.evaluate()
+    after = tr.heldout_metrics()
     assert after["nmse"] < 0.7 * before
     assert abs(after["l0"] - 8) < 1e-6
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == tr.total_steps and any("eval_nmse" in x for x in lines)
     sae = SAE.load(tmp_path / "sae")
-    assert sae.cfg.model == "tiny-gpt2" and sae.cfg.layer == 2 and sae.cfg.tokens_seen == tr.total_steps * 512
+    assert sae.cfg.model == "tiny-gpt2" and sae.cfg.layer == 2 and int(sae.tokens_seen) == tr.total_steps * 512
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(256))
 
 
@@ -54,7 +54,7 @@ TRAIN_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
 from dataclasses import replace
-from saelab.harvest import ActivationCache
+from saelab.cache import ActivationCache
 from saelab.train import Trainer, TrainConfig
 cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs={epochs}, eval_every=10**9, checkpoint_every=2,
                   keep_checkpoints=2, progress=False, lr=2e-3, dead_tokens=2048, k_aux=32)
@@ -98,7 +98,7 @@ def test_two_process_data_parallel_matches_single_process(tmp_path, caches):
     script.write_text(
         "import sys, torch, torch.distributed as dist\n"
         "torch.set_num_threads(1)\n"
-        "from saelab.harvest import ActivationCache\n"
+        "from saelab.cache import ActivationCache\n"
         "from saelab.train import Trainer, TrainConfig\n"
         "ddp = len(sys.argv) > 3\n"
         "if ddp: dist.init_process_group('gloo')\n"
@@ -169,16 +169,16 @@ def test_cli_help_explains_every_field():
 
 
 def test_on_the_fly_training_through_a_shuffle_buffer(tmp_path, tiny_lm, caches):
-    from saelab.harvest import ShuffleBuffer, stream_activations
+    from saelab.stream import StreamShuffleBuffer, stream_activations
 
     hcfg = replace(HCFG, max_tokens=63 * 128)
-    stream = ShuffleBuffer(stream_activations(hcfg, lm=tiny_lm), batch_size=512, capacity=2048)
+    stream = StreamShuffleBuffer(stream_activations(hcfg, lm=tiny_lm), batch_size=512, capacity=2048)
     tr = Trainer(replace(TCFG, epochs=1.0), None, tmp_path, eval_cache=caches[1], stream=stream,
                  stream_tokens=hcfg.max_tokens, provenance={"model": "tiny-gpt2", "layer": 2})
-    before = tr.evaluate()["nmse"]
+    before = tr.heldout_metrics()["nmse"]
     tr.train()
     assert tr.step == (63 * 128) // 512
-    assert tr.evaluate()["nmse"] < 0.9 * before
+    assert tr.heldout_metrics()["nmse"] < 0.9 * before
     assert SAE.load(tmp_path / "sae").cfg.layer == 2
 
 
@@ -201,7 +201,7 @@ def test_cli_main_job_under_torchrun_two_processes(tmp_path):
 
 BUSY_SCRIPT = """
 import sys, time
-from saelab.harvest import ActivationCache
+from saelab.cache import ActivationCache
 from saelab.train import Trainer, TrainConfig
 cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=300.0, eval_every=10**9, checkpoint_every=0,
                   progress=False, lr=2e-3, log_every=1)
@@ -249,7 +249,7 @@ def test_resume_extends_a_run_survives_a_torn_log_line_and_refuses_to_shorten(tm
     assert steps == list(range(1, longer.total_steps + 1))
     with pytest.raises(ValueError, match="can extend a run, not shorten it"):
         Trainer(replace(cfg, epochs=1.0), train, tmp_path)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match="another training config"):
         Trainer(replace(cfg, epochs=4.0, k=4), train, tmp_path)
 
 

@@ -64,7 +64,7 @@ Before deciding which tokens to train on, look at the norms of the raw activatio
 """),
 code("""
 import plotly.graph_objects as go
-from saelab.harvest import norm_survey
+from saelab.norms import norm_survey
 
 survey = norm_survey(lm, n_contexts=SURVEY_CONTEXTS, corpus=CORPUS, layer=layer)
 norms = survey["norms_NT"]

@@ -112,14 +112,14 @@ return normalized_mse(z @ W_dec_ND, resid)
 
 `saelab.sae.SAE` implements the same maths with sparse kernels: the forward pass needs one dense product for the pre-activations, and the backward pass touches only the $k$ (+ $k_{aux}$) selected latents per token. The initialisation follows the paper: unit-norm random decoder rows, **encoder = decoder transpose**, $b_{pre}$ = geometric median of a data sample; decoder rows stay unit norm (the gradient's parallel component is removed before each step).
 
-**Input normalisation.** Before encoding, the paper (section 2.1) subtracts each token's mean over $d_{model}$ and scales the token to unit norm; the reconstruction error, and so the normalized MSE, is measured in that normalised space. saelab does the same by default (`normalize="per_token_unit_norm"`): it makes every token count alike in the loss, however large its activation norm. The released GPT-2 SAEs use a layer norm (`"layernorm"`: the same direction, at norm $\sqrt{d-1}$); `"unit_msn"` scales all tokens by one dataset-wide factor instead. On the main job (396k tokens, 2,509 steps) the two measured alike: held-out normalized MSE 0.1559 (per token) vs 0.1556 (one scale), and the per-token SAE cost the LM 4% less (Δ CE 0.237 vs 0.247 nats). `evaluate` also reports `nmse_activation_space`, the same ratio on the raw activations.
+**Input normalisation.** Before encoding, the paper (section 2.1) subtracts each token's mean over $d_{model}$ and scales the token to unit norm; the reconstruction error, and so the normalized MSE, is measured in that normalised space. saelab does the same by default (`normalize="per_token_unit_norm"`): it makes every token count alike in the loss, however large its activation norm. The released GPT-2 SAEs use a layer norm (`"layernorm"`: the same direction, at norm $\sqrt{d-1}$); `"dataset_unit_norm"` scales all tokens by one dataset-wide factor instead. On the main job (396k tokens, 2,509 steps) the two measured alike: held-out normalized MSE 0.1559 (per token) vs 0.1556 (one scale), and the per-token SAE cost the LM 4% less (Δ CE 0.237 vs 0.247 nats). `heldout_metrics` also reports `nmse_activation_space`, the same ratio on the raw activations.
 """),
 code("""
 from saelab.sae import SAE, SAEConfig
 
 x = torch.randn(5, 16) * torch.tensor([[1.0], [3.0], [10.0], [0.1], [50.0]]) + 2.0  # tokens of very different norms
 sae_demo = SAE(SAEConfig(d_in=16, n_latents=64, k=4, normalize="per_token_unit_norm"))
-x_n, info = sae_demo.preprocess(x)
+x_n, undo = sae_demo.preprocess(x)
 print("norms before:", x.norm(dim=-1).round(decimals=1).tolist())
 print("norms after: ", x_n.norm(dim=-1).round(decimals=3).tolist(), " means after:", x_n.mean(-1).abs().max().item() < 1e-6)
 """),
@@ -146,7 +146,7 @@ trainer = Trainer(tcfg, train_cache, runs / "topk", eval_cache=eval_cache)
 print(f"{trainer.total_steps} steps of {BATCH} tokens; lr {trainer.opt.param_groups[0]['lr']:.1e}; "
       f"AuxK on latents silent for {trainer.dead_tokens} tokens")
 trainer.train()
-topk_metrics = trainer.evaluate()
+topk_metrics = trainer.heldout_metrics()
 print({k: round(v, 4) for k, v in topk_metrics.items()})
 training_curves(runs / "topk" / "log.jsonl").show()
 """),
@@ -165,12 +165,12 @@ points = []
 for k in (K // 2, K):
     t = Trainer(replace(short, k=k), train_cache, runs / f"topk{k}", eval_cache=eval_cache)
     t.train()
-    points.append(("TopK", f"k={k}", t.evaluate()))
+    points.append(("TopK", f"k={k}", t.heldout_metrics()))
 for l1 in L1_COEFS:
     t = Trainer(replace(short, activation="relu", l1_coef=l1, k_aux=0), train_cache, runs / f"relu{l1}",
                 eval_cache=eval_cache)
     t.train()
-    points.append(("ReLU+L1", f"l1={l1}", t.evaluate()))
+    points.append(("ReLU+L1", f"l1={l1}", t.heldout_metrics()))
 for kind, label, m in points:
     print(f"{kind:8s} {label:9s} L0 {m['l0']:7.1f}   normalized MSE {m['nmse']:.4f}")
 fig = go.Figure()
@@ -199,7 +199,7 @@ for aux in (True, False):
         c = replace(short, k_aux=None if aux else 0, tied_init=tied)
         t = Trainer(c, train_cache, runs / f"aux{aux}-tied{tied}", eval_cache=eval_cache)
         t.train()
-        m = t.evaluate()
+        m = t.heldout_metrics()
         rows.append((aux, tied, m))
         print(f"AuxK {'on ' if aux else 'off'}  transpose init {'on ' if tied else 'off'}  "
               f"dead (train) {m['dead_train_frac']:6.1%}  never fired on held-out {m['dead_eval_frac']:6.1%}  "

@@ -53,7 +53,7 @@ import torch
 from saelab.models import load_lm
 from saelab.presets import default_caches, zoo_sae
 from saelab.sae import SAE
-from saelab.train import evaluate_sae
+from saelab.reconstruction import reconstruction_metrics
 
 torch.manual_seed(SEED)
 topk = SAE.load(SAE_FOLDER) if SAE_FOLDER else zoo_sae("topk")[0]
@@ -62,7 +62,7 @@ saes = {"TopK": topk, "ReLU+L1": relu}
 lm = load_lm(topk.cfg.model)
 _, held_cache = default_caches()
 for name, sae in saes.items():
-    m = evaluate_sae(sae, held_cache)
+    m = reconstruction_metrics(sae, held_cache)
     print(f"{name:8s} n={sae.cfg.n_latents}  held-out normalized MSE {m['nmse']:.3f}  L0 {m['l0']:.1f}")
 """),
 md("""
@@ -83,7 +83,8 @@ code("""
 import pandas as pd
 
 from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.evaluate import SpliceSite, downstream_loss, site_mean
+from saelab.downstream import downstream_loss
+from saelab.splice import SpliceSite, site_mean
 
 where = SpliceSite.of(topk, lm)
 held_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "heldout",
@@ -150,7 +151,7 @@ explanation is.
 code("""
 import numpy as np
 
-from saelab.evaluate import encode_contexts
+from saelab.splice import encode_contexts
 from saelab.n2g import N2GConfig, n2g_evaluation
 
 build_tokens = train_tokens[: 96 if FAST else 512]
@@ -210,7 +211,7 @@ md("""
 """),
 code("""
 summary = pd.DataFrame({
-    name: {"L0": evaluate_sae(sae, held_cache)["l0"], "delta loss": down[name]["delta_loss"], "KL": down[name]["kl"],
+    name: {"L0": reconstruction_metrics(sae, held_cache)["l0"], "delta loss": down[name]["delta_loss"], "KL": down[name]["kl"],
            "loss recovered (zero)": down[name]["loss_recovered"], "probe loss (mean)": probes["mean"][name],
            "N2G F1 (mean)": n2g[name]["summary"]["f1"]["mean"], "ablation sparsity (median)": abl[name].sparsity.median()}
     for name, sae in saes.items()})
@@ -221,7 +222,7 @@ md("""
 ## Takeaways
 - Normalized MSE and L0 are the training objective, not the goal: two SAEs with similar MSE can differ in downstream
   loss, in how well single latents capture known features, and in how explainable and how local their latents are.
-- Every metric here is a function in `saelab` (`evaluate.downstream_loss`, `probes.probe_losses`,
+- Every metric here is a function in `saelab` (`downstream.downstream_loss`, `probes.probe_losses`,
   `n2g.n2g_evaluation`, `ablation.ablation_sparsity`); `saelab eval --sae runs/default/sae --zoo relu` runs all four and
   writes `report.json` and `report.html`.
 - At this scale (thousands of latents, hundreds of thousands of tokens) expect noisy numbers: evaluate with more

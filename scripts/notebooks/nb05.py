@@ -61,7 +61,7 @@ dashboard. They are built on training text and scored on the statistics' held-ou
 """),
 code("""
 from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.evaluate import encode_contexts
+from saelab.splice import encode_contexts
 from saelab.n2g import n2g_evaluation
 
 build_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "train",

@@ -1,0 +1,163 @@
+"""The command line as a newcomer meets it: resume checks before any model runs, flag spellings and
+choices, device flags, clean errors, help for every flag, and the README's Python snippet."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from saelab.cli import build_parser, main
+from saelab.config import normalize_flag_spellings
+from saelab.runs import check_run_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--harvest.model", "tiny-gpt2", "--harvest.corpus", "synthetic", "--harvest.max_tokens", "6300",
+              "--harvest.store_dtype", "float32", "--eval-tokens", "1260", "--train.n_latents", "128",
+              "--train.k", "4", "--train.batch_size", "256", "--train.epochs", "1", "--train.progress", "false",
+              "--train.checkpoint_every", "5", "--device", "cpu"]
+
+
+def _saelab(args, env, timeout=600):
+    return subprocess.run([sys.executable, "-m", "saelab", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _subparsers():
+    return build_parser()._subparsers._group_actions[0].choices
+
+
+def test_a_used_run_folder_refuses_other_settings_before_any_model_runs(tmp_path):
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    first = _saelab(["train", "--out", str(run), *TINY_TRAIN], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    caches = sorted(p.name for p in (tmp_path / "home" / "acts").iterdir())
+    # the README's own example: another layer on the same --out
+    other_layer = _saelab(["train", "--out", str(run), *TINY_TRAIN, "--harvest.layer", "1"], env, timeout=120)
+    assert other_layer.returncode == 2
+    assert "--harvest.layer: the default there, 1 asked" in other_layer.stderr
+    assert "another --out folder" in other_layer.stderr
+    assert "Traceback" not in other_layer.stderr
+    other_lr = _saelab(["train", "--out", str(run), *TINY_TRAIN, "--train.lr", "0.01"], env, timeout=120)
+    assert other_lr.returncode == 2 and "--train.lr" in other_lr.stderr
+    same = _saelab(["train", "--out", str(run), *TINY_TRAIN], env, timeout=120)
+    assert same.returncode == 2 and "holds a finished run" in same.stderr and "--train.epochs" in same.stderr
+    assert sorted(p.name for p in (tmp_path / "home" / "acts").iterdir()) == caches  # nothing was harvested
+    assert not re.search(r"harvest .*tok", other_layer.stderr + other_lr.stderr + same.stderr)
+
+
+def test_run_folder_check_resumes_extends_and_reopens_an_untrained_folder(tmp_path):
+    settings = {"harvest": {"layer": 2, "device": "cpu"}, "train": {"lr": 1e-3, "epochs": 1.0, "progress": True}}
+    assert check_run_folder(tmp_path, settings, 1.0) == "new"
+    # nothing trained yet: other settings replace the record
+    assert check_run_folder(tmp_path, {**settings, "harvest": {"layer": 3}}, 1.0) == "new"
+    (tmp_path / "checkpoints" / "step-0000002").mkdir(parents=True)
+    with pytest.raises(ValueError, match="--harvest.layer: 3 there, 2 asked"):
+        check_run_folder(tmp_path, settings, 1.0)
+    moved = {"harvest": {"layer": 3, "device": "cuda"}, "train": {**settings["train"], "progress": False}}
+    assert check_run_folder(tmp_path, moved, 1.0) == "resume"  # device and progress bars may change
+    longer = {**moved, "train": {**moved["train"], "epochs": 2.0}}
+    assert check_run_folder(tmp_path, longer, 2.0) == "extend"
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "cfg.json").write_text("{}")
+    with pytest.raises(ValueError, match="finished run .* larger --train.epochs .it was 2"):
+        check_run_folder(tmp_path, longer, 2.0)
+    assert check_run_folder(tmp_path, {**longer, "train": {**longer["train"], "epochs": 3.0}}, 3.0) == "extend"
+    (tmp_path / "checkpoints" / "step-0000002").rmdir()
+    with pytest.raises(ValueError, match="kept no checkpoint"):
+        check_run_folder(tmp_path, {**longer, "train": {**longer["train"], "epochs": 4.0}}, 4.0)
+
+
+def test_both_flag_spellings_and_suggestions():
+    parser = build_parser()
+    got = normalize_flag_spellings(parser, ["train", "--train.n-latents", "64", "--eval_tokens=10", "--on_the_fly"])
+    assert got == ["train", "--train.n_latents", "64", "--eval-tokens=10", "--on-the-fly"]
+    args = parser.parse_args(got)
+    assert getattr(args, "train.n_latents") == 64 and args.eval_tokens == 10 and args.on_the_fly
+
+
+def test_unknown_flag_gets_a_suggestion_and_no_traceback(capsys):
+    assert main(["train", "--train.n-latentz", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean --train.n_latents?" in err and "saelab train --help" in err
+
+
+@pytest.mark.parametrize("flag, value", [("--harvest.site", "resid_pre"), ("--train.normalize", "unit_norm"),
+                                         ("--train.activation", "gelu"), ("--device", "gpu"),
+                                         ("--harvest.compute_dtype", "fp16")])
+def test_fixed_choices_are_checked_when_parsed(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err or "device must be" in err
+
+
+def test_configs_check_their_choices_in_python():
+    from saelab.harvest import HarvestConfig
+    from saelab.train import TrainConfig
+
+    with pytest.raises(ValueError, match="TrainConfig.normalize must be one of per_token_unit_norm"):
+        TrainConfig(normalize="unit_norm")
+    with pytest.raises(ValueError, match="HarvestConfig.site must be one of"):
+        HarvestConfig(site="resid_pre")
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        HarvestConfig(device="gpu")
+    assert TrainConfig(normalize="unit_msn").normalize == "dataset_unit_norm"  # the old name still reads
+
+
+def test_every_command_that_runs_a_model_has_a_device_flag():
+    from saelab.models import resolve_device
+
+    for name, sub in _subparsers().items():
+        dests = {a.dest for a in sub._actions}
+        assert ("device" in dests) == (name != "assets"), name
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_errors_a_user_causes_print_one_line_and_debug_shows_the_traceback(tmp_path):
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "0"}
+    r = _saelab(["demo", "--model", "tiny-gpt", "--device", "cpu"], env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Did you mean 'tiny-gpt2'?" in r.stderr and "--debug" in r.stderr
+    r = _saelab(["demo", "--model", "tiny-gpt", "--device", "cpu", "--debug"], env, timeout=120)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+    r = _saelab(["sweep", "--sae", str(tmp_path / "nothing")], env, timeout=120)
+    assert r.returncode == 2 and "no SAE at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_flag_has_a_meaning_and_a_default():
+    for name, sub in _subparsers().items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            text = formatter._get_help_string(action) or ""
+            assert text.strip() and not text.startswith(" (default"), f"saelab {name} {action.dest}: no meaning"
+            assert "default" in text, f"saelab {name} {action.dest}: no default shown"
+        assert "usage:" in sub.format_help(), name  # argparse %-formats help: a stray % would raise here
+
+
+def test_readme_python_snippet_runs(tmp_path, caches):
+    """The README's "Python API" snippet, run on a tiny SAE in place of runs/default/sae."""
+    from saelab.train import TrainConfig, Trainer
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    Trainer(TrainConfig(n_latents=64, k=4, batch_size=512, epochs=0.2, progress=False, k_aux=0),
+            caches[0], tmp_path / "run", provenance={"model": "tiny-gpt2", "site": "resid_post", "layer": 2}).train()
+    code = code.replace("runs/default", str(tmp_path / "run")).replace("runs/saelens-export",
+                                                                        str(tmp_path / "export"))
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert (tmp_path / "export" / "cfg.json").exists()
+    assert json.loads((tmp_path / "export" / "cfg.json").read_text())["d_sae"] == 64

@@ -7,6 +7,7 @@
     saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
     saelab frontier                       TopK vs ReLU+L1 at matched sparsity: L0 and delta CE vs normalized MSE
+    saelab scale [--ablation]             scaling laws: a grid over n and k, fits of L(N), L(N, k), L(C)
 
 Every config field is a flag (`saelab train --help` lists them with their meaning and default);
 `--a.b_c` and `--a.b-c` are the same flag. Commands that run a model take `--device` (auto: CUDA when
@@ -293,6 +294,59 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Every flag's help ends with its default; descriptions keep their line breaks."""
 
 
+def _cmd_scale(args) -> int:
+    from .cache import ActivationCache
+    from .files import atomic_write_text
+    from .models import resolve_device
+    from .presets import default_caches
+    from .report import write_html_page
+    from .scale import ScaleConfig, dead_latent_ablation, loss_curves, run_grid, scale_defaults
+    from .scaling_laws import dead_latent_figure, fit_grid, scaling_figures
+
+    cfg = build_dataclass(ScaleConfig, args, "", base=scale_defaults(fast_mode(), args.ablation))
+    base = replace(train_defaults(), progress=False)
+    if bool(args.train_cache) != bool(args.eval_cache):
+        raise ValueError("pass both --train-cache and --eval-cache (or neither, for the main job's caches)")
+    train, held = (ActivationCache(args.train_cache), ActivationCache(args.eval_cache)) if args.train_cache \
+        else default_caches()
+    device = resolve_device(args.device)
+    if device != "cpu":
+        print(f"saelab scale: training on {device}")
+    out = Path(args.out)
+    if args.ablation:
+        table = dead_latent_ablation(cfg, base, train, held, out, device=device)
+        cols = ["variant", "n", "k", "nmse", "dead_train_frac", "dead_eval_frac", "seconds", "status"]
+        atomic_write_text(out / "dead_latents.csv", table[cols].to_csv(index=False))
+        write_html_page(out / "dead_latents.html", "saelab: dead latents with and without AuxK and tied init",
+                        [dead_latent_figure(table)])
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"table: {out / 'dead_latents.csv'}  plot: {out / 'dead_latents.html'}")
+        return 1 if (table.status != "ok").any() else 0
+    table, folder = run_grid(cfg, base, train, held, out, device=device)
+    curves = loss_curves(folder, train.d_model)
+    fits = fit_grid(table, curves)
+    atomic_write_text(folder / "fits.json", json.dumps(fits, indent=1, default=float))
+    write_html_page(folder / "scale.html", "saelab scaling laws", scaling_figures(table, curves, fits))
+    print(table.drop(columns=["error"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))  # noqa: E501
+    for k, f in fits["per_k"].items():
+        print(f"k={k}: L(N) = {f['a']:.3g} N^-({f['b']:.3f} ± {f['b_err']:.3f}) + {f['c']:.3f} ± {f['c_err']:.3f}")
+    for k, h in fits["holdout"].items():
+        print(f"k={k}: fitted without n={h['held_out_n']}, predicted {h['predicted']:.4f}, measured "
+              f"{h['measured']:.4f} ({h['relative_error']:+.1%})")
+    for k, c in fits["compute"].items():
+        print(f"k={k}: L(C) = {c['a']:.3g} C^-({c['b']:.3f} ± {c['b_err']:.3f}) + {c['c']:.3f} (C in FLOPs); "
+              "compute-optimal n: " + ", ".join(f"{s['n']} from {s['from_flops']:.2g}" for s in c["optimal_n"]))
+    for name, err in fits["errors"].items():
+        print(f"saelab scale: the {name} fit did not converge ({err})", file=sys.stderr)
+    print(f"table: {folder / 'points.csv'}  fits: {folder / 'fits.json'}  plots: {folder / 'scale.html'}")
+    failed = table[table.status != "ok"]
+    if len(failed):
+        print(f"saelab scale: {len(failed)} point(s) failed (rerun to retry):\n"
+              + failed[["n", "k", "error"]].to_string(index=False), file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .harvest import HarvestConfig
     from .models import check_device
@@ -386,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=_cmd_frontier)
+
+    from .scale import ScaleConfig, scale_defaults
+
+    g = command("scale", "scaling laws (section 3): TopK SAEs over n and k, fits of L(N), L(N, k) and L(C)")
+    g.add_argument("--out", default="runs/scale",
+                   help="output folder: grid-<id>/ (points.csv, fits.json, scale.html, one folder a point)")
+    g.add_argument("--train-cache", default=None,
+                   help="a harvested training cache (`saelab harvest --out DIR`); None: the main job's")
+    g.add_argument("--eval-cache", default=None, help="its held-out cache; None: the main job's")
+    g.add_argument("--ablation", action="store_true",
+                   help="instead: dead latents with and without AuxK and the transpose initialisation "
+                        "(its own defaults: n 4096,16384, k 8, 1 epoch)")
+    add_dataclass_args(g, ScaleConfig, "", scale_defaults(fast_mode()))
+    g.set_defaults(func=_cmd_scale)
     return p
 
 

@@ -1,4 +1,4 @@
-"""Exercises for notebook 02: reference solutions and checks that explain a wrong answer.
+"""Exercises for notebooks 02 and 06: reference solutions and checks that explain a wrong answer.
 
 Each `check_*` takes the learner's function, runs it on small cases and raises `AssertionError`
 with a hint naming the likely mistake; it prints a short confirmation when all cases pass.
@@ -30,6 +30,15 @@ class solutions:  # noqa: N801 - a namespace the notebook reads as `solutions.to
         top = masked.topk(min(k_aux, int(dead_N.sum())), dim=-1)
         z = torch.zeros_like(pre_BN).scatter(-1, top.indices, top.values.relu())
         return solutions.normalized_mse(z @ W_dec_ND, resid)
+
+
+    @staticmethod
+    def fit_power_law(n, loss) -> tuple[float, float, float]:
+        """(a, b, c) of L(n) = a n^-b + c, least squares on log L (c: the irreducible loss)."""
+        from .scaling_laws import fit_power_law
+
+        f = fit_power_law(n, loss)
+        return f["a"], f["b"], f["c"]
 
 
 def _ok(name: str) -> None:
@@ -92,3 +101,31 @@ def check_auxk_loss(fn) -> None:
     big = float(fn(x, recon, pre * 0 + 10 * alive, dead, W, 4))
     assert big >= 0.99, "only DEAD latents may model the residual; mask the others out before the top-k"
     _ok("auxk_loss")
+
+
+def check_fit_power_law(fn) -> None:
+    """`fn(n, loss) -> (a, b, c)` must recover a known law with an irreducible term."""
+    import numpy as np
+
+    n = 2.0 ** np.arange(8, 15)
+    loss = 2.5 * n ** -0.4 + 0.08
+    got = fn(n, loss)
+    assert len(got) == 3, "return the three numbers (a, b, c) of L(n) = a n^-b + c"
+    a, b, c = (float(v) for v in got)
+    if abs(c) < 1e-3 and b < 0.3:
+        raise AssertionError(f"b = {b:.3f} and c = {c:.3f}: a straight line through log L against log n has no "
+                             "irreducible term, so it bends the exponent down; fit a n^-b + c")
+    assert b > 0, f"b = {b:.3f}: the loss falls with n, so L = a n^-b needs b > 0 (check the sign)"
+    assert abs(b - 0.4) < 0.02 and abs(c - 0.08) < 0.005, \
+        f"(a, b, c) = ({a:.3g}, {b:.3f}, {c:.4f}); this data is exactly 2.5 n^-0.4 + 0.08"
+    _ok("fit_power_law")
+
+
+def check_prediction(predicted: float, fit: tuple, n_new: int) -> None:
+    """The prediction for `n_new` from the learner's fitted (a, b, c)."""
+    a, b, c = fit
+    want = a * n_new ** -b + c
+    assert predicted > c, f"{predicted:.4f} is below the irreducible loss c = {c:.4f}: no n gets there"
+    assert abs(predicted - want) < 1e-6 * max(abs(want), 1), \
+        f"a n^-b + c at n = {n_new} is {want:.4f}, you predicted {predicted:.4f} (is n the new one, b negated?)"
+    _ok("prediction")

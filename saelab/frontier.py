@@ -60,17 +60,19 @@ def frontier_points(cfg: FrontierConfig, base: TrainConfig, relu: dict) -> dict[
     return {point_name(c): c for c in configs}
 
 
-def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, progress: bool = False):
-    """Train one point into `folder` (or reuse it when it holds an SAE trained with exactly `tcfg`)."""
+def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, progress: bool = False,
+                eval_cache: ActivationCache | None = None, device: str = "cpu"):
+    """Train one point into `folder` (or reuse it when it holds an SAE trained with exactly `tcfg`); with
+    `eval_cache`, its held-out curve is logged every `tcfg.eval_every` steps (folder/log.jsonl)."""
     from .sae import SAE
 
     if not (folder / "sae" / "cfg.json").exists():
-        Trainer(replace(tcfg, progress=progress), train_cache, folder).train()
+        Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
     if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
         raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
-    return SAE.load(folder / "sae")
+    return SAE.load(folder / "sae", device=device)
 
 
 def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: ActivationCache,

@@ -294,6 +294,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Every flag's help ends with its default; descriptions keep their line breaks."""
 
 
+def _json_safe(value):
+    """numpy scalars as numbers and NaN / inf as null (strict JSON has no NaN)."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _cmd_scale(args) -> int:
     from .cache import ActivationCache
     from .files import atomic_write_text
@@ -325,7 +338,7 @@ def _cmd_scale(args) -> int:
     table, folder = run_grid(cfg, base, train, held, out, device=device)
     curves = loss_curves(folder, train.d_model)
     fits = fit_grid(table, curves)
-    atomic_write_text(folder / "fits.json", json.dumps(fits, indent=1, default=float))
+    atomic_write_text(folder / "fits.json", json.dumps(_json_safe(fits), indent=1))
     write_html_page(folder / "scale.html", "saelab scaling laws", scaling_figures(table, curves, fits))
     print(table.drop(columns=["error"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))  # noqa: E501
     for k, f in fits["per_k"].items():

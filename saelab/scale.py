@@ -88,8 +88,9 @@ def grid_settings(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCa
     """Everything that decides a point's numbers besides its (n, k): the recipe and the two caches. The lists
     of n and k are left out, so a grid extended by another n or k keeps its finished points."""
     ident = ("model", "model_hash", "site", "layer", "corpus", "corpus_hash", "n_tokens")
+    set_per_point = {*RESUMABLE_CHANGES, "n_latents", "k", "lr", "tied_init"}  # `point_config` sets them
     return {"scale": {k: v for k, v in asdict(cfg).items() if k not in ("ns", "ks")},
-            "train": {k: v for k, v in asdict(base).items() if k not in RESUMABLE_CHANGES},
+            "train": {k: v for k, v in asdict(base).items() if k not in set_per_point},
             "train_cache": {k: train_cache.manifest.get(k) for k in ident},
             "eval_cache": {k: eval_cache.manifest.get(k) for k in ident}}
 
@@ -151,7 +152,9 @@ def run_grid(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCache, 
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)[COLUMNS]
         table = table.sort_values(["k", "n"]).reset_index(drop=True)
         atomic_write_text(folder / "points.csv", table.to_csv(index=False))
-    return read_points(folder), folder  # as written: the same types whether points were trained now or before
+    table = read_points(folder)  # as written: the same types whether points were trained now or before
+    asked = table.apply(lambda r: (int(r.n), int(r.k)) in set(points), axis=1) if len(table) else []
+    return table[asked].reset_index(drop=True) if len(table) else table, folder
 
 
 def _last_log_record(point_folder: Path) -> dict:

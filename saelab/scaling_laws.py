@@ -62,7 +62,7 @@ def fit_power_law(n, loss, irreducible: bool = True) -> dict:
     ss = float(((np.log(loss) - pred) ** 2).sum())
     tot = float(((np.log(loss) - np.log(loss).mean()) ** 2).sum())
     return {"a": a, "b": b, "c": c, "a_err": ae, "b_err": be, "c_err": ce, "r2_log": 1 - ss / tot if tot else 1.0,
-            "points": len(n)}
+            "points": len(n), "dof": len(n) - (3 if irreducible else 2)}
 
 
 def joint_law(nk, alpha, beta_k, beta_n, gamma, zeta, eta):
@@ -108,22 +108,21 @@ def holdout_prediction(n, loss) -> dict:
             "relative_error": (pred - loss[-1]) / loss[-1], "fit_without_it": fit}
 
 
-def compute_envelope(curves, points: int = 40):
-    """The lower envelope of held-out loss against compute: for each compute budget C (log-spaced), the
-    lowest loss any n had reached by C, and which n. `curves`: DataFrame with n, k, flops, nmse."""
+def compute_envelope(curves, skip_frac: float = 0.1):
+    """The lower envelope of held-out loss against compute: the evaluations no other evaluation beats with
+    less or equal compute (a Pareto front over the measured points; no resampling, so no point counts
+    twice). Each run's first `skip_frac` of its compute (the learning-rate warmup and the first steps) is
+    left out. `curves`: DataFrame with n, k, flops, nmse; returns flops, nmse, n, k in order of compute."""
     import pandas as pd
 
-    lo, hi = curves.flops.min(), curves.flops.max()
-    rows = []
-    for c in np.geomspace(lo, hi, points):
-        reached = curves[curves.flops <= c * (1 + 1e-9)]
-        if reached.empty:
-            continue
-        # the latest evaluation of each run before C is what that run offers at budget C
-        latest = reached.sort_values("flops").groupby(["n", "k"]).tail(1)
-        best = latest.loc[latest.nmse.idxmin()]
-        rows.append({"flops": c, "nmse": float(best.nmse), "n": int(best.n), "k": int(best.k)})
-    return pd.DataFrame(rows)
+    final = curves.groupby(["n", "k"]).flops.transform("max")
+    kept = curves[curves.flops >= skip_frac * final].sort_values(["flops", "nmse"])
+    rows, best = [], float("inf")
+    for r in kept.itertuples():
+        if r.nmse < best:
+            best = float(r.nmse)
+            rows.append({"flops": float(r.flops), "nmse": best, "n": int(r.n), "k": int(r.k)})
+    return pd.DataFrame(rows, columns=["flops", "nmse", "n", "k"])
 
 
 def compute_optimal_n(envelope) -> list[dict]:

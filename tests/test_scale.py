@@ -52,12 +52,24 @@ def test_joint_law_fit_recovers_the_papers_form():
     assert abs(f["beta_n"] - true[2]) < 0.02
 
 
-def test_compute_envelope_takes_the_best_run_at_each_budget():
-    curves = pd.DataFrame({"n": [1, 1, 1, 2, 2, 2], "k": [4] * 6, "flops": [1, 2, 4, 2, 4, 8],
-                           "nmse": [0.5, 0.4, 0.35, 0.6, 0.3, 0.2]})
-    env = compute_envelope(curves, points=4)
-    assert env.iloc[0].n == 1 and env.iloc[-1].n == 2 and env.iloc[-1].nmse == 0.2
-    assert (np.diff(env.nmse) <= 0).all()
+def test_compute_envelope_is_the_pareto_front_of_the_evaluations():
+    curves = pd.DataFrame({"n": [1, 1, 1, 2, 2, 2, 3, 3], "k": [4] * 8, "flops": [1, 2, 4, 2, 4, 8, 1.5, 3],
+                           "nmse": [0.5, 0.4, 0.35, 0.6, 0.3, 0.2, 0.45, 0.7]})  # run 3 gets worse: never used
+    env = compute_envelope(curves, skip_frac=0.0)
+    assert list(zip(env.flops, env.nmse, env.n)) == [(1, 0.5, 1), (1.5, 0.45, 3), (2, 0.4, 1), (4, 0.3, 2),
+                                                     (8, 0.2, 2)]
+    assert list(compute_envelope(curves, skip_frac=0.5).flops) == [1.5, 2, 4, 8]  # each run's first half left out
+
+
+def test_compute_law_is_fitted_back_from_training_curves():
+    rows = []
+    for n in (256, 512, 1024, 2048):  # each run follows L = 3 C^-0.3 + 0.1 until its own floor 0.1 + 2/n
+        for c in np.geomspace(1e6, 1e6 * n, 30):
+            rows.append({"n": n, "k": 8, "tokens": 0, "flops": c, "nmse": max(3 * c ** -0.3 + 0.1, 0.1 + 2 / n)})
+    points = pd.DataFrame([{"n": n, "k": 8, "nmse": 0.1 + 2 / n + 0.01, "status": "ok"} for n in (256, 512, 1024)])
+    fits = fit_grid(points, pd.DataFrame(rows))
+    c = fits["compute"][8]
+    assert abs(c["b"] - 0.3) < 0.03 and abs(c["c"] - 0.1) < 0.01 and not fits["errors"]
 
 
 GRID_SCRIPT = """
@@ -117,6 +129,8 @@ def test_a_changed_setting_starts_a_new_grid_and_a_failed_point_is_reported(tmp_
     table, folder = run_grid(one, BASE, train, held, tmp_path, progress=False, log=lambda *a: None)
     extended, same = run_grid(GRID, BASE, train, held, tmp_path, progress=False, log=lambda *a: None)
     assert same == folder and len(extended) == 2  # another n extends the grid
+    again, _ = run_grid(one, BASE, train, held, tmp_path, progress=False, log=lambda *a: None)
+    assert list(again.n) == [32]  # only the points asked for come back
     other, other_folder = run_grid(replace(GRID, epochs=0.25), BASE, train, held, tmp_path, progress=False,
                                    log=lambda *a: None)
     assert other_folder != folder and (other.tokens < extended.tokens).all()

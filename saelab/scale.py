@@ -29,7 +29,7 @@ from .cache import ActivationCache
 from .files import atomic_write_text
 from .frontier import train_point
 from .reconstruction import reconstruction_metrics
-from .train import RESUMABLE_CHANGES, TrainConfig
+from .train import RESUMABLE_CHANGES, TrainConfig, read_log
 
 COLUMNS = ["n", "k", "lr", "tokens", "steps", "flops", "nmse", "l0", "dead_train_frac", "dead_eval_frac",
            "seconds", "status", "error"]
@@ -153,15 +153,14 @@ def run_grid(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCache, 
         table = table.sort_values(["k", "n"]).reset_index(drop=True)
         atomic_write_text(folder / "points.csv", table.to_csv(index=False))
     table = read_points(folder)  # as written: the same types whether points were trained now or before
-    asked = table.apply(lambda r: (int(r.n), int(r.k)) in set(points), axis=1) if len(table) else []
-    return table[asked].reset_index(drop=True) if len(table) else table, folder
+    wanted = set(points)
+    asked = [(int(n), int(k)) in wanted for n, k in zip(table.n, table.k)]
+    return table[asked].reset_index(drop=True), folder
 
 
 def _last_log_record(point_folder: Path) -> dict:
-    from .train import _read_log
-
-    recs = [r for r in _read_log(point_folder / "log.jsonl") if "dead_frac" in r] \
-        if (point_folder / "log.jsonl").exists() else []
+    log = point_folder / "log.jsonl"
+    recs = [r for r in read_log(log) if "dead_frac" in r] if log.exists() else []
     return recs[-1] if recs else {}
 
 
@@ -169,13 +168,11 @@ def loss_curves(folder: Path, d: int):
     """Held-out normalized MSE against tokens and estimated FLOPs for every finished point (the L(C) data)."""
     import pandas as pd
 
-    from .train import _read_log
-
     rows = []
     for r in read_points(folder).itertuples():
         if r.status != "ok":
             continue
-        for rec in _read_log(folder / f"n{int(r.n)}-k{int(r.k)}" / "log.jsonl"):
+        for rec in read_log(folder / f"n{int(r.n)}-k{int(r.k)}" / "log.jsonl"):
             if "eval_nmse" in rec:
                 rows.append({"n": int(r.n), "k": int(r.k), "tokens": rec["tokens"],
                              "flops": training_flops(d, int(r.n), rec["tokens"]), "nmse": rec["eval_nmse"]})

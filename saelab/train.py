@@ -419,14 +419,14 @@ class Trainer:
                 self._next_batch(None)
         log = self.out / "log.jsonl"
         if log.exists() and self.rank == 0:
-            keep = [rec for rec in _read_log(log) if rec["step"] <= self.step]
+            keep = [rec for rec in read_log(log) if rec["step"] <= self.step]
             atomic_write_text(log, "".join(json.dumps(rec) + "\n" for rec in keep))
             self.history = keep
         if self.rank == 0:
             print(f"saelab: resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
 
 
-def _read_log(path: Path) -> list[dict]:
+def read_log(path: Path) -> list[dict]:
     """The records of a JSONL training log; a line torn by a kill (not valid JSON) is dropped."""
     records = []
     for line in path.read_text().splitlines():

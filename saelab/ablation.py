@@ -62,7 +62,7 @@ def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str
     """SAE reconstruction everywhere, with `latent` removed (mode 'ablate'), a random kick of the same
     norm ('random') or nothing changed ('none') at the single index marked in each row of `index_BT`."""
 
-    def replace(x_BTD, mask_BT):
+    def replace(x_BTD, mask_BT, _positions_BT=None):
         B, T, D = x_BTD.shape
         flat = x_BTD.reshape(-1, D).to(sae.W_dec.dtype)
         enc = sae.encode(flat)

@@ -33,9 +33,10 @@ class TopK:
 
 @dataclass(frozen=True)
 class JumpReLU:
-    """Every pre-activation above a threshold theta (section 5.3: a test-time L0 knob)."""
+    """Every pre-activation above a threshold theta (section 5.3: a test-time L0 knob): one value, or
+    one per latent ([n], as JumpReLU SAEs trained elsewhere carry them), through a ReLU."""
 
-    threshold: float
+    threshold: float | torch.Tensor
 
     def select(self, pre_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return padded_from_mask(pre_BN, pre_BN > self.threshold)
@@ -63,9 +64,10 @@ class BatchTopK:
 
 ACTIVATIONS = {"topk": TopK, "jumprelu": JumpReLU, "relu": ReLU, "batchtopk": BatchTopK}
 TRAINING_ACTIVATIONS = ("topk", "relu")
+SAE_ACTIVATIONS = (*TRAINING_ACTIVATIONS, "jumprelu")  # jumprelu: SAEs loaded from other libraries (inference)
 
 
-def make_activation(name: str, n_latents: int, k: int | None = None, threshold: float | None = None):
+def make_activation(name: str, n_latents: int, k: int | None = None, threshold: float | torch.Tensor | None = None):
     """The activation `name` with its parameter, checked: TopK/BatchTopK take `k`, JumpReLU `threshold`."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {tuple(ACTIVATIONS)}")

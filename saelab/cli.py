@@ -188,27 +188,35 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
 
 
 def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
-    """{name: SAE} from NAME=FOLDER / FOLDER specs and zoo kinds (trained on first use)."""
+    """{name: SAE} from NAME=SOURCE / SOURCE specs (any layout `load_sae` reads: a saelab, SAE Lens or sparsify
+    folder, an OpenAI .pt, hf://owner/repo[/subfolder]) and zoo kinds (trained on first use)."""
+    from .formats import load_sae
     from .presets import zoo_sae
-    from .sae import SAE
 
     saes = {}
     for kind in [z for z in (zoo or "").split(",") if z]:
         saes[kind] = zoo_sae(kind)[0]
     for spec in specs or ([] if saes else [default] if default else []):
-        name, _, folder = spec.rpartition("=")
-        folder_path = Path(folder)
-        if not (folder_path / "cfg.json").exists():
-            raise FileNotFoundError(f"no SAE at {folder} (expected cfg.json + sae.safetensors): train one with "
-                                    "`saelab train`, or pass --zoo topk,relu to use the zoo")
-        saes[name or folder_path.parent.name or folder_path.name] = SAE.load(folder_path)
+        name, _, source = spec.rpartition("=")
+        if not source.startswith("hf://") and not Path(source).exists():
+            raise FileNotFoundError(f"no SAE at {source}: train one with `saelab train`, pass --sae PATH (a saelab, "
+                                    "SAE Lens or sparsify folder, an OpenAI .pt, hf://owner/repo[/subfolder]), or "
+                                    "--zoo topk,relu to use the zoo")
+        parts = [p for p in source.rstrip("/").split("/") if p]
+        default_name = parts[-2] if len(parts) > 1 and parts[-1] == "sae" else parts[-1] if parts else source
+        saes[name or default_name] = load_sae(source)
     if not saes:
-        raise ValueError("no SAE given: pass --sae FOLDER (repeatable) or --zoo topk,multi_topk,relu")
-    keys = {(s.cfg.model, s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
+        raise ValueError("no SAE given: pass --sae PATH (repeatable) or --zoo topk,multi_topk,relu")
+    keys = {(s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
     if len(keys) > 1:
-        raise ValueError(f"the SAEs were trained on different models/sites/layers: {sorted(map(str, keys))}; "
+        raise ValueError(f"the SAEs sit at different sites/layers/widths: {sorted(map(str, keys))}; "
                          "compare SAEs of one site at a time")
     return saes
+
+
+def _model_for(args, first) -> str:
+    """--model, else the model the SAE records, else the embedded default."""
+    return getattr(args, "model", None) or first.cfg.model or "smollm2-135m"
 
 
 def _cmd_eval(args) -> int:
@@ -219,7 +227,7 @@ def _cmd_eval(args) -> int:
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     cfg = build_dataclass(SuiteConfig, args, "", base=fast_suite_config() if fast_mode() else SuiteConfig())
     first = next(iter(saes.values()))
-    lm = load_lm(first.cfg.model or "smollm2-135m", device=args.device)
+    lm = load_lm(_model_for(args, first), device=args.device)
     saes = {name: sae.to(lm.device) for name, sae in saes.items()}
     report = run_suite(lm, saes, cfg)
     folder = write_suite_report(report, args.out)
@@ -240,7 +248,7 @@ def _cmd_sweep(args) -> int:
 
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     first = next(iter(saes.values()))
-    hcfg = replace(harvest_defaults(), model=first.cfg.model or "smollm2-135m", site=first.cfg.site or "resid_post",
+    hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
                    layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default(),
                    device=args.device)
     held = harvest(hcfg)
@@ -424,8 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     def sae_args(sp, out_default):
-        sp.add_argument("--sae", action="append", metavar="[NAME=]FOLDER",
-                        help="an SAE folder (repeat to compare several; None: runs/default/sae)")
+        sp.add_argument("--sae", action="append", metavar="[NAME=]PATH",
+                        help="an SAE: a saelab, SAE Lens or sparsify folder (a sparsify checkpoint's PATH/HOOKPOINT), "
+                             "an OpenAI .pt or hf://owner/repo[/subfolder]; repeat to compare several "
+                             "(None: runs/default/sae)")
+        sp.add_argument("--model", default=None,
+                        help="the LM to splice into (None: the model the SAE records, else smollm2-135m)")
         sp.add_argument("--zoo", default=None, metavar="KINDS",
                         help="comma-separated zoo SAEs (topk, multi_topk, relu), trained on first use")
         sp.add_argument("--out", default=out_default, help="output folder")

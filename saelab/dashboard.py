@@ -145,7 +145,8 @@ def logit_effects(lm: LM, sae: SAE, latent: int, k: int = 10) -> dict:
     bot = (-logits).topk(k)
     tok = lm.tokenizer
     return {"positive": [(tok.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
-            "negative": [(tok.decode([int(i)]), -float(v)) for v, i in zip(bot.values, bot.indices)]}
+            "negative": [(tok.decode([int(i)]), -float(v)) for v, i in zip(bot.values, bot.indices)],
+            "positive_ids": top.indices.tolist(), "negative_ids": bot.indices.tolist()}
 
 
 def logit_effects_html(effects: dict) -> str:
@@ -259,3 +260,26 @@ def export_latent_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, path, 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, latent_page_html(lm, sae, stats, latent, explanation))
     return path
+
+
+# ---- steering ---------------------------------------------------------------------------------------
+def steering_edit(stats: LatentStats, latent: int, mode: str, strength: float):
+    """The explorer's edit: 'add' steers by `strength` times the latent's largest activation on the
+    statistics' text, 'clamp' sets it to that value at every position (`saelab.steering`)."""
+    from .steering import clamp, steer
+
+    value = float(strength) * max(float(stats.max_act_N[latent]), 1e-6)
+    if mode == "add":
+        return steer(latent, value), f"latent {latent} + {value:.3g} (x{strength:g} its max activation)"
+    if mode == "clamp":
+        return clamp(latent, value), f"latent {latent} clamped to {value:.3g} (x{strength:g} its max activation)"
+    raise ValueError(f"steering mode must be 'add' or 'clamp', got {mode!r}")
+
+
+def steering_html(prompt: str, plain: str, steered: str, label: str) -> str:
+    """The prompt, then the unedited and the steered continuations side by side (all text escaped)."""
+    def col(title, text, color):
+        return (f"<div style='flex:1;padding:6px;background:{color}'><b>{html.escape(title)}</b>"
+                f"<div style='white-space:pre-wrap'><i>{html.escape(prompt)}</i>{html.escape(text)}</div></div>")
+    return ("<div class='saelab-steering' style='display:flex;gap:1em'>" + col("unedited", plain, "#f4f4f4") +
+            col(label, steered, "#e8f0ff") + "</div>")

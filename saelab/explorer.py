@@ -22,8 +22,8 @@ from .sae import SAE
 
 class LatentExplorer:
     """Pick a latent (index, prev/next, search by token or by a text's strongest latents) and see its
-    density, activation histogram, logit effects, top and quantile examples, N2G explanation and
-    live activations on your own text."""
+    density, activation histogram, logit effects, top and quantile examples, N2G explanation,
+    live activations on your own text, and generation steered by it next to the unedited one."""
 
     def __init__(self, lm: LM, sae: SAE, stats: LatentStats, explanations: dict[int, str] | None = None,
                  start: int | None = None):
@@ -51,11 +51,21 @@ class LatentExplorer:
         self.try_btn = W.Button(description="Run", button_style="primary")
         self.try_out = W.HTML(D.live_text_html([], None, 0))
         self._live = None  # (tokens, dense) of the last live text
+        self.steer_prompt = W.Text(value="The capital of France is", description="prompt",
+                                   layout=W.Layout(width="420px"))
+        self.steer_mode = W.Dropdown(options=[("add", "add"), ("clamp", "clamp")], value="add", description="mode",
+                                     layout=W.Layout(width="180px"))
+        self.steer_strength = W.FloatText(value=4.0, description="x max act", layout=W.Layout(width="180px"))
+        self.steer_tokens = W.BoundedIntText(value=20, min=1, max=200, description="tokens",
+                                             layout=W.Layout(width="160px"))
+        self.steer_btn = W.Button(description="Generate", button_style="primary")
+        self.steer_out = W.HTML("<i>generate from a prompt with the selected latent steered</i>")
         self.prev_btn.on_click(lambda _: self.show(self.current - 1))
         self.next_btn.on_click(lambda _: self.show(self.current + 1))
         self.index.observe(self._on_index, names="value")
         self.search_btn.on_click(lambda _: self.run_search())
         self.try_btn.on_click(lambda _: self.run_text())
+        self.steer_btn.on_click(lambda _: self.run_steering())
         tabs = W.Tab(children=[self.top, self.quantiles])
         tabs.set_title(0, "top examples")
         tabs.set_title(1, "quantile intervals")
@@ -65,6 +75,9 @@ class LatentExplorer:
             self.header, W.HBox([self.act_fig, self.density_fig], layout=W.Layout(flex_flow="row wrap")),
             self.logits, tabs,
             W.HTML("<h4>Try your own text</h4>"), W.HBox([self.try_text, self.try_btn]), self.try_out,
+            W.HTML("<h4>Steer generation with this latent</h4>"),
+            W.HBox([self.steer_prompt, self.steer_mode, self.steer_strength, self.steer_tokens, self.steer_btn]),
+            self.steer_out,
         ])
         self.current = first
         self.show(first)
@@ -124,3 +137,22 @@ class LatentExplorer:
         toks, dense = D.encode_text(self.lm, self.sae, self.try_text.value)
         self._live = (toks, dense) if toks else None
         self.try_out.value = D.live_text_html(toks, dense, self.current)
+
+    def run_steering(self) -> tuple[str, str]:
+        """Greedy continuations of the steering prompt, unedited and with the current latent steered."""
+        from .steering import generate
+
+        prompt = self.steer_prompt.value
+        if not prompt.strip():
+            self.steer_out.value = "<i>type a prompt first</i>"
+            return "", ""
+        try:
+            edit, label = D.steering_edit(self.stats, self.current, self.steer_mode.value, self.steer_strength.value)
+        except ValueError as e:
+            self.steer_out.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return "", ""
+        n = int(self.steer_tokens.value)
+        plain = generate(self.lm, self.sae, prompt, [], n)
+        steered = generate(self.lm, self.sae, prompt, [edit], n)
+        self.steer_out.value = D.steering_html(prompt, plain, steered, label)
+        return plain, steered

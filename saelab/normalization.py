@@ -4,6 +4,8 @@ Reconstruction errors, the losses and the paper's normalized MSE are measured af
     per_token_unit_norm  the paper's: each token mean-subtracted over d_model, scaled to unit norm
     layernorm            the released code's LN, (x - mean) / (std + 1e-5): the same direction at norm ~sqrt(d-1)
     dataset_unit_norm    one dataset-wide scale, set from data so the mean squared norm is 1
+    constant_norm_rescale  each token scaled to norm sqrt(d), not centred (SAE Lens's mode of that name; read
+                         from SAE Lens folders, not offered for training)
     none                 raw activations
 Every mode is x_n = (x - shift) / scale with a per-token or constant shift and scale; `Undo` keeps them.
 """
@@ -14,8 +16,8 @@ from typing import NamedTuple
 
 import torch
 
-NORMALIZATIONS = ("none", "dataset_unit_norm", "layernorm", "per_token_unit_norm")
-PER_TOKEN = ("layernorm", "per_token_unit_norm")
+NORMALIZATIONS = ("none", "dataset_unit_norm", "layernorm", "per_token_unit_norm", "constant_norm_rescale")
+PER_TOKEN = ("layernorm", "per_token_unit_norm", "constant_norm_rescale")
 RENAMED = {"unit_msn": "dataset_unit_norm"}  # names of saelab <= 0.1, still read from old files and configs
 LN_EPS = 1e-5  # as in openai/sparse_autoencoder's LN (std is the unbiased estimate, eps added to std)
 NORM_EPS = 1e-8  # per_token_unit_norm: a floor on the centred norm (a constant token has none)
@@ -45,6 +47,9 @@ def normalize(x: torch.Tensor, mode: str, dataset_scale: torch.Tensor | float = 
         return x, Undo(0.0, 1.0)
     if mode == "dataset_unit_norm":
         return x * dataset_scale, Undo(0.0, 1.0 / dataset_scale)
+    if mode == "constant_norm_rescale":
+        scale = x.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS) / x.shape[-1] ** 0.5
+        return x / scale, Undo(0.0, scale)
     shift = x.mean(-1, keepdim=True)
     centred = x - shift
     if mode == "layernorm":

@@ -12,7 +12,7 @@ Training losses, all in the normalised space (section 2.2 and appendix A.2):
     total = nmse [+ multi term] + aux_coef * aux [+ l1_coef * L1 for the ReLU baseline]
 
 Test-time activations live in `saelab.activations`, saving and the other libraries' layouts in
-`saelab.formats`.
+`saelab.formats` (`saelab.load_sae` reads SAE Lens, sparsify, OpenAI and Hub SAEs into this class).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .activations import TRAINING_ACTIVATIONS, make_activation
+from .activations import SAE_ACTIVATIONS, make_activation
 from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
 from .normalization import PER_TOKEN, Undo, canonical_normalization, dataset_scale_from, normalize
 from .reconstruction import normalized_mse
@@ -49,7 +49,8 @@ class SAEConfig:
     k: int = 32
     """Active latents per token for TopK."""
     activation: str = "topk"
-    """Training activation: 'topk' or 'relu' (the ReLU+L1 baseline)."""
+    """Training activation: 'topk' or 'relu' (the ReLU+L1 baseline); 'jumprelu' (a per-latent threshold
+    buffer) for SAEs loaded from other libraries, which saelab encodes with but does not train."""
     k_aux: int | None = None
     """Dead latents used by the AuxK loss; None = a power of two near d_in/2; 0 disables AuxK."""
     aux_coef: float = 1 / 32
@@ -70,14 +71,20 @@ class SAEConfig:
     """Provenance: the LM, hook site and layer the SAE was trained on."""
     site: str | None = None
     layer: int | None = None
+    hook: str | None = None
+    """Provenance of an SAE made elsewhere: the hook name as its library wrote it (e.g. SAE Lens's
+    'blocks.8.hook_resid_post', sparsify's 'layers.8'); `site` and `layer` are saelab's reading of it."""
+    source: str | None = None
+    """Where the weights came from when not trained by saelab: 'sae_lens', 'sparsify', 'openai', with the
+    path or Hub id (see saelab.formats.load_sae)."""
 
     def __post_init__(self):
         if self.d_in < 1 or self.n_latents < 1:
             raise ValueError(f"d_in and n_latents must be >= 1, got {self.d_in}, {self.n_latents}")
         if not 1 <= self.k <= self.n_latents:
             raise ValueError(f"k must be between 1 and n_latents={self.n_latents}, got k={self.k}")
-        if self.activation not in TRAINING_ACTIVATIONS:
-            raise ValueError(f"activation must be one of {TRAINING_ACTIVATIONS}, got {self.activation!r}")
+        if self.activation not in SAE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {SAE_ACTIVATIONS}, got {self.activation!r}")
         self.normalize = canonical_normalization(self.normalize)
         if self.kernel not in ("sparse", "dense"):
             raise ValueError(f"kernel must be 'sparse' or 'dense', got {self.kernel!r}")
@@ -160,6 +167,8 @@ class SAE(nn.Module):
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32, device=device))
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long, device=device))
+        if cfg.activation == "jumprelu":
+            self.register_buffer("threshold", torch.zeros(cfg.n_latents, dtype=dtype, device=device))
 
     def _workspace(self, rows: int) -> torch.Tensor:
         """A reused [rows, n] buffer for the training pre-activations. A fresh 64 MB tensor each step
@@ -197,44 +206,54 @@ class SAE(nn.Module):
     def pre_acts(self, x_n: torch.Tensor) -> torch.Tensor:
         return F.linear(x_n - self.b_pre, self.W_enc, self.b_enc)
 
-    @torch.no_grad()
     def encode(self, x: torch.Tensor, activation: str | None = None, k: int | None = None,
-               threshold: float | None = None, keep_pre: bool = False) -> EncodeOut:
-        """Encode with the training activation or a test-time one (section 5.3, `saelab.activations`):
-        'topk' (k' = `k`), 'jumprelu' (pre > `threshold`), 'batchtopk' (k*B over the batch), 'relu'.
+               threshold: float | torch.Tensor | None = None, keep_pre: bool = False, grad: bool = False
+               ) -> EncodeOut:
+        """Encode with the SAE's activation or a test-time one (section 5.3, `saelab.activations`):
+        'topk' (k' = `k`), 'jumprelu' (pre > `threshold`; a JumpReLU SAE's own per-latent thresholds by
+        default), 'batchtopk' (k*B over the batch), 'relu'.
         Runs on the SAE's device; the codes come back on `x`'s device (`keep_pre`'s dense pre-activations
-        stay on the SAE's)."""
-        check_input(x, self.cfg.d_in)
-        x_n, _ = self.preprocess(x.to(self.W_enc.device, self.W_enc.dtype))
-        pre = self.pre_acts(x_n)
-        chosen = make_activation(activation or self.cfg.activation, self.cfg.n_latents, k or self.cfg.k, threshold)
-        acts, idx = chosen.select(pre)
-        return EncodeOut(acts.to(x.device), idx.to(x.device), pre if keep_pre else None)
+        stay on the SAE's). `grad=True` keeps the autograd graph (to `x` and the weights): the selected
+        activations are differentiable, the selection itself is not."""
+        check_input(x.detach(), self.cfg.d_in)
+        with torch.set_grad_enabled(grad):
+            x_n, _ = self.preprocess(x.to(self.W_enc.device, self.W_enc.dtype))
+            pre = self.pre_acts(x_n)
+            name = activation or self.cfg.activation
+            if name == "jumprelu" and threshold is None and hasattr(self, "threshold"):
+                threshold = self.threshold
+            acts, idx = make_activation(name, self.cfg.n_latents, k or self.cfg.k, threshold).select(pre)
+            return EncodeOut(acts.to(x.device), idx.to(x.device), pre if keep_pre else None)
 
-    @torch.no_grad()
-    def decode_normalized(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor) -> torch.Tensor:
+    def decode_normalized(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, grad: bool = False
+                          ) -> torch.Tensor:
         """Reconstruction in the SAE's input space (where the losses and the paper's normalized MSE live),
-        on the SAE's device."""
+        on the SAE's device. `grad=True` keeps the graph (to the activations and the decoder)."""
         dev = self.W_dec.device
-        return F.embedding_bag(top_idx_BK.to(dev), self.W_dec, per_sample_weights=top_acts_BK.to(dev, self.W_dec.dtype),
-                               mode="sum") + self.b_pre
+        with torch.set_grad_enabled(grad):
+            return F.embedding_bag(top_idx_BK.to(dev), self.W_dec,
+                                   per_sample_weights=top_acts_BK.to(dev, self.W_dec.dtype), mode="sum") + self.b_pre
 
-    @torch.no_grad()
-    def decode(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, x_like: torch.Tensor | None = None
-               ) -> torch.Tensor:
+    def decode(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, x_like: torch.Tensor | None = None,
+               grad: bool = False) -> torch.Tensor:
         """Reconstruct from sparse latents (on the device of `x_like`, else of the codes); per-token
-        normalisations need the input (`x_like`) to undo it."""
-        recon_n = self.decode_normalized(top_acts_BK, top_idx_BK)
+        normalisations need the input (`x_like`) to undo it. `grad=True` keeps the graph."""
         if self.cfg.normalize in PER_TOKEN and x_like is None:
             raise ValueError(f"a {self.cfg.normalize} SAE needs the original input to undo the normalisation")
-        reference = x_like.to(recon_n.device, self.W_dec.dtype) if x_like is not None else recon_n
-        out_device = x_like.device if x_like is not None else top_acts_BK.device
-        return self.preprocess(reference)[1](recon_n).to(out_device)
+        with torch.set_grad_enabled(grad):
+            recon_n = self.decode_normalized(top_acts_BK, top_idx_BK, grad)
+            return self.undo_for(x_like, recon_n)(recon_n).to(
+                x_like.device if x_like is not None else top_acts_BK.device)
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, **encode_kwargs) -> torch.Tensor:
-        out = self.encode(x, **encode_kwargs)
-        return self.decode(out.top_acts_BK, out.top_idx_BK, x)
+    def undo_for(self, x_like: torch.Tensor | None, like: torch.Tensor) -> Undo:
+        """The `Undo` that maps the SAE's input space back to the space of `x_like` (per token when the
+        normalisation is per token; `like` gives the device and dtype)."""
+        reference = x_like.detach().to(like.device, self.W_dec.dtype) if x_like is not None else like.detach()
+        return self.preprocess(reference)[1]
+
+    def reconstruct(self, x: torch.Tensor, grad: bool = False, **encode_kwargs) -> torch.Tensor:
+        out = self.encode(x, grad=grad, **encode_kwargs)
+        return self.decode(out.top_acts_BK, out.top_idx_BK, x, grad=grad)
 
     # ---- training forward ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None, reduce=None,
@@ -251,6 +270,9 @@ class SAE(nn.Module):
         ramps it up during its warmup).
         """
         cfg = self.cfg
+        if cfg.activation not in ("topk", "relu"):
+            raise ValueError(f"saelab trains 'topk' and 'relu' SAEs; this one is {cfg.activation!r} (loaded from "
+                             f"{cfg.source or 'elsewhere'}): encode, decode and evaluate it, or train a new one")
         check_input(x, cfg.d_in)
         x_n, undo = self.preprocess(x.to(self.W_enc.dtype))
         x_n = x_n.detach()
@@ -344,29 +366,16 @@ class SAE(nn.Module):
     def dead_mask(self, threshold_tokens: int) -> torch.Tensor:
         return self.tokens_since_fired >= threshold_tokens
 
-    # ---- persistence (saelab.formats) ----------------------------------------------------------
+    # ---- persistence: saelab's own folder (other libraries' layouts: saelab.formats) ------------
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """Write sae.safetensors and cfg.json into `folder` (atomically); see `formats.save_sae`."""
-        from .formats import save_sae
+        """Write sae.safetensors and cfg.json into `folder` (atomically); see `formats.native.save_sae`."""
+        from .formats.native import save_sae
 
         return save_sae(self, folder, extra)
 
     @classmethod
     def load(cls, folder: str | Path, device=None) -> SAE:
-        """Load a folder written by `save`; see `formats.load_saelab`."""
-        from .formats import load_saelab
+        """Load a folder written by `save`; `saelab.load_sae` reads every supported layout."""
+        from .formats.native import load_saelab
 
         return load_saelab(folder, device)
-
-    @classmethod
-    def from_openai(cls, path: str | Path, normalize: str | None = None, **provenance) -> SAE:
-        """Load a state dict released with the paper (GPT-2 small SAEs, .pt); see `formats.from_openai`."""
-        from .formats import from_openai
-
-        return from_openai(path, normalize, **provenance)
-
-    def to_saelens(self, folder: str | Path, context_size: int = 64) -> Path:
-        """Export SAE Lens's layout; see `formats.to_saelens`."""
-        from .formats import to_saelens
-
-        return to_saelens(self, folder, context_size)

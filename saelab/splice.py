@@ -9,7 +9,9 @@ outliers such as document separators, both as in the harvest) are left clean.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +22,7 @@ from .norms import outlier_mask
 from .sae import SAE
 from .sites import run_to_site, site_module
 
-# replacement(x_BTD, mask_BT) -> new activations [B, T, D] (used where mask is True)
+# replacement(x_BTD, mask_BT, positions_BT) -> new activations [B, T, D] (used where mask is True)
 Replacement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -38,66 +40,133 @@ class SpliceSite:
 
     @classmethod
     def of(cls, sae: SAE, lm: LM, **overrides) -> SpliceSite:
-        """The site recorded in the SAE's config (falling back to the LM's default layer)."""
+        """The site recorded in the SAE's config (falling back to the LM's default layer), checked to fit."""
         c = sae.cfg
+        check_fits(sae, lm)
+        if c.layer is None and c.source and "layer" not in overrides:
+            warnings.warn(f"the SAE from {c.source} does not say its layer (hook {c.hook!r}); splicing it at "
+                          f"{lm.name}'s default layer {lm.default_layer}: pass layer= to load_sae to choose",
+                          stacklevel=2)
         kw = {"site": c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer}
         return cls(**{**kw, **overrides})
 
 
-def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite) -> torch.Tensor:
-    """[B, T] True where the SAE handles the position (the harvest's token policy)."""
+def check_fits(sae: SAE, lm: LM) -> None:
+    """A clear error when the SAE's width is not the LM's (an SAE trained on another model)."""
+    if sae.cfg.d_in != lm.d_model:
+        made_for = f" (it was trained on {sae.cfg.model})" if sae.cfg.model else ""
+        raise ValueError(f"this SAE reads {sae.cfg.d_in}-wide activations but {lm.name} has d_model {lm.d_model}"
+                         f"{made_for}; load the model it was trained on (e.g. --model {sae.cfg.model or 'NAME'})")
+
+
+def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, T] True where the SAE handles the position (the harvest's token policy). `positions_BT`: the
+    tokens' absolute positions (default 0..T-1; a generation step with a KV cache starts later)."""
     B, T, D = acts_BTD.shape
+    if positions_BT is None:
+        positions_BT = torch.arange(T, device=acts_BTD.device).expand(B, T)
+    late = positions_BT.to(acts_BTD.device) >= where.exclude_first
     mask = torch.zeros(B, T, dtype=torch.bool, device=acts_BTD.device)
-    if where.exclude_first >= T:
+    if not late.any():
         return mask
-    tail = acts_BTD[:, where.exclude_first:].reshape(-1, D).float()
-    keep = outlier_mask(tail, where.outlier_factor).to(acts_BTD.device)
-    mask[:, where.exclude_first:] = keep.reshape(B, T - where.exclude_first)
+    keep = outlier_mask(acts_BTD[late].float(), where.outlier_factor).to(acts_BTD.device)
+    mask[late] = keep
     return mask
 
 
-def patched_logits(lm: LM, input_ids: torch.Tensor, where: SpliceSite,
-                     replace: Replacement | None, capture: dict | None = None) -> torch.Tensor:
-    """Logits [B, T, V] with the site's output rewritten by `replace` on the eligible positions."""
+def _positions(kwargs: dict, input_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Absolute positions [B, T] of a forward call's tokens, from its keyword arguments (position_ids, or
+    cache_position, or the KV cache's length); None when they cannot be known."""
+    pos = kwargs.get("position_ids")
+    if pos is not None:
+        return pos
+    if kwargs.get("cache_position") is not None:
+        return kwargs["cache_position"][None]
+    if input_ids is None:
+        return None
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    start = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
+    return torch.arange(start, start + input_ids.shape[-1], device=input_ids.device).expand(input_ids.shape)
+
+
+def _n_positional(fn) -> int:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 3
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 3
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+@contextmanager
+def site_hooked(lm: LM, where: SpliceSite, replace: Replacement | None, capture: dict | None = None):
+    """Every forward pass of `lm.model` inside the block (plain calls and `generate()`) has the site's output
+    rewritten by `replace(x_BTD, mask_BT, positions_BT)` on the eligible positions. `capture` receives the
+    last call's clean activations, mask and positions. The one splice every metric and edit goes through."""
+    state: dict = {}
+    if replace is not None and _n_positional(replace) == 2:  # replacements written for (x, mask) only
+        two = replace
+        replace = lambda x, m, _p: two(x, m)  # noqa: E731
+
+    def pre_hook(_mod, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        state["positions"] = _positions(kwargs, ids)
 
     def hook(_mod, _inp, out):
         hidden = out[0] if isinstance(out, tuple) else out
-        mask = eligible_mask(hidden, where)
+        B, T, _ = hidden.shape
+        positions = state.get("positions")
+        if positions is None or tuple(positions.shape) != (B, T):
+            positions = torch.arange(T, device=hidden.device).expand(B, T)
+        mask = eligible_mask(hidden, where, positions)
         if capture is not None:
-            capture["acts"], capture["mask"] = hidden.detach(), mask
-        if replace is None:
+            capture["acts"], capture["mask"], capture["positions"] = hidden.detach(), mask, positions
+        if replace is None or not mask.any():
             return None
-        new = replace(hidden, mask).to(hidden.dtype)
+        new = replace(hidden, mask, positions).to(hidden.dtype)
         hidden = torch.where(mask[..., None], new, hidden)
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    handle = site_module(lm.model, where.site, where.layer).register_forward_hook(hook)
+    handles = [lm.model.register_forward_pre_hook(pre_hook, with_kwargs=True),
+               site_module(lm.model, where.site, where.layer).register_forward_hook(hook)]
     try:
-        return lm.model(input_ids=input_ids.to(lm.device), use_cache=False).logits.float()
+        yield state
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
+
+
+def patched_logits(lm: LM, input_ids: torch.Tensor, where: SpliceSite,
+                   replace: Replacement | None, capture: dict | None = None) -> torch.Tensor:
+    """Logits [B, T, V] with the site's output rewritten by `replace` on the eligible positions."""
+    with site_hooked(lm, where, replace, capture):
+        return lm.model(input_ids=input_ids.to(lm.device), use_cache=False).logits.float()
+
+
+def _rows(fn: Callable[[torch.Tensor], torch.Tensor], x_BTD: torch.Tensor, mask_BT: torch.Tensor,
+          dtype: torch.dtype) -> torch.Tensor:
+    """Apply a row function to the masked rows of [B, T, D]; other rows are zero."""
+    out = torch.zeros_like(x_BTD, dtype=dtype)
+    flat = x_BTD[mask_BT].to(dtype)
+    if len(flat):
+        out[mask_BT] = fn(flat)
+    return out
 
 
 def sae_replacement(sae: SAE, **encode_kwargs) -> Replacement:
     """Replace activations by the SAE's reconstruction (test-time activation via `encode_kwargs`)."""
-
-    def replace(x_BTD, mask_BT):
-        B, T, D = x_BTD.shape
-        recon = torch.zeros_like(x_BTD, dtype=sae.W_dec.dtype)
-        flat = x_BTD[mask_BT].to(sae.W_dec.dtype)
-        if len(flat):
-            recon[mask_BT] = sae.reconstruct(flat, **encode_kwargs)
-        return recon
-
-    return replace
+    return lambda x, m, _p=None: _rows(lambda r: sae.reconstruct(r, **encode_kwargs), x, m, sae.W_dec.dtype)
 
 
 def zero_replacement() -> Replacement:
-    return lambda x, m: torch.zeros_like(x)
+    return lambda x, m, _p=None: torch.zeros_like(x)
 
 
 def mean_replacement(mean_D: torch.Tensor) -> Replacement:
-    return lambda x, m: mean_D.to(x)[None, None].expand_as(x)
+    return lambda x, m, _p=None: mean_D.to(x)[None, None].expand_as(x)
 
 
 @torch.no_grad()

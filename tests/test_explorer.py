@@ -120,6 +120,30 @@ def test_tokens_are_escaped(setup, tiny_lm):
     assert "&lt;b&gt;" in ex.results.value  # the query is shown escaped
 
 
+def test_steering_panel_generates_side_by_side_and_escapes(setup, tiny_lm):
+    sae, stats, _ = setup
+    ex = LatentExplorer(tiny_lm, sae, stats)
+    lat = int(stats.max_act_N.argmax())
+    ex.show(lat)
+    ex.steer_prompt.value = "<b>hi</b> the"
+    ex.steer_tokens.value = 8
+    ex.steer_strength.value = 0.0  # adding nothing: the steered text is the unedited one
+    plain, same = ex.run_steering()
+    assert plain == same and len(plain) > 0
+    ex.steer_strength.value = 200.0
+    ex.steer_btn.click()
+    out = ex.steer_out.value
+    assert "&lt;b&gt;hi&lt;/b&gt;" in out and "<b>hi</b>" not in out  # the prompt is escaped
+    assert f"latent {lat} +" in out and "unedited" in out
+    _, steered = ex.run_steering()
+    assert steered != plain  # a strong push on the residual stream changes the greedy continuation
+    ex.steer_mode.value = "clamp"
+    ex.run_steering()
+    assert "clamped to" in ex.steer_out.value
+    ex.steer_prompt.value = "  "
+    assert ex.run_steering() == ("", "") and "type a prompt" in ex.steer_out.value
+
+
 def test_static_export_is_self_contained(setup, tiny_lm, tmp_path):
     sae, stats, _ = setup
     lat = int(stats.density_N.argmax())

@@ -1,0 +1,238 @@
+"""Round trips with the real peer libraries (the `peers` extra: sae-lens, eai-sparsify), not imitations of
+their formats: an SAE saved by each library loads in saelab and encodes / decodes the same activations, and
+saelab's exports load in each library likewise. Skipped when a library is missing, except under CI."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from saelab.formats import detect_format, load_sae, to_saelens, to_sparsify
+from saelab.formats.hooks import site_from_hook
+from saelab.kernels import dense_codes
+from saelab.sae import SAE, SAEConfig
+
+
+def need(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is missing under CI: pip install -e '.[peers]'")
+        pytest.skip(f"{module} is not installed: pip install -e '.[peers]'")
+
+
+def dense(sae: SAE, x: torch.Tensor) -> torch.Tensor:
+    enc = sae.encode(x)
+    return dense_codes(enc.top_acts_BK.float(), enc.top_idx_BK, sae.cfg.n_latents)
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if "b_" in name or "bias" in name else 1.0))
+
+
+D, N = 16, 64
+
+
+def saelens_sae(arch: str, norm: str = "none", apply_b_dec: bool = True, rescale: bool = False):
+    sl = need("sae_lens")
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(hook_name="blocks.3.hook_resid_post", model_name="tiny-gpt2")
+    common = dict(d_in=D, d_sae=N, normalize_activations=norm, apply_b_dec_to_input=apply_b_dec, metadata=meta)
+    if arch == "topk":
+        sae = sl.TopKSAE(sl.TopKSAEConfig(k=5, rescale_acts_by_decoder_norm=rescale, **common))
+    elif arch == "jumprelu":
+        sae = sl.JumpReLUSAE(sl.JumpReLUSAEConfig(**common))
+    else:
+        sae = sl.StandardSAE(sl.StandardSAEConfig(**common))
+    randomize_(sae)
+    if arch == "jumprelu":
+        with torch.no_grad():
+            sae.threshold.copy_(torch.rand(N) * 0.5)
+    return sae
+
+
+@pytest.mark.parametrize("arch,norm,apply_b_dec,rescale", [
+    ("standard", "none", True, False), ("standard", "layer_norm", False, False),
+    ("topk", "none", True, False), ("topk", "constant_norm_rescale", True, True), ("topk", "layer_norm", False, False),
+    ("jumprelu", "none", True, False), ("jumprelu", "layer_norm", True, False),
+])
+def test_saelens_folder_loads_and_encodes_like_saelens(tmp_path, arch, norm, apply_b_dec, rescale):
+    theirs = saelens_sae(arch, norm, apply_b_dec, rescale)
+    theirs.save_model(tmp_path / "sl")
+    assert detect_format(tmp_path / "sl") == "sae_lens"
+    ours = load_sae(tmp_path / "sl")
+    assert (ours.cfg.site, ours.cfg.layer, ours.cfg.hook) == ("resid_post", 3, "blocks.3.hook_resid_post")
+    assert ours.cfg.model == "tiny-gpt2" and ours.cfg.source.startswith("sae_lens:")
+    x = torch.randn(40, D) * 2 + 0.5
+    with torch.no_grad():
+        z_theirs = theirs.encode(x)
+        recon_theirs = theirs.decode(z_theirs)
+    assert (z_theirs > 0).sum() > 40  # the comparison is not between empty codes
+    torch.testing.assert_close(dense(ours, x), z_theirs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.reconstruct(x), recon_theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation,normalize", [("topk", "none"), ("topk", "dataset_unit_norm"),
+                                                  ("topk", "per_token_unit_norm"), ("relu", "none")])
+def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
+    sl = need("sae_lens")
+    torch.manual_seed(0)
+    x = torch.randn(60, D) * 4 + 1
+    ours = SAE(SAEConfig(d_in=D, n_latents=N, k=5, activation=activation, normalize=normalize, layer=2,
+                         site="mlp_out", model="tiny-gpt2"))
+    ours.init_from_data(x)
+    with torch.no_grad():
+        ours.b_enc.normal_(0, 0.3)
+    to_saelens(ours, tmp_path / "export")
+    theirs = sl.SAE.load_from_disk(tmp_path / "export")
+    assert theirs.cfg.metadata.hook_name == "blocks.2.hook_mlp_out"
+    with torch.no_grad():
+        recon = theirs.decode(theirs.encode(x))
+    tol = 1e-3 if normalize == "per_token_unit_norm" else 1e-4  # layer norm's eps differs from unit norm's
+    torch.testing.assert_close(recon, ours.reconstruct(x), atol=tol, rtol=tol)
+    back = load_sae(tmp_path / "export")  # and back into saelab
+    torch.testing.assert_close(back.reconstruct(x), ours.reconstruct(x), atol=tol, rtol=tol)
+
+
+def sparsify_coder(k=4, multi_topk=False):
+    sp = need("sparsify")
+    coder = sp.SparseCoder(D, sp.SparseCoderConfig(num_latents=N, k=k, multi_topk=multi_topk))
+    randomize_(coder, seed=1)
+    return coder
+
+
+def test_sparsify_folder_and_checkpoint_load_and_encode_like_sparsify(tmp_path):
+    theirs = sparsify_coder()
+    theirs.save_to_disk(tmp_path / "ckpt" / "layers.3")
+    sparsify_coder(k=8).save_to_disk(tmp_path / "ckpt" / "layers.5.mlp")
+    assert detect_format(tmp_path / "ckpt" / "layers.3") == "sparsify"
+    assert detect_format(tmp_path / "ckpt") == "sparsify_checkpoint"
+    ours = load_sae(tmp_path / "ckpt", hookpoint="layers.3")
+    assert (ours.cfg.site, ours.cfg.layer, ours.cfg.k) == ("resid_post", 3, 4)
+    assert load_sae(tmp_path / "ckpt" / "layers.5.mlp").cfg.site == "mlp_out"
+    with pytest.raises(ValueError, match=r"2 hook points \['layers.3', 'layers.5.mlp'\]; pick one"):
+        load_sae(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="no hook point 'layers.9'"):
+        load_sae(tmp_path / "ckpt", hookpoint="layers.9")
+    x = torch.randn(40, D)
+    with torch.no_grad():
+        enc = theirs.encode(x)
+        recon = theirs.decode(enc.top_acts, enc.top_indices)
+    z_theirs = dense_codes(enc.top_acts.float(), enc.top_indices, N)
+    assert (z_theirs > 0).sum() > 40
+    torch.testing.assert_close(dense(ours, x), z_theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.reconstruct(x), recon, atol=1e-5, rtol=1e-5)
+
+
+def test_saelab_export_loads_in_sparsify(tmp_path):
+    sp = need("sparsify")
+    torch.manual_seed(0)
+    x = torch.randn(50, D) * 3
+    ours = SAE(SAEConfig(d_in=D, n_latents=N, k=4, normalize="dataset_unit_norm", layer=3))
+    ours.init_from_data(x)
+    with torch.no_grad():
+        ours.b_enc.normal_(0, 0.3)
+    to_sparsify(ours, tmp_path / "layers.3")
+    theirs = sp.SparseCoder.load_from_disk(tmp_path / "layers.3")
+    with torch.no_grad():
+        enc = theirs.encode(x)
+        recon = theirs.decode(enc.top_acts, enc.top_indices)
+    torch.testing.assert_close(recon, ours.reconstruct(x), atol=1e-4, rtol=1e-4)
+    assert load_sae(tmp_path / "layers.3").cfg.layer == 3
+    per_token = SAE(SAEConfig(d_in=D, n_latents=N, k=4, normalize="per_token_unit_norm"))
+    with pytest.raises(ValueError, match="sparsify has no input normalisation.*to_saelens"):
+        to_sparsify(per_token, tmp_path / "no")
+
+
+def test_unknown_folders_and_files_name_what_they_hold(tmp_path):
+    (tmp_path / "weird").mkdir()
+    (tmp_path / "weird" / "model.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"holds no SAE saelab recognises \(found \['model.bin'\]\).*SAE Lens"):
+        load_sae(tmp_path / "weird")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "cfg.json").write_text(json.dumps({"hidden": 3}))
+    (tmp_path / "odd" / "sae.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"neither saelab's nor sparsify's \(keys \['hidden'\]\)"):
+        load_sae(tmp_path / "odd")
+    (tmp_path / "w.npz").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"a file saelab does not read \(.npz\)"):
+        load_sae(tmp_path / "w.npz")
+    with pytest.raises(FileNotFoundError, match="hf://runs/nope"):
+        load_sae("runs/nope")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not an openai/sparse_autoencoder state dict"):
+        load_sae(tmp_path / "bad.pt")
+
+
+def test_hub_source_downloads_only_the_subfolder(tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub
+
+    ours = SAE(SAEConfig(d_in=D, n_latents=N, k=4, layer=1))
+    to_sparsify(ours, tmp_path / "repo" / "layers.1")
+    to_sparsify(ours, tmp_path / "repo" / "layers.2")
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, allow_patterns))
+        out = tmp_path / "cache"
+        for pattern in allow_patterns:
+            src = tmp_path / "repo" / pattern
+            if src.is_file():
+                (out / pattern).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, out / pattern)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    sae = load_sae("hf://someone/sae-repo/layers.1")
+    assert calls[0][0] == "someone/sae-repo" and all(p.startswith("layers.1/") for p in calls[0][1])
+    assert not (tmp_path / "cache" / "layers.2").exists()
+    assert sae.cfg.source == "sparsify:hf://someone/sae-repo/layers.1" and sae.cfg.layer == 1
+    torch.testing.assert_close(sae.W_dec, ours.W_dec)
+    with pytest.raises(ValueError, match="hf://owner/repo"):
+        load_sae("hf://just-a-name")
+
+
+def test_hook_names_map_to_sites():
+    assert site_from_hook("blocks.8.hook_resid_post") == ("resid_post", 8)
+    assert site_from_hook("blocks.8.hook_resid_pre") == ("resid_post", 7)
+    assert site_from_hook("blocks.0.hook_resid_pre") is None  # the embeddings: no saelab site
+    assert site_from_hook("blocks.2.hook_mlp_out") == ("mlp_out", 2)
+    assert site_from_hook("model.layers.22") == ("resid_post", 22)
+    assert site_from_hook("layers.4.self_attn") == ("attn_out", 4)
+    assert site_from_hook("transformer.h.6.mlp") == ("mlp_out", 6)
+    assert site_from_hook("blocks.2.attn.hook_z") is None
+
+
+@pytest.mark.assets
+def test_saelab_eval_runs_on_saelens_and_sparsify_folders(tmp_path, capsys):
+    """`saelab eval --sae` on folders written by SAE Lens and sparsify for the embedded SmolLM2 (layer 22)."""
+    sl = need("sae_lens")
+    sp = need("sparsify")
+    from sae_lens.saes.sae import SAEMetadata
+
+    from saelab.cli import main
+
+    d, n = 576, 512
+    lens = sl.TopKSAE(sl.TopKSAEConfig(d_in=d, d_sae=n, k=16, metadata=SAEMetadata(
+        hook_name="blocks.22.hook_resid_post", model_name="smollm2-135m")))
+    lens.save_model(tmp_path / "lens")
+    coder = sp.SparseCoder(d, sp.SparseCoderConfig(num_latents=n, k=16))
+    coder.save_to_disk(tmp_path / "ckpt" / "layers.22")
+    rc = main(["eval", "--sae", f"lens={tmp_path / 'lens'}", "--sae", f"sparse={tmp_path / 'ckpt' / 'layers.22'}",
+               "--metrics", "downstream", "--downstream_contexts", "4", "--out", str(tmp_path / "eval"),
+               "--device", "cpu"])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["site"]["layer"] == 22 and report["site"]["site"] == "resid_post"  # read from the hook names
+    for name in ("lens", "sparse"):
+        assert report["saes"][name]["downstream"]["ce_spliced"] > report["saes"][name]["downstream"]["ce_clean"]
+    printed = capsys.readouterr().out
+    assert "lens" in printed and "sparse" in printed and "report:" in printed

@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from saelab.sae import SAE, SAEConfig
 
@@ -40,13 +41,39 @@ def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
         dead = torch.rand(cfg.n_latents, device=device) < aux_dead_fraction
 
     def step():
-        out = sae(x, dead_mask_N=dead)
-        out.losses["total"].backward()
-        sae.project_decoder_grad_()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.normalize_decoder_()
+        with record_function("step: forward"):
+            out = sae(x, dead_mask_N=dead)
+        with record_function("step: backward"):
+            out.losses["total"].backward()
+        with record_function("step: decoder grad projection"):
+            sae.project_decoder_grad_()
+        with record_function("step: Adam"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        with record_function("step: decoder renorm"):
+            sae.normalize_decoder_()
     return step
+
+
+def profile(name: str, step, floor: float, steps: int = 3, top: int = 14) -> None:
+    """torch.profiler over `steps` steps: the phases, then the operators by self time, in units of the floor."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    unit = floor * steps * 1e6  # profiler times are in microseconds
+    phases = [e for e in events if e.key.startswith("step: ")]
+    print(f"\nprofile of {name} ({steps} steps), in units of the floor per step:")
+    for e in sorted(phases, key=lambda e: -e.cpu_time_total):
+        print(f"  {e.key:38s} {e.cpu_time_total / unit:6.3f}")
+    ops = sorted((e for e in events if not e.key.startswith("step: ")), key=lambda e: -e.self_cpu_time_total)
+    print(f"  {'operator (self time)':38s} {'x floor':>6s} {'calls':>6s}")
+    for e in ops[:top]:
+        print(f"  {e.key[:38]:38s} {e.self_cpu_time_total / unit:6.3f} {e.count // steps:6d}")
 
 
 def dense_reference_step(x, cfg, device):
@@ -117,6 +144,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also print a torch.profiler breakdown of saelab's steps")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -158,6 +186,10 @@ def main():
     if not args.skip_dense:
         dense = [t for n, t in rows if n.startswith("dense")][0]
         print(f"\nsaelab step is {dense / ours:.1f}x faster than the dense autograd reference")
+    if args.profile:
+        for name, fn in steps.items():
+            if name.startswith("saelab") and fn is not None:
+                profile(name, fn, base)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB" + (f"; peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
                                        if device.type == "cuda" else ""))

@@ -5,9 +5,10 @@ a of the latents each position selects are made leaves of the graph; for a metri
 
     effect of ablating latent j at position t  ~=  -a_tj * dm/da_tj      (first-order Taylor estimate)
 
-summed over positions for a latent's total. It is exact when m is linear in the site's activations (e.g.
-the site is the last block and the final norm is linear) and a first-order estimate otherwise; compare
-with real ablations (`saelab.steering.ablate`) on the latents it ranks highest, as notebook 07 does.
+summed over positions for a latent's total. It is exact only when m is linear in the site's activations
+(e.g. the last block's output with the final norm removed, as the tests build it); in a real LM (norms,
+attention, softmax after the site) it is a first-order estimate: compare it with real ablations
+(`ablation_effects`) on the latents it ranks highest, as notebook 07 does.
 One forward and one backward pass give the estimate for every active latent at once.
 """
 
@@ -73,13 +74,19 @@ def attribute(lm: LM, sae: SAE, input_ids: torch.Tensor, metric: Callable[[torch
         out[mask_BT] = recon + (rows - recon).detach()  # the clean value; gradients reach `acts` only
         return out
 
-    with torch.enable_grad(), site_hooked(lm, where, replace):
-        value = metric(lm.model(input_ids=ids.to(lm.device), use_cache=False).logits.float())
-        if value.numel() != 1:
-            raise ValueError(f"the metric must return a scalar, got shape {tuple(value.shape)}")
-        if "acts" not in saved:
-            raise ValueError("the SAE handled no position of these contexts (too short for exclude_first?)")
-        value.backward()
+    trainable = [p.requires_grad for p in sae.parameters()]
+    sae.requires_grad_(False)  # gradients reach the activations only, never the SAE's weights
+    try:
+        with torch.enable_grad(), site_hooked(lm, where, replace):
+            value = metric(lm.model(input_ids=ids.to(lm.device), use_cache=False).logits.float())
+            if value.numel() != 1:
+                raise ValueError(f"the metric must return a scalar, got shape {tuple(value.shape)}")
+            if "acts" not in saved:
+                raise ValueError("the SAE handled no position of these contexts (too short for exclude_first?)")
+            value.backward()
+    finally:
+        for p, flag in zip(sae.parameters(), trainable):
+            p.requires_grad_(flag)
     acts = saved["acts"]
     grad = acts.grad if acts.grad is not None else torch.zeros_like(acts)
     return Attribution(float(value.detach()), saved["where"].cpu(), saved["idx"].cpu(), acts.detach().cpu(),

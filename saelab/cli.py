@@ -207,6 +207,10 @@ def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
         saes[name or default_name] = load_sae(source)
     if not saes:
         raise ValueError("no SAE given: pass --sae PATH (repeatable) or --zoo topk,multi_topk,relu")
+    models = {s.cfg.model for s in saes.values() if s.cfg.model}
+    if len(models) > 1:
+        print(f"saelab: warning: the SAEs record different models {sorted(models)}; all are spliced into one LM "
+              "(--model, else the first SAE's)", file=sys.stderr)
     keys = {(s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
     if len(keys) > 1:
         raise ValueError(f"the SAEs sit at different sites/layers/widths: {sorted(map(str, keys))}; "

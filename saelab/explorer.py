@@ -55,7 +55,7 @@ class LatentExplorer:
                                    layout=W.Layout(width="420px"))
         self.steer_mode = W.Dropdown(options=[("add", "add"), ("clamp", "clamp")], value="add", description="mode",
                                      layout=W.Layout(width="180px"))
-        self.steer_strength = W.FloatText(value=4.0, description="x max act", layout=W.Layout(width="180px"))
+        self.steer_strength = W.FloatText(value=2.0, description="x max act", layout=W.Layout(width="180px"))
         self.steer_tokens = W.BoundedIntText(value=20, min=1, max=200, description="tokens",
                                              layout=W.Layout(width="160px"))
         self.steer_btn = W.Button(description="Generate", button_style="primary")

@@ -39,6 +39,27 @@ def dense_codes(acts_BK: torch.Tensor, idx_BK: torch.Tensor, n: int) -> torch.Te
         1, idx_BK, acts_BK)
 
 
+def topk_rows(pre_BN: torch.Tensor, k: int, sorted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the k largest entries of each row, as `torch.topk`, faster on CPU for k << n.
+
+    The columns are split into G groups of 8 (group g = columns g, g+G, ..., strided so the group maximum is
+    an elementwise max of 8 contiguous vectors). The k largest entries of a row lie in its k groups with the
+    largest maxima (a group outside them has k groups above its maximum, so k entries above each of its
+    entries), so one strided max pass and a top-k over 8k candidates replace a top-k over all n: 1.6-1.9x
+    faster than `torch.topk` at B 4096, n 16384, k 32 on a 2-core CPU. Values equal `torch.topk`'s; indices
+    too, up to the order of equal values. CUDA and small or odd shapes use `torch.topk`.
+    """
+    B, n = pre_BN.shape
+    group = 8
+    if pre_BN.device.type != "cpu" or n % group or n // group < 4 * k or not pre_BN.is_contiguous():
+        return pre_BN.topk(k, dim=-1, sorted=sorted)
+    G = n // group
+    top_groups = pre_BN.view(B, group, G).amax(1).topk(k, dim=-1, sorted=False).indices  # [B, k]
+    cols = (top_groups[:, None, :] + torch.arange(0, n, G, device=pre_BN.device)[None, :, None]).reshape(B, -1)
+    top = pre_BN.gather(1, cols).topk(k, dim=-1, sorted=sorted)
+    return top.values, cols.gather(1, top.indices)
+
+
 def _selection_csr(idx_BK: torch.Tensor, vals_BK: torch.Tensor, n: int) -> torch.Tensor:
     """The B x n CSR matrix with vals_BK at (row b, column idx_BK[b, j])."""
     B, K = idx_BK.shape
@@ -112,6 +133,41 @@ class SparseDecode(torch.autograd.Function):
         return None, d_acts, d_W, None
 
 
+class SplitDecode(torch.autograd.Function):
+    """Multi-TopK's two reconstructions from one selection: (decode of the first k entries of each row,
+    decode of the other entries), so that recon_4k = first + rest reuses recon_k. The backward pass does one
+    sparse weight-gradient product for both (the selection over 2B "tokens": row b's first k entries meet
+    g_first[b], its others g_rest[b]), reusing the encoder's pattern of the whole selection."""
+
+    @staticmethod
+    def forward(ctx, idx_BK, acts_BK, W_dec_ND, k, pattern=None):
+        ctx.save_for_backward(idx_BK, acts_BK, W_dec_ND)
+        ctx.k, ctx.pattern = k, pattern
+        first = F.embedding_bag(idx_BK[:, :k], W_dec_ND, per_sample_weights=acts_BK[:, :k], mode="sum")
+        rest = F.embedding_bag(idx_BK[:, k:], W_dec_ND, per_sample_weights=acts_BK[:, k:], mode="sum")
+        return first, rest
+
+    @staticmethod
+    def backward(ctx, g_first, g_rest):
+        idx_BK, acts_BK, W_dec_ND = ctx.saved_tensors
+        k, (B, K), n = ctx.k, idx_BK.shape, W_dec_ND.shape[0]
+        g_first = torch.zeros(B, W_dec_ND.shape[1], dtype=acts_BK.dtype) if g_first is None else g_first.contiguous()
+        g_rest = torch.zeros_like(g_first) if g_rest is None else g_rest.contiguous()
+        d_acts = torch.cat([sampled_dot(g_first, W_dec_ND, idx_BK[:, :k]),
+                            sampled_dot(g_rest, W_dec_ND, idx_BK[:, k:])], dim=1) if ctx.needs_input_grad[1] else None
+        d_W = None
+        if ctx.needs_input_grad[2]:
+            p = ctx.pattern or transposed_pattern(idx_BK, n)
+            token = p.token + B * (torch.remainder(p.order, K) >= k)  # the rest's entries meet rows B..2B-1
+            ST = _csr(p.crow, token, acts_BK.reshape(-1)[p.order].to(g_first.dtype), (n, 2 * B))
+            d_W = ST @ torch.cat([g_first, g_rest])
+        return None, d_acts, d_W, None, None
+
+
+def split_decode(idx_BK, acts_BK, W_dec_ND, k: int, pattern: Pattern | None = None):
+    return SplitDecode.apply(idx_BK, acts_BK, W_dec_ND, k, pattern)
+
+
 class SelectedEncode(torch.autograd.Function):
     """pre_BK = ((x - b_pre) @ W_enc^T + b_enc)[idx_BK], given the values already computed.
 
@@ -162,3 +218,42 @@ def dense_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Te
 def dense_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK) -> torch.Tensor:
     """Reference: the dense pre-activations with autograd, gathered at idx."""
     return F.linear(x_BD - b_pre_D, W_enc_ND, b_enc_N).gather(1, idx_BK)
+
+
+class SubsetDecode(torch.autograd.Function):
+    """AuxK's decode over a subset M of the latents (the dead ones), densely: B x M products instead of
+    B*k_aux sparse rows. With k_aux a sizeable fraction of M (256 of a few thousand dead latents), four
+    dense [B, M] x [M, d] products cost a fraction of the sparse path's scattered rows, and they include
+    the encoder's gradient too:
+
+        z_BM = ReLU(selected pre-activations of the subset), out_BD = z_BM W_dec[M]
+        backward: dz = (g W_dec[M]^T) * [z > 0];  dW_dec[M] = z^T g;  dW_enc[M] = dz^T centred;
+                  db_enc[M] = sum_b dz;  db_pre = -(db_enc[M] W_enc[M])
+    """
+
+    @staticmethod
+    def forward(ctx, centred_BD, W_enc_ND, b_enc_N, b_pre_D, W_dec_ND, subset_M, z_BM):
+        W_sub = W_dec_ND.index_select(0, subset_M)
+        ctx.save_for_backward(centred_BD, W_enc_ND, W_dec_ND, subset_M, z_BM, W_sub)
+        return z_BM @ W_sub
+
+    @staticmethod
+    def backward(ctx, g_BD):
+        centred_BD, W_enc_ND, W_dec_ND, subset_M, z_BM, W_sub = ctx.saved_tensors
+        g_BD = g_BD.contiguous()
+        dz = (g_BD @ W_sub.t()).mul_(z_BM > 0)
+        n = W_enc_ND.shape[0]
+        d_W_dec = torch.zeros_like(W_dec_ND).index_copy_(0, subset_M, z_BM.t() @ g_BD) \
+            if ctx.needs_input_grad[4] else None
+        d_W_enc = torch.zeros_like(W_enc_ND).index_copy_(0, subset_M, dz.t() @ centred_BD) \
+            if ctx.needs_input_grad[1] else None
+        db_sub = dz.sum(0)
+        d_b_enc = torch.zeros(n, dtype=dz.dtype, device=dz.device).index_copy_(0, subset_M, db_sub)
+        d_b_pre = -(db_sub @ W_enc_ND.index_select(0, subset_M)) if ctx.needs_input_grad[3] else None
+        return None, d_W_enc, (d_b_enc if ctx.needs_input_grad[2] else None), d_b_pre, d_W_dec, None, None
+
+
+def subset_decode(centred_BD, W_enc_ND, b_enc_N, b_pre_D, W_dec_ND, subset_M, z_BM) -> torch.Tensor:
+    """`SubsetDecode`: z_BM (the ReLU'd, selected pre-activations of latents `subset_M`, zero elsewhere)
+    decoded by their decoder rows, with gradients into W_enc, b_enc, b_pre and W_dec through them."""
+    return SubsetDecode.apply(centred_BD, W_enc_ND, b_enc_N, b_pre_D, W_dec_ND, subset_M, z_BM)

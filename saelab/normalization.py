@@ -2,7 +2,8 @@
 
 Reconstruction errors, the losses and the paper's normalized MSE are measured after it.
     per_token_unit_norm  the paper's: each token mean-subtracted over d_model, scaled to unit norm
-    layernorm            the released code's LN, (x - mean) / (std + 1e-5): the same direction at norm ~sqrt(d-1)
+    layernorm            the released code's LN, (x - mean) / (std + 1e-5), undone with std: the same direction
+                         at norm ~sqrt(d-1)
     dataset_unit_norm    one dataset-wide scale, set from data so the mean squared norm is 1
     constant_norm_rescale  each token scaled to norm sqrt(d), not centred (SAE Lens's mode of that name; read
                          from SAE Lens folders, not offered for training)
@@ -52,10 +53,10 @@ def normalize(x: torch.Tensor, mode: str, dataset_scale: torch.Tensor | float = 
         return x / scale, Undo(0.0, scale)
     shift = x.mean(-1, keepdim=True)
     centred = x - shift
-    if mode == "layernorm":
-        scale = centred.std(-1, keepdim=True) + LN_EPS
-    else:
-        scale = centred.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    if mode == "layernorm":  # divide by std + eps, undo with std: as openai/sparse_autoencoder and SAE Lens do
+        std = centred.std(-1, keepdim=True)
+        return centred / (std + LN_EPS), Undo(shift, std)
+    scale = centred.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
     return centred / scale, Undo(shift, scale)
 
 

@@ -9,12 +9,14 @@ from .models import LM
 from .sites import run_to_site
 
 
-def outlier_mask(acts_TD: torch.Tensor, factor: float | None) -> torch.Tensor:
-    """True for tokens to keep: norm <= factor * median norm of the batch (all kept when factor is None)."""
+def outlier_mask(acts_TD: torch.Tensor, factor: float | None, median: torch.Tensor | float | None = None
+                 ) -> torch.Tensor:
+    """True for tokens to keep: norm <= factor * median norm of the batch (all kept when factor is None).
+    `median`: a reference median instead of the batch's (one generated token has no median of its own)."""
     if factor is None:
         return torch.ones(len(acts_TD), dtype=torch.bool)
     norms = acts_TD.norm(dim=-1)
-    return norms <= factor * norms.median()
+    return norms <= factor * (norms.median() if median is None else median)
 
 
 def norm_stats(acts_TD: torch.Tensor) -> dict:

@@ -27,9 +27,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import SAE_ACTIVATIONS, make_activation
-from .kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
+from .kernels import (
+    dense_decode,
+    dense_encode,
+    selected_encode,
+    sparse_decode,
+    split_decode,
+    subset_decode,
+    topk_rows,
+    transposed_pattern,
+)
 from .normalization import PER_TOKEN, Undo, canonical_normalization, dataset_scale_from, normalize
-from .reconstruction import normalized_mse
+from .reconstruction import mean_predictor_mse, normalized_mse
+
+WORKSPACE_BYTES = 1 << 30
+"""The largest [rows, n] pre-activation buffer a training step holds (1 GiB); bigger batches go in chunks."""
+AUX_DENSE_RATIO = 16
+"""AuxK decodes densely over the M dead latents when M <= this x k_aux (see `SAE._aux_loss`)."""
 
 
 def default_k_aux(d_in: int) -> int:
@@ -172,12 +186,42 @@ class SAE(nn.Module):
 
     def _workspace(self, rows: int) -> torch.Tensor:
         """A reused [rows, n] buffer for the training pre-activations. A fresh 64 MB tensor each step
-        costs ~30 ms of page faults on CPU (allocations above 32 MB always come from mmap)."""
+        costs ~30 ms of page faults on CPU (allocations above 32 MB always come from mmap). Its rows are
+        bounded by `workspace_rows`; `release_workspace()` frees it (the trainer does, when it finishes)."""
         buf = getattr(self, "_pre_buf", None)
         if buf is None or buf.shape[0] != rows or buf.device != self.W_enc.device or buf.dtype != self.W_enc.dtype:
+            self._pre_buf = None  # free the old one before allocating
             buf = self._pre_buf = torch.empty(rows, self.cfg.n_latents, dtype=self.W_enc.dtype,
                                               device=self.W_enc.device)
         return buf
+
+    def release_workspace(self) -> None:
+        """Free the training pre-activation buffer (it is re-made by the next training step)."""
+        self._pre_buf = None
+
+    def workspace_rows(self, rows: int) -> int:
+        """Rows of pre-activations computed at once: all of them while [rows, n] fits WORKSPACE_BYTES, else
+        chunks (so a GPU batch of 16384 x 131072 latents holds 1 GiB, not 8.6 GB)."""
+        per_row = self.cfg.n_latents * self.W_enc.element_size()
+        return max(1, min(rows, WORKSPACE_BYTES // per_row))
+
+    def _select(self, centred_BD: torch.Tensor, k: int, sorted_: bool):
+        """TopK of the pre-activations W_enc centred + b_enc: (values, indices, the dense pre-activations when
+        they were computed in one piece, else None). No autograd."""
+        rows = len(centred_BD)
+        chunk = self.workspace_rows(rows)
+        if chunk >= rows:
+            pre_BN = torch.addmm(self.b_enc, centred_BD, self.W_enc.t(), out=self._workspace(rows))
+            return *topk_rows(pre_BN, k, sorted_), pre_BN
+        buf = self._workspace(chunk)
+        vals, idx = [], []
+        for s in range(0, rows, chunk):
+            part = buf[: min(chunk, rows - s)]
+            torch.addmm(self.b_enc, centred_BD[s:s + chunk], self.W_enc.t(), out=part)
+            v, i = topk_rows(part, k, sorted_)
+            vals.append(v)
+            idx.append(i)
+        return torch.cat(vals), torch.cat(idx), None
 
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, Undo]:
@@ -287,31 +331,37 @@ class SAE(nn.Module):
         # z = TopK(W_enc (x_n - b_pre) + b_enc): one dense product, then only the selected latents get gradients.
         with torch.no_grad():
             centred = x_n - self.b_pre
-            pre_BN = torch.addmm(self.b_enc, centred, self.W_enc.t(), out=self._workspace(len(x_n)))
-            top = pre_BN.topk(cfg.k_train, dim=-1, sorted=cfg.multi_topk)
-        idx = top.indices
+            top_vals, idx, pre_BN = self._select(centred, cfg.k_train, sorted_=cfg.multi_topk)
         pattern = transposed_pattern(idx, cfg.n_latents) if sparse else None  # shared by both gradients
-        acts = self._encode_selected(x_n, idx, top.values, pattern, centred).relu()
-        pattern_first_k = transposed_pattern(idx[:, :k], cfg.n_latents) if sparse and cfg.multi_topk else pattern
+        acts = self._encode_selected(x_n, idx, top_vals, pattern, centred).relu()
+        # Multi-TopK: the first k of the sorted top-4k are the top-k; one encode serves both terms, and
+        # L(4k)'s reconstruction is L(k)'s plus the other 3k's (`kernels.split_decode`).
+        idx_k, acts_k_graph = idx[:, :k], acts[:, :k]
+        if cfg.multi_topk and sparse:
+            first, rest = split_decode(idx, acts, self.W_dec, k, pattern)
+        elif cfg.multi_topk:
+            first, rest = decode(idx_k, acts_k_graph, self.W_dec), decode(idx[:, k:], acts[:, k:], self.W_dec)
+        else:
+            first = decode(idx_k, acts_k_graph, self.W_dec, pattern)
         # x_hat_n = W_dec^T z + b_pre; L = nmse(x_hat_n, x_n)
-        recon_n = decode(idx[:, :k], acts[:, :k], self.W_dec, pattern_first_k) + self.b_pre
-        losses = {"mse": (recon_n - x_n).pow(2).sum(-1).mean() / cfg.d_in,
-                  "nmse": normalized_mse(recon_n, x_n, reduce)}
+        recon_n = first + self.b_pre
+        sse = (recon_n - x_n).pow(2).sum(-1).mean()
+        losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / mean_predictor_mse(x_n, reduce)}
         total = losses["nmse"]
         if cfg.multi_topk:  # + L(4k) / 8
-            recon_multi = decode(idx, acts, self.W_dec, pattern) + self.b_pre
+            recon_multi = recon_n + rest
             losses["multi_topk"] = normalized_mse(recon_multi, x_n, reduce)
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
-        acts_k = acts[:, :k].detach()
-        fired[idx[:, :k][acts_k > 0]] = True
+        acts_k = acts_k_graph.detach()
+        fired[idx_k[acts_k > 0]] = True
         if dead_mask_fn is not None:
             dead_mask_N = dead_mask_fn(fired)
         if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):  # + alpha * AuxK
             losses["aux"] = self._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce, centred)
             total = total + cfg.aux_coef * losses["aux"]
         losses["total"] = total
-        return ForwardOut(undo(recon_n), losses, acts_k, idx[:, :k], fired, (acts_k > 0).sum(-1).float().mean())
+        return ForwardOut(undo(recon_n), losses, acts_k, idx_k, fired, (acts_k > 0).sum(-1).float().mean())
 
     def _encode_selected(self, x_n, idx, pre_vals, pattern=None, centred=None):
         """The selected pre-activations, with gradients into W_enc, b_enc and b_pre (only their rows)."""
@@ -320,16 +370,30 @@ class SAE(nn.Module):
         return dense_encode(x_n, self.b_pre, self.W_enc, self.b_enc, idx)
 
     def _aux_loss(self, x_n, recon_n, pre_BN, dead_mask_N, decode, reduce=None, centred=None) -> torch.Tensor:
-        """AuxK (appendix A.2): model the residual with the top-k_aux dead latents, no b_pre added."""
+        """AuxK (appendix A.2): model the residual with the top-k_aux dead latents, no b_pre added.
+
+        The dead latents' pre-activations come from the step's buffer (or, when it was computed in chunks,
+        from one product over the dead rows of W_enc only). With few dead latents per k_aux
+        (M <= AUX_DENSE_RATIO * k_aux) the decode runs densely over them (`kernels.subset_decode`);
+        otherwise on the k_aux selected rows per token (sparse), like the main TopK path."""
         dead_idx = dead_mask_N.nonzero().squeeze(1)
         k_aux = min(self.cfg.k_aux, dead_idx.numel())
+        centred = centred if centred is not None else (x_n - self.b_pre).detach()
         with torch.no_grad():
-            sub = pre_BN.index_select(1, dead_idx)
+            if pre_BN is not None:
+                sub = pre_BN.index_select(1, dead_idx)
+            else:
+                sub = torch.addmm(self.b_enc[dead_idx], centred, self.W_enc[dead_idx].t())
             top = sub.topk(k_aux, dim=-1, sorted=False)
-            aux_idx = dead_idx[top.indices]
+        resid = (x_n - recon_n).detach()
+        if self.cfg.kernel == "sparse" and dead_idx.numel() <= AUX_DENSE_RATIO * k_aux:
+            with torch.no_grad():
+                z_BM = torch.zeros_like(sub).scatter_(1, top.indices, top.values.relu())
+            resid_hat = subset_decode(centred, self.W_enc, self.b_enc, self.b_pre, self.W_dec, dead_idx, z_BM)
+            return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
+        aux_idx = dead_idx[top.indices]
         pattern = transposed_pattern(aux_idx, self.cfg.n_latents) if self.cfg.kernel == "sparse" else None
         aux_acts = self._encode_selected(x_n, aux_idx, top.values, pattern, centred).relu()
-        resid = (x_n - recon_n).detach()
         resid_hat = decode(aux_idx, aux_acts, self.W_dec, pattern)
         return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
 
@@ -379,3 +443,16 @@ class SAE(nn.Module):
         from .formats.native import load_saelab
 
         return load_saelab(folder, device)
+
+    @classmethod
+    def from_openai(cls, path: str | Path, normalize: str | None = None, **provenance) -> SAE:
+        """Kept for saelab 0.1 code: `saelab.formats.from_openai` (or `saelab.load_sae`)."""
+        from .formats.openai import from_openai
+
+        return from_openai(path, normalize, **provenance)
+
+    def to_saelens(self, folder: str | Path, context_size: int = 64) -> Path:
+        """Kept for saelab 0.1 code: `saelab.formats.to_saelens`."""
+        from .formats.saelens import to_saelens
+
+        return to_saelens(self, folder, context_size)

@@ -43,6 +43,10 @@ class SpliceSite:
         """The site recorded in the SAE's config (falling back to the LM's default layer), checked to fit."""
         c = sae.cfg
         check_fits(sae, lm)
+        if c.layer is None and c.hook and "layer" not in overrides:
+            raise ValueError(f"the SAE from {c.source or 'elsewhere'} reads hook {c.hook!r}, which saelab cannot map "
+                             "to a site (resid_post, mlp_out, attn_out of a GPT-2 or Llama-style block); pass site= "
+                             "and layer= to load_sae")
         if c.layer is None and c.source and "layer" not in overrides:
             warnings.warn(f"the SAE from {c.source} does not say its layer (hook {c.hook!r}); splicing it at "
                           f"{lm.name}'s default layer {lm.default_layer}: pass layer= to load_sae to choose",
@@ -59,9 +63,11 @@ def check_fits(sae: SAE, lm: LM) -> None:
                          f"{made_for}; load the model it was trained on (e.g. --model {sae.cfg.model or 'NAME'})")
 
 
-def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch.Tensor | None = None) -> torch.Tensor:
+def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch.Tensor | None = None,
+                  median_norm: torch.Tensor | float | None = None) -> torch.Tensor:
     """[B, T] True where the SAE handles the position (the harvest's token policy). `positions_BT`: the
-    tokens' absolute positions (default 0..T-1; a generation step with a KV cache starts later)."""
+    tokens' absolute positions (default 0..T-1; a generation step with a KV cache starts later).
+    `median_norm`: the outlier rule's reference median (default: these tokens')."""
     B, T, D = acts_BTD.shape
     if positions_BT is None:
         positions_BT = torch.arange(T, device=acts_BTD.device).expand(B, T)
@@ -69,24 +75,26 @@ def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch
     mask = torch.zeros(B, T, dtype=torch.bool, device=acts_BTD.device)
     if not late.any():
         return mask
-    keep = outlier_mask(acts_BTD[late].float(), where.outlier_factor).to(acts_BTD.device)
+    keep = outlier_mask(acts_BTD[late].float(), where.outlier_factor, median_norm).to(acts_BTD.device)
     mask[late] = keep
     return mask
 
 
-def _positions(kwargs: dict, input_ids: torch.Tensor | None) -> torch.Tensor | None:
-    """Absolute positions [B, T] of a forward call's tokens, from its keyword arguments (position_ids, or
-    cache_position, or the KV cache's length); None when they cannot be known."""
-    pos = kwargs.get("position_ids")
-    if pos is not None:
-        return pos
+def _positions(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """Absolute positions of a forward call's tokens (broadcastable to [B, T]), from its arguments:
+    position_ids, else cache_position, else the KV cache's length; None when there are no tokens."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None and kwargs.get("inputs_embeds") is not None:
+        ids = kwargs["inputs_embeds"][..., 0]
+    if kwargs.get("position_ids") is not None:
+        return kwargs["position_ids"]
     if kwargs.get("cache_position") is not None:
         return kwargs["cache_position"][None]
-    if input_ids is None:
+    if ids is None:
         return None
     cache = kwargs.get("past_key_values", kwargs.get("cache"))
     start = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
-    return torch.arange(start, start + input_ids.shape[-1], device=input_ids.device).expand(input_ids.shape)
+    return torch.arange(start, start + ids.shape[-1], device=ids.device)[None]
 
 
 def _n_positional(fn) -> int:
@@ -112,16 +120,22 @@ def site_hooked(lm: LM, where: SpliceSite, replace: Replacement | None, capture:
         replace = lambda x, m, _p: two(x, m)  # noqa: E731
 
     def pre_hook(_mod, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        state["positions"] = _positions(kwargs, ids)
+        state["positions"] = _positions(args, kwargs)
 
     def hook(_mod, _inp, out):
         hidden = out[0] if isinstance(out, tuple) else out
         B, T, _ = hidden.shape
         positions = state.get("positions")
-        if positions is None or tuple(positions.shape) != (B, T):
-            positions = torch.arange(T, device=hidden.device).expand(B, T)
-        mask = eligible_mask(hidden, where, positions)
+        positions = torch.arange(T, device=hidden.device)[None] if positions is None else positions.to(hidden.device)
+        try:
+            positions = positions.expand(B, T)
+        except RuntimeError:
+            raise RuntimeError(f"the positions of this forward call {tuple(positions.shape)} do not fit its "
+                               f"activations [{B}, {T}]; pass position_ids of shape [batch, tokens]") from None
+        if T > 1 or "median" not in state:  # a cached generation step reuses its prompt's outlier median
+            late = positions >= where.exclude_first
+            state["median"] = hidden[late].float().norm(dim=-1).median() if late.any() else None
+        mask = eligible_mask(hidden, where, positions, state["median"])
         if capture is not None:
             capture["acts"], capture["mask"], capture["positions"] = hidden.detach(), mask, positions
         if replace is None or not mask.any():

@@ -253,6 +253,7 @@ class Trainer:
         try:
             return self._train()
         finally:
+            self.sae.release_workspace()  # the [batch, n] training buffer is not needed after training
             self.close()
 
     def _train(self) -> dict:

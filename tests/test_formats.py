@@ -78,6 +78,50 @@ def test_saelens_folder_loads_and_encodes_like_saelens(tmp_path, arch, norm, app
     torch.testing.assert_close(ours.reconstruct(x), recon_theirs, atol=1e-4, rtol=1e-4)
 
 
+def test_pre_6_saelens_config_reads_as_saelens_reads_it(tmp_path):
+    """Before SAE Lens 6: hook_point, activation_fn_str 'topk' on a 'standard' architecture, a boolean
+    normalize_activations; and a scaling_factor that is not all ones is refused, as SAE Lens refuses it."""
+    from safetensors.torch import load_file, save_file
+
+    theirs = saelens_sae("topk")
+    theirs.save_model(tmp_path / "sl")
+    cfg = json.loads((tmp_path / "sl" / "cfg.json").read_text())
+    old = {"architecture": "standard", "d_in": D, "d_sae": N, "dtype": "float32", "device": "cpu",
+           "activation_fn_str": "topk", "activation_fn_kwargs": {"k": cfg["k"]}, "apply_b_dec_to_input": True,
+           "normalize_activations": False, "hook_point": "blocks.3.hook_resid_post", "model_name": "gpt2-small"}
+    (tmp_path / "sl" / "cfg.json").write_text(json.dumps(old))
+    ours = load_sae(tmp_path / "sl")
+    assert (ours.cfg.activation, ours.cfg.k, ours.cfg.layer, ours.cfg.model) == ("topk", cfg["k"], 3, "gpt2")
+    x = torch.randn(30, D)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.reconstruct(x), theirs.decode(theirs.encode(x)), atol=1e-4, rtol=1e-4)
+    w = load_file(tmp_path / "sl" / "sae_weights.safetensors")
+    save_file({**w, "scaling_factor": torch.full((N,), 2.0)}, tmp_path / "sl" / "sae_weights.safetensors")
+    with pytest.raises(ValueError, match="scaling_factor.*not all ones"):
+        load_sae(tmp_path / "sl")
+    old["activation_fn_str"] = "tanh"
+    (tmp_path / "sl" / "cfg.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="activation_fn 'tanh' is not supported"):
+        load_sae(tmp_path / "sl")
+
+
+def test_unmapped_hook_warns_at_load_and_refuses_to_splice(tmp_path, tiny_lm):
+    from saelab.splice import SpliceSite
+
+    sl = need("sae_lens")
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(hook_name="blocks.1.hook_resid_mid", model_name="tiny-gpt2")  # between attention and MLP
+    sl.StandardSAE(sl.StandardSAEConfig(d_in=tiny_lm.d_model, d_sae=N, metadata=meta)).save_model(tmp_path / "mid")
+    with pytest.warns(UserWarning, match="hook 'blocks.1.hook_resid_mid' is not a site"):
+        sae = load_sae(tmp_path / "mid")
+    with pytest.raises(ValueError, match="cannot map to a site.*pass site= and layer="):
+        SpliceSite.of(sae, tiny_lm)
+    with pytest.warns(UserWarning):
+        fixed = load_sae(tmp_path / "mid", site="resid_post", layer=1)
+    assert SpliceSite.of(fixed, tiny_lm).layer == 1
+
+
 @pytest.mark.parametrize("activation,normalize", [("topk", "none"), ("topk", "dataset_unit_norm"),
                                                   ("topk", "per_token_unit_norm"), ("relu", "none")])
 def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
@@ -91,7 +135,8 @@ def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
         ours.b_enc.normal_(0, 0.3)
     to_saelens(ours, tmp_path / "export")
     theirs = sl.SAE.load_from_disk(tmp_path / "export")
-    assert theirs.cfg.metadata.hook_name == "blocks.2.hook_mlp_out"
+    meta = theirs.cfg.metadata  # read as a 6.x config: nothing dropped or defaulted
+    assert (meta.hook_name, meta.prepend_bos, meta.context_size) == ("blocks.2.hook_mlp_out", False, 64)
     with torch.no_grad():
         recon = theirs.decode(theirs.encode(x))
     tol = 1e-3 if normalize == "per_token_unit_norm" else 1e-4  # layer norm's eps differs from unit norm's
@@ -198,6 +243,9 @@ def test_hub_source_downloads_only_the_subfolder(tmp_path, monkeypatch):
     torch.testing.assert_close(sae.W_dec, ours.W_dec)
     with pytest.raises(ValueError, match="hf://owner/repo"):
         load_sae("hf://just-a-name")
+    calls.clear()
+    assert load_sae("hf://someone/sae-repo", hookpoint="layers.2").cfg.layer == 2  # only that hook point's files
+    assert all(p.startswith("layers.2/") for p in calls[0][1])
 
 
 def test_hook_names_map_to_sites():

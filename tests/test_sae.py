@@ -62,7 +62,15 @@ def test_selected_encode_grads_match_dense_reference():
 
 
 @pytest.mark.parametrize("multi", [False, True])
-def test_sae_forward_backward_sparse_equals_dense(multi):
+@pytest.mark.parametrize("aux_ratio,workspace", [(16, 1 << 30), (0, 1 << 30), (16, 128 * 4 * 10)],
+                         ids=["aux-dense-subset", "aux-sparse-rows", "chunked-preacts"])
+def test_sae_forward_backward_sparse_equals_dense(multi, aux_ratio, workspace, monkeypatch):
+    """saelab's kernels (AuxK over the dead subset or over the selected rows; pre-activations in one buffer
+    or in chunks of 10 rows) against plain autograd."""
+    import saelab.sae as S
+
+    monkeypatch.setattr(S, "AUX_DENSE_RATIO", aux_ratio)
+    monkeypatch.setattr(S, "WORKSPACE_BYTES", workspace)
     torch.manual_seed(0)
     x = torch.randn(128, 32) * 3 + 1
     grads = []
@@ -71,8 +79,9 @@ def test_sae_forward_backward_sparse_equals_dense(multi):
         dead = torch.zeros(128, dtype=torch.bool)
         dead[::3] = True
         out = sae(x, dead_mask_N=dead)
+        assert "aux" in out.losses
         out.losses["total"].backward()
-        grads.append((out.losses["total"].detach(), *[p.grad for p in sae.parameters()]))
+        grads.append((out.losses["total"].detach(), out.losses["aux"].detach(), *[p.grad for p in sae.parameters()]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
@@ -251,7 +260,7 @@ def test_from_openai_matches_paper_formula(tmp_path):
     pre = (xn - state["pre_bias"]) @ state["encoder.weight"].t() + state["latent_bias"]
     top = pre.topk(k)
     z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
-    expected = (z @ state["decoder.weight"].t() + state["pre_bias"]) * (std + 1e-5) + mu
+    expected = (z @ state["decoder.weight"].t() + state["pre_bias"]) * std + mu  # their decode undoes with std
     torch.testing.assert_close(sae.reconstruct(x), expected, atol=1e-4, rtol=1e-4)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not an openai/sparse_autoencoder state dict"):
@@ -294,7 +303,7 @@ def test_to_saelens_names_the_site_hook_and_folds_the_per_token_norm(tmp_path):
     pre = (x_ln - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     top = pre.topk(k)
     z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
-    recon = (z @ w["W_dec"] + w["b_dec"]) * (std + 1e-5) + mu
+    recon = (z @ w["W_dec"] + w["b_dec"]) * std + mu
     torch.testing.assert_close(recon, sae.reconstruct(x), atol=1e-3, rtol=1e-3)
 
 
@@ -360,3 +369,20 @@ def test_training_leaves_the_config_as_asked(tmp_path, caches):
     tr.train()
     assert asdict(tr.sae.cfg) == asked and asked["l1_coef"] == 0.05
     assert int(tr.sae.tokens_seen) == tr.total_steps * 512 and float(tr.sae.input_scale) != 1.0
+
+
+@pytest.mark.parametrize("k,sorted_", [(4, False), (32, True), (128, False)])
+def test_topk_rows_matches_torch_topk(k, sorted_):
+    from saelab.kernels import topk_rows
+
+    g = torch.Generator().manual_seed(k)
+    pre = torch.randn(64, 4096, generator=g)
+    pre[3] = -pre[3].abs()  # an all-negative row
+    pre[5, 17::512] += 50.0  # a row whose 8 largest entries share one column group (columns 17 + 512 i)
+    vals, idx = topk_rows(pre, k, sorted=sorted_)
+    ref = pre.topk(k, dim=-1, sorted=True)
+    torch.testing.assert_close(vals.sort(-1, descending=True).values, ref.values, atol=0, rtol=0)
+    assert torch.equal(idx.sort(-1).values, ref.indices.sort(-1).values)
+    assert torch.equal(pre.gather(1, idx), vals)
+    if sorted_:
+        assert torch.equal(vals, ref.values)

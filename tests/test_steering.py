@@ -130,6 +130,19 @@ def test_attribution_matches_ablation_for_a_linear_metric():
             assert real[j] == pytest.approx(float(att.per_latent_N[j]), rel=1e-3, abs=1e-4), (normalize, j)
 
 
+def test_batched_calls_with_broadcast_positions_and_no_grad_left_on_the_sae(lm):
+    sae = tiny_sae(layer=1)
+    ids = torch.cat([IDS, IDS.flip(-1)])
+    pos = torch.arange(IDS.shape[1])[None]  # [1, T] for a batch of 2, as some callers pass it
+    with torch.no_grad():
+        clean = lm.model(input_ids=ids, position_ids=pos).logits
+        with spliced(lm, sae, [ablate(int(sae.encode(torch.randn(3, 64)).top_idx_BK[0, 0]))], keep_error=False):
+            spliced_logits = lm.model(input_ids=ids, position_ids=pos).logits
+    assert (spliced_logits - clean).abs().max() > 1e-3  # the SAE ran on both rows
+    attribute(lm, sae, IDS, lambda logits: logits[0, -1, 5])
+    assert all(p.grad is None for p in sae.parameters())
+
+
 def test_encode_with_grad_keeps_the_graph():
     sae = tiny_sae()
     x = torch.randn(5, 64, requires_grad=True)

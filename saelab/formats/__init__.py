@@ -3,7 +3,7 @@
     native     saelab's folder (cfg.json with format_version + sae.safetensors)
     saelens    SAE Lens (cfg.json + sae_weights.safetensors): standard, topk, jumprelu
     sparsify   EleutherAI sparsify (cfg.json + sae.safetensors, one folder per hook point)
-    openai     the paper's released .pt state dicts (read tensors-only, never unpickled)
+    openai     the paper's released .pt state dicts (torch's weights_only loader: tensors, no code)
     hub        hf://owner/repo[/subfolder] on the Hugging Face Hub
     hooks      the other libraries' hook names as saelab's (site, layer)
 """
@@ -25,7 +25,7 @@ __all__ = ["FORMAT_VERSION", "detect_format", "folded_weights", "from_openai", "
 
 SUPPORTED = ("a saelab folder (cfg.json with format_version + sae.safetensors), an SAE Lens folder (cfg.json + "
              "sae_weights.safetensors), an EleutherAI sparsify folder or checkpoint (cfg.json + sae.safetensors, "
-             "one subfolder per hook point), an OpenAI .pt state dict, or hf://owner/repo[/subfolder]")
+             "one subfolder per hook point), an OpenAI .pt state dict, or hf://owner/repo[/subfolder or /file.pt]")
 
 
 def detect_format(path: str | Path) -> str:
@@ -67,7 +67,8 @@ def load_sae(source: str | Path, hookpoint: str | None = None, device=None, revi
     The result keeps where it came from in `sae.cfg` (source, hook, model, site, layer).
     """
     if str(source).startswith(HUB_PREFIX):
-        path = download(str(source), revision)
+        path = download(str(source), revision, hookpoint)
+        hookpoint = None  # the download went straight to that subfolder
     else:
         path = Path(source)
         if not path.exists() and not str(source).startswith((".", "/")) and str(source).count("/") >= 1:

@@ -8,9 +8,10 @@
     (sparsify, SAE Lens on HF)   ....L.mlp / .feed_forward                               -> mlp_out L
                                  ....L.self_attn / .attn / .attention                    -> attn_out L
 
-Caveat: TransformerLens's default weight processing (`center_writing_weights`) removes each block's
-output mean over d_model, so an SAE trained on such a residual stream sees centred vectors; saelab
-hooks the unprocessed Hugging Face model. SAEs with per-token centring (layer norm) are unaffected.
+Caveats: an SAE trained on a TransformerLens model loaded with center_writing_weights=True (SAE Lens's
+default is off; the loader warns when the metadata says so) saw block outputs centred over d_model, which the
+unprocessed Hugging Face model saelab hooks does not give. Gemma-2-style blocks put a norm after the MLP and
+attention, before TransformerLens's hook_mlp_out / hook_attn_out: those are not mapped here.
 """
 
 from __future__ import annotations
@@ -54,3 +55,20 @@ def hf_hookpoint(site: str | None, layer: int | None, model=None) -> str:
     block = f"h.{layer}" if gpt2 else f"layers.{layer}"
     suffix = {"resid_post": "", "mlp_out": ".mlp", "attn_out": ".attn" if gpt2 else ".self_attn"}[site or "resid_post"]
     return block + suffix
+
+
+_TL_MODELS = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl"}
+_TL_PREFIXES = {"pythia-": "EleutherAI/", "gemma-": "google/", "Llama-": "meta-llama/", "Qwen": "Qwen/"}
+
+
+def model_id(name: str | None) -> str | None:
+    """The name saelab loads a model by, for a TransformerLens model name (SAE Lens records those):
+    'gpt2-small' -> 'gpt2', 'pythia-70m-deduped' -> 'EleutherAI/pythia-70m-deduped'; others unchanged."""
+    if not name or "/" in name:
+        return name
+    if name in _TL_MODELS:
+        return _TL_MODELS[name]
+    for prefix, org in _TL_PREFIXES.items():
+        if name.startswith(prefix):
+            return org + name
+    return name

@@ -10,7 +10,8 @@ from ..sae import SAE, SAEConfig
 
 
 def from_openai(path: str | Path, normalize: str | None = None, device=None, **provenance) -> SAE:
-    """Load a released state dict, safely (`torch.load(..., weights_only=True)`: tensors only, no pickle).
+    """Load a released state dict, safely (`torch.load(..., weights_only=True)`: PyTorch's restricted loader
+    accepts tensors and plain containers, never arbitrary code).
 
     Their layout: encoder.weight [n, d], decoder.weight [d, n], pre_bias, latent_bias,
     activation ('TopK' or 'ReLU'), activation_state_dict {'k': ...}. Their loader turns on
@@ -21,7 +22,7 @@ def from_openai(path: str | Path, normalize: str | None = None, device=None, **p
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
         raise ValueError(f"{path} could not be read as a tensors-only state dict ({type(e).__name__}: {e}); "
-                         "saelab never unpickles code: pass an openai/sparse_autoencoder .pt file") from None
+                         "saelab loads tensors only, never code: pass an openai/sparse_autoencoder .pt file") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not an openai/sparse_autoencoder state dict (a {type(state).__name__})")
     for key in ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias"):

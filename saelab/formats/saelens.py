@@ -5,7 +5,9 @@ SAE Lens's inference SAE (6.x):  pre = (norm_in(x) - b_dec * apply_b_dec_to_inpu
 z = ReLU(pre) (standard), TopK then ReLU (topk), ReLU(pre) * (pre > threshold) (jumprelu);
 x_hat = norm_out(z @ W_dec + b_dec). Everything maps onto saelab's SAE exactly (fp32 rounding aside):
 apply_b_dec_to_input=False folds into b_enc, a TopK SAE's rescale_acts_by_decoder_norm folds the decoder
-norms into the encoder, and SAE Lens's 'layer_norm' is saelab's 'layernorm' ((x - mean) / (std + 1e-5)).
+norms into the encoder, and SAE Lens's 'layer_norm' is saelab's 'layernorm' ((x - mean) / (std + 1e-5),
+undone with std). Configs written before SAE Lens 6 (hook_point, activation_fn_str, a boolean
+normalize_activations, TopK as 'standard' + activation_fn 'topk') are read the way SAE Lens reads them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from ..files import atomic_write, atomic_write_text
 from ..normalization import PER_TOKEN
 from ..sae import SAE, SAEConfig
-from .hooks import site_from_hook, transformerlens_hook
+from .hooks import model_id, site_from_hook, transformerlens_hook
 
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
+SAELENS_FORMAT = "6.54.12"  # the SAE Lens version whose layout `to_saelens` writes (and is tested against)
 ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 NORMALIZATIONS = {"none": "none", "layer_norm": "layernorm", "constant_norm_rescale": "constant_norm_rescale",
                   "expected_average_only_in": "none"}
@@ -47,10 +50,34 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             from None
 
 
+def _pre_6_config(cfg: dict) -> dict:
+    """A config written before SAE Lens 6, in 6's terms (as SAE Lens's own loader converts it)."""
+    meta = cfg.get("metadata") or {}
+    major = str(meta.get("sae_lens_version") or cfg.get("sae_lens_version") or "0").split(".")[0]
+    if major.isdigit() and int(major) >= 6:
+        return cfg
+    cfg = {{"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
+            "activation_fn_str": "activation_fn"}.get(k, k): v for k, v in cfg.items()}
+    act = cfg.get("activation_fn") or "relu"
+    k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+    if cfg.get("architecture", "standard") == "standard":
+        if act == "topk" and k is not None:
+            cfg["architecture"], cfg["k"] = "topk", k
+        elif act != "relu":
+            raise ValueError(f"SAE Lens activation_fn {act!r} is not supported for a standard SAE; saelab reads "
+                             "relu, topk (with activation_fn_kwargs.k) and the jumprelu architecture")
+    if isinstance(cfg.get("normalize_activations"), bool):
+        cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
+    hook = cfg.get("hook_name") or ""
+    cfg.setdefault("reshape_activations", "hook_z" if "hook_z" in hook else "none")
+    return cfg
+
+
 def from_saelens(folder: str | Path, device=None) -> SAE:
-    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU; with or without activation normalisation)."""
+    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU; normalize_activations none, layer_norm or
+    constant_norm_rescale)."""
     folder = Path(folder)
-    cfg = read_json(folder / CONFIG)
+    cfg = _pre_6_config(read_json(folder / CONFIG))
     arch = cfg.get("architecture", "standard")
     if arch not in ARCHITECTURES:
         raise ValueError(f"{folder}: SAE Lens architecture {arch!r} is not supported; saelab reads "
@@ -70,6 +97,13 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in w]
     if missing:
         raise ValueError(f"{folder}/{WEIGHTS} lacks {missing}; found {sorted(w)}")
+    scaling = w.pop("scaling_factor", None)
+    if scaling is not None and not torch.allclose(scaling.float(), torch.ones_like(scaling.float())):
+        raise ValueError(f"{folder}: a 'scaling_factor' that is not all ones (SAE Lens's fine-tuning scale) is not "
+                         "supported; fold it into W_dec first")
+    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold"}
+    if set(w) - known:
+        raise ValueError(f"{folder}/{WEIGHTS} has tensors saelab does not know how to use: {sorted(set(w) - known)}")
     W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()  # [d, n], [n, d]
     b_enc, b_dec = w["b_enc"].float(), w["b_dec"].float()
     d, n = W_enc.shape
@@ -83,9 +117,18 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     meta = cfg.get("metadata") or {}
     hook = meta.get("hook_name") or cfg.get("hook_name")
     site_layer = site_from_hook(hook)
-    k = int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 1)
+    if site_layer is None:
+        warnings.warn(f"{folder}: hook {hook!r} is not a site saelab knows (resid_post, mlp_out, attn_out of a "
+                      "GPT-2 or Llama-style block); pass site= and layer= to load_sae to splice it", stacklevel=2)
+    tl_kwargs = meta.get("model_from_pretrained_kwargs") or cfg.get("model_from_pretrained_kwargs") or {}
+    if tl_kwargs.get("center_writing_weights") and NORMALIZATIONS[norm] == "none":
+        warnings.warn(f"{folder}: trained on a TransformerLens model with center_writing_weights=True (block outputs "
+                      "centred over d_model); saelab hooks the unprocessed Hugging Face model, so its inputs here "
+                      "keep the mean that training removed", stacklevel=2)
+    k = int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0)
+    k = k if arch == "topk" else 32  # a ReLU / JumpReLU SAE has no k: 32 sets test-time TopK sweeps' default
     sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=ARCHITECTURES[arch],
-                        normalize=NORMALIZATIONS[norm], model=meta.get("model_name") or cfg.get("model_name"),
+                        normalize=NORMALIZATIONS[norm], model=model_id(meta.get("model_name") or cfg.get("model_name")),
                         site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
                         hook=hook, source=f"sae_lens:{folder}")
     sae = SAE(sae_cfg, seed=None, device=device)
@@ -135,7 +178,8 @@ def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
         "apply_b_dec_to_input": True, "normalize_activations": norm, "reshape_activations": "none",
         **({"k": c.k, "rescale_acts_by_decoder_norm": False} if arch == "topk" else {}),
         "model_name": c.model, "hook_name": hook, "hook_layer": c.layer,  # where SAE Lens < 6 reads them
-        "metadata": {"model_name": c.model, "hook_name": hook, "hook_head_index": None, "context_size": context_size,
+        "metadata": {"sae_lens_version": SAELENS_FORMAT, "sae_lens_training_version": SAELENS_FORMAT,
+                     "model_name": c.model, "hook_name": hook, "hook_head_index": None, "context_size": context_size,
                      "prepend_bos": False, "exported_by": "saelab", "tokens_seen": int(sae.tokens_seen)},
     }
     atomic_write(folder / WEIGHTS, lambda p: save_file(weights, p))

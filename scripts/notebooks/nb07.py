@@ -39,6 +39,7 @@ import os
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
 SAE_SOURCE = None            # None: the zoo's TopK SAE; or anything saelab.load_sae reads (a saelab, SAE Lens or
                              # sparsify folder, an OpenAI .pt, "hf://owner/repo/subfolder")
+MODEL = None                 # None: the model the SAE records (else smollm2-135m); e.g. "gpt2" for a GPT-2 SAE
 DEVICE = "auto"              # "auto": CUDA when present, else CPU
 CONCEPT_TEXTS = [            # text about the concept ...
     "Paris is the capital and largest city of France.",
@@ -73,7 +74,7 @@ from saelab.presets import zoo_sae
 from saelab.steering import ablate, generate, spliced, steer
 
 sae = load_sae(SAE_SOURCE) if SAE_SOURCE else zoo_sae("topk")[0]
-lm = load_lm(sae.cfg.model or "smollm2-135m", device=resolve_device(DEVICE))
+lm = load_lm(MODEL or sae.cfg.model or "smollm2-135m", device=resolve_device(DEVICE))
 sae = sae.to(lm.device)
 print(f"SAE: {sae.cfg.n_latents} latents, k={sae.cfg.k}, {sae.cfg.site} of block {sae.cfg.layer} of {lm.name} "
       f"(from {sae.cfg.source or 'saelab'}); running on {lm.device}")
@@ -141,10 +142,13 @@ md("""
 
 `spliced(lm, sae, edits)` puts the SAE at its site for every forward pass inside the block, including each step of
 `generate()`. With the error term kept (the default), the LM runs exactly as without the SAE unless an edit
-changes something: `x -> x + (a' - a) * W_dec[j]` for each edited latent `j`. `steer(j, alpha)` adds `alpha` to the
-latent's activation, i.e. `alpha` decoder rows (`clamp`, `scale` and `ablate` set, multiply or remove it).
+changes something: `x -> x + (a' - a) * s * W_dec[j]` for each edited latent `j`, where `s` maps the SAE's input
+space back to the residual stream (this SAE normalises each token to unit norm, so `s` is the token's centred
+norm; for an SAE on raw activations `s = 1`). `steer(j, alpha)` adds `alpha` to the latent's activation
+(`clamp`, `scale` and `ablate` set, multiply or remove it); strengths below are multiples of the latent's
+largest activation, its natural unit.
 
-**Exercise 7.2** (easy, 5 min). For an SAE on raw activations, steering is one line: write
+**Exercise 7.2** (easy, 5 min). For an SAE on raw activations (`s = 1`), steering is one line: write
 `steer_rows(x_RD, W_dec_ND, latent, alpha)`.
 """),
 code("""
@@ -186,7 +190,8 @@ expect weaker, noisier candidates: that is part of the lesson about scale.
 ## 3 · Ablate it
 
 Ablating sets the latent to zero wherever it fires (error term kept): the model's prediction of the concept's words
-in text about the concept should get worse if the model *uses* the latent, not just carries it.
+in text about the concept should get worse if the model *uses* the latent, not just carries it. Measure it on text
+that did not choose the latent, so that the selection cannot flatter the result.
 """),
 code("""
 def next_token_logprobs(texts, edits=()):
@@ -199,9 +204,11 @@ def next_token_logprobs(texts, edits=()):
     return torch.cat(out)
 
 
-clean = next_token_logprobs(CONCEPT_TEXTS)
-ablated = next_token_logprobs(CONCEPT_TEXTS, [ablate(LATENT)])
-targets = torch.cat([lm.tokenizer(t, return_tensors="pt")["input_ids"][0, 1:] for t in CONCEPT_TEXTS])
+ABLATION_TEXTS = NEW_CONCEPT + ["The Seine flows through Paris before it reaches the sea in Normandy.",
+                                "French wine from Bordeaux is sold all over France and the world."]
+clean = next_token_logprobs(ABLATION_TEXTS)
+ablated = next_token_logprobs(ABLATION_TEXTS, [ablate(LATENT)])
+targets = torch.cat([lm.tokenizer(t, return_tensors="pt")["input_ids"][0, 1:] for t in ABLATION_TEXTS])
 is_concept = torch.isin(targets, torch.tensor(concept_ids))
 print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
       f"{float((ablated - clean)[is_concept].mean()):+.4f} on concept words ({int(is_concept.sum())}), "
@@ -264,8 +271,9 @@ not in place of ablating.
 
 At full size we measured: the latent ranked first was the one part 1 chose; its estimate was -0.51 and its real
 ablation -1.55 (a third of the size: removing it moves the stream far enough that the linear picture fails);
-the signs of all eight agreed and the correlation was 0.94. Ablating it in part 3 lowered log p of the concept's
-words by 1.26 nats against 0.12 on other tokens: the model uses it, not only carries it.
+the signs of all eight agreed and the correlation was 0.94. Ablating it in part 3, on four sentences that did
+not choose it, lowered log p of the concept's words by 1.11 nats (5 such words) against 0.04 on the other
+tokens: the model uses it, not only carries it.
 
 ## 5 · Any SAE, same tools
 

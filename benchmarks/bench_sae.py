@@ -190,6 +190,13 @@ def main():
         for name, fn in steps.items():
             if name.startswith("saelab") and fn is not None:
                 profile(name, fn, base)
+    from saelab.sae import WORKSPACE_BYTES
+
+    gpu_rows, gpu_n = 16384, 131072
+    rows = max(1, min(gpu_rows, WORKSPACE_BYTES // (gpu_n * 4)))
+    print(f"pre-activation workspace at the GPU shape (batch {gpu_rows}, n {gpu_n}, fp32): "
+          f"{rows * gpu_n * 4 / 2**30:.1f} GiB in chunks of {rows} rows "
+          f"(unbounded: {gpu_rows * gpu_n * 4 / 2**30:.1f} GiB); freed when training ends")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB" + (f"; peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
                                        if device.type == "cuda" else ""))

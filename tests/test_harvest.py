@@ -202,7 +202,7 @@ def test_torchrun_two_ranks_harvest_the_same_cache(tmp_path, tiny_lm):
     assert json.loads(Path(tmp_path / "dist" / "manifest.json").read_text())["complete"]
 
 
-def test_weights_hash_is_the_recorded_digest_remembered_until_a_weight_changes():
+def test_weights_hash_is_the_recorded_digest_and_notices_a_changed_weight():
     """The digest caches record (blake2b over fp32 bytes) is unchanged by the faster hashing; a changed
     parameter is noticed."""
     import hashlib

@@ -132,7 +132,9 @@ def site_hooked(lm: LM, where: SpliceSite, replace: Replacement | None, capture:
         except RuntimeError:
             raise RuntimeError(f"the positions of this forward call {tuple(positions.shape)} do not fit its "
                                f"activations [{B}, {T}]; pass position_ids of shape [batch, tokens]") from None
-        if T > 1 or "median" not in state:  # a cached generation step reuses its prompt's outlier median
+        if where.outlier_factor is None:
+            state["median"] = None
+        elif T > 1 or "median" not in state:  # a cached generation step reuses its prompt's outlier median
             late = positions >= where.exclude_first
             state["median"] = hidden[late].float().norm(dim=-1).median() if late.any() else None
         mask = eligible_mask(hidden, where, positions, state["median"])
@@ -160,7 +162,7 @@ def patched_logits(lm: LM, input_ids: torch.Tensor, where: SpliceSite,
         return lm.model(input_ids=input_ids.to(lm.device), use_cache=False).logits.float()
 
 
-def _rows(fn: Callable[[torch.Tensor], torch.Tensor], x_BTD: torch.Tensor, mask_BT: torch.Tensor,
+def apply_to_rows(fn: Callable[[torch.Tensor], torch.Tensor], x_BTD: torch.Tensor, mask_BT: torch.Tensor,
           dtype: torch.dtype) -> torch.Tensor:
     """Apply a row function to the masked rows of [B, T, D]; other rows are zero."""
     out = torch.zeros_like(x_BTD, dtype=dtype)
@@ -172,7 +174,7 @@ def _rows(fn: Callable[[torch.Tensor], torch.Tensor], x_BTD: torch.Tensor, mask_
 
 def sae_replacement(sae: SAE, **encode_kwargs) -> Replacement:
     """Replace activations by the SAE's reconstruction (test-time activation via `encode_kwargs`)."""
-    return lambda x, m, _p=None: _rows(lambda r: sae.reconstruct(r, **encode_kwargs), x, m, sae.W_dec.dtype)
+    return lambda x, m, _p=None: apply_to_rows(lambda r: sae.reconstruct(r, **encode_kwargs), x, m, sae.W_dec.dtype)
 
 
 def zero_replacement() -> Replacement:

@@ -30,7 +30,7 @@ import torch
 
 from .models import LM
 from .sae import SAE
-from .splice import Replacement, SpliceSite, check_fits, site_hooked
+from .splice import Replacement, SpliceSite, apply_to_rows, check_fits, site_hooked
 
 OPS = ("ablate", "clamp", "scale", "steer")
 
@@ -60,26 +60,26 @@ class Edit:
         return a + self.value
 
 
-def _positions(positions: int | Iterable[int] | None) -> tuple[int, ...] | None:
+def _as_positions(positions: int | Iterable[int] | None) -> tuple[int, ...] | None:
     if positions is None:
         return None
     return (int(positions),) if isinstance(positions, int) else tuple(int(p) for p in positions)
 
 
 def ablate(latent: int, positions=None) -> Edit:
-    return Edit(int(latent), "ablate", 0.0, _positions(positions))
+    return Edit(int(latent), "ablate", 0.0, _as_positions(positions))
 
 
 def clamp(latent: int, value: float, positions=None) -> Edit:
-    return Edit(int(latent), "clamp", float(value), _positions(positions))
+    return Edit(int(latent), "clamp", float(value), _as_positions(positions))
 
 
 def scale(latent: int, factor: float, positions=None) -> Edit:
-    return Edit(int(latent), "scale", float(factor), _positions(positions))
+    return Edit(int(latent), "scale", float(factor), _as_positions(positions))
 
 
 def steer(latent: int, alpha: float, positions=None) -> Edit:
-    return Edit(int(latent), "steer", float(alpha), _positions(positions))
+    return Edit(int(latent), "steer", float(alpha), _as_positions(positions))
 
 
 def check_edits(sae: SAE, edits: Sequence[Edit]) -> None:
@@ -120,11 +120,9 @@ def edited_replacement(sae: SAE, edits: Sequence[Edit] = (), keep_error: bool = 
     """A `splice.Replacement` that applies `edit_rows` to the positions the SAE handles."""
 
     def replace(x_BTD, mask_BT, positions_BT):
-        out = torch.zeros_like(x_BTD, dtype=sae.W_dec.dtype)
-        rows = x_BTD[mask_BT].to(sae.W_dec.dtype)
-        if len(rows):
-            out[mask_BT] = edit_rows(sae, rows, positions_BT[mask_BT], edits, keep_error, **encode_kwargs)
-        return out
+        positions_R = positions_BT[mask_BT]
+        return apply_to_rows(lambda r: edit_rows(sae, r, positions_R, edits, keep_error, **encode_kwargs),
+                             x_BTD, mask_BT, sae.W_dec.dtype)
 
     return replace
 

@@ -96,14 +96,18 @@ def _lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True, **overrides):
+def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True, device: str = "cpu", **overrides):
     """An SAE of the zoo trained on the main job's data (trained once, then loaded from the cache).
 
     kind: 'topk' (the main job's SAE), 'multi_topk' or 'relu' (ReLU + L1 at an L0 near 32).
+    device: where it is trained (the first time) and returned ('auto': CUDA when present).
     Returns (sae, folder). Safe to call from several processes at once (a file lock).
     """
+    from .models import resolve_device
     from .sae import SAE
     from .train import Trainer
+
+    device = resolve_device(device)
 
     if kind not in ZOO:
         raise ValueError(f"unknown zoo SAE {kind!r}; choose from {sorted(ZOO)}")
@@ -119,5 +123,5 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     with _lock(folder.with_suffix(".lock")):
         if not (folder / "sae" / "cfg.json").exists():
             train, held = default_caches(fast, progress=progress)
-            Trainer(tcfg, train, folder, eval_cache=held).train()
-    return SAE.load(folder / "sae"), folder
+            Trainer(tcfg, train, folder, eval_cache=held, device=device).train()
+    return SAE.load(folder / "sae", device=device), folder

@@ -1,0 +1,360 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Evaluating an SAE the way the paper does
+#
+# Low normalized MSE at a small L0 says an SAE *compresses* activations. It does not say its latents are
+# *useful*. Section 4 of Gao et al. (2024) judges SAEs with four more metrics, and this notebook computes
+# each of them, step by step, for a TopK SAE and for the classic ReLU + L1 SAE side by side:
+#
+# 1. **downstream loss** — splice the reconstruction into the language model: how much next-token loss does it cost?
+# 2. **probe loss** — does a *single* latent capture a known feature (a topic, a language, a year)?
+# 3. **N2G explanations** — can a tiny n-gram rule predict when a latent fires, on text it has not seen?
+# 4. **ablation sparsity** — when one latent is removed, do few output logits change, or everything a little?
+#
+# **Prerequisites**: notebooks 01 and 02 (activations, a trained TopK SAE, normalized MSE); cross-entropy and
+# logistic regression.
+#
+# **What you will learn**: the four metrics above, what each measures and how to read it; and, in exercises,
+# to compute three of them yourself: the fraction of loss recovered (3.1), a 1-D probe's loss (3.2) and the
+# sparsity of an ablation's effect exactly as section 4.5 defines it (3.3).
+#
+# **Paper**: Gao et al. (2024), section 4 (4.1 downstream loss, 4.2 probe loss, 4.3 N2G explanations, 4.5
+# ablation sparsity); section 2.1 for normalized MSE.
+#
+# **Time** (measured, 2-core CPU): about 5 minutes in fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen
+# contexts), about 20 minutes at full size on a 2-core CPU once the zoo's SAEs exist (`saelab eval --zoo topk,relu`
+# took 18 min), plus ~11 min (TopK) and ~19 min (the matched ReLU + L1) the first time, when they are trained and
+# cached under `$SAELAB_HOME/saes`; a few minutes on a GPU. Everything here is also one command:
+# `saelab eval --zoo topk,relu`.
+
+# %% tags=["parameters"]
+# Parameters
+import os
+
+FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
+SAE_FOLDER = None      # None: the zoo's TopK SAE (the main job's recipe, as in notebook 02); or e.g. "runs/default/sae"
+BASELINE = "relu"      # the zoo's ReLU + L1 SAE, trained on the same data
+DOWNSTREAM_CONTEXTS = 8 if FAST else 64
+N2G_LATENTS = 64 if FAST else 256
+N2G_HELDOUT_CONTEXTS = 48 if FAST else 256
+ABLATION_LATENTS = 4 if FAST else 32
+SEED = 0
+DEVICE = "auto"        # "auto": CUDA when present, else CPU
+
+# %% [markdown]
+# ## Setup: the model and the two SAEs
+#
+# `zoo_sae` trains an SAE with the main job's settings on the main job's activation cache the first time it is
+# asked for, then loads it from disk. Both SAEs read SmolLM2-135M's residual stream after block 22, and both train on
+# the same tokens for the same number of steps. The paper compares SAE families **at matched sparsity**: the ReLU SAE's
+# L1 coefficient was calibrated (`saelab.frontier.calibrate_l1`) so that its L0 lands near TopK's k = 32 at full size.
+# (In fast mode, 14 steps are too few for an L1 penalty to settle, so there the ReLU SAE is far denser: compare the
+# numbers at full size. `saelab frontier` draws both families' whole frontiers.)
+
+# %%
+import torch
+
+from saelab.models import load_lm, resolve_device
+from saelab.presets import default_caches, zoo_sae
+from saelab.sae import SAE
+from saelab.reconstruction import reconstruction_metrics
+
+torch.manual_seed(SEED)
+device = resolve_device(DEVICE)
+topk = SAE.load(SAE_FOLDER, device=device) if SAE_FOLDER else zoo_sae("topk", device=device)[0]
+relu = zoo_sae(BASELINE, device=device)[0]
+saes = {"TopK": topk, "ReLU+L1": relu}
+lm = load_lm(topk.cfg.model, device=device)
+_, held_cache = default_caches()
+for name, sae in saes.items():
+    m = reconstruction_metrics(sae, held_cache)
+    print(f"{name:8s} n={sae.cfg.n_latents}  held-out normalized MSE {m['nmse']:.3f}  L0 {m['l0']:.1f}")
+
+# %% [markdown]
+# ## 1 · Downstream loss (paper section 4.1)
+#
+# The reconstruction $\hat x$ replaces the activation $x$ at block 22 and the model runs on. On held-out text we measure
+# the next-token cross-entropy (CE) and the KL divergence from the clean model's predictions:
+#
+# $$\Delta\text{loss} = CE(\text{spliced}) - CE(\text{clean}), \qquad KL = \mathbb{E}_{\text{positions}}\,KL(p_{\text{clean}} \,\|\, p_{\text{spliced}})$$
+#
+# Two baselines put the numbers on a scale: replacing the activation by zero, or by its mean. The *fraction of loss
+# recovered* is $(CE_{\text{ablated}} - CE_{\text{spliced}}) / (CE_{\text{ablated}} - CE_{\text{clean}})$: 1 is perfect, 0 is no
+# better than ablating. The mean for mean-ablation is measured on training-split text, not on the scored tokens.
+# Positions the SAE was not trained on (position 0, an attention sink, and norm outliers such as
+# `<|endoftext|>`) are left clean and counted.
+
+# %%
+import pandas as pd
+
+from saelab.data import ContextConfig, build_contexts, load_corpus
+from saelab.downstream import downstream_loss
+from saelab.splice import SpliceSite, site_mean
+
+where = SpliceSite.of(topk, lm)
+held_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "heldout",
+                                              max(DOWNSTREAM_CONTEXTS, N2G_HELDOUT_CONTEXTS)).tokens_NT).long()
+toks = held_tokens[:DOWNSTREAM_CONTEXTS]
+train_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "train",
+                                               max(DOWNSTREAM_CONTEXTS, 96 if FAST else 512)).tokens_NT).long()
+mean_D = site_mean(lm, train_tokens[:DOWNSTREAM_CONTEXTS], where)  # the mean comes from other text than the scored
+down = {name: downstream_loss(lm, sae, toks, where, mean_D=mean_D) for name, sae in saes.items()}
+cols = ["ce_clean", "ce_spliced", "ce_zero", "ce_mean", "delta_loss", "kl", "loss_recovered", "loss_recovered_mean",
+        "n_positions_spliced", "n_positions_left_clean"]
+pd.DataFrame(down).loc[cols].round(4)
+
+# %% [markdown]
+# ### Exercise 3.1 — loss recovered (5 min, easy)
+# Write the fraction of loss recovered from the three cross-entropies; the check names the usual slips, then
+# your function is compared with the table's `loss_recovered` column.
+
+# %%
+from saelab.exercises import check_loss_recovered, graded, solutions, todo
+
+
+def loss_recovered(ce_spliced: float, ce_clean: float, ce_ablated: float) -> float:
+    """1 = as good as the clean model, 0 = as bad as ablating the site."""
+    # YOUR CODE HERE (1 line), then delete the next line
+    todo("3.1")
+
+
+check_loss_recovered(graded(loss_recovered, solutions.loss_recovered))
+for name, d in down.items():
+    mine = graded(loss_recovered, solutions.loss_recovered)(d["ce_spliced"], d["ce_clean"], d["ce_zero"])
+    print(f"{name:8s} yours {mine:.4f}  saelab {d['loss_recovered']:.4f}")
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# return (ce_ablated - ce_spliced) / (ce_ablated - ce_clean)
+# ```
+# </details>
+#
+# **Reading it.** A Δloss of a few tenths of a nat is typical for small SAEs on small models; the paper's GPT-4 SAEs
+# cost the equivalent of a model with a fraction of the compute. Compare the two SAEs at their L0: the SAE with the lower
+# Δloss and KL preserves more of what the model *uses*, which MSE alone does not tell you.
+#
+# ## 2 · Probe loss (paper section 4.2)
+#
+# Take binary tasks whose answer we know: the 12 Wikipedia topics (one vs rest), the language of a summary
+# (English/Spanish/French), Wikipedia vs news, and token-level tasks (a digit, a year, a capitalised word start,
+# punctuation), all on **held-out** documents. For every latent fit a 1-D logistic regression, keep the best latent on
+# one half of the data, and report its cross-entropy on the other half; the halves never share a document, and for
+# token tasks never share a context (tokens of one context are alike, so a token-level split would score a probe on
+# near-copies of its training rows). The English side of the language and source tasks is sampled across all 12 topics,
+# so no topic latent can pass for "English". Document tasks use the latent's **mean** activation over the document (a topic
+# is carried by many tokens; max-pooling would reward latents that fire once on a rare token). The same probes on the 576
+# residual coordinates are the baseline.
+#
+# ### Exercise 3.2 — a 1-D probe (15 min, medium)
+# The building block of probe loss: fit $p(y = 1 \mid x) = \sigma(a x + b)$ on ONE feature and return its mean
+# binary cross-entropy in nats. Any optimiser works (a few hundred steps of Adam or LBFGS on standardised $x$, or
+# Newton's method as `saelab.probes.fit_logistic_1d` does). The check feeds a useless feature with 20% positives
+# (the best probe then learns only the base rate: the loss is the label entropy, not ln 2) and a useful one.
+
+# %%
+from saelab.exercises import check_probe_loss_1d
+
+
+def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
+    """Mean binary cross-entropy (nats) of the best logistic probe sigmoid(a * x + b) on the feature x."""
+    # YOUR CODE HERE (about 12 lines), then delete the next line
+    todo("3.2")
+
+
+check_probe_loss_1d(graded(probe_loss_1d, solutions.probe_loss_1d))
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# z = (x_M - x_M.mean()) / x_M.std()
+# a = torch.zeros((), requires_grad=True)
+# b = torch.zeros((), requires_grad=True)
+# opt = torch.optim.LBFGS([a, b], max_iter=300, line_search_fn="strong_wolfe")
+#
+# def closure():
+#     opt.zero_grad()
+#     loss = torch.nn.functional.binary_cross_entropy_with_logits(a * z + b, y_M.float())
+#     loss.backward()
+#     return loss
+#
+# opt.step(closure)
+# return float(closure())
+# ```
+# </details>
+#
+# The library does this for every latent and task at once, picks the best latent on one half of the documents
+# and scores it on the other half:
+
+# %%
+from saelab.probes import ProbeConfig, probe_losses
+
+pcfg = ProbeConfig(docs_per_topic=8, docs_per_language=24, news_docs=24, token_contexts=24) if FAST else ProbeConfig()
+probes = probe_losses(lm, saes, pcfg, where)
+table = pd.DataFrame({task: {basis: r["loss"] for basis, r in res.items()} for task, res in probes["tasks"].items()}).T
+table["base rate"] = [next(iter(r.values()))["prior_loss"] for r in probes["tasks"].values()]
+print("mean over tasks:", {k: round(v, 4) for k, v in probes["mean"].items()}, " base rate:", round(probes["mean_prior"], 4))
+table.round(3)
+
+# %%
+import plotly.graph_objects as go
+
+fig = go.Figure()
+for basis in probes["mean"]:
+    fig.add_bar(name=basis, x=table.index, y=table[basis])
+fig.add_scatter(name="base rate", x=table.index, y=table["base rate"], mode="markers", marker_symbol="line-ew-open",
+                marker_size=16)
+fig.update_layout(barmode="group", yaxis_title="best 1-D probe cross-entropy (nats)", height=420)
+fig.show()
+
+# %% [markdown]
+# **Reading it.** Lower is better; the marker is what you get by always predicting the base rate. A task where an SAE
+# beats the residual basis has a latent that isolates the feature; where the residual basis wins, the feature is spread
+# over latents (or absent). The paper finds probe loss improves with SAE size.
+#
+# ## 3 · N2G explanations (paper section 4.3)
+#
+# For each latent we collect its top-activating positions on training text and keep, for each, the *shortest* n-gram
+# ending there that makes the latent fire at least half of the times it occurs (the pruning step of Neuron-to-Graph, done
+# by counting). The resulting rule predicts "fires" on held-out text; precision, recall and F1 say how good the
+# explanation is.
+
+# %%
+import numpy as np
+
+from saelab.splice import encode_contexts
+from saelab.n2g import N2GConfig, n2g_evaluation
+
+build_tokens = train_tokens[: 96 if FAST else 512]
+n2g, held_codes = {}, {}
+for name, sae in saes.items():
+    build_codes = encode_contexts(lm, sae, build_tokens, where)
+    held_codes[name] = encode_contexts(lm, sae, held_tokens, where)
+    n2g[name] = n2g_evaluation(build_codes, held_codes[name], n_latents=N2G_LATENTS, cfg=N2GConfig(),
+                               tokenizer=lm.tokenizer, seed=SEED)
+pd.DataFrame({name: {f"{m} ({s})": r["summary"][m][s] for m in ("precision", "recall", "f1") for s in ("mean", "median")}
+              for name, r in n2g.items()}).round(3)
+
+# %%
+rows = [r for r in n2g["TopK"]["rows"] if r["heldout_active"] >= 3 and r["f1"] == r["f1"]]
+best = sorted(rows, key=lambda r: -r["f1"])[:8]
+pd.DataFrame(best)[["latent", "f1", "precision", "recall", "heldout_active", "explanation"]].round(2)
+
+# %% [markdown]
+# **Reading it.** High-F1 latents are *token or phrase detectors* whose meaning the n-grams state outright. Low recall
+# with high precision means the latent fires on more than its n-grams (a more abstract feature, or one that needs longer
+# context). The paper reports that larger SAEs have better N2G precision and recall; at any size, compare SAEs on the
+# same latent sample size and text.
+#
+# ## 4 · Ablation sparsity (paper section 4.5)
+#
+# With the SAE spliced in, pick one token index where a latent fires and zero that latent there (only there). Record
+# how the **logits** change at that index and the next $T-1$ positions ($T = 16$, as the paper), subtract each
+# position's median change (adding a constant to every logit of a position changes no probability), and concatenate:
+# $T \times V$ numbers $e$. Its sparsity is $(\|e\|_1/\|e\|_2)^2 / (TV)$, the fraction of entries that effectively
+# move: $1/(TV)$ if one logit moves, about $2/\pi \approx 0.64$ for a dense Gaussian change. A latent with a sparse
+# effect changes a few specific predictions — easier to understand than one that nudges everything. The reference is a
+# random direction of the same norm added at the same index.
+#
+# (Why logits and not log-probabilities: a log-softmax spreads any single-logit change over all $V$ entries through
+# the normaliser, so one moved logit would look maximally dense.)
+#
+# ### Exercise 3.3 — the sparsity of an effect (10 min, easy)
+# Write section 4.5's formula for one effect: logit differences `[T, V]` in, one number out.
+
+# %%
+from saelab.exercises import check_effect_sparsity
+
+
+def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
+    """Median-centre each position's logit differences, then (L1 / L2)^2 / (T * V)."""
+    # YOUR CODE HERE (about 4 lines), then delete the next line
+    todo("3.3")
+
+
+check_effect_sparsity(graded(effect_sparsity, solutions.effect_sparsity))
+sparsity = graded(effect_sparsity, solutions.effect_sparsity)
+V = lm.model.config.vocab_size
+one_logit = torch.zeros(16, V)
+one_logit[3, 42] = 2.0
+print(f"one logit moves: {sparsity(one_logit):.2e} (= 1/(TV) = {1 / (16 * V):.2e}); a dense Gaussian change: "
+      f"{sparsity(torch.randn(16, V)):.3f} (2/pi = {2 / 3.14159:.3f})")
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# e = logit_diff_TV.double()
+# e = (e - e.median(dim=-1, keepdim=True).values).flatten()
+# return float((e.abs().sum() / e.norm()) ** 2 / e.numel())
+# ```
+# </details>
+#
+# Now the real thing: the library ablates each sampled latent where it fires, measures the logit differences
+# over the next 16 positions and applies the same formula.
+
+# %%
+from saelab.ablation import ablation_sparsity
+abl = {}
+for name, sae in saes.items():
+    lats = held_codes[name].sample_alive(ABLATION_LATENTS, SEED)
+    abl[name] = pd.DataFrame(ablation_sparsity(lm, sae, held_codes[name], lats, contexts_per_latent=2 if FAST else 4,
+                                               where=where))
+pd.DataFrame({name: {"median sparsity": d.sparsity.median(), "median (random direction)": d.random_sparsity.median(),
+                     "latents": len(d)} for name, d in abl.items()}).round(4)
+
+# %%
+fig = go.Figure()
+for name, d in abl.items():
+    fig.add_histogram(x=d.sparsity, name=f"{name} latents", opacity=0.6, nbinsx=20)
+    fig.add_histogram(x=d.random_sparsity, name=f"{name} random direction", opacity=0.4, nbinsx=20)
+fig.update_layout(barmode="overlay", xaxis_title="(L1/L2)^2 / (T V) of the logit effect (lower = sparser)", height=360)
+fig.show()
+
+# %% [markdown]
+# ## Side by side
+
+# %%
+summary = pd.DataFrame({
+    name: {"L0": reconstruction_metrics(sae, held_cache)["l0"], "delta loss": down[name]["delta_loss"], "KL": down[name]["kl"],
+           "loss recovered (zero)": down[name]["loss_recovered"], "probe loss (mean)": probes["mean"][name],
+           "N2G F1 (mean)": n2g[name]["summary"]["f1"]["mean"], "ablation sparsity (median)": abl[name].sparsity.median()}
+    for name, sae in saes.items()})
+summary["residual basis"] = [None, None, None, None, probes["mean"]["residual"], None, None]
+summary.round(4)
+
+# %% [markdown]
+# ## Recap
+# - Normalized MSE and L0 are the training objective, not the goal: two SAEs with similar MSE can differ in downstream
+#   loss, in how well single latents capture known features, and in how explainable and how local their latents are.
+# - Every metric here is a function in `saelab` (`downstream.downstream_loss`, `probes.probe_losses`,
+#   `n2g.n2g_evaluation`, `ablation.ablation_sparsity`); `saelab eval --sae runs/default/sae --zoo relu` runs all four and
+#   writes `report.json` and `report.html`.
+# - At this scale (thousands of latents, hundreds of thousands of tokens) expect noisy numbers: evaluate with more
+#   contexts (the parameters cell) before drawing conclusions, and compare SAEs on identical text, as done here.
+#
+# ## Check your understanding
+# 1. An SAE has loss recovered 0.95 against zero-ablation but 0.80 against mean-ablation. Which is the more
+#    demanding baseline, and why?
+#    <details><summary>Answer</summary>Mean-ablation: replacing the activation by its mean already keeps much of
+#    what the model needs, so its gap to the clean loss is smaller and the same spliced loss recovers a smaller
+#    fraction of it.</details>
+# 2. Why does the probe loss use the best *single* latent rather than a probe on all latents?
+#    <details><summary>Answer</summary>The question is whether one latent isolates the feature (monosemantic
+#    enough to read off); a probe on all latents would measure whether the information is there at all, which
+#    the residual stream already answers.</details>
+# 3. A latent's N2G explanation has precision 0.95 and recall 0.2. What does that say about the latent?
+#    <details><summary>Answer</summary>When the n-grams occur, it fires; but most of its firing happens elsewhere:
+#    it responds to more than those n-grams (a broader or context-dependent feature).</details>
+# 4. Why is each position's median subtracted before computing ablation sparsity?
+#    <details><summary>Answer</summary>Adding a constant to all logits of a position changes no probability; without
+#    the subtraction such a shift would count as a dense effect on all V logits.</details>

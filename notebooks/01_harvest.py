@@ -202,7 +202,7 @@ print("first tokens:", repr(tok.decode(shard["tokens"][:20])))
 # 1. Why does a harvest not need the LM head or the blocks after the hooked one, and what does skipping them save?
 #    <details><summary>Answer</summary>The SAE only sees the residual stream after block L, which no later
 #    block can change; stopping there saves the remaining blocks and the vocabulary-sized head (for SmolLM2,
-#    8 of 30 blocks and a 49k x 576 product per token).</details>
+#    the 7 blocks after block 22 (of 0-29) and a 49k x 576 product per token).</details>
 # 2. `output_hidden_states=True` returns 31 tensors for SmolLM2's 30 blocks. Which one is the output of block 22?
 #    <details><summary>Answer</summary>`hidden_states[23]`: index 0 is the embeddings, so index L + 1 is the
 #    output of block L.</details>

@@ -45,9 +45,9 @@ L1_COEFS = (0.05, 0.1, 0.2)                    # ReLU + L1 baselines to match To
 # %% [markdown]
 # ## Part 1 · The pieces (exercises)
 #
-# A TopK SAE encodes an activation $x$ as $z = \mathrm{ReLU}(\mathrm{TopK}(W_{enc}(x - b_{pre}) + b_{enc}))$ and decodes $\hat x = W_{dec} z + b_{pre}$.
+# A TopK SAE encodes an activation $x$ as $z = \mathrm{ReLU}(\mathrm{TopK}(W_{enc}(x - b_{pre}) + b_{enc}))$ and decodes $\hat x = \sum_i z_i\, d_i + b_{pre}$, a sum of decoder rows $d_i$ (saelab stores $W_{dec}$ as `[n, d]`, one row per latent, so in code `x_hat = z @ W_dec + b_pre`). The paper's section 2.2 writes the encoder without $b_{enc}$; its released code and saelab keep one.
 # TopK keeps the $k$ largest pre-activations of each token and zeroes the rest; the ReLU after it also zeroes any of those $k$ that are negative, so the L0 (active latents per token) is **at most** $k$ (in practice it is $k$ almost always).
-# Sparsity comes from the activation, not from an L1 penalty, so nothing in the loss pulls the kept activations towards zero: the *shrinkage* of ReLU + L1 SAEs is gone. (Not "over-corrected" either: refined on their own support, TopK's activations grow only 1.4% on the main job, the ReLU + L1 SAE's 48%; notebook 04.)
+# Sparsity comes from the activation, not from an L1 penalty, so nothing in the loss pulls the kept activations towards zero, and TopK shows much less *shrinkage* than a ReLU + L1 SAE: refined on their own support, TopK's activations grow 1.4% on the main job, the ReLU + L1 SAE's 48% (notebook 04).
 #
 # ### Exercise 2.1 — TopK activation (5 min, easy)
 # Replace the `todo` line of `topk_activation` with your own code (`torch.topk` helps), then run the cell: the check tells you what is wrong.
@@ -99,7 +99,7 @@ check_normalized_mse(graded(normalized_mse, solutions.normalized_mse))
 #
 # ### Exercise 2.3 — the AuxK loss (15 min, medium)
 # A latent that has not fired for a long time is **dead**: it gets no gradient and never recovers. AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
-# The residual has no bias, so the dead latents' reconstruction is $W_{dec} z_{aux}$ **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.
+# The residual has no bias, so the dead latents' reconstruction is `z_aux @ W_dec` **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.
 
 # %%
 def auxk_loss(x_BD, recon_BD, pre_BN, dead_N, W_dec_ND, k_aux):
@@ -230,10 +230,10 @@ for aux in (True, False):
               f"nmse {m['nmse']:.4f}")
 
 # %% [markdown]
-# **Do not read a winner into this table.** At this tiny scale (thousands of latents, a few hundred steps) dead latents are rare whatever you do, so the four rows differ by a few latents and the order changes from seed to seed; the paper's effect (up to 90% dead at 16M latents without AuxK and the transpose initialisation) appears with many more latents and tokens. Try `N_LATENTS = 16384` with `COMPARE_EPOCHS = 4` to see the gap open, or notebook 06's dead-latent ablation.
+# **Do not read a winner into this table.** At this tiny scale (thousands of latents, a few hundred steps) dead latents are rare whatever you do, so the four rows differ by a few latents and the order changes from seed to seed; the paper's effect (up to 90% dead at 16M latents without AuxK and the transpose initialisation) appears with many more latents and tokens. `saelab scale --ablation` trains many latents on few tokens, where dead latents do appear, with and without both fixes (the README's scaling-laws section has its table).
 #
 # ## Recap
-# - A TopK SAE sets sparsity with its activation: L0 ≤ k, no L1 penalty and so no shrinkage; its normalized MSE is measured against always predicting the mean activation, in the normalised input space.
+# - A TopK SAE sets sparsity with its activation: L0 ≤ k, no L1 penalty and so much less shrinkage; its normalized MSE is measured against always predicting the mean activation, in the normalised input space.
 # - The paper normalises each token (centre over $d_{model}$, unit norm) before the SAE; saelab does too.
 # - AuxK gives dead latents a gradient by modelling the detached residual with the top-$k_{aux}$ dead latents, no bias added.
 # - Short runs need a larger learning rate than the paper's; the full job is one command: `saelab train` (see the README).

@@ -190,16 +190,26 @@ def concept_mask(tokens_NT) -> torch.Tensor:
     return torch.from_numpy(is_c[np.asarray(tokens_NT)])
 
 
-valid = stats.codes.valid_NT
-pred = concept_mask(stats.codes.tokens_NT)[valid]
+def latent_acts(codes, latent: int) -> torch.Tensor:
+    """One latent's activation at every valid position of `codes` (0 where it did not fire)."""
+    v = codes.valid_NT
+    return ((codes.idx_NTK[v] == latent) * codes.acts_NTK[v].float()).sum(-1)
+
+
+def mean_acts(codes, rows: torch.Tensor) -> torch.Tensor:
+    """Every latent's mean activation over the chosen valid positions [n] (sparse sums, no dense matrix)."""
+    v = codes.valid_NT
+    idx, acts = codes.idx_NTK[v][rows], codes.acts_NTK[v][rows].float()
+    return torch.zeros(sae.cfg.n_latents).index_add_(0, idx.flatten(), acts.flatten()) / max(1, int(rows.sum()))
+
+
+pred = concept_mask(stats.codes.tokens_NT)[stats.codes.valid_NT]
 # candidates: the 20 latents whose mean activation is highest on the concept's tokens relative to the rest
-dense = torch.zeros(int(valid.sum()), sae.cfg.n_latents)
-dense.scatter_add_(1, stats.codes.idx_NTK[valid], stats.codes.acts_NTK[valid].float())
-candidates = (dense[pred].mean(0) - dense[~pred].mean(0)).topk(20).indices.tolist()
+candidates = (mean_acts(stats.codes, pred) - mean_acts(stats.codes, ~pred)).topk(20).indices.tolist()
 f1 = lambda p, r: 2 * p * r / (p + r) if p + r else 0.0
-scored = sorted(((f1(*pr(dense[:, j], pred)), j) for j in candidates), reverse=True)
+scored = sorted(((f1(*pr(latent_acts(stats.codes, j), pred)), j) for j in candidates), reverse=True)
 chosen = scored[0][1]
-p_in, r_in = pr(dense[:, chosen], pred)
+p_in, r_in = pr(latent_acts(stats.codes, chosen), pred)
 print(f"{int(pred.sum())} concept tokens of {len(pred)}; best latent {chosen}: precision {p_in:.2f}, recall {r_in:.2f} "
       "on the Wikipedia text it was chosen on")
 
@@ -211,9 +221,7 @@ news = torch.from_numpy(build_contexts(load_corpus("news"), lm.tokenizer, Contex
                                        NEW_TEXT_CONTEXTS).tokens_NT).long()
 news_codes = encode_contexts(lm, sae, news)
 nv = news_codes.valid_NT
-hit = (news_codes.idx_NTK[nv] == chosen) & (news_codes.acts_NTK[nv] > 0)
-news_acts = (news_codes.acts_NTK[nv].float() * hit).sum(-1)
-p_new, r_new = pr(news_acts, concept_mask(news)[nv])
+p_new, r_new = pr(latent_acts(news_codes, chosen), concept_mask(news)[nv])
 print(f"on {int(nv.sum())} news tokens: precision {p_new:.2f}, recall {r_new:.2f} (chosen on Wikipedia: "
       f"{p_in:.2f}, {r_in:.2f})")
 explorer.show(chosen)

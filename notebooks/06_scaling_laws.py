@@ -35,7 +35,7 @@
 # irreducible loss; Figures 1-4); section 2.4 for dead latents.
 #
 # **Time** (measured, 2-core CPU): under a minute in fast mode (`SAELAB_FAST=1`: 25 s), about 10 minutes at full size the
-# first time (the notebook's grid: n = 512 to 4096 × k = 16, 32; finished points are reused after); a few minutes on a
+# first time (the notebook's grid: n = 256 to 4096 × k = 16, 32; finished points are reused after); a few minutes on a
 # GPU. `saelab scale` runs the larger default grid (adds n = 8192 and k = 64: 32 minutes) from the command line, and
 # `saelab scale --ablation` the dead-latent comparison.
 
@@ -47,9 +47,11 @@ from dataclasses import replace
 from saelab.scale import scale_defaults
 
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
-# ScaleConfig: ns, ks, epochs, learning-rate rule (see saelab/scale.py). Full size here: 8 points, about 10 minutes on a
-# 2-core CPU; `scale_defaults(False)` is the CLI's 15-point grid (32 minutes) that section 5 discusses.
-GRID = scale_defaults(True) if FAST else replace(scale_defaults(False), ns="512,1024,2048,4096", ks="16,32")
+# ScaleConfig: ns, ks, epochs, learning-rate rule (see saelab/scale.py). Five n per k, so the fit without the largest
+# has four points for three parameters. Full size here: 10 points, about 10 minutes on a 2-core CPU;
+# `scale_defaults(False)` is the CLI's 15-point grid (32 minutes) that section 5 discusses.
+GRID = replace(scale_defaults(True), ns="64,128,256,512,1024") if FAST else \
+    replace(scale_defaults(False), ns="256,512,1024,2048,4096", ks="16,32")
 DEVICE = "auto"               # "auto": CUDA when present, else CPU
 
 # %%
@@ -142,6 +144,15 @@ predicted = graded(predict, lambda f, n: f[0] * n ** -f[1] + f[2])(fit, N_NEW)
 check_prediction(predicted, fit, N_NEW)
 print(f"k={K}: L(N) = {fit[0]:.3g} N^-{fit[1]:.3f} + {fit[2]:.3f}; predicted at n={N_NEW}: {predicted:.4f}")
 
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# a, b, c = fit
+# return a * n_new ** -b + c
+# ```
+# </details>
+
 # %%
 points, folder = run_grid(GRID, base, train_cache, held_cache, OUT, progress=False, device=device)   # trains only the new n
 measured = float(points[(points.k == K) & (points.n == N_NEW)].nmse.iloc[0])
@@ -223,7 +234,7 @@ for fig in scaling_figures(points, curves, fits):
 #    <details><summary>Answer</summary>The loss has a floor: a straight line assumes it falls to zero, so near the
 #    floor it bends the exponent down and predicts the next n far too low.</details>
 # 2. Why is predicting an n that was left out of the fit a better test than a good fit?
-#    <details><summary>Answer</summary>Three parameters fit almost any smooth decreasing curve of five points; only a
+#    <details><summary>Answer</summary>Three parameters fit almost any smooth decreasing curve of four points; only a
 #    prediction outside the fitted points can fail, so only it tests the law.</details>
 # 3. Every n here sees the same 1.58M tokens. Why does that make the large n look worse than the paper's law says?
 #    <details><summary>Answer</summary>Tokens per latent fall as n grows (193 at n = 8192), so the large SAEs are

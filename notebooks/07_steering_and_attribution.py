@@ -104,6 +104,14 @@ from saelab.exercises import check_concept_scores
 check_concept_scores(graded(concept_scores, solutions.concept_scores))
 
 
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# return acts_pos_TN.mean(0) - acts_neg_TN.mean(0)
+# ```
+# </details>
+
 # %%
 def codes(texts):
     return torch.cat([encode_text(lm, sae, t)[1][1:] for t in texts])
@@ -166,6 +174,15 @@ def steer_rows(x_RD, W_dec_ND, latent, alpha):
 from saelab.exercises import check_steer_rows
 
 check_steer_rows(graded(steer_rows, solutions.steer_rows))
+
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# return x_RD + alpha * W_dec_ND[latent]
+# ```
+# </details>
 
 # %%
 concept_ids = sorted({lm.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" France", " Paris", " French")})
@@ -244,6 +261,16 @@ def ablation_attribution(acts_RK, grad_RK, idx_RK, n_latents):
 from saelab.exercises import check_ablation_attribution
 
 check_ablation_attribution(graded(ablation_attribution, solutions.ablation_attribution))
+
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# out = torch.zeros(n_latents, dtype=acts_RK.dtype)
+# return out.index_add_(0, idx_RK.reshape(-1), (-acts_RK * grad_RK).reshape(-1))
+# ```
+# </details>
 
 # %%
 from saelab.attribution import ablation_effects, attribute

@@ -6,7 +6,7 @@
 
 Writes each executed notebook and an HTML copy to --out (not committed), prints every notebook's wall time next
 to the time the notebook itself states, and writes times.json. Caches (activations, zoo SAEs, scaling grids) live
-in $SAELAB_HOME as usual, so a second run is much faster than the first; the table says which notebooks ran cold.
+in $SAELAB_HOME as usual, so a second run is much faster than the first (notebooks state both times).
 """
 
 from __future__ import annotations

@@ -48,4 +48,9 @@ def test_notebook_has_the_parts_a_class_needs(path):
     assert "## Recap" in text, f"{path.name} has no recap"
     questions = text.split("## Check your understanding")
     assert len(questions) == 2, f"{path.name} has no 'Check your understanding' section"
-    assert 3 <= questions[1].count("<details>") <= 6, f"{path.name}: 3-5 questions, each with a hidden answer"
+    assert 3 <= questions[1].count("<details>") <= 5, f"{path.name}: 3-5 questions, each with a hidden answer"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    exercises = code.count("todo(")
+    solutions = text.count("<summary>Solution</summary>")
+    assert exercises and solutions == exercises, \
+        f"{path.name}: {exercises} exercise stubs but {solutions} folded solutions; show one under each exercise"

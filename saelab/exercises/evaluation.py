@@ -84,7 +84,7 @@ def check_probe_loss_1d(fn) -> None:
 def check_effect_sparsity(fn) -> None:
     """`fn(logit_diff_TV) -> float`: section 4.5's sparsity of an ablation's effect on the logits."""
     g = torch.Generator().manual_seed(0)
-    T, V = 4, 50
+    T, V = 4, 51  # odd V: every median convention (lower middle, average of the two middle) agrees
     diff = torch.zeros(T, V)
     diff[:, :3] = torch.randn(T, 3, generator=g) * 2  # a few tokens move
     diff[1] += 0.7  # position 1's logits all shift by a constant: no probability changes
@@ -102,7 +102,7 @@ def check_effect_sparsity(fn) -> None:
                     "effects)"),
                    (float(med.abs().sum() / med.norm() / med.numel()), "square the ratio: (L1 / L2)^2"),
                    (float((med.abs().sum() / med.norm()) ** 2), "divide by the number of entries T * V, so that 1 "
-                                                                "means every logit moved alike"),
+                                                                "means every entry moved by the same amount"),
                    (float((med.abs().sum() / med.norm()) ** 2 / V), "divide by T * V (all positions' entries), "
                                                                     "not V alone")], atol=1e-6)
     want = library_effect_sparsity(diff)

@@ -16,7 +16,10 @@ def topk_reconstruct(pre_BN: torch.Tensor, W_dec_ND: torch.Tensor, b_pre_D: torc
 def threshold_for_l0(pre_BN: torch.Tensor, target_l0: float) -> float:
     """The JumpReLU threshold theta with, on average, target_l0 pre-activations above it per row."""
     n = pre_BN.shape[-1]
-    return float(torch.quantile(pre_BN.flatten().double(), 1 - target_l0 / n))
+    values = pre_BN.flatten().double()
+    if values.numel() > 2**24:  # torch.quantile's limit: a random subsample of 2^24 values
+        values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[: 2**24]]
+    return float(torch.quantile(values, 1 - target_l0 / n))
 
 
 def check_topk_reconstruct(fn) -> None:

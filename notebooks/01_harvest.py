@@ -18,8 +18,8 @@
 # - why position 0 (and a few rare tokens) have huge activation norms, and what we do about them;
 # - what an activation cache looks like on disk (sharded safetensors + a verified manifest), and why a killed harvest can resume.
 #
-# **Time** (measured, 2-core CPU): about 1 minute in fast mode (`SAELAB_FAST=1`, as in CI), about 2 minutes at
-# full size (60k tokens; seconds when the cache exists); well under a minute on a GPU.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): under a minute in fast mode (`SAELAB_FAST=1`, as in CI) and 2.9 minutes at full size (harvesting its 60k tokens; seconds when the cache exists).
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # Everything runs offline on the embedded default: SmolLM2-135M-Instruct and Wikipedia vital-article summaries
 # (CC BY-SA), both shipped in pinned PyPI wheels.
 #

@@ -18,8 +18,8 @@
 # 3. the sparsity-reconstruction trade-off: TopK against the classic ReLU + L1 SAE at a matched L0;
 # 4. what AuxK and the transpose initialisation do to dead latents.
 #
-# **Time** (measured, 2-core CPU): about 3 minutes in fast mode (`SAELAB_FAST=1`), about 10 minutes at full size; a
-# minute or two on a GPU. It reuses the activation cache of notebook 01 when the settings match.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 17.4 minutes at full size (harvesting 135k tokens, then ten SAEs: the main one and the nine comparison runs of parts 3 and 4). It reuses the activation cache of notebook 01 when the settings match.
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
 # **Paper**: Gao et al. (2024), section 2.1 (setup, normalized MSE, input normalisation), 2.2 (TopK), 2.3 (the
 # ReLU + L1 baseline and the frontier), 2.4 (dead latents: AuxK, initialisation), appendix A.2 (AuxK details).

@@ -28,11 +28,11 @@
 # **Paper**: Gao et al. (2024), section 4 (4.1 downstream loss, 4.2 probe loss, 4.3 N2G explanations, 4.5
 # ablation sparsity); section 2.1 for normalized MSE.
 #
-# **Time** (measured, 2-core CPU): about 5 minutes in fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen
-# contexts), about 20 minutes at full size on a 2-core CPU once the zoo's SAEs exist (`saelab eval --zoo topk,relu`
-# took 18 min), plus ~11 min (TopK) and ~19 min (the matched ReLU + L1) the first time, when they are trained and
-# cached under `$SAELAB_HOME/saes`; a few minutes on a GPU. Everything here is also one command:
-# `saelab eval --zoo topk,relu`.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 5 minutes in fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen
+# contexts) and 13.9 minutes at full size with the zoo's TopK and ReLU + L1 SAEs already trained; the first time, training them
+# adds ~11 min (TopK) and ~19 min (the matched ReLU + L1), cached under `$SAELAB_HOME/saes`.
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
+# Everything here is also one command: `saelab eval --zoo topk,relu`.
 
 # %% tags=["parameters"]
 # Parameters

@@ -31,8 +31,9 @@
 #
 # **Paper**: Gao et al. (2024), section 5 (5.1 shrinkage, 5.3 progressive recovery and Multi-TopK, Figure 10).
 #
-# **Time** (measured, 2-core CPU): about 3 minutes in fast mode (`SAELAB_FAST=1`), about 25 minutes at full size on a 2-core CPU the first
-# time (three SAEs are trained and cached under `$SAELAB_HOME/saes`), a few minutes after; a few minutes on a GPU.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 31.4 minutes at full size the first time, of which ~25
+# minutes train the zoo's Multi-TopK SAE (cached under `$SAELAB_HOME/saes`; the TopK and ReLU + L1 SAEs already existed).
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # The same tables come from `saelab sweep --zoo topk,multi_topk`.
 
 # %% tags=["parameters"]

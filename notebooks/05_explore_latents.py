@@ -26,9 +26,9 @@
 # **Paper**: Gao et al. (2024), section 4.3 (N2G explanations: precision and recall of an explanation on held-out
 # text) and appendix on visualisations; the dashboards follow Neuronpedia and sae_vis.
 #
-# **Time** (measured, 2-core CPU): about 2 minutes in fast mode (`SAELAB_FAST=1`), about 5 minutes at full size the
-# first time (the statistics are computed once and stored next to the SAE), about a minute after; under a minute on
-# a GPU.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about a minute in fast mode (`SAELAB_FAST=1`) and 2.8 minutes at full size, computing the latent statistics
+# (stored next to the SAE, then reused).
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 
 # %% tags=["parameters"]
 # Parameters

@@ -34,9 +34,10 @@
 # **Paper**: Gao et al. (2024), section 3 (3.1 L(N, k) at convergence, 3.2 L(C) and compute-optimal n, 3.3 the
 # irreducible loss; Figures 1-4); section 2.4 for dead latents.
 #
-# **Time** (measured, 2-core CPU): under a minute in fast mode (`SAELAB_FAST=1`: 25 s), about 10 minutes at full size the
-# first time (the notebook's grid: n = 256 to 4096 × k = 16, 32; finished points are reused after); a few minutes on a
-# GPU. `saelab scale` runs the larger default grid (adds n = 8192 and k = 64: 32 minutes) from the command line, and
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): under a minute in fast mode (`SAELAB_FAST=1`) and 36 minutes at full size the first time (the notebook's
+# grid: n = 256 to 4096 × k = 16, 32, 4 epochs each; 130-300 s a point); finished points are reused after.
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
+# `saelab scale` runs the larger default grid (adds n = 8192 and k = 64: 32 minutes) from the command line, and
 # `saelab scale --ablation` the dead-latent comparison.
 
 # %% tags=["parameters"]

@@ -26,9 +26,8 @@
 # **Exercises**: 7.1 (easy, 5 min), 7.2 (easy, 5 min), 7.3 (medium, 10 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Time** (2-core CPU, measured): about 40 s in fast mode (`SAELAB_FAST=1`) and about 1 minute at full size once
-# the zoo's TopK SAE exists (the first time, training it adds the main job's ~9 minutes with the activation cache
-# there, see notebook 02); under a minute on a GPU.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 40 s in fast mode (`SAELAB_FAST=1`) and 1.2 minutes at full size once the zoo's TopK SAE exists.
+# GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
 # **Paper**: Gao et al. 2024, section 4.5 (ablation sparsity: the downstream effects of single latents) and 4.1
 # (splicing the SAE in); further reading: Templeton et al. 2024 ("Scaling Monosemanticity",

@@ -192,8 +192,7 @@ def concept_mask(tokens_NT) -> torch.Tensor:
 
 def latent_acts(codes, latent: int) -> torch.Tensor:
     """One latent's activation at every valid position of `codes` (0 where it did not fire)."""
-    v = codes.valid_NT
-    return ((codes.idx_NTK[v] == latent) * codes.acts_NTK[v].float()).sum(-1)
+    return codes.latent_values(latent)[codes.valid_NT]
 
 
 def mean_acts(codes, rows: torch.Tensor) -> torch.Tensor:

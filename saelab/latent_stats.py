@@ -75,8 +75,7 @@ class LatentStats:
 
     def latent_values(self, latent: int) -> torch.Tensor:
         """[N, T] activation of `latent` at every position (0 where it does not fire)."""
-        hit = (self.codes.idx_NTK == latent) & (self.codes.acts_NTK > 0)
-        return (self.codes.acts_NTK.float() * hit).sum(-1)
+        return self.codes.latent_values(latent)
 
 
 def compute_latent_stats(lm: LM, sae: SAE, cfg: StatsConfig | None = None, where: SpliceSite | None = None,

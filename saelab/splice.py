@@ -215,6 +215,11 @@ class Codes:
         g = torch.Generator().manual_seed(seed)
         return alive[torch.randperm(len(alive), generator=g)[:n]].sort().values.tolist()
 
+    def latent_values(self, latent: int) -> torch.Tensor:
+        """[N, T] activation of `latent` at every position (0 where it does not fire)."""
+        hit = (self.idx_NTK == latent) & (self.acts_NTK > 0)
+        return (self.acts_NTK.float() * hit).sum(-1)
+
     def latent_acts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """CSR view by latent: (ptr [n+1], flat position [nnz], value [nnz]) over valid positions."""
         N, T, K = self.acts_NTK.shape

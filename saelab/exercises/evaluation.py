@@ -6,14 +6,10 @@ import math
 
 import torch
 
-from ..ablation import effect_sparsity as library_effect_sparsity
+from ..ablation import effect_sparsity  # the reference solution and the check's answer
+from ..downstream import loss_recovered  # noqa: F401 - the reference solution (solutions.loss_recovered)
 from ..probes import fit_logistic_1d, logistic_loss
 from .base import diagnose, passed
-
-
-def loss_recovered(ce_spliced: float, ce_clean: float, ce_ablated: float) -> float:
-    """The fraction of the LM's loss that the SAE recovers: 1 = as good as clean, 0 = as bad as ablating."""
-    return (ce_ablated - ce_spliced) / (ce_ablated - ce_clean)
 
 
 def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
@@ -22,11 +18,6 @@ def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
     return float(logistic_loss(x_M[:, None], y_M, a, b, mu, sd)[0])
 
 
-def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
-    """Section 4.5: median-centre each position's logit differences, then (L1 / L2)^2 / (T * V)."""
-    e = logit_diff_TV.double()
-    e = (e - e.median(dim=-1, keepdim=True).values).flatten()
-    return float((e.abs().sum() / e.norm()) ** 2 / e.numel())
 
 
 def check_loss_recovered(fn) -> None:
@@ -105,7 +96,7 @@ def check_effect_sparsity(fn) -> None:
                                                                 "means every entry moved by the same amount"),
                    (float((med.abs().sum() / med.norm()) ** 2 / V), "divide by T * V (all positions' entries), "
                                                                     "not V alone")], atol=1e-6)
-    want = library_effect_sparsity(diff)
+    want = effect_sparsity(diff)
     assert abs(got - want) < 1e-6, f"expected {want:.5f}, got {got:.5f}"
     one = torch.zeros(T, V)
     one[0, 0] = 5.0

@@ -1,10 +1,11 @@
 """Harvest throughput vs a bare truncated forward and the full forward, in one run (issue: Harvest).
 
-Same model, layer, batch and contexts for all three:
+Same model, layer, batch and contexts for all three, timed in interleaved rounds (medians):
 - harvest: saelab's harvest to a fresh disk cache (hook + early stop + fp16 shards);
 - bare truncated forward: the model's blocks cut to 0..L (no hook, no storage, no LM head);
 - full forward: every block and the LM head.
-Then peak RSS of harvests of two sizes to disk, each in its own process: it must not grow with
+Then where a harvest's time goes (set-up, hooked forward, outlier mask, shard writes, the rest), and peak
+RSS of harvests of two sizes to disk, each in its own process: it must not grow with
 the number of tokens. Usage: python benchmarks/bench_harvest.py [--contexts 256] [--ram-tokens 50000 200000]
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ def main():
     ap.add_argument("--contexts", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--ram-tokens", type=int, nargs="*", default=[50_000, 200_000])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three passes")
     ap.add_argument("--skip-throughput", action="store_true", help="only the peak-RSS harvests")
     args = ap.parse_args()
 
@@ -75,32 +78,50 @@ def main():
     if args.skip_throughput:
         ram_table(args.ram_tokens)
         return
-    bare_truncated()  # warm-up
-    results = {}
-    for name, fn in (("bare truncated forward", bare_truncated), ("harvest to disk", harvest_run),
-                     ("full forward (all blocks + LM head)", full)):
-        t0 = time.perf_counter()
-        fn()
-        results[name] = n_tok / (time.perf_counter() - t0)
-    # One-time set-up inside every harvest call: the model's weight hash (recorded in the cache) and building the
-    # contexts (corpus load, shuffle, tokenisation); timed alone so the per-token loop can be compared too.
-    from saelab.harvest import harvest_contexts, weights_hash
+    import saelab.harvest as H
 
-    setup_cfg = HarvestConfig(model=args.model, max_tokens=(n_tok // 64) * 63, batch_size=args.batch)
-    t0 = time.perf_counter()
-    weights_hash(lm.model)
-    t_hash = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    harvest_contexts(setup_cfg, lm)
-    t_ctx = time.perf_counter() - t0
-    harvest_s = n_tok / results["harvest to disk"]
-    results["harvest minus its one-time set-up"] = n_tok / max(harvest_s - t_hash - t_ctx, 1e-9)
-    base = results["bare truncated forward"]
-    print(f"\n{'pass':40s} {'tokens/s':>9s} {'x bare':>7s}")
-    for name, tps in results.items():
-        print(f"{name:40s} {tps:9.0f} {tps / base:7.2f}")
-    print(f"(harvest tokens/s counts every position fed to the model, position 0 included; its one-time set-up: "
-          f"weight hash {t_hash:.1f} s, contexts {t_ctx:.1f} s, of {harvest_s:.1f} s)")
+    parts = {"weight hash": 0.0, "contexts (corpus, tokeniser)": 0.0, "forward to the site (hooked)": 0.0,
+             "outlier mask": 0.0, "shard write (safetensors, fsync)": 0.0}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                parts[name] += time.perf_counter() - t0
+        return wrapper
+
+    for name, attr in (("weight hash", "weights_hash"), ("contexts (corpus, tokeniser)", "harvest_contexts"),
+                       ("forward to the site (hooked)", "run_to_site"), ("outlier mask", "outlier_mask"),
+                       ("shard write (safetensors, fsync)", "write_shard")):
+        setattr(H, attr, timed(name, getattr(H, attr)))
+    passes = {"bare truncated forward": bare_truncated, "harvest to disk": harvest_run,
+              "full forward (all blocks + LM head)": full}
+    bare_truncated()  # warm-up
+    # Interleaved rounds: each pass once per round, so the machine's slow and fast phases hit all of them.
+    seconds = {name: [] for name in passes}
+    harvest_total = 0.0
+    for _ in range(args.rounds):
+        for name, fn in passes.items():
+            t0 = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - t0)
+        harvest_total += seconds["harvest to disk"][-1]
+    base = statistics.median(seconds["bare truncated forward"])
+    print(f"\n{'pass (median of ' + str(args.rounds) + ' interleaved rounds)':44s} {'tokens/s':>9s} {'x bare':>7s}")
+    for name, t in seconds.items():
+        med = statistics.median(t)
+        print(f"{name:44s} {n_tok / med:9.0f} {base / med:7.2f}")
+    setup = parts["weight hash"] + parts["contexts (corpus, tokeniser)"]
+    loop = statistics.median([h - setup / args.rounds for h in seconds["harvest to disk"]])
+    print(f"{'harvest minus its one-time set-up':44s} {n_tok / loop:9.0f} {base / loop:7.2f}")
+    print(f"\nwhere a harvest's time goes ({args.rounds} calls, {harvest_total:.1f} s in all):")
+    for name, t in parts.items():
+        print(f"  {name:42s} {t / harvest_total:6.1%}")
+    rest = harvest_total - sum(parts.values())
+    print(f"  {'the rest (slicing, fp16, concatenation)':42s} {rest / harvest_total:6.1%}")
+    print("(tokens/s counts every position fed to the model, position 0 included)")
 
     ram_table(args.ram_tokens)
 

@@ -55,19 +55,24 @@ def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
     return step
 
 
-def profile(name: str, step, floor: float, steps: int = 3, top: int = 14) -> None:
-    """torch.profiler over `steps` steps: the phases, then the operators by self time, in units of the floor."""
+def profile(name: str, step, floor_fn, steps: int = 3, top: int = 14) -> None:
+    """torch.profiler over `steps` steps: the phases, then the operators by self time, in units of the floor
+    product timed right before and right after the profiled window (so a slow phase of the machine scales both)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     step()
+    before = timeit(floor_fn, 1, warmup=0)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    floor = (before + timeit(floor_fn, 1, warmup=0)) / 2
     events = prof.key_averages()
     unit = floor * steps * 1e6  # profiler times are in microseconds
     phases = [e for e in events if e.key.startswith("step: ")]
-    print(f"\nprofile of {name} ({steps} steps), in units of the floor per step:")
+    total = sum(e.cpu_time_total for e in phases) / unit
+    print(f"\nprofile of {name} ({steps} steps; {total:.2f} x floor with the profiler on), per step in units of "
+          f"the floor:")
     for e in sorted(phases, key=lambda e: -e.cpu_time_total):
         print(f"  {e.key:38s} {e.cpu_time_total / unit:6.3f}")
     ops = sorted((e for e in events if not e.key.startswith("step: ")), key=lambda e: -e.self_cpu_time_total)
@@ -179,9 +184,16 @@ def main():
                 times[name].append(timeit(fn, 1, warmup=0))
     rows = [(name, statistics.median(t) if t else float("nan")) for name, t in times.items()]
     base = rows[0][1]
-    print(f"\n{'step':45s} {'seconds':>9s} {'x floor':>8s}")
+    floor_times = times["x @ W_enc (floor)"]
+    # Each round's step over the same round's floor, then the median: a slow phase of the machine that spans
+    # a round scales both, so these ratios vary less than the ratio of the medians.
+    # Best over best: each pass's least disturbed round (the machine's capability when nothing interferes).
+    print(f"\n{'step':45s} {'seconds':>9s} {'x floor':>8s}   {'per round: median (range)':26s} {'best/best':>9s}")
     for name, t in rows:
-        print(f"{name:45s} {t:9.3f} {t / base:8.2f}")
+        per_round = sorted(a / b for a, b in zip(times[name], floor_times))
+        spread = f"{statistics.median(per_round):.2f} ({per_round[0]:.2f}-{per_round[-1]:.2f})" if per_round else ""
+        best = f"{min(times[name]) / min(floor_times):.2f}" if per_round else ""
+        print(f"{name:45s} {t:9.3f} {t / base:8.2f}   {spread:26s} {best:>9s}")
     ours = rows[1][1]
     if not args.skip_dense:
         dense = [t for n, t in rows if n.startswith("dense")][0]
@@ -189,7 +201,7 @@ def main():
     if args.profile:
         for name, fn in steps.items():
             if name.startswith("saelab") and fn is not None:
-                profile(name, fn, base)
+                profile(name, fn, steps["x @ W_enc (floor)"])
     from saelab.sae import WORKSPACE_BYTES
 
     gpu_rows, gpu_n = 16384, 131072

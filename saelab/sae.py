@@ -153,6 +153,8 @@ def check_input(x: torch.Tensor, d_in: int) -> None:
     """Raise a clear error for a wrong width or non-finite rows."""
     if x.ndim < 1 or x.shape[-1] != d_in:
         raise ValueError(f"expected activations with last dimension d_in={d_in}, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and bool(torch.isfinite(x.sum())):  # one pass: a NaN or inf makes the sum one
+        return
     bad = (~torch.isfinite(x)).any(-1)
     if bad.any():
         raise ValueError(f"input has {int(bad.sum())} of {bad.numel()} rows with NaN or inf values; "
@@ -333,8 +335,9 @@ class SAE(nn.Module):
         decode = sparse_decode if sparse else dense_decode
         k = cfg.k
         # z = TopK(W_enc (x_n - b_pre) + b_enc): one dense product, then only the selected latents get gradients.
+        centred_g = x_n - self.b_pre  # differentiable in b_pre: recon_n - x_n = decoded - centred
+        centred = centred_g.detach()
         with torch.no_grad():
-            centred = x_n - self.b_pre
             top_vals, idx, pre_BN = self._select(centred, cfg.k_train, sorted_=cfg.multi_topk)
         pattern = transposed_pattern(idx, cfg.n_latents) if sparse else None  # shared by both gradients
         acts = self._encode_selected(x_n, idx, top_vals, pattern, centred).relu()
@@ -347,15 +350,17 @@ class SAE(nn.Module):
             first, rest = decode(idx_k, acts_k_graph, self.W_dec), decode(idx[:, k:], acts[:, k:], self.W_dec)
         else:
             first = decode(idx_k, acts_k_graph, self.W_dec, pattern)
-        # x_hat_n = W_dec^T z + b_pre; L = nmse(x_hat_n, x_n)
-        recon_n = first + self.b_pre
-        sse = (recon_n - x_n).pow(2).sum(-1).mean()
-        losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / mean_predictor_mse(x_n, reduce)}
+        # x_hat_n = W_dec^T z + b_pre; L = nmse(x_hat_n, x_n), with x_hat_n - x_n = W_dec^T z - (x_n - b_pre)
+        rows = len(x_n)
+        sse = F.mse_loss(first, centred_g, reduction="sum") / rows
+        baseline = mean_predictor_mse(x_n, reduce)
+        losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / baseline}
         total = losses["nmse"]
         if cfg.multi_topk:  # + L(4k) / 8
-            recon_multi = recon_n + rest
-            losses["multi_topk"] = normalized_mse(recon_multi, x_n, reduce)
+            losses["multi_topk"] = F.mse_loss(first + rest, centred_g, reduction="sum") / rows / baseline
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
+        with torch.no_grad():
+            recon_n = first + self.b_pre
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
         acts_k = acts_k_graph.detach()
         fired[idx_k[acts_k > 0]] = True
@@ -400,16 +405,17 @@ class SAE(nn.Module):
                 top = torch.return_types.topk((torch.cat([p.values for p in parts]),
                                                torch.cat([p.indices for p in parts])))
         resid = (x_n - recon_n).detach()
+        baseline = mean_predictor_mse(resid, reduce)
         if self.cfg.kernel == "sparse" and fits and M <= AUX_DENSE_RATIO * k_aux:
             with torch.no_grad():
-                z_BM = torch.zeros_like(sub).scatter_(1, top.indices, top.values.relu())
+                z_BM = sub.zero_().scatter_(1, top.indices, top.values.relu())  # sub is not needed any more
             resid_hat = subset_decode(centred, self.W_enc, self.b_enc, self.b_pre, self.W_dec, dead_idx, z_BM)
-            return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
+            return (F.mse_loss(resid_hat, resid, reduction="sum") / rows / baseline).nan_to_num(0.0)
         aux_idx = dead_idx[top.indices]
         pattern = transposed_pattern(aux_idx, self.cfg.n_latents) if self.cfg.kernel == "sparse" else None
         aux_acts = self._encode_selected(x_n, aux_idx, top.values, pattern, centred).relu()
         resid_hat = decode(aux_idx, aux_acts, self.W_dec, pattern)
-        return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
+        return (F.mse_loss(resid_hat, resid, reduction="sum") / rows / baseline).nan_to_num(0.0)
 
     def _forward_relu(self, x_n, undo: Undo, reduce, l1_coef: float) -> ForwardOut:
         z = self.pre_acts(x_n).relu()

@@ -7,7 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from saelab.formats import from_openai, to_saelens
-from saelab.kernels import dense_decode, dense_encode, sampled_dot, scatter_outer, selected_encode, sparse_decode
+from saelab.kernels import (
+    dense_decode,
+    dense_encode,
+    sampled_dot,
+    scatter_outer,
+    selected_encode,
+    sparse_decode,
+    split_decode,
+    transposed_pattern,
+)
 from saelab.sae import SAE, SAEConfig, default_k_aux, geometric_median
 
 ATOL = 1e-5  # fp32, sums of <= 64 terms of size ~1
@@ -28,6 +37,25 @@ def test_scatter_outer_and_sampled_dot_match_dense():
     dense = torch.zeros(x.shape[0], N).scatter(1, idx, vals)
     torch.testing.assert_close(scatter_outer(idx, vals, x, N), dense.t() @ x, atol=ATOL, rtol=0)
     torch.testing.assert_close(sampled_dot(x, W, idx), (x @ W.t()).gather(1, idx), atol=ATOL, rtol=0)
+    by_latent = sampled_dot(x, W, idx, transposed_pattern(idx, N))  # the dots taken latent by latent
+    torch.testing.assert_close(by_latent, (x @ W.t()).gather(1, idx), atol=ATOL, rtol=0)
+
+
+def test_split_decode_matches_two_dense_decodes():
+    """Multi-TopK's decode: (first k entries, the rest) of one selection, gradients of both into one product."""
+    _, W, idx, vals = _rand_problem(K=12)
+    g1, g2 = torch.randn(2, idx.shape[0], W.shape[1]).unbind()
+    outs = []
+    for sparse in (True, False):
+        Wp, vp = W.clone().requires_grad_(), vals.clone().requires_grad_()
+        if sparse:
+            first, rest = split_decode(idx, vp, Wp, 4, transposed_pattern(idx, W.shape[0]))
+        else:
+            first, rest = dense_decode(idx[:, :4], vp[:, :4], Wp), dense_decode(idx[:, 4:], vp[:, 4:], Wp)
+        ((first * g1).sum() + (rest * g2).sum()).backward()
+        outs.append((first.detach(), rest.detach(), vp.grad, Wp.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
 def test_sparse_decode_values_and_grads_match_dense_reference():
@@ -379,6 +407,7 @@ def test_topk_rows_matches_torch_topk(k, sorted_):
     pre = torch.randn(64, 4096, generator=g)
     pre[3] = -pre[3].abs()  # an all-negative row
     pre[5, 17::512] += 50.0  # a row whose 8 largest entries share one column group (columns 17 + 512 i)
+    pre[6, 17::64] += 50.0  # 64 largest entries in 8 groups whose maxima share one group at the recursion's 2nd level
     vals, idx = topk_rows(pre, k, sorted=sorted_)
     ref = pre.topk(k, dim=-1, sorted=True)
     torch.testing.assert_close(vals.sort(-1, descending=True).values, ref.values, atol=0, rtol=0)

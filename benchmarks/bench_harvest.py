@@ -120,7 +120,7 @@ def main():
     for name, t in parts.items():
         print(f"  {name:42s} {t / harvest_total:6.1%}")
     rest = harvest_total - sum(parts.values())
-    print(f"  {'the rest (slicing, fp16, concatenation)':42s} {rest / harvest_total:6.1%}")
+    print(f"  {'the rest (slicing, fp16, cat, manifest, tmp dir)':42s} {rest / harvest_total:6.1%}")
     print("(tokens/s counts every position fed to the model, position 0 included)")
 
     ram_table(args.ram_tokens)

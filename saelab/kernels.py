@@ -112,7 +112,7 @@ def _sum_rows_by_latent(crow_N1: torch.Tensor, token_E: torch.Tensor, vals_E: to
     """``out_ND[l] = sum_e vals[e] * rows[token[e]]`` over latent l's entries crow[l]:crow[l+1] (S^T @ rows).
 
     On CPU an `embedding_bag` with one bag per latent (0.6-0.75x the time of MKL's CSR product at B 4096,
-    n 16384, k 32, with the same summation order; the entries of a bag need no order). On CUDA the cuSPARSE
+    n 16384, k 32, the same values up to rounding; the entries of a bag need no order). On CUDA the cuSPARSE
     CSR product, whose columns must be sorted within each row (`transposed_pattern` sorts them)."""
     if rows_RD.device.type == "cpu":
         return F.embedding_bag(token_E, rows_RD, crow_N1, per_sample_weights=vals_E, mode="sum",
@@ -293,7 +293,8 @@ class SubsetDecode(torch.autograd.Function):
 def _rows_of(rows_M: torch.Tensor, values_M: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """A gradient that is zero outside rows `rows_M` (sorted, unique), as a sparse COO tensor: autograd adds
     it into the main path's dense gradient without a zero-filled [n, d] tensor and a dense add (~40 ms a step
-    at n 16384, d 576 on a 2-core CPU); the parameter's .grad stays dense."""
+    at n 16384, d 576 on a 2-core CPU). The parameter's .grad stays dense because `SAE.forward`'s total loss
+    always has the main TopK path; a backward of the AuxK term alone leaves a sparse .grad."""
     return torch.sparse_coo_tensor(rows_M[None], values_M, shape, is_coalesced=True, check_invariants=False)
 
 

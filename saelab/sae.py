@@ -153,7 +153,7 @@ def check_input(x: torch.Tensor, d_in: int) -> None:
     """Raise a clear error for a wrong width or non-finite rows."""
     if x.ndim < 1 or x.shape[-1] != d_in:
         raise ValueError(f"expected activations with last dimension d_in={d_in}, got shape {tuple(x.shape)}")
-    if x.is_floating_point() and bool(torch.isfinite(x.sum())):  # one pass: a NaN or inf makes the sum one
+    if x.is_floating_point() and bool(torch.isfinite(x.sum(dtype=torch.float32))):  # a NaN or inf makes it one
         return
     bad = (~torch.isfinite(x)).any(-1)
     if bad.any():
@@ -359,8 +359,7 @@ class SAE(nn.Module):
         if cfg.multi_topk:  # + L(4k) / 8
             losses["multi_topk"] = F.mse_loss(first + rest, centred_g, reduction="sum") / rows / baseline
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
-        with torch.no_grad():
-            recon_n = first + self.b_pre
+        recon_n = first + self.b_pre  # returned with its graph (a user's own loss on it gets gradients)
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
         acts_k = acts_k_graph.detach()
         fired[idx_k[acts_k > 0]] = True

@@ -110,6 +110,8 @@ def test_sae_forward_backward_sparse_equals_dense(multi, aux_ratio, workspace, m
         assert "aux" in out.losses
         out.losses["total"].backward()
         grads.append((out.losses["total"].detach(), out.losses["aux"].detach(), *[p.grad for p in sae.parameters()]))
+        assert all(p.grad.layout == torch.strided for p in sae.parameters())  # AuxK's sparse rows were added in
+        assert out.recon_BD.requires_grad  # the reconstruction keeps its graph for a user's own loss
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 

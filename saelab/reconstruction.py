@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 
 from .cache import ActivationCache
 
@@ -27,10 +28,14 @@ def mean_predictor_mse(v_BD: torch.Tensor, reduce=None) -> torch.Tensor:
     return (sq - mean.pow(2).sum()).clamp_min(1e-30).to(v_BD.dtype)
 
 
-def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor, reduce=None) -> torch.Tensor:
-    """The paper's normalized MSE of one batch (differentiable in `recon_BD`; `reduce` as in
-    `mean_predictor_mse`: under data parallelism the normaliser is the global batch's)."""
-    return (recon_BD - x_BD).pow(2).sum(-1).mean() / mean_predictor_mse(x_BD, reduce)
+def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor, reduce=None,
+                   baseline: torch.Tensor | None = None) -> torch.Tensor:
+    """The paper's normalized MSE of one batch (differentiable in `recon_BD` and `x_BD`; `reduce` as in
+    `mean_predictor_mse`: under data parallelism the normaliser is the global batch's). `baseline`: that
+    normaliser when already computed (e.g. of the uncentred input, the same mean predictor's error)."""
+    rows = x_BD.numel() // x_BD.shape[-1]
+    base = mean_predictor_mse(x_BD, reduce) if baseline is None else baseline
+    return F.mse_loss(recon_BD, x_BD, reduction="sum") / rows / base  # one fused pass and its backward
 
 
 class NormalizedMSE:

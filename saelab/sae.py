@@ -357,7 +357,7 @@ class SAE(nn.Module):
         losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / baseline}
         total = losses["nmse"]
         if cfg.multi_topk:  # + L(4k) / 8
-            losses["multi_topk"] = F.mse_loss(first + rest, centred_g, reduction="sum") / rows / baseline
+            losses["multi_topk"] = normalized_mse(first + rest, centred_g, baseline=baseline)
             total = total + cfg.multi_topk_coef * losses["multi_topk"]
         recon_n = first + self.b_pre  # returned with its graph (a user's own loss on it gets gradients)
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x.device)
@@ -404,17 +404,16 @@ class SAE(nn.Module):
                 top = torch.return_types.topk((torch.cat([p.values for p in parts]),
                                                torch.cat([p.indices for p in parts])))
         resid = (x_n - recon_n).detach()
-        baseline = mean_predictor_mse(resid, reduce)
         if self.cfg.kernel == "sparse" and fits and M <= AUX_DENSE_RATIO * k_aux:
             with torch.no_grad():
                 z_BM = sub.zero_().scatter_(1, top.indices, top.values.relu())  # sub is not needed any more
             resid_hat = subset_decode(centred, self.W_enc, self.b_enc, self.b_pre, self.W_dec, dead_idx, z_BM)
-            return (F.mse_loss(resid_hat, resid, reduction="sum") / rows / baseline).nan_to_num(0.0)
+            return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
         aux_idx = dead_idx[top.indices]
         pattern = transposed_pattern(aux_idx, self.cfg.n_latents) if self.cfg.kernel == "sparse" else None
         aux_acts = self._encode_selected(x_n, aux_idx, top.values, pattern, centred).relu()
         resid_hat = decode(aux_idx, aux_acts, self.W_dec, pattern)
-        return (F.mse_loss(resid_hat, resid, reduction="sum") / rows / baseline).nan_to_num(0.0)
+        return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
 
     def _forward_relu(self, x_n, undo: Undo, reduce, l1_coef: float) -> ForwardOut:
         z = self.pre_acts(x_n).relu()

@@ -23,7 +23,7 @@ import torch
 
 RAM_SCRIPT = """
 import json, resource, sys
-from saelab.harvest import HarvestConfig, harvest
+from saelab.acts.harvest import HarvestConfig, harvest
 harvest(HarvestConfig(max_tokens=int(sys.argv[1])), sys.argv[2], progress=False)
 print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -39,10 +39,10 @@ def main():
     ap.add_argument("--skip-throughput", action="store_true", help="only the peak-RSS harvests")
     args = ap.parse_args()
 
-    from saelab.data import ContextConfig, build_contexts, load_corpus
-    from saelab.harvest import HarvestConfig, harvest
-    from saelab.models import load_lm
-    from saelab.sites import find_blocks
+    from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
+    from saelab.acts.harvest import HarvestConfig, harvest
+    from saelab.lm.models import load_lm
+    from saelab.lm.sites import find_blocks
 
     lm = load_lm(args.model)
     L = lm.default_layer
@@ -78,7 +78,7 @@ def main():
     if args.skip_throughput:
         ram_table(args.ram_tokens)
         return
-    import saelab.harvest as H
+    import saelab.acts.harvest as H
 
     parts = {"weight hash": 0.0, "contexts (corpus, tokeniser)": 0.0, "forward to the site (hooked)": 0.0,
              "outlier mask": 0.0, "shard write (safetensors, fsync)": 0.0}

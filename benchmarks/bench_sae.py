@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from saelab.sae import SAE, SAEConfig
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
 
 
 def timeit(fn, repeats: int, warmup: int = 1) -> float:
@@ -202,7 +203,7 @@ def main():
         for name, fn in steps.items():
             if name.startswith("saelab") and fn is not None:
                 profile(name, fn, steps["x @ W_enc (floor)"])
-    from saelab.sae import WORKSPACE_BYTES
+    from saelab.sae.model import WORKSPACE_BYTES
 
     gpu_rows, gpu_n = 16384, 131072
     rows = max(1, min(gpu_rows, WORKSPACE_BYTES // (gpu_n * 4)))

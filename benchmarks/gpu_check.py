@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saelab.sae import SAE, SAEConfig  # noqa: E402
+from saelab.sae.config import SAEConfig  # noqa: E402
+from saelab.sae.model import SAE
 
 
 def check_kernels(device) -> bool:
@@ -47,8 +48,8 @@ def check_kernels(device) -> bool:
 
 
 def check_tiny_forward(device) -> bool:
-    from saelab.models import load_lm
-    from saelab.sites import run_to_site
+    from saelab.lm.models import load_lm
+    from saelab.lm.sites import run_to_site
 
     ids = torch.randint(1, 250, (4, 64))
     ref = run_to_site(load_lm("tiny-gpt2"), ids, "resid_post", 2).float()

@@ -54,8 +54,8 @@ KS = (1, 2, 4, 8, 16)      # the k values compared in part 3
 # %%
 import torch
 
-from saelab.models import resolve_device
-from saelab.toy import ToyConfig, make_toy
+from saelab import resolve_device
+from saelab.teach.toy import ToyConfig, make_toy
 
 device = resolve_device(DEVICE)
 data = make_toy(ToyConfig(d=D, n_features=N_FEATURES, mean_active=MEAN_ACTIVE, n_samples=N_SAMPLES))
@@ -75,7 +75,7 @@ print(f"largest |cosine| between two true features: {float(overlap.max()):.2f} (
 # are non-negative, so it cannot reconstruct the feature).
 
 # %%
-from saelab.exercises import check_feature_recovery, graded, solutions, todo
+from saelab.teach.exercises import check_feature_recovery, graded, solutions, todo
 
 
 def feature_recovery(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> torch.Tensor:
@@ -109,8 +109,8 @@ check_feature_recovery(graded(feature_recovery, solutions.feature_recovery))
 import tempfile
 from pathlib import Path
 
-from saelab.cache import cache_from_tensor
-from saelab.train import Trainer, TrainConfig
+from saelab.acts.cache import cache_from_tensor
+from saelab import TrainConfig, Trainer
 
 work = Path(tempfile.mkdtemp(prefix="saelab-nb00-"))
 cache = cache_from_tensor(data.x_BD, work / "cache", name="toy")
@@ -166,7 +166,7 @@ table.round(3)
 # batch of codes.
 
 # %%
-from saelab.exercises import check_dead_fraction
+from saelab.teach.exercises import check_dead_fraction
 
 
 def dead_fraction(acts_BN: torch.Tensor) -> float:

@@ -47,7 +47,7 @@ DEVICE = "auto"          # "auto": CUDA when present, else CPU
 # Gao et al. (2024, section 2.1) train on the residual stream **near the end** of the network: layer 8 of GPT-2 small's 12 (3/4 of the depth) and 5/6 of the depth for GPT-4. Late layers hold abstract features but are not yet specialised to predicting the next token the way the last block is. saelab defaults to 3/4 of the depth (block 22 of SmolLM2's 30, counted from 0).
 
 # %%
-from saelab.models import load_lm, resolve_device
+from saelab import load_lm, resolve_device
 
 lm = load_lm(MODEL, device=resolve_device(DEVICE))
 layer = lm.default_layer if LAYER is None else LAYER
@@ -61,7 +61,7 @@ print(f"{MODEL}: {lm.n_layers} blocks, d_model={lm.d_model}; hooking the residua
 # `residual_after_block`: register a hook on block `layer` that stores its output, run the model, remove the
 # hook (also when the forward pass fails: `try/finally`) and return the stored tensor `[batch, tokens, d_model]`.
 #
-# Hints: `saelab.sites.find_blocks(model)` returns the list of blocks; a Hugging Face decoder block may
+# Hints: `saelab.lm.sites.find_blocks(model)` returns the list of blocks; a Hugging Face decoder block may
 # return a tuple whose first element is the hidden states; wrap the forward pass in `torch.no_grad()`.
 # The check compares your tensor with saelab's own capture and names the usual mistakes (the block's input
 # instead of its output, an off-by-one layer, a hook left registered).
@@ -69,8 +69,8 @@ print(f"{MODEL}: {lm.n_layers} blocks, d_model={lm.d_model}; hooking the residua
 # %%
 import torch
 
-from saelab.exercises import check_residual_after_block, graded, solutions, todo
-from saelab.sites import find_blocks
+from saelab.teach.exercises import check_residual_after_block, graded, solutions, todo
+from saelab.lm.sites import find_blocks
 
 
 def residual_after_block(model, input_ids_BT: torch.Tensor, layer: int) -> torch.Tensor:
@@ -109,7 +109,7 @@ check_residual_after_block(graded(residual_after_block, solutions.residual_after
 # Run the cell twice: the second time it finds the shards and returns at once.
 
 # %%
-from saelab.harvest import HarvestConfig, harvest
+from saelab import HarvestConfig, harvest
 
 cfg = HarvestConfig(model=MODEL, corpus=CORPUS, layer=layer, max_tokens=MAX_TOKENS)
 cache = harvest(cfg, lm=lm)
@@ -123,7 +123,7 @@ print(f"dropped outliers: {m['n_dropped_outliers']}; excluded positions per cont
 # function and compare.
 
 # %%
-from saelab.harvest import harvest_contexts
+from saelab.acts.harvest import harvest_contexts
 
 _, contexts = harvest_contexts(cfg, lm)
 first_ctx = torch.as_tensor(contexts.tokens_NT[:1]).long().to(lm.device)
@@ -142,7 +142,7 @@ print(f"context 0: {int(in_first.sum())} harvested positions; largest difference
 
 # %%
 import plotly.graph_objects as go
-from saelab.norms import norm_survey
+from saelab.acts.outliers import norm_survey
 
 survey = norm_survey(lm, n_contexts=SURVEY_CONTEXTS, corpus=CORPUS, layer=layer)
 norms = survey["norms_NT"]

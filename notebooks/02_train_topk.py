@@ -54,7 +54,7 @@ L1_COEFS = (0.05, 0.1, 0.2)                    # ReLU + L1 baselines to match To
 
 # %%
 import torch
-from saelab.exercises import check_auxk_loss, check_normalized_mse, check_topk_activation, graded, solutions, todo
+from saelab.teach.exercises import check_auxk_loss, check_normalized_mse, check_topk_activation, graded, solutions, todo
 
 
 def topk_activation(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
@@ -124,12 +124,12 @@ check_auxk_loss(graded(auxk_loss, solutions.auxk_loss))
 #
 # ## Part 2 · Training the real thing
 #
-# `saelab.sae.SAE` implements the same maths with sparse kernels: the forward pass needs one dense product for the pre-activations, and the backward pass touches only the $k$ (+ $k_{aux}$) selected latents per token. The initialisation follows the paper: unit-norm random decoder rows, **encoder = decoder transpose**, $b_{pre}$ = geometric median of a data sample; decoder rows stay unit norm (the gradient's parallel component is removed before each step).
+# `saelab.SAE` (in `saelab/sae/model.py`) implements the same maths with sparse kernels: the forward pass needs one dense product for the pre-activations, and the backward pass touches only the $k$ (+ $k_{aux}$) selected latents per token. The initialisation follows the paper: unit-norm random decoder rows, **encoder = decoder transpose**, $b_{pre}$ = geometric median of a data sample; decoder rows stay unit norm (the gradient's parallel component is removed before each step).
 #
 # **Input normalisation.** Before encoding, the paper (section 2.1) subtracts each token's mean over $d_{model}$ and scales the token to unit norm; the reconstruction error, and so the normalized MSE, is measured in that normalised space. saelab does the same by default (`normalize="per_token_unit_norm"`): it makes every token count alike in the loss, however large its activation norm. The released GPT-2 SAEs use a layer norm (`"layernorm"`: the same direction, at norm $\sqrt{d-1}$); `"dataset_unit_norm"` scales all tokens by one dataset-wide factor instead. On the main job (396k tokens, 2,509 steps) the two measured alike: held-out normalized MSE 0.1559 (per token) vs 0.1556 (one scale), and the per-token SAE cost the LM 4% less (Δ CE 0.237 vs 0.247 nats). `heldout_metrics` also reports `nmse_activation_space`, the same ratio on the raw activations.
 
 # %%
-from saelab.sae import SAE, SAEConfig
+from saelab import SAE, SAEConfig
 
 x = torch.randn(5, 16) * torch.tensor([[1.0], [3.0], [10.0], [0.1], [50.0]]) + 2.0  # tokens of very different norms
 sae_demo = SAE(SAEConfig(d_in=16, n_latents=64, k=4, normalize="per_token_unit_norm"))
@@ -140,8 +140,7 @@ print("norms after: ", x_n.norm(dim=-1).round(decimals=3).tolist(), " means afte
 # %%
 from dataclasses import replace
 
-from saelab.harvest import HarvestConfig, harvest
-from saelab.models import resolve_device
+from saelab import HarvestConfig, harvest, resolve_device
 
 device = resolve_device(DEVICE)
 hcfg = HarvestConfig(model=MODEL, corpus=CORPUS, max_tokens=MAX_TOKENS, device=device)
@@ -161,8 +160,8 @@ print(f"train: {train_cache.n_tokens} tokens; held-out: {eval_cache.n_tokens} to
 import tempfile
 from pathlib import Path
 
-from saelab.report import training_curves
-from saelab.train import Trainer, TrainConfig
+from saelab.training.report import training_curves
+from saelab import TrainConfig, Trainer
 
 runs = Path(tempfile.mkdtemp(prefix="saelab-nb02-"))
 tcfg = TrainConfig(n_latents=N_LATENTS, k=K, batch_size=BATCH, epochs=EPOCHS, lr=LR, eval_every=25, checkpoint_every=0)

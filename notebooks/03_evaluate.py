@@ -54,17 +54,16 @@ DEVICE = "auto"        # "auto": CUDA when present, else CPU
 # `zoo_sae` trains an SAE with the main job's settings on the main job's activation cache the first time it is
 # asked for, then loads it from disk. Both SAEs read SmolLM2-135M's residual stream after block 22, and both train on
 # the same tokens for the same number of steps. The paper compares SAE families **at matched sparsity**: the ReLU SAE's
-# L1 coefficient was calibrated (`saelab.frontier.calibrate_l1`) so that its L0 lands near TopK's k = 32 at full size.
+# L1 coefficient was calibrated (`saelab.studies.frontier.calibrate_l1`) so that its L0 lands near TopK's k = 32 at full size.
 # (In fast mode, 14 steps are too few for an L1 penalty to settle, so there the ReLU SAE is far denser: compare the
 # numbers at full size. `saelab frontier` draws both families' whole frontiers.)
 
 # %%
 import torch
 
-from saelab.models import load_lm, resolve_device
+from saelab import load_lm, resolve_device
 from saelab.presets import default_caches, zoo_sae
-from saelab.sae import SAE
-from saelab.reconstruction import reconstruction_metrics
+from saelab import SAE, reconstruction_metrics
 
 torch.manual_seed(SEED)
 device = resolve_device(DEVICE)
@@ -94,9 +93,8 @@ for name, sae in saes.items():
 # %%
 import pandas as pd
 
-from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.downstream import downstream_loss
-from saelab.splice import SpliceSite, site_mean
+from saelab import ContextConfig, build_contexts, downstream_loss, load_corpus
+from saelab.evals.splice import SpliceSite, site_mean
 
 where = SpliceSite.of(topk, lm)
 held_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "heldout",
@@ -116,7 +114,7 @@ pd.DataFrame(down).loc[cols].round(4)
 # your function is compared with the table's `loss_recovered` column.
 
 # %%
-from saelab.exercises import check_loss_recovered, graded, solutions, todo
+from saelab.teach.exercises import check_loss_recovered, graded, solutions, todo
 
 
 def loss_recovered(ce_spliced: float, ce_clean: float, ce_ablated: float) -> float:
@@ -157,12 +155,12 @@ for name, d in down.items():
 # ### Exercise 3.2 — a 1-D probe (15 min, medium)
 # The building block of probe loss: fit $p(y = 1 \mid x) = \sigma(a x + b)$ on ONE feature and return its mean
 # binary cross-entropy in nats. Standardise $x$ first, then fit both $a$ and $b$ to convergence: LBFGS does it in one
-# call (the solution below), Newton's method as `saelab.probes.fit_logistic_1d` does too; plain Adam needs a large
+# call (the solution below), Newton's method as `saelab.evals.probes.fit_logistic_1d` does too; plain Adam needs a large
 # step (lr ≈ 0.1) and ~500 steps to get within the check's 0.02 nats. The check feeds a useless feature with 20% positives
 # (the best probe then learns only the base rate: the loss is the label entropy, not ln 2) and a useful one.
 
 # %%
-from saelab.exercises import check_probe_loss_1d
+from saelab.teach.exercises import check_probe_loss_1d
 
 
 def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
@@ -197,7 +195,7 @@ check_probe_loss_1d(graded(probe_loss_1d, solutions.probe_loss_1d))
 # and scores it on the other half:
 
 # %%
-from saelab.probes import ProbeConfig, probe_losses
+from saelab.evals.probes import ProbeConfig, probe_losses
 
 pcfg = ProbeConfig(docs_per_topic=8, docs_per_language=24, news_docs=24, token_contexts=24) if FAST else ProbeConfig()
 probes = probe_losses(lm, saes, pcfg, where)
@@ -232,8 +230,8 @@ fig.show()
 # %%
 import numpy as np
 
-from saelab.splice import encode_contexts
-from saelab.n2g import N2GConfig, n2g_evaluation
+from saelab import encode_contexts
+from saelab.evals.n2g import N2GConfig, n2g_evaluation
 
 build_tokens = train_tokens[: 96 if FAST else 512]
 n2g, held_codes = {}, {}
@@ -273,7 +271,7 @@ pd.DataFrame(best)[["latent", "f1", "precision", "recall", "heldout_active", "ex
 # Write section 4.5's formula for one effect: logit differences `[T, V]` in, one number out.
 
 # %%
-from saelab.exercises import check_effect_sparsity
+from saelab.teach.exercises import check_effect_sparsity
 
 
 def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
@@ -304,7 +302,7 @@ print(f"one logit moves: {sparsity(one_logit):.2e} (= 1/(TV) = {1 / (16 * V):.2e
 # over the next 16 positions and applies the same formula.
 
 # %%
-from saelab.ablation import ablation_sparsity
+from saelab.evals.ablation import ablation_sparsity
 abl = {}
 for name, sae in saes.items():
     lats = held_codes[name].sample_alive(ABLATION_LATENTS, SEED)

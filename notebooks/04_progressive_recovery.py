@@ -49,7 +49,7 @@ DEVICE = "auto"            # "auto": CUDA when present, else CPU
 # %%
 import torch
 
-from saelab.models import resolve_device
+from saelab import resolve_device
 from saelab.presets import default_caches, zoo_sae
 
 device = resolve_device(DEVICE)
@@ -66,7 +66,7 @@ print(f"{len(x)} held-out activations; SAEs: n={saes['TopK'].cfg.n_latents}, tra
 # TopK(k′) curve of the sweep below, one point at a time.
 
 # %%
-from saelab.exercises import check_topk_reconstruct, graded, solutions, todo
+from saelab.teach.exercises import check_topk_reconstruct, graded, solutions, todo
 
 
 def topk_reconstruct(pre_BN, W_dec_ND, b_pre_D, k):
@@ -104,8 +104,8 @@ with torch.no_grad():
 # it. Set it on calibration tokens and measure the L0 it gives on other tokens.
 
 # %%
-from saelab.exercises import check_threshold_for_l0
-from saelab.recovery import jumprelu_thresholds
+from saelab.teach.exercises import check_threshold_for_l0
+from saelab.studies.progressive_recovery import jumprelu_thresholds
 
 
 def threshold_for_l0(pre_BN: torch.Tensor, target_l0: float) -> float:
@@ -140,12 +140,11 @@ print(f"theta {theta:.4f} (saelab: {jumprelu_thresholds(sae, x[:half], [float(k)
 # no threshold is fitted on the tokens it is judged on (`n_scored` in the table).
 
 # %%
-from saelab.recovery import sweep, sweep_figure
+from saelab.studies.progressive_recovery import sweep, sweep_figure
 
 lm = tokens = None
 if DELTA_LOSS_CONTEXTS:
-    from saelab.data import ContextConfig, build_contexts, load_corpus
-    from saelab.models import load_lm
+    from saelab import ContextConfig, build_contexts, load_corpus, load_lm
 
     lm = load_lm(saes["TopK"].cfg.model, device=device)
     tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "heldout",
@@ -216,7 +215,7 @@ print("\n".join(findings))
 # this.
 
 # %%
-from saelab.recovery import shrinkage_table
+from saelab.studies.progressive_recovery import shrinkage_table
 
 shrink = shrinkage_table({**saes, "ReLU+L1": relu}, x[:SHRINKAGE_TOKENS])
 shrink.round(4)

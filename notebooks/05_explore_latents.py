@@ -47,10 +47,8 @@ from pathlib import Path
 
 import torch
 
-from saelab.latent_stats import StatsConfig, latent_stats_for
-from saelab.models import load_lm, resolve_device
-from saelab.presets import zoo_sae
-from saelab.sae import SAE
+from saelab.interp.latent_stats import StatsConfig, latent_stats_for
+from saelab import SAE, load_lm, resolve_device, zoo_sae
 
 device = resolve_device(DEVICE)
 if SAE_FOLDER:
@@ -70,9 +68,8 @@ print(f"{stats.n_latents} latents; statistics over {stats.config['n_valid_tokens
 # dashboard. They are built on training text and scored on the statistics' held-out text.
 
 # %%
-from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.splice import encode_contexts
-from saelab.n2g import n2g_evaluation
+from saelab import ContextConfig, build_contexts, encode_contexts, load_corpus
+from saelab.evals.n2g import n2g_evaluation
 
 build_tokens = torch.from_numpy(build_contexts(load_corpus("wiki-en"), lm.tokenizer, ContextConfig(), "train",
                                                96 if FAST else 512).tokens_NT).long()
@@ -88,7 +85,7 @@ print(f"{len(explanations)} of {len(n2g['rows'])} sampled latents have an n-gram
 # Hover a token to see its activation.
 
 # %%
-from saelab.explorer import LatentExplorer
+from saelab import LatentExplorer
 
 explorer = LatentExplorer(lm, sae, stats, explanations=explanations, start=START_LATENT)
 explorer
@@ -119,7 +116,7 @@ table.head(10)[["latent", "f1", "precision", "recall", "density", "explanation"]
 # `acts_NT` of shape `[contexts, positions]`. Return the `m` largest as (context, position) pairs, strongest first.
 
 # %%
-from saelab.exercises import check_top_activations, graded, solutions, todo
+from saelab.teach.exercises import check_top_activations, graded, solutions, todo
 
 
 def top_activations(acts_NT: torch.Tensor, m: int) -> list[tuple[int, int]]:
@@ -153,7 +150,7 @@ for c, t in graded(top_activations, solutions.top_activations)(acts_NT, 5):
 # seen (another corpus: a stricter test than held-out Wikipedia).
 
 # %%
-from saelab.exercises import check_precision_recall
+from saelab.teach.exercises import check_precision_recall
 
 
 def precision_recall(acts_T: torch.Tensor, predicted_T: torch.Tensor) -> tuple[float, float]:
@@ -213,8 +210,7 @@ print(f"{int(pred.sum())} concept tokens of {len(pred)}; best latent {chosen}: p
       "on the Wikipedia text it was chosen on")
 
 # %%
-from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.splice import encode_contexts
+from saelab import ContextConfig, build_contexts, encode_contexts, load_corpus
 
 news = torch.from_numpy(build_contexts(load_corpus("news"), lm.tokenizer, ContextConfig(), "train",
                                        NEW_TEXT_CONTEXTS).tokens_NT).long()
@@ -258,7 +254,7 @@ explorer.show(chosen)
 # %%
 import tempfile
 
-from saelab.dashboard import export_latent_html
+from saelab.interp.dashboard import export_latent_html
 
 page = export_latent_html(lm, sae, stats, explorer.current, Path(tempfile.mkdtemp()) / f"latent_{explorer.current}.html",
                           explanation=explanations.get(explorer.current))

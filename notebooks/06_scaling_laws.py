@@ -45,10 +45,10 @@
 import os
 from dataclasses import replace
 
-from saelab.scale import scale_defaults
+from saelab.studies.scaling_grid import scale_defaults
 
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
-# ScaleConfig: ns, ks, epochs, learning-rate rule (see saelab/scale.py). Five n per k, so the fit without the largest
+# ScaleConfig: ns, ks, epochs, learning-rate rule (see saelab/studies/scaling_grid.py). Five n per k, so the fit without the largest
 # has four points for three parameters. Full size here: 10 points, about 10 minutes on a 2-core CPU;
 # `scale_defaults(False)` is the CLI's 15-point grid (32 minutes) that section 5 discusses.
 GRID = replace(scale_defaults(True), ns="64,128,256,512,1024") if FAST else \
@@ -59,9 +59,9 @@ DEVICE = "auto"               # "auto": CUDA when present, else CPU
 from dataclasses import replace
 
 from saelab.assets import home
-from saelab.models import resolve_device
+from saelab import resolve_device
 from saelab.presets import default_caches, train_defaults
-from saelab.scale import grid_values, learning_rate, run_grid
+from saelab.studies.scaling_grid import grid_values, learning_rate, run_grid
 
 device = resolve_device(DEVICE)
 train_cache, held_cache = default_caches()
@@ -96,7 +96,7 @@ points.drop(columns=["error"])
 import numpy as np
 from scipy.optimize import curve_fit
 
-from saelab.exercises import check_fit_power_law, graded, solutions, todo
+from saelab.teach.exercises import check_fit_power_law, graded, solutions, todo
 
 
 def fit_power_law(n, loss):
@@ -127,7 +127,7 @@ check_fit_power_law(graded(fit_power_law, solutions.fit_power_law))
 # cell trains that n and compares. A law that predicts an n it has not seen is a law; one that only fits is a curve.
 
 # %%
-from saelab.exercises import check_prediction
+from saelab.teach.exercises import check_prediction
 
 K = ks[len(ks) // 2]
 part = points[(points.k == K) & (points.status == "ok")].sort_values("n")
@@ -168,8 +168,8 @@ points.drop(columns=["error"])
 # repeats the held-out-n prediction for every k, fits the paper's joint L(N, k) and the compute law on the envelope.
 
 # %%
-from saelab.scale import loss_curves
-from saelab.scaling_laws import fit_grid, scaling_figures
+from saelab.studies.scaling_grid import loss_curves
+from saelab.studies.scaling_laws import fit_grid, scaling_figures
 
 curves = loss_curves(folder, train_cache.d_model)
 fits = fit_grid(points, curves)
@@ -224,7 +224,7 @@ for fig in scaling_figures(points, curves, fits):
 # %% [markdown]
 # ## Recap
 #
-# - `saelab.scale.run_grid` trains a resumable grid with the main job's `Trainer`; `saelab.scaling_laws` fits L(N),
+# - `saelab.studies.scaling_grid.run_grid` trains a resumable grid with the main job's `Trainer`; `saelab.studies.scaling_laws` fits L(N),
 #   the paper's joint L(N, k) and L(C), with standard errors, and tests a law by predicting an n it was not fitted on.
 # - Scaling laws measured on a short budget describe *that* budget: tokens per latent matter as much as n.
 # - Next: the same command on a GPU (`saelab scale --device cuda --ns 4096,...,131072`) reaches the regime the paper

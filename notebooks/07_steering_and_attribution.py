@@ -17,7 +17,7 @@
 #
 # **What you will learn**
 # 1. find a latent for a concept by contrasting texts, and test the finding on new text;
-# 2. splice an SAE into the LM for any forward pass or `generate()` (`saelab.steering.spliced`), with its error term
+# 2. splice an SAE into the LM for any forward pass or `generate()` (`saelab.interp.steering.spliced`), with its error term
 #    kept so that only your edits change the output; steer, clamp and ablate latents;
 # 3. attribute a prediction to latents with one backward pass (activation x gradient, as in attribution patching)
 #    and check the estimate against real ablations;
@@ -69,11 +69,10 @@ NEW_TOKENS = 10 if FAST else 24
 import torch
 
 from saelab import load_sae
-from saelab.dashboard import encode_text, logit_effects
-from saelab.exercises import graded, solutions, todo
-from saelab.models import load_lm, resolve_device
-from saelab.presets import zoo_sae
-from saelab.steering import ablate, generate, spliced, steer
+from saelab.interp.dashboard import encode_text, logit_effects
+from saelab.teach.exercises import graded, solutions, todo
+from saelab import load_lm, resolve_device, zoo_sae
+from saelab.interp.steering import ablate, generate, spliced, steer
 
 sae = load_sae(SAE_SOURCE) if SAE_SOURCE else zoo_sae("topk")[0]
 lm = load_lm(MODEL or sae.cfg.model or "smollm2-135m", device=resolve_device(DEVICE))
@@ -98,7 +97,7 @@ def concept_scores(acts_pos_TN, acts_neg_TN):
     todo("7.1")
 
 
-from saelab.exercises import check_concept_scores
+from saelab.teach.exercises import check_concept_scores
 
 check_concept_scores(graded(concept_scores, solutions.concept_scores))
 
@@ -170,7 +169,7 @@ def steer_rows(x_RD, W_dec_ND, latent, alpha):
     todo("7.2")
 
 
-from saelab.exercises import check_steer_rows
+from saelab.teach.exercises import check_steer_rows
 
 check_steer_rows(graded(steer_rows, solutions.steer_rows))
 
@@ -244,7 +243,7 @@ print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
 # Which latents does the model use to predict `" Paris"` after "The Eiffel Tower is in the city of"? Ablating each
 # of thousands of latents one by one costs a forward pass each. Attribution patching estimates all of them from one
 # backward pass: with the SAE spliced in, the metric `m` changes by about `-a * dm/da` when a latent with activation
-# `a` is removed (a first-order Taylor expansion). `saelab.attribution.attribute` returns the activations `a`, the
+# `a` is removed (a first-order Taylor expansion). `saelab.interp.attribution.attribute` returns the activations `a`, the
 # gradients `dm/da` and the selected latents' indices at every position.
 #
 # **Exercise 7.3** (medium, 10 min). Write `ablation_attribution(acts_RK, grad_RK, idx_RK, n_latents)`: for each
@@ -257,7 +256,7 @@ def ablation_attribution(acts_RK, grad_RK, idx_RK, n_latents):
     todo("7.3")
 
 
-from saelab.exercises import check_ablation_attribution
+from saelab.teach.exercises import check_ablation_attribution
 
 check_ablation_attribution(graded(ablation_attribution, solutions.ablation_attribution))
 
@@ -272,7 +271,7 @@ check_ablation_attribution(graded(ablation_attribution, solutions.ablation_attri
 # </details>
 
 # %%
-from saelab.attribution import ablation_effects, attribute
+from saelab.interp.attribution import ablation_effects, attribute
 
 prompt_ids = lm.tokenizer("The Eiffel Tower is in the city of", return_tensors="pt")["input_ids"]
 paris = lm.tokenizer.encode(" Paris", add_special_tokens=False)[0]
@@ -320,7 +319,7 @@ print(f"sign agrees for {agree} of {len(ranked)}; "
 # %%
 import tempfile
 
-from saelab.formats import to_saelens
+from saelab import to_saelens
 
 folder = to_saelens(sae, tempfile.mkdtemp())
 again = load_sae(folder).to(lm.device)

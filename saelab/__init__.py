@@ -1,15 +1,52 @@
 """saelab: TopK sparse autoencoders on language-model activations (Gao et al. 2024).
 
-Pipeline, one module each: assets -> models / data -> harvest -> sae (+ kernels) -> train -> report.
-`saelab.load_sae(source)` reads saelab, SAE Lens, sparsify, OpenAI and Hub SAEs (`saelab.formats`).
+The package is the pipeline, one stage a subpackage; imports point down the stages only:
+
+    lm        load a causal LM, hook a site
+    acts      corpora -> contexts -> harvested activations (cache, stream)
+    sae       the SAE: config, model, activations, input normalisation, kernels, loss, file formats
+    evals     held-out reconstruction, the splice into the LM, delta CE, probes, N2G, ablation sparsity
+    training  the Trainer (evaluates held-out as it goes), run folders, reports
+    studies   the paper's experiments: frontiers, scaling grids and laws, progressive recovery
+    interp    latent statistics, the explorer, steering, attribution
+    teach     the toy data and the notebooks' exercise checks
+
+Top level: `cli` and `commands` (the `saelab` command), `presets` (the main job and the zoo), and the
+helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
+
+The names below are the stable API (`from saelab import SAE, Trainer, harvest`); each is imported on first
+use, so `import saelab` (and the CLI's start) does not import torch.
 """
 
 __version__ = "0.1.0"
 
+_API = {
+    "load_lm": "saelab.lm.models", "resolve_device": "saelab.lm.models",
+    "load_corpus": "saelab.acts.corpus", "ContextConfig": "saelab.acts.corpus", "build_contexts": "saelab.acts.corpus",
+    "harvest": "saelab.acts.harvest", "HarvestConfig": "saelab.acts.harvest",
+    "ActivationCache": "saelab.acts.cache",
+    "SAE": "saelab.sae.model", "SAEConfig": "saelab.sae.config", "normalized_mse": "saelab.sae.losses",
+    "load_sae": "saelab.sae.formats", "to_saelens": "saelab.sae.formats", "to_sparsify": "saelab.sae.formats",
+    "reconstruction_metrics": "saelab.evals.reconstruction", "SpliceSite": "saelab.evals.splice",
+    "encode_contexts": "saelab.evals.splice", "downstream_loss": "saelab.evals.downstream",
+    "run_suite": "saelab.evals.suite", "SuiteConfig": "saelab.evals.suite",
+    "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.trainer",
+    "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering", "generate": "saelab.interp.steering",
+    "LatentExplorer": "saelab.interp.explorer",
+    "zoo_sae": "saelab.presets",
+}
+__all__ = sorted(_API)
 
-def __getattr__(name):  # lazy, so that `import saelab` (and the CLI's start) does not import torch
-    if name == "load_sae":
-        from .formats import load_sae
 
-        return load_sae
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'saelab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from . import assets
+from saelab import assets
 
 FAST_ENV = "SAELAB_FAST"
 
@@ -26,7 +26,7 @@ def fast_mode() -> bool:
 
 def harvest_defaults(fast: bool | None = None):
     """The main job's harvest: SmolLM2 layer 22 residual stream, 400k Wikipedia tokens (8k fast)."""
-    from .harvest import HarvestConfig
+    from saelab.acts.harvest import HarvestConfig
 
     cfg = HarvestConfig()
     if fast_mode() if fast is None else fast:
@@ -40,7 +40,7 @@ def eval_tokens_default(fast: bool | None = None) -> int:
 
 def train_defaults(fast: bool | None = None):
     """The main job's training settings (n 4096, k 32, AuxK; fast: n 1024)."""
-    from .train import TrainConfig
+    from saelab.training.trainer import TrainConfig
 
     # Short CPU runs (hundreds of steps) need a larger step than the paper's lr for billions of
     # tokens: at n=4096 on 120k SmolLM2 tokens, lr 4e-4 (the paper's scaling) reached held-out
@@ -76,7 +76,7 @@ ZOO_FAST = {"relu": {"l1_coef": 0.1, "l1_warmup_frac": 0.0}}
 
 def default_caches(fast: bool | None = None, lm=None, progress: bool = True):
     """(train cache, held-out cache) of the main job, harvested on first use."""
-    from .harvest import harvest, load_harvest_lm
+    from saelab.acts.harvest import harvest, load_harvest_lm
 
     hcfg = harvest_defaults(fast)
     lm = lm or load_harvest_lm(hcfg)
@@ -103,9 +103,9 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     device: where it is trained (the first time) and returned ('auto': CUDA when present).
     Returns (sae, folder). Safe to call from several processes at once (a file lock).
     """
-    from .models import resolve_device
-    from .sae import SAE
-    from .train import Trainer
+    from saelab.lm.models import resolve_device
+    from saelab.sae.model import SAE
+    from saelab.training.trainer import Trainer
 
     device = resolve_device(device)
 
@@ -115,7 +115,7 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     settings = {**ZOO[kind], **(ZOO_FAST.get(kind, {}) if fast else {}), **overrides}
     tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
     hcfg = harvest_defaults(fast)
-    from .harvest import harvest_key
+    from saelab.acts.harvest import harvest_key
 
     key = json.dumps({"harvest": harvest_key(hcfg), "train": {**asdict(tcfg), "progress": None}}, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]

@@ -10,21 +10,21 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_lm():
-    from saelab.models import load_lm
+    from saelab.lm.models import load_lm
 
     return load_lm("tiny-gpt2")
 
 
 @pytest.fixture(scope="session")
 def smollm():
-    from saelab.models import load_lm
+    from saelab.lm.models import load_lm
 
     return load_lm("smollm2-135m")
 
 
 def tiny_harvest_config():
     """A small harvest of the tiny model on synthetic text (10k training tokens, fp32, no outlier rule)."""
-    from saelab.harvest import HarvestConfig
+    from saelab.acts.harvest import HarvestConfig
 
     return HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 160, batch_size=32,
                          shard_contexts=32, store_dtype="float32", outlier_factor=None)
@@ -35,7 +35,7 @@ def caches(tmp_path_factory, tiny_lm):
     """(train, held-out) activation caches of `tiny_harvest_config`, harvested once per session."""
     from dataclasses import replace
 
-    from saelab.harvest import harvest
+    from saelab.acts.harvest import harvest
 
     cfg = tiny_harvest_config()
     root = tmp_path_factory.mktemp("caches")

@@ -13,7 +13,7 @@ import torch
 
 from saelab.cli import build_parser, main
 from saelab.config import normalize_flag_spellings
-from saelab.runs import check_run_folder
+from saelab.training.runs import check_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--harvest.model", "tiny-gpt2", "--harvest.corpus", "synthetic", "--harvest.max_tokens", "6300",
@@ -99,8 +99,8 @@ def test_fixed_choices_are_checked_when_parsed(flag, value, capsys):
 
 
 def test_configs_check_their_choices_in_python():
-    from saelab.harvest import HarvestConfig
-    from saelab.train import TrainConfig
+    from saelab.acts.harvest import HarvestConfig
+    from saelab.training.trainer import TrainConfig
 
     with pytest.raises(ValueError, match="TrainConfig.normalize must be one of per_token_unit_norm"):
         TrainConfig(normalize="unit_norm")
@@ -112,7 +112,7 @@ def test_configs_check_their_choices_in_python():
 
 
 def test_every_command_that_runs_a_model_has_a_device_flag():
-    from saelab.models import resolve_device
+    from saelab.lm.models import resolve_device
 
     for name, sub in _subparsers().items():
         dests = {a.dest for a in sub._actions}
@@ -148,7 +148,7 @@ def test_every_flag_has_a_meaning_and_a_default():
 
 def test_readme_python_snippet_runs(tmp_path, caches):
     """The README's "Python API" snippet, run on a tiny SAE in place of runs/default/sae."""
-    from saelab.train import TrainConfig, Trainer
+    from saelab.training.trainer import TrainConfig, Trainer
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Python API", 1)[1]

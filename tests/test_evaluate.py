@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from saelab.ablation import ablation_sparsity, effect_sparsity
-from saelab.data import ContextConfig, build_contexts, load_corpus
-from saelab.downstream import downstream_loss, downstream_losses
-from saelab.n2g import N2GConfig, n2g_evaluation
-from saelab.probes import ProbeConfig, best_probe, fit_logistic_1d, probe_losses, token_labels
-from saelab.sae import SAE, SAEConfig
-from saelab.splice import Codes, SpliceSite, encode_contexts
+from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
+from saelab.evals.ablation import ablation_sparsity, effect_sparsity
+from saelab.evals.downstream import downstream_loss, downstream_losses
+from saelab.evals.n2g import N2GConfig, n2g_evaluation
+from saelab.evals.probes import ProbeConfig, best_probe, fit_logistic_1d, probe_losses, token_labels
+from saelab.evals.splice import Codes, SpliceSite, encode_contexts
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
 
 LAYER = 2
 
@@ -164,8 +165,8 @@ def test_effect_sparsity_is_the_papers_definition():
 
 
 def test_an_ablation_changes_nothing_before_its_index_and_nothing_when_inactive(tiny_lm, tokens):
-    from saelab.ablation import _latent_replacement
-    from saelab.splice import patched_logits
+    from saelab.evals.ablation import _latent_replacement
+    from saelab.evals.splice import patched_logits
 
     sae = identity_sae(tiny_lm.d_model)
     where = SpliceSite(layer=LAYER, outlier_factor=None)
@@ -184,7 +185,7 @@ def test_an_ablation_changes_nothing_before_its_index_and_nothing_when_inactive(
 
 
 def test_ablation_index_prefers_a_full_window():
-    from saelab.ablation import _choose_contexts, ablation_index
+    from saelab.evals.ablation import _choose_contexts, ablation_index
 
     rng = np.random.default_rng(0)
     picked = {ablation_index([3, 40, 60], ctx_len=64, window=16, rng=rng) for _ in range(50)}
@@ -263,8 +264,8 @@ def test_probe_screening_finds_the_same_feature_as_a_full_fit():
 
 @pytest.mark.assets
 def test_probe_documents_are_held_out_and_the_english_side_spans_the_topics():
-    from saelab.data import load_corpus as corpus
-    from saelab.probes import document_tasks, heldout_rows
+    from saelab.acts.corpus import load_corpus as corpus
+    from saelab.evals.probes import document_tasks, heldout_rows
 
     texts, labels = document_tasks(ProbeConfig())
     held = {r["text"]: r["topic"] for r in heldout_rows("wiki-en")}
@@ -277,7 +278,7 @@ def test_probe_documents_are_held_out_and_the_english_side_spans_the_topics():
 
 
 def test_token_probes_split_by_context_not_by_token():
-    from saelab.probes import probe_split
+    from saelab.evals.probes import probe_split
 
     groups = torch.arange(40).repeat_interleave(25)  # 40 contexts of 25 tokens
     fit, test = probe_split(1000, groups_M=groups)

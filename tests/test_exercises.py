@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from saelab import exercises as E
-from saelab.sites import find_blocks
+from saelab.lm.sites import find_blocks
+from saelab.teach import exercises as E
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

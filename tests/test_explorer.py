@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from saelab import dashboard as D
-from saelab.explorer import LatentExplorer
-from saelab.latent_stats import StatsConfig, latent_stats_for, load_latent_stats
-from saelab.sae import SAE, SAEConfig
+from saelab.interp import dashboard as D
+from saelab.interp.explorer import LatentExplorer
+from saelab.interp.latent_stats import StatsConfig, latent_stats_for, load_latent_stats
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
 
 LAYER = 2
 DEAD = 5

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from saelab.frontier import FrontierConfig, calibrate_l1, frontier_figures, run_frontier
-from saelab.train import TrainConfig
+from saelab.studies.frontier import FrontierConfig, calibrate_l1, frontier_figures, run_frontier
+from saelab.training.trainer import TrainConfig
 
 BASE = TrainConfig(n_latents=128, k=8, batch_size=512, epochs=8.0, lr=4e-3, progress=False, dead_tokens=2048,
                    decay_frac=0.5)

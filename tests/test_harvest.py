@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from saelab.cache import ActivationCache, CacheError, ShuffledCacheLoader
-from saelab.harvest import HarvestConfig, harvest
-from saelab.sites import find_blocks, run_to_site
-from saelab.stream import StreamShuffleBuffer, stream_activations
+from saelab.acts.cache import ActivationCache, CacheError, ShuffledCacheLoader
+from saelab.acts.harvest import HarvestConfig, harvest
+from saelab.acts.stream import StreamShuffleBuffer, stream_activations
+from saelab.lm.sites import find_blocks, run_to_site
 
 TINY = HarvestConfig(model="tiny-gpt2", corpus="synthetic", layer=2, max_tokens=63 * 96, batch_size=16,
                      shard_contexts=16, store_dtype="float32", outlier_factor=None)
@@ -59,7 +59,7 @@ def test_harvest_cache_contents_and_manifest(tmp_path, tiny_lm):
     pos = _all(cache, "pos")
     assert int(pos.min()) == 1  # position 0 excluded
     # Stored activations equal a direct forward pass on the stored tokens' contexts.
-    from saelab.data import build_contexts, load_corpus
+    from saelab.acts.corpus import build_contexts, load_corpus
 
     ctx = build_contexts(load_corpus("synthetic"), tiny_lm.tokenizer, TINY.context, max_contexts=96)
     direct = run_to_site(tiny_lm, torch.from_numpy(ctx.tokens_NT[:4]).long(), "resid_post", 2)[:, 1:]
@@ -93,7 +93,7 @@ def test_killed_harvest_resumes_without_lost_or_duplicated_tokens(tmp_path, tiny
     cfg = replace(TINY, max_tokens=63 * 1200, shard_contexts=8, batch_size=8)
     ref = harvest(cfg, tmp_path / "ref", lm=tiny_lm, progress=False)
     out = tmp_path / "killed"
-    code = (f"from saelab.harvest import *; from saelab.data import ContextConfig; "
+    code = (f"from saelab.acts.harvest import *; from saelab.acts.corpus import ContextConfig; "
             f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 1200}, "
             f"batch_size=8, shard_contexts=8, store_dtype='float32', outlier_factor=None), '{out}', progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,8 +175,8 @@ def test_torchrun_ranks_stream_disjoint_tokens_whose_union_is_one_process(tmp_pa
     _, one = _stream_ids(cfg, tiny_lm)
     _torchrun_two(tmp_path, 29534,
                   "import torch\n"
-                  "from saelab.harvest import HarvestConfig\n"
-                  "from saelab.stream import stream_activations\n"
+                  "from saelab.acts.harvest import HarvestConfig\n"
+                  "from saelab.acts.stream import stream_activations\n"
                   f"cfg = HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 48},"
                   " batch_size=16, outlier_factor=1.15)\n"
                   "ids = torch.cat([i for _, i in stream_activations(cfg, with_ids=True)])\n"
@@ -190,7 +190,7 @@ def test_torchrun_ranks_stream_disjoint_tokens_whose_union_is_one_process(tmp_pa
 def test_torchrun_two_ranks_harvest_the_same_cache(tmp_path, tiny_lm):
     ref = harvest(TINY, tmp_path / "ref", lm=tiny_lm, progress=False)
     _torchrun_two(tmp_path, 29531,
-                  "from saelab.harvest import HarvestConfig, harvest\n"
+                  "from saelab.acts.harvest import HarvestConfig, harvest\n"
                   f"harvest(HarvestConfig(model='tiny-gpt2', corpus='synthetic', layer=2, max_tokens={63 * 96},"
                   " batch_size=16, shard_contexts=16, store_dtype='float32', outlier_factor=None),"
                   f" '{tmp_path / 'dist'}', progress=False)\n")
@@ -207,8 +207,8 @@ def test_weights_hash_is_the_recorded_digest_and_notices_a_changed_weight():
     parameter is noticed."""
     import hashlib
 
-    from saelab.harvest import weights_hash
-    from saelab.models import load_lm
+    from saelab.acts.harvest import weights_hash
+    from saelab.lm.models import load_lm
 
     lm = load_lm("tiny-gpt2")
     h = hashlib.blake2b(digest_size=12)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from saelab.data import ContextConfig, build_contexts, is_heldout, load_corpus
-from saelab.models import greedy_complete, load_lm, tiny_model
+from saelab.acts.corpus import ContextConfig, build_contexts, is_heldout, load_corpus
+from saelab.lm.models import greedy_complete, load_lm, tiny_model
 
 
 @pytest.mark.assets
@@ -58,14 +58,14 @@ def test_contexts_pack_policy_and_deterministic_split(tiny_lm):
 
 @pytest.mark.assets
 def test_smollm2_documents_are_separated_by_endoftext(smollm):
-    from saelab.data import separator_id
+    from saelab.acts.corpus import separator_id
 
     assert smollm.tokenizer.convert_ids_to_tokens(separator_id(smollm.tokenizer)) == "<|endoftext|>"
 
 
 @pytest.mark.assets
 def test_document_order_is_a_seeded_shuffle_over_all_topics():
-    from saelab.data import select_split
+    from saelab.acts.corpus import select_split
 
     corpus = load_corpus("wiki-en")  # the file is sorted by topic
     cfg = ContextConfig()

@@ -3,11 +3,18 @@
 import pytest
 import torch
 
-from saelab.cache import cache_from_tensor
-from saelab.reconstruction import reconstruction_metrics
-from saelab.recovery import default_ks, is_monotone_decreasing, jumprelu_thresholds, shrinkage, sweep
-from saelab.sae import SAE, SAEConfig
-from saelab.train import TrainConfig, Trainer
+from saelab.acts.cache import cache_from_tensor
+from saelab.evals.reconstruction import reconstruction_metrics
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
+from saelab.studies.progressive_recovery import (
+    default_ks,
+    is_monotone_decreasing,
+    jumprelu_thresholds,
+    shrinkage,
+    sweep,
+)
+from saelab.training.trainer import TrainConfig, Trainer
 
 D, N_TRUE, K_TRUE = 32, 96, 16  # more true features per row than the SAE's k: the LM regime
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saelab.formats import from_openai, to_saelens
-from saelab.kernels import (
+from saelab.sae.config import SAEConfig, default_k_aux
+from saelab.sae.formats import from_openai, to_saelens
+from saelab.sae.kernels import (
     dense_decode,
     dense_encode,
     sampled_dot,
@@ -17,7 +18,7 @@ from saelab.kernels import (
     split_decode,
     transposed_pattern,
 )
-from saelab.sae import SAE, SAEConfig, default_k_aux, geometric_median
+from saelab.sae.model import SAE, geometric_median
 
 ATOL = 1e-5  # fp32, sums of <= 64 terms of size ~1
 
@@ -95,7 +96,7 @@ def test_selected_encode_grads_match_dense_reference():
 def test_sae_forward_backward_sparse_equals_dense(multi, aux_ratio, workspace, monkeypatch):
     """saelab's kernels (AuxK over the dead subset or over the selected rows; pre-activations in one buffer
     or in chunks of 10 rows) against plain autograd."""
-    import saelab.sae as S
+    import saelab.sae.model as S
 
     monkeypatch.setattr(S, "AUX_DENSE_RATIO", aux_ratio)
     monkeypatch.setattr(S, "WORKSPACE_BYTES", workspace)
@@ -389,7 +390,7 @@ def test_training_leaves_the_config_as_asked(tmp_path, caches):
     """The L1 warmup, the data's scale and the token count live in the trainer and the SAE's buffers."""
     from dataclasses import asdict
 
-    from saelab.train import TrainConfig, Trainer
+    from saelab.training.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(n_latents=64, k=4, activation="relu", l1_coef=0.05, l1_warmup_frac=0.5,
                       normalize="dataset_unit_norm", batch_size=512, epochs=0.2, progress=False, k_aux=0)
@@ -403,7 +404,7 @@ def test_training_leaves_the_config_as_asked(tmp_path, caches):
 
 @pytest.mark.parametrize("k,sorted_", [(4, False), (32, True), (128, False)])
 def test_topk_rows_matches_torch_topk(k, sorted_):
-    from saelab.kernels import topk_rows
+    from saelab.sae.kernels import topk_rows
 
     g = torch.Generator().manual_seed(k)
     pre = torch.randn(64, 4096, generator=g)

@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from saelab import scale
-from saelab.scale import ScaleConfig, read_points, run_grid
-from saelab.scaling_laws import (
+from saelab.studies import scaling_grid as scale
+from saelab.studies.scaling_grid import ScaleConfig, read_points, run_grid
+from saelab.studies.scaling_laws import (
     compute_envelope,
     fit_grid,
     fit_joint_law,
@@ -21,7 +21,7 @@ from saelab.scaling_laws import (
     joint_law,
     power_law,
 )
-from saelab.train import TrainConfig
+from saelab.training.trainer import TrainConfig
 
 BASE = TrainConfig(n_latents=64, k=4, batch_size=512, epochs=1.0, lr=2e-3, progress=False, log_every=1)
 GRID = ScaleConfig(ns="32,64", ks="4", epochs=0.5, eval_every=2, lr_ref=2e-3, lr_ref_n=64)
@@ -75,9 +75,9 @@ def test_compute_law_is_fitted_back_from_training_curves():
 GRID_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
-from saelab.cache import ActivationCache
-from saelab.scale import ScaleConfig, run_grid
-from saelab.train import TrainConfig
+from saelab.acts.cache import ActivationCache
+from saelab.studies.scaling_grid import ScaleConfig, run_grid
+from saelab.training.trainer import TrainConfig
 base = TrainConfig(n_latents=64, k=4, batch_size=512, epochs=1.0, lr=2e-3, progress=False, log_every=1)
 grid = ScaleConfig(ns="32,64", ks="4", epochs=0.5, eval_every=2, lr_ref=2e-3, lr_ref_n=64)
 run_grid(grid, base, ActivationCache(sys.argv[1]), ActivationCache(sys.argv[2]), sys.argv[3], progress=False,

@@ -1,14 +1,15 @@
-"""The splice API (saelab.steering), gradients and attribution (saelab.attribution) on the tiny GPT-2."""
+"""The splice API (saelab.interp.steering), gradients and attribution (saelab.interp.attribution) on the tiny GPT-2."""
 
 import pytest
 import torch
 
-from saelab.attribution import ablation_effects, attribute
-from saelab.dashboard import logit_effects
-from saelab.models import load_lm
-from saelab.sae import SAE, SAEConfig
-from saelab.splice import SpliceSite, patched_logits, sae_replacement
-from saelab.steering import ablate, clamp, generate, scale, spliced, steer
+from saelab.evals.splice import SpliceSite, patched_logits, sae_replacement
+from saelab.interp.attribution import ablation_effects, attribute
+from saelab.interp.dashboard import logit_effects
+from saelab.interp.steering import ablate, clamp, generate, scale, spliced, steer
+from saelab.lm.models import load_lm
+from saelab.sae.config import SAEConfig
+from saelab.sae.model import SAE
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_edits_change_the_latents_they_name(lm):
     with spliced(lm, sae, capture=cap):
         logits_of(lm)
     rows, positions = cap["acts"][cap["mask"]], cap["positions"][cap["mask"]]
-    from saelab.steering import edit_rows
+    from saelab.interp.steering import edit_rows
 
     j = 7
     new = edit_rows(sae, rows, positions, [clamp(j, 3.0, positions=[4, 5])])
@@ -163,6 +164,6 @@ def test_bad_edits_and_mismatched_saes_get_clear_errors(lm):
         with spliced(lm, wide):
             pass
     with pytest.raises(ValueError, match="edit op must be one of"):
-        from saelab.steering import Edit
+        from saelab.interp.steering import Edit
 
         Edit(1, "boost")

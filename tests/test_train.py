@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import tiny_harvest_config
 
-from saelab.sae import SAE
-from saelab.train import TrainConfig, Trainer
+from saelab.sae.model import SAE
+from saelab.training.trainer import TrainConfig, Trainer
 
 HCFG = tiny_harvest_config()
 TCFG = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=3.0, eval_every=10, checkpoint_every=0,
@@ -54,8 +54,8 @@ TRAIN_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
 from dataclasses import replace
-from saelab.cache import ActivationCache
-from saelab.train import Trainer, TrainConfig
+from saelab.acts.cache import ActivationCache
+from saelab.training.trainer import Trainer, TrainConfig
 cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs={epochs}, eval_every=10**9, checkpoint_every=2,
                   keep_checkpoints=2, progress=False, lr=2e-3, dead_tokens=2048, k_aux=32)
 Trainer(cfg, ActivationCache(sys.argv[1]), sys.argv[2]).train()
@@ -98,8 +98,8 @@ def test_two_process_data_parallel_matches_single_process(tmp_path, caches):
     script.write_text(
         "import sys, torch, torch.distributed as dist\n"
         "torch.set_num_threads(1)\n"
-        "from saelab.cache import ActivationCache\n"
-        "from saelab.train import Trainer, TrainConfig\n"
+        "from saelab.acts.cache import ActivationCache\n"
+        "from saelab.training.trainer import Trainer, TrainConfig\n"
         "ddp = len(sys.argv) > 3\n"
         "if ddp: dist.init_process_group('gloo')\n"
         "cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=1.0, eval_every=10**9, checkpoint_every=0,"
@@ -169,7 +169,7 @@ def test_cli_help_explains_every_field():
 
 
 def test_on_the_fly_training_through_a_shuffle_buffer(tmp_path, tiny_lm, caches):
-    from saelab.stream import StreamShuffleBuffer, stream_activations
+    from saelab.acts.stream import StreamShuffleBuffer, stream_activations
 
     hcfg = replace(HCFG, max_tokens=63 * 128)
     stream = StreamShuffleBuffer(stream_activations(hcfg, lm=tiny_lm), batch_size=512, capacity=2048)
@@ -201,8 +201,8 @@ def test_cli_main_job_under_torchrun_two_processes(tmp_path):
 
 BUSY_SCRIPT = """
 import sys, time
-from saelab.cache import ActivationCache
-from saelab.train import Trainer, TrainConfig
+from saelab.acts.cache import ActivationCache
+from saelab.training.trainer import Trainer, TrainConfig
 cfg = TrainConfig(n_latents=256, k=8, batch_size=512, epochs=300.0, eval_every=10**9, checkpoint_every=0,
                   progress=False, lr=2e-3, log_every=1)
 Trainer(cfg, ActivationCache(sys.argv[1]), sys.argv[2]).train()

@@ -1,0 +1,10 @@
+"""Stage 2, activations: text in, activations out.
+
+    corpus    text corpora (embedded and hub) and their tokenisation into fixed-length contexts
+    outliers  the token-norm outlier rule the harvest applies, and the norm survey behind its defaults
+    harvest   run the LM to a site over contexts, write the activation cache (resumable, sharded)
+    cache     the activation cache on disk: sharded safetensors, verified, read in a seeded order
+    stream    activations straight from the LM with a shuffle buffer (no disk)
+
+May import: `saelab.lm` and the top-level helpers.
+"""

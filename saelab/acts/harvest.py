@@ -1,0 +1,203 @@
+"""Harvest a causal LM's activations at one site into a verified, resumable disk cache.
+
+The forward pass stops right after the hooked module (`sites.run_to_site`): no later blocks and no
+LM head run. Positions before `exclude_first` and norm outliers (`outliers.outlier_mask`) are dropped.
+Under torchrun, rank r harvests shards i with i % world == r into one folder. The files are
+described in `saelab.acts.cache`; `saelab.acts.stream` gives the same tokens without writing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from saelab import assets
+from saelab.acts.cache import (
+    FORMAT_VERSION,
+    ActivationCache,
+    CacheError,
+    check_or_write_fingerprint,
+    shard_ok,
+    write_manifest,
+    write_shard,
+)
+from saelab.acts.corpus import ContextConfig, build_contexts, corpus_fingerprint, load_corpus, separator_id
+from saelab.acts.outliers import outlier_mask
+from saelab.config import check_choices
+from saelab.distributed import rank_world
+from saelab.lm.models import LM, check_device, load_lm, resolve_device
+from saelab.lm.sites import run_to_site, site_module
+
+
+@dataclass
+class HarvestConfig:
+    """What to harvest and how to store it."""
+
+    model: str = "smollm2-135m"
+    """saelab model name (smollm2-135m, tiny-gpt2) or Hugging Face hub id (e.g. gpt2; needs the hub)."""
+    corpus: str = "wiki-en"
+    """Embedded corpus (wiki-en, wiki-es, wiki-fr, wiki-multi, news, synthetic) or hub dataset id."""
+    corpus_config: str | None = None
+    """Hub datasets only: the dataset's configuration (e.g. wikitext-103-raw-v1 for wikitext)."""
+    corpus_split: str = "train"
+    """Hub datasets only: the dataset's split to read (saelab then makes its own train/heldout documents)."""
+    split: Literal["train", "heldout", "all"] = "train"
+    """Which documents: 'train', 'heldout' (about 1 in 20, chosen by a hash of the text) or 'all'."""
+    site: Literal["resid_post", "mlp_out", "attn_out"] = "resid_post"
+    """Hook site: the residual stream after the block, or the block's MLP or attention output."""
+    layer: int | None = None
+    """Block index (0-based); None = the model's default (3/4 depth)."""
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """How text becomes token contexts."""
+    max_tokens: int | None = 400_000
+    """Stop after about this many stored tokens (None: the whole split)."""
+    exclude_first: int = 1
+    """Drop positions < this in each context (position 0 is an attention sink with outlier norms)."""
+    batch_size: int = 32
+    """Contexts per forward pass (16-64 ran alike on a 2-core CPU; benchmark: benchmarks/bench_harvest.py)."""
+    shard_contexts: int = 1024
+    """Contexts per shard file."""
+    outlier_factor: float | None = 10.0
+    """Drop tokens whose activation norm exceeds this multiple of the batch median (None keeps all).
+    On SmolLM2 layer 22 the <|endoftext|> separators sit ~50x above it (about 1% of wiki-en tokens)."""
+    store_dtype: Literal["float16", "float32"] = "float16"
+    """Activations on disk (float16 halves the disk; values beyond its range are refused)."""
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Model dtype: float32 on CPU (bfloat16 is many times slower there); bfloat16/float16 on CUDA."""
+    device: str = "auto"
+    """Where the model runs: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+
+    def __post_init__(self):
+        check_choices(self)
+        check_device(self.device)
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """A short hash of the model's parameters, recorded in caches to refuse another model's. Hashed from the
+    tensors' memory, without byte copies (~1.6 s instead of 2.4 s for SmolLM2's 540 MB; same digest)."""
+    h = hashlib.blake2b(digest_size=12)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(memoryview(t.detach().to("cpu", torch.float32).reshape(-1).contiguous().numpy()).cast("B"))
+    return h.hexdigest()
+
+
+def _fingerprint(cfg: HarvestConfig, lm: LM, layer: int, whash: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION, "model": cfg.model, "model_hash": whash, "d_model": lm.d_model,
+        "site": cfg.site, "layer": layer, "corpus": cfg.corpus, "split": cfg.split,
+        "corpus_hash": corpus_fingerprint(cfg.corpus, cfg.context), "context": asdict(cfg.context),
+        "separator_id": separator_id(lm.tokenizer), "outlier_factor": cfg.outlier_factor,
+        "exclude_first": cfg.exclude_first, "store_dtype": cfg.store_dtype, "shard_contexts": cfg.shard_contexts,
+        **_hub_corpus_settings(cfg),
+    }
+
+
+def _hub_corpus_settings(cfg: HarvestConfig) -> dict:
+    """corpus_config / corpus_split when set (left out at their defaults, so older caches keep their names)."""
+    return {k: v for k, v in (("corpus_config", cfg.corpus_config), ("corpus_split", cfg.corpus_split))
+            if v != {"corpus_config": None, "corpus_split": "train"}[k]}
+
+
+def harvest_key(cfg: HarvestConfig) -> dict:
+    """The settings that decide which activations a harvest gives (not where or in what batches it runs);
+    the hub-corpus fields count only when set, so keys made before they existed stay the same."""
+    asked = {k: v for k, v in asdict(cfg).items() if k not in ("corpus_config", "corpus_split")}
+    return {**asked, **_hub_corpus_settings(cfg), "device": None, "batch_size": None}
+
+
+def default_cache_dir(cfg: HarvestConfig, layer: int) -> Path:
+    key = json.dumps({**harvest_key(cfg), "layer": layer, "format_version": FORMAT_VERSION}, sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    safe_model = cfg.model.replace("/", "__")
+    return assets.home() / "acts" / f"{safe_model}-{cfg.site}{layer}-{cfg.corpus.replace('/', '__')}-{cfg.split}-{tag}"
+
+
+
+def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None = None,
+            progress: bool = True) -> ActivationCache:
+    """Harvest activations into `out_dir` (resuming whatever shards are already there); returns the cache.
+
+    Under torchrun (torch.distributed initialised), rank r harvests shards i with i % world == r
+    into the same folder, and rank 0 writes the manifest once all ranks are done.
+    """
+    from tqdm.auto import tqdm
+
+    lm = lm or load_harvest_lm(cfg)
+    layer = lm.default_layer if cfg.layer is None else cfg.layer
+    site_module(lm.model, cfg.site, layer)  # validates site and layer early
+    folder = Path(out_dir) if out_dir else default_cache_dir(cfg, layer)
+    folder.mkdir(parents=True, exist_ok=True)
+    whash = weights_hash(lm.model)
+    fp = _fingerprint(cfg, lm, layer, whash)
+    check_or_write_fingerprint(folder, fp)
+    rank, world = rank_world()
+
+    per_ctx, contexts = harvest_contexts(cfg, lm)
+    n_shards = math.ceil(len(contexts) / cfg.shard_contexts)
+    mine = [i for i in range(n_shards) if i % world == rank]
+    todo = [i for i in mine if not shard_ok(folder, i)]
+    total_tokens = sum(min(cfg.shard_contexts, len(contexts) - i * cfg.shard_contexts) for i in todo) * per_ctx
+    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress or rank != 0,
+               desc=f"harvest {cfg.model} {cfg.site}{layer}", dynamic_ncols=True)
+    store = getattr(torch, cfg.store_dtype)
+    for i in todo:
+        c0, c1 = i * cfg.shard_contexts, min((i + 1) * cfg.shard_contexts, len(contexts))
+        toks = torch.from_numpy(contexts.tokens_NT[c0:c1]).long()
+        docs = torch.from_numpy(contexts.doc_NT[c0:c1])
+        ctx = torch.arange(c0, c1, dtype=torch.int32)[:, None].expand(-1, per_ctx)
+        pos = torch.arange(cfg.exclude_first, cfg.context.ctx_len, dtype=torch.int16)[None].expand(c1 - c0, -1)
+        cols = {"acts": [], "tokens": [], "ctx": [], "pos": [], "doc": []}
+        for s in range(0, len(toks), cfg.batch_size):
+            sl = slice(s, s + cfg.batch_size)
+            acts = run_to_site(lm, toks[sl], cfg.site, layer)[:, cfg.exclude_first:].float().cpu()
+            acts = acts.reshape(-1, lm.d_model)
+            keep = outlier_mask(acts, cfg.outlier_factor)
+            cols["acts"].append(acts[keep])
+            cols["tokens"].append(toks[sl, cfg.exclude_first:].reshape(-1)[keep].to(torch.int32))
+            cols["ctx"].append(ctx[sl].reshape(-1)[keep])
+            cols["pos"].append(pos[sl].reshape(-1)[keep])
+            cols["doc"].append(docs[sl, cfg.exclude_first:].reshape(-1)[keep])
+            bar.update(len(keep))
+        tensors = {k: torch.cat(v).contiguous() for k, v in cols.items()}
+        if store == torch.float16:
+            too_big = int((tensors["acts"].abs() > torch.finfo(torch.float16).max).any(-1).sum())
+            if too_big:
+                raise CacheError(f"{too_big} tokens exceed the float16 range; harvest with store_dtype='float32'")
+        tensors["acts"] = tensors["acts"].to(store)
+        write_shard(folder, i, tensors, {"shard": str(i), "ctx_start": str(c0), "ctx_end": str(c1)})
+    bar.close()
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        write_manifest(folder, fp, n_shards, len(contexts))
+    if world > 1:
+        torch.distributed.barrier()
+    return ActivationCache(folder, verify="size")
+
+
+def load_harvest_lm(cfg: HarvestConfig) -> LM:
+    """The model a harvest config asks for, on its device and compute dtype."""
+    return load_lm(cfg.model, device=resolve_device(cfg.device), dtype=getattr(torch, cfg.compute_dtype))
+
+
+def harvest_contexts(cfg: HarvestConfig, lm: LM):
+    """(positions kept per context, the token contexts covering about cfg.max_tokens kept positions)."""
+    per_ctx = cfg.context.ctx_len - cfg.exclude_first
+    if per_ctx <= 0:
+        raise ValueError(f"exclude_first={cfg.exclude_first} leaves no positions in ctx_len={cfg.context.ctx_len}")
+    max_ctx = None if cfg.max_tokens is None else math.ceil(cfg.max_tokens / per_ctx)
+    corpus = load_corpus(cfg.corpus, config=cfg.corpus_config, split=cfg.corpus_split)
+    contexts = build_contexts(corpus, lm.tokenizer, cfg.context, split=cfg.split,
+                              max_contexts=max_ctx)
+    if len(contexts) == 0:
+        raise ValueError(f"corpus {cfg.corpus!r} split {cfg.split!r} gave no contexts of {cfg.context.ctx_len} tokens")
+    return per_ctx, contexts
+
+

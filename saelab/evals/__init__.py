@@ -1,0 +1,13 @@
+"""Stage 4, evaluations: how good is an SAE, whoever trained it (the paper's section 4 metrics).
+
+    reconstruction  held-out normalized MSE, L0 and never-fired latents on cached activations
+    splice          put an SAE's reconstruction into the LM at its site (which positions, its codes)
+    downstream      delta CE, KL and loss recovered of the spliced LM
+    probes          1-D logistic probe loss on the latents (section 4.2)
+    n2g             Neuron-to-Graph explanations: precision and recall of simple rules (section 4.3)
+    ablation        ablation sparsity of each latent's effect on the logits (section 4.5)
+    suite           all of them side by side on one or several SAEs (`saelab eval`)
+
+May import: `saelab.sae`, `saelab.acts`, `saelab.lm` and the top-level helpers. Training imports the held-out
+metrics from here (the trainer evaluates as it goes), so nothing here imports `saelab.training`.
+"""

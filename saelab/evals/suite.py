@@ -1,0 +1,194 @@
+"""The paper's evaluation suite on one or several SAEs, side by side: `run_suite` and `saelab eval`.
+
+Downstream loss (`evaluate`), probe loss (`probes`), N2G explanations (`n2g`) and ablation sparsity
+(`ablation`), on held-out text of the embedded corpus, written as report.json and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
+from saelab.evals.ablation import ablation_sparsity
+from saelab.evals.downstream import downstream_loss
+from saelab.evals.n2g import N2GConfig, n2g_evaluation
+from saelab.evals.probes import ProbeConfig, probe_losses
+from saelab.evals.splice import SpliceSite, encode_contexts, site_mean
+from saelab.files import atomic_write_text
+from saelab.lm.models import LM
+from saelab.sae.model import SAE
+
+
+@dataclass
+class SuiteConfig:
+    """Sizes of the evaluation suite (defaults: minutes on a 2-core CPU for SmolLM2)."""
+
+    corpus: str = "wiki-en"
+    """Corpus whose held-out documents are evaluated (train documents build N2G explanations)."""
+    downstream_contexts: int = 64
+    """Held-out contexts (64 tokens) for the downstream loss."""
+    n2g_build_contexts: int = 512
+    """Training-split contexts whose top activations build the N2G explanations."""
+    n2g_heldout_contexts: int = 256
+    """Held-out contexts the explanations are scored on."""
+    n2g_latents: int = 256
+    """Latents explained (a random sample of those that fire)."""
+    ablation_latents: int = 32
+    """Latents whose ablation sparsity is measured (a random sample of those that fire)."""
+    ablation_contexts: int = 4
+    """Contexts per ablated latent."""
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    """Probe tasks (see saelab.evals.probes)."""
+    n2g: N2GConfig = field(default_factory=N2GConfig)
+    """N2G explainer settings."""
+    metrics: str = "downstream,probe,n2g,ablation"
+    """Comma-separated subset of metrics to run."""
+    seed: int = 0
+    """Seed of the sampled latents (N2G explanations, ablation)."""
+
+
+def fast_suite_config() -> SuiteConfig:
+    return SuiteConfig(downstream_contexts=8, n2g_build_contexts=96, n2g_heldout_contexts=48, n2g_latents=64,
+                       ablation_latents=4, ablation_contexts=2,
+                       probes=ProbeConfig(docs_per_topic=8, docs_per_language=24, news_docs=24, token_contexts=24))
+
+
+def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean_D: torch.Tensor | None = None,
+              progress: bool = True) -> dict:
+    """All four metrics for every SAE in `saes` (same text, same tasks). Returns a JSON-able dict.
+
+    Scored on held-out documents; the mean-ablation mean (unless `mean_D` is given) and the N2G
+    explanations come from training-split documents.
+    """
+    cfg = cfg or SuiteConfig()
+    wanted = set(cfg.metrics.split(","))
+    first = next(iter(saes.values()))
+    where = SpliceSite.of(first, lm)
+    corpus = load_corpus(cfg.corpus)
+    ctx_cfg = ContextConfig()
+    n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)
+    held = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "heldout", n_held).tokens_NT).long()
+    # training-split contexts: they build the N2G explanations and the mean-ablation mean, so nothing that
+    # is fitted or averaged comes from the held-out tokens that are scored
+    n_build = max(cfg.n2g_build_contexts, cfg.downstream_contexts)
+    build = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "train", n_build).tokens_NT).long()
+    out: dict = {"config": asdict(cfg), "site": asdict(where), "saes": {}, "seconds": {}}
+    t0 = time.time()
+    if "downstream" in wanted:
+        toks = held[: cfg.downstream_contexts]
+        mean_D = mean_D if mean_D is not None else site_mean(lm, build[: cfg.downstream_contexts], where)
+        for name, sae in saes.items():
+            out["saes"].setdefault(name, {})["downstream"] = downstream_loss(
+                lm, sae, toks, where, mean_D=mean_D, progress=progress)
+        out["seconds"]["downstream"] = time.time() - t0
+    if "probe" in wanted:
+        t = time.time()
+        r = probe_losses(lm, saes, cfg.probes, where, progress=progress)
+        out["probes"] = r
+        for name in saes:
+            out["saes"].setdefault(name, {})["probe_loss"] = r["mean"][name]
+        out["seconds"]["probe"] = time.time() - t
+    if "n2g" in wanted or "ablation" in wanted:
+        build = build[: cfg.n2g_build_contexts]
+        for name, sae in saes.items():
+            t = time.time()
+            held_codes = encode_contexts(lm, sae, held[: cfg.n2g_heldout_contexts], where, progress=progress)
+            res = out["saes"].setdefault(name, {})
+            if "n2g" in wanted:
+                build_codes = encode_contexts(lm, sae, build, where, progress=progress)
+                r = n2g_evaluation(build_codes, held_codes, n_latents=cfg.n2g_latents, cfg=cfg.n2g,
+                                   tokenizer=lm.tokenizer, seed=cfg.seed)
+                res["n2g"] = r["summary"]
+                res["n2g_rows"] = r["rows"]
+                out["seconds"][f"n2g {name}"] = time.time() - t
+            if "ablation" in wanted:
+                t = time.time()
+                lats = held_codes.sample_alive(cfg.ablation_latents, cfg.seed)
+                rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, where, progress=progress)
+                vals = [r["sparsity"] for r in rows if r["sparsity"] == r["sparsity"]]
+                rand = [r["random_sparsity"] for r in rows if r.get("random_sparsity", math.nan) == r.get(
+                    "random_sparsity", math.nan)]
+                res["ablation"] = {"median": _median(vals), "mean": _mean(vals), "random_median": _median(rand),
+                                   "n_latents": len(vals)}
+                res["ablation_rows"] = rows
+                out["seconds"][f"ablation {name}"] = time.time() - t
+    return out
+
+
+def _median(v):
+    return float(torch.tensor(v).median()) if v else math.nan
+
+
+def _mean(v):
+    return float(sum(v) / len(v)) if v else math.nan
+
+
+def summary_rows(report: dict) -> list[dict]:
+    """One flat row per SAE with the headline numbers (for tables and notebooks)."""
+    rows = []
+    for name, r in report["saes"].items():
+        row = {"sae": name}
+        if "downstream" in r:
+            d = r["downstream"]
+            row.update({"delta_loss": d["delta_loss"], "kl": d["kl"], "loss_recovered": d["loss_recovered"],
+                        "loss_recovered_vs_mean": d["loss_recovered_mean"]})
+        if "probe_loss" in r:
+            row["probe_loss"] = r["probe_loss"]
+        if "n2g" in r and "f1" in r["n2g"]:
+            row.update({"n2g_precision": r["n2g"]["precision"]["mean"], "n2g_recall": r["n2g"]["recall"]["mean"],
+                        "n2g_f1": r["n2g"]["f1"]["mean"]})
+        if "ablation" in r:
+            row.update({"ablation_sparsity": r["ablation"]["median"],
+                        "ablation_sparsity_random": r["ablation"]["random_median"]})
+        rows.append(row)
+    if "probes" in report:
+        rows.append({"sae": "residual basis (baseline)", "probe_loss": report["probes"]["mean"]["residual"]})
+    return rows
+
+
+def report_figures(report: dict):
+    """Plotly figures: probe loss per task, N2G F1 distribution, ablation sparsity distribution."""
+    import plotly.graph_objects as go
+
+    figs = []
+    if "probes" in report:
+        tasks = list(report["probes"]["tasks"])
+        fig = go.Figure()
+        for basis in report["probes"]["mean"]:
+            fig.add_bar(name=basis, x=tasks, y=[report["probes"]["tasks"][t][basis]["loss"] for t in tasks])
+        fig.add_scatter(name="base rate", x=tasks, y=[next(iter(report["probes"]["tasks"][t].values()))["prior_loss"]
+                                                       for t in tasks], mode="markers", marker_symbol="line-ew-open",
+                        marker_size=18)
+        fig.update_layout(title="Best 1-D probe cross-entropy per task (lower is better)", barmode="group",
+                          yaxis_title="nats", height=420)
+        figs.append(fig)
+    for key, title, field_ in (("n2g_rows", "N2G F1 per latent (held-out)", "f1"),
+                               ("ablation_rows", "Ablation sparsity per latent (lower = sparser)", "sparsity")):
+        fig = go.Figure()
+        for name, r in report["saes"].items():
+            vals = [row[field_] for row in r.get(key, []) if row[field_] == row[field_]]
+            if vals:
+                fig.add_histogram(x=vals, name=name, opacity=0.6, nbinsx=30)
+        if fig.data:
+            fig.update_layout(title=title, barmode="overlay", height=360)
+            figs.append(fig)
+    return figs
+
+
+def write_suite_report(report: dict, folder: str | Path) -> Path:
+    """report.json and report.html (plotly.js beside it, works offline)."""
+    from saelab.pages import summary_table, write_html_page
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=1, default=float))
+    tables = [summary_table({k: v for k, v in r.items() if k != "sae"}, r["sae"]) for r in summary_rows(report)]
+    write_html_page(folder / "report.html", "saelab evaluation", report_figures(report), tables)
+    return folder
+

@@ -1,0 +1,188 @@
+"""SAE Lens's folder: ``cfg.json`` + ``sae_weights.safetensors`` (W_enc [d, n], W_dec [n, d], b_enc, b_dec,
+and ``threshold`` for JumpReLU).
+
+SAE Lens's inference SAE (6.x):  pre = (norm_in(x) - b_dec * apply_b_dec_to_input) @ W_enc + b_enc;
+z = ReLU(pre) (standard), TopK then ReLU (topk), ReLU(pre) * (pre > threshold) (jumprelu);
+x_hat = norm_out(z @ W_dec + b_dec). Everything maps onto saelab's SAE exactly (fp32 rounding aside):
+apply_b_dec_to_input=False folds into b_enc, a TopK SAE's rescale_acts_by_decoder_norm folds the decoder
+norms into the encoder, and SAE Lens's 'layer_norm' is saelab's 'layernorm' ((x - mean) / (std + 1e-5),
+undone with std). Configs written before SAE Lens 6 (hook_point, activation_fn_str, a boolean
+normalize_activations, TopK as 'standard' + activation_fn 'topk') are read the way SAE Lens reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from saelab.files import atomic_write, atomic_write_text
+from saelab.sae.config import SAEConfig
+from saelab.sae.formats.hooks import model_id, site_from_hook, transformerlens_hook
+from saelab.sae.input_norm import PER_TOKEN
+from saelab.sae.model import SAE
+
+WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
+SAELENS_FORMAT = "6.54.12"  # the SAE Lens version whose layout `to_saelens` writes (and is tested against)
+ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+NORMALIZATIONS = {"none": "none", "layer_norm": "layernorm", "constant_norm_rescale": "constant_norm_rescale",
+                  "expected_average_only_in": "none"}
+
+
+def read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); fetch or export the SAE again") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not an SAE config (a JSON {type(meta).__name__})")
+    return meta
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+        raise ValueError(f"{path} is damaged or truncated ({type(e).__name__}: {e}); fetch or export it again") \
+            from None
+
+
+def _pre_6_config(cfg: dict) -> dict:
+    """A config written before SAE Lens 6, in 6's terms (as SAE Lens's own loader converts it)."""
+    meta = cfg.get("metadata") or {}
+    major = str(meta.get("sae_lens_version") or cfg.get("sae_lens_version") or "0").split(".")[0]
+    if major.isdigit() and int(major) >= 6:
+        return cfg
+    cfg = {{"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
+            "activation_fn_str": "activation_fn"}.get(k, k): v for k, v in cfg.items()}
+    act = cfg.get("activation_fn") or "relu"
+    k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+    if cfg.get("architecture", "standard") == "standard":
+        if act == "topk" and k is not None:
+            cfg["architecture"], cfg["k"] = "topk", k
+        elif act != "relu":
+            raise ValueError(f"SAE Lens activation_fn {act!r} is not supported for a standard SAE; saelab reads "
+                             "relu, topk (with activation_fn_kwargs.k) and the jumprelu architecture")
+    if isinstance(cfg.get("normalize_activations"), bool):
+        cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
+    hook = cfg.get("hook_name") or ""
+    cfg.setdefault("reshape_activations", "hook_z" if "hook_z" in hook else "none")
+    return cfg
+
+
+def from_saelens(folder: str | Path, device=None) -> SAE:
+    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU; normalize_activations none, layer_norm or
+    constant_norm_rescale)."""
+    folder = Path(folder)
+    cfg = _pre_6_config(read_json(folder / CONFIG))
+    arch = cfg.get("architecture", "standard")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{folder}: SAE Lens architecture {arch!r} is not supported; saelab reads "
+                         f"{sorted(ARCHITECTURES)} (gated and transcoder SAEs have no saelab equivalent)")
+    norm = cfg.get("normalize_activations", "none") or "none"
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"{folder}: normalize_activations={norm!r} is not supported; saelab reads "
+                         f"{sorted(NORMALIZATIONS)}")
+    if norm == "expected_average_only_in":
+        warnings.warn(f"{folder}: normalize_activations='expected_average_only_in' without its scaling factor; "
+                      "like SAE Lens's own loader, saelab applies no scaling (fold the factor into the weights "
+                      "to use it)", stacklevel=2)
+    if cfg.get("reshape_activations", "none") not in ("none", None):
+        raise ValueError(f"{folder}: reshape_activations={cfg['reshape_activations']!r} (attention hook_z SAEs) "
+                         "is not supported; saelab's sites are resid_post, mlp_out and attn_out")
+    w = read_safetensors(folder / WEIGHTS)
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in w]
+    if missing:
+        raise ValueError(f"{folder}/{WEIGHTS} lacks {missing}; found {sorted(w)}")
+    scaling = w.pop("scaling_factor", None)
+    if scaling is not None and not torch.allclose(scaling.float(), torch.ones_like(scaling.float())):
+        raise ValueError(f"{folder}: a 'scaling_factor' that is not all ones (SAE Lens's fine-tuning scale) is not "
+                         "supported; fold it into W_dec first")
+    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold"}
+    if set(w) - known:
+        raise ValueError(f"{folder}/{WEIGHTS} has tensors saelab does not know how to use: {sorted(set(w) - known)}")
+    W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()  # [d, n], [n, d]
+    b_enc, b_dec = w["b_enc"].float(), w["b_dec"].float()
+    d, n = W_enc.shape
+    if tuple(W_dec.shape) != (n, d):
+        raise ValueError(f"{folder}: W_dec has shape {tuple(W_dec.shape)}, expected {(n, d)} from W_enc")
+    if not cfg.get("apply_b_dec_to_input", True):  # pre = x W_enc + b_enc = (x - b_dec) W_enc + (b_enc + b_dec W_enc)
+        b_enc = b_enc + b_dec @ W_enc
+    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+        norms = W_dec.norm(dim=-1)
+        W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
+    meta = cfg.get("metadata") or {}
+    hook = meta.get("hook_name") or cfg.get("hook_name")
+    site_layer = site_from_hook(hook)
+    if site_layer is None:
+        warnings.warn(f"{folder}: hook {hook!r} is not a site saelab knows (resid_post, mlp_out, attn_out of a "
+                      "GPT-2 or Llama-style block); pass site= and layer= to load_sae to splice it", stacklevel=2)
+    tl_kwargs = meta.get("model_from_pretrained_kwargs") or cfg.get("model_from_pretrained_kwargs") or {}
+    if tl_kwargs.get("center_writing_weights") and NORMALIZATIONS[norm] == "none":
+        warnings.warn(f"{folder}: trained on a TransformerLens model with center_writing_weights=True (block outputs "
+                      "centred over d_model); saelab hooks the unprocessed Hugging Face model, so its inputs here "
+                      "keep the mean that training removed", stacklevel=2)
+    k = int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0)
+    k = k if arch == "topk" else 32  # a ReLU / JumpReLU SAE has no k: 32 sets test-time TopK sweeps' default
+    sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=ARCHITECTURES[arch],
+                        normalize=NORMALIZATIONS[norm], model=model_id(meta.get("model_name") or cfg.get("model_name")),
+                        site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
+                        hook=hook, source=f"sae_lens:{folder}")
+    sae = SAE(sae_cfg, seed=None, device=device)
+    with torch.no_grad():
+        sae.W_enc.copy_(W_enc.t())
+        sae.W_dec.copy_(W_dec)
+        sae.b_enc.copy_(b_enc)
+        sae.b_pre.copy_(b_dec)
+        if arch == "jumprelu":
+            if "threshold" in w:
+                sae.threshold.copy_(w["threshold"].float())
+            elif "log_threshold" in w:
+                sae.threshold.copy_(w["log_threshold"].float().exp())
+            else:
+                raise ValueError(f"{folder}/{WEIGHTS}: a jumprelu SAE without 'threshold'; found {sorted(w)}")
+    return sae
+
+
+def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
+    """SAE Lens's tensors (W_enc [d, n]) with a constant input scale folded in: dataset_unit_norm's scale
+    (the SAE then works on raw activations), or per_token_unit_norm's 1/sqrt(d-1) relative to layer norm (it
+    then works on layer-normalised inputs, as SAE Lens's 'layer_norm' gives them; equal up to LN's eps)."""
+    c = sae.cfg
+    s = {"dataset_unit_norm": float(sae.input_scale),
+         "per_token_unit_norm": 1 / math.sqrt(max(c.d_in - 1, 1))}.get(c.normalize, 1.0)
+    with torch.no_grad():
+        out = {"W_enc": (sae.W_enc * s).t().contiguous().cpu(), "b_enc": sae.b_enc.detach().cpu().clone(),
+               "W_dec": (sae.W_dec / s).contiguous().cpu(), "b_dec": (sae.b_pre / s).detach().cpu()}
+        if c.activation == "jumprelu":
+            out["threshold"] = sae.threshold.detach().cpu().clone()
+    return out
+
+
+def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
+    """Export SAE Lens's layout: cfg.json + sae_weights.safetensors (scales folded in); loads with
+    `sae_lens.SAE.load_from_disk`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c = sae.cfg
+    weights = folded_weights(sae)
+    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu"}[c.activation]
+    hook = c.hook if c.source and c.source.startswith("sae_lens") and c.hook else transformerlens_hook(c.site, c.layer)
+    norm = {"constant_norm_rescale": "constant_norm_rescale"}.get(c.normalize,
+                                                                  "layer_norm" if c.normalize in PER_TOKEN else "none")
+    cfg = {
+        "architecture": arch, "d_in": c.d_in, "d_sae": c.n_latents, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": True, "normalize_activations": norm, "reshape_activations": "none",
+        **({"k": c.k, "rescale_acts_by_decoder_norm": False} if arch == "topk" else {}),
+        "model_name": c.model, "hook_name": hook, "hook_layer": c.layer,  # where SAE Lens < 6 reads them
+        "metadata": {"sae_lens_version": SAELENS_FORMAT, "sae_lens_training_version": SAELENS_FORMAT,
+                     "model_name": c.model, "hook_name": hook, "hook_head_index": None, "context_size": context_size,
+                     "prepend_bos": False, "exported_by": "saelab", "tokens_seen": int(sae.tokens_seen)},
+    }
+    atomic_write(folder / WEIGHTS, lambda p: save_file(weights, p))
+    atomic_write_text(folder / CONFIG, json.dumps(cfg, indent=2))
+    return folder

@@ -1,0 +1,48 @@
+"""Exercises for the notebooks: reference solutions and checks that name a wrong answer's mistake.
+
+One module per notebook (`toy` 00, `harvest` 01, `training` 02, `evaluation` 03, `recovery` 04, `explore` 05,
+`scaling` 06, `steering` 07). Each `check_*` takes the learner's function, runs it on small cases and raises
+`AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check known-wrong
+implementations); it prints a short confirmation when all cases pass.
+
+A stub the learner must fill calls `todo("2.1")`, which stops the notebook with a clear message.
+`graded(learner_fn, solutions.name)` hands the reference solution to the check instead when the environment
+variable SAELAB_SOLUTIONS=1 is set (how CI runs the notebooks).
+"""
+
+from types import SimpleNamespace
+
+from saelab.teach.exercises import evaluation, explore, harvest, recovery, scaling, steering, toy, training
+from saelab.teach.exercises.base import NotWrittenYet, graded, solutions_on, todo
+from saelab.teach.exercises.evaluation import check_effect_sparsity, check_loss_recovered, check_probe_loss_1d
+from saelab.teach.exercises.explore import check_precision_recall, check_top_activations
+from saelab.teach.exercises.harvest import check_residual_after_block
+from saelab.teach.exercises.recovery import check_threshold_for_l0, check_topk_reconstruct
+from saelab.teach.exercises.scaling import check_fit_power_law, check_prediction
+from saelab.teach.exercises.steering import check_ablation_attribution, check_concept_scores, check_steer_rows
+from saelab.teach.exercises.toy import check_dead_fraction, check_feature_recovery
+from saelab.teach.exercises.training import check_auxk_loss, check_normalized_mse, check_topk_activation
+
+solutions = SimpleNamespace(
+    feature_recovery=toy.feature_recovery, dead_fraction=toy.dead_fraction,
+    residual_after_block=harvest.residual_after_block,
+    topk_activation=training.topk_activation, normalized_mse=training.normalized_mse, auxk_loss=training.auxk_loss,
+    loss_recovered=evaluation.loss_recovered, probe_loss_1d=evaluation.probe_loss_1d,
+    effect_sparsity=evaluation.effect_sparsity,
+    topk_reconstruct=recovery.topk_reconstruct, threshold_for_l0=recovery.threshold_for_l0,
+    top_activations=explore.top_activations, precision_recall=explore.precision_recall,
+    fit_power_law=scaling.fit_power_law,
+    concept_scores=steering.concept_scores, steer_rows=steering.steer_rows,
+    ablation_attribution=steering.ablation_attribution,
+)
+"""The reference solutions, by exercise function name (e.g. `solutions.auxk_loss`)."""
+
+__all__ = [
+    "NotWrittenYet", "graded", "solutions", "solutions_on", "todo",
+    "check_feature_recovery", "check_dead_fraction", "check_residual_after_block",
+    "check_topk_activation", "check_normalized_mse", "check_auxk_loss",
+    "check_loss_recovered", "check_probe_loss_1d", "check_effect_sparsity",
+    "check_topk_reconstruct", "check_threshold_for_l0", "check_top_activations", "check_precision_recall",
+    "check_fit_power_law", "check_prediction", "check_concept_scores", "check_steer_rows",
+    "check_ablation_attribution",
+]

@@ -1,0 +1,9 @@
+"""Stage 5, training: an activation cache (or stream) in, a trained SAE and its report out.
+
+    trainer  `Trainer` and `TrainConfig`: the paper's recipe (Adam, warmup, decay, AuxK dead tracking),
+             checkpoints and resume, held-out evaluation every few steps (`saelab.evals.reconstruction`)
+    runs     a run folder's record of what it was asked (run.json), checked before anything runs
+    report   the run's metrics.json and training curves
+
+May import: `saelab.evals`, `saelab.sae`, `saelab.acts`, `saelab.lm` and the top-level helpers.
+"""

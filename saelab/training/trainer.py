@@ -1,0 +1,441 @@
+"""Train a TopK SAE on cached activations: Adam as in the paper, AuxK dead-latent revival,
+evaluation on held-out activations, atomic checkpoints with exact resume, and data parallelism
+over torch.distributed (gloo on CPU, NCCL on GPUs; launch with torchrun).
+
+Where each choice comes from (Gao et al. 2024 section 2 and appendix A; openai/sparse_autoencoder):
+- from the paper: Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay; the learning rate falling
+  as 1/sqrt(n_latents) (default 2e-4 / sqrt(n / 2^14), the scaling EleutherAI's sparsify uses, from
+  the paper's lr-vs-n fits); unit-norm decoder (project out the parallel gradient before each step,
+  renormalise after); AuxK on latents dead for `dead_tokens` tokens (paper: 10M tokens in runs of
+  billions; here the default scales with the run, see `TrainConfig.dead_tokens`);
+- saelab's own: the paper and the released training loop use a constant learning rate; saelab warms
+  up over the first 2% of steps and decays linearly to zero over the last `decay_frac` (0.2 by default,
+  0.5 in the main job), because short CPU runs of a few thousand steps end measurably better with a
+  decay (`presets.train_defaults` records the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from saelab.acts.cache import ActivationCache, ShuffledCacheLoader
+from saelab.config import check_choices
+from saelab.distributed import rank_world
+from saelab.evals.reconstruction import reconstruction_metrics
+from saelab.files import atomic_dir, atomic_write_text, run_lock
+from saelab.sae.config import SAEConfig
+from saelab.sae.input_norm import RENAMED
+from saelab.sae.model import SAE
+
+_STREAM_END = object()
+# TrainConfig fields a resumed run may change: where it logs and how often, not what it learns (`epochs`
+# may grow: a warm restart).
+RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
+                     "epochs")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one SAE training run."""
+
+    n_latents: int = 4096
+    """Number of latents n."""
+    k: int = 32
+    """Active latents per token (TopK)."""
+    activation: Literal["topk", "relu"] = "topk"
+    """'topk' or 'relu' (ReLU+L1 baseline)."""
+    multi_topk: bool = False
+    """Train with Multi-TopK, L(k) + L(4k)/8 (paper section 5.3)."""
+    k_aux: int | None = None
+    """Dead latents used by AuxK (None: a power of two near d_in/2; 0: off)."""
+    aux_coef: float = 1 / 32
+    """AuxK coefficient (paper: 1/32)."""
+    l1_coef: float = 0.0
+    """L1 coefficient for the ReLU baseline."""
+    l1_warmup_frac: float = 0.0
+    """Ramp the L1 coefficient linearly from 0 over this fraction of the steps (a strong L1 from step 0
+    kills latents before they find data; Anthropic's 2024 ReLU-SAE recipe warms it up)."""
+    normalize: Literal["per_token_unit_norm", "layernorm", "dataset_unit_norm", "none"] = "per_token_unit_norm"
+    """Input normalisation (losses and normalized MSE are measured after it): 'per_token_unit_norm' (the
+    paper's section 2.1: each token centred over d_model and scaled to unit norm; on the main job it measured
+    as well as one dataset-wide scale and 4% lower delta CE, see the README), 'layernorm' (the released code's LN:
+    the same direction at norm ~sqrt(d-1)), 'dataset_unit_norm' (one dataset-wide scale to unit mean squared
+    norm; called 'unit_msn' before) or 'none'."""
+    bias_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    """b_pre initialisation: 'geometric_median' (paper), 'mean' or 'zeros'."""
+    tied_init: bool = True
+    """Initialise the encoder as the decoder's transpose (paper); False: independent random encoder."""
+    batch_size: int = 4096
+    """Tokens per optimiser step (global, over all data-parallel ranks)."""
+    epochs: float = 8.0
+    """Passes over the training cache. Resuming with a larger value extends a run from its last checkpoint
+    as a warm restart: the schedule is recomputed for the new length, so a run that was already decaying
+    gets its learning rate back (exact only with warmup_frac = decay_frac = 0)."""
+    lr: float | None = None
+    """Adam learning rate; None: 2e-4 / sqrt(n_latents / 2^14)."""
+    adam_eps: float = 6.25e-10
+    """Adam epsilon (paper: 6.25e-10)."""
+    beta1: float = 0.9
+    """Adam beta1 (paper: 0.9)."""
+    beta2: float = 0.999
+    """Adam beta2 (paper: 0.999)."""
+    warmup_frac: float = 0.02
+    """Fraction of steps with linear learning-rate warmup."""
+    decay_frac: float = 0.2
+    """Fraction of final steps with linear decay to zero."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this value (None: off)."""
+    dead_tokens: int | None = None
+    """A latent is dead after this many tokens without firing; None: min(10M, max(total/16, 2 batches))."""
+    eval_every: int = 100
+    """Evaluate on held-out activations every N steps (and at the end)."""
+    log_every: int = 10
+    """Write a log line every N steps."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every N steps (atomic; 0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep after training (0: delete them all once the SAE is saved;
+    while training the newest one is always kept, since it is the resume point)."""
+    seed: int = 0
+    """Seed of the initialisation and the data order."""
+    kernel: Literal["sparse", "dense"] = "sparse"
+    """'sparse' kernels or the 'dense' autograd reference."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (needs the tensorboard package)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self):
+        self.normalize = RENAMED.get(self.normalize, self.normalize)
+        check_choices(self)
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14)
+
+
+class Trainer:
+    """Owns the SAE, optimiser, data order and checkpoints of one run in `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, train_cache: ActivationCache | None, out_dir: str | Path,
+                 eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
+                 stream=None, stream_tokens: int | None = None):
+        """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
+        `cfg.batch_size / world` rows, e.g. a `StreamShuffleBuffer` over `stream_activations`) for `stream_tokens`
+        (the schedule's length; the run ends early, and says so, when the stream runs dry first: the
+        outlier rule drops ~1% of the harvested positions)."""
+        self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
+        self.out = Path(out_dir)
+        self.rank, self.world = rank_world()
+        self.device = torch.device(device)
+        self.stream = None
+        if train_cache is not None:
+            self.loader = ShuffledCacheLoader(train_cache, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world,
+                                         device=self.device)
+            self.steps_per_epoch = self.loader.batches_per_epoch()
+            n_tokens = train_cache.n_tokens
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        elif stream is not None and stream_tokens:
+            self.loader, self.stream = None, iter(stream)
+            n_tokens = stream_tokens
+            self.steps_per_epoch = self.total_steps = stream_tokens // cfg.batch_size
+        else:
+            raise ValueError("give a train_cache, or a stream with stream_tokens")
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training data has {n_tokens} tokens, fewer than one batch of "
+                             f"{cfg.batch_size}; harvest more tokens or lower batch_size")
+        self.total_tokens = self.total_steps * cfg.batch_size
+        self.dead_tokens = cfg.dead_tokens or min(10_000_000, max(self.total_tokens // 16, 2 * cfg.batch_size))
+        if self.stream is not None:
+            self._first = next(self.stream)
+            d_in, manifest, sample = self._first.shape[1], {}, self._first
+        else:
+            d_in, manifest = train_cache.d_model, train_cache.manifest
+            sample = train_cache.sample(min(32768, train_cache.n_tokens), seed=cfg.seed)
+        prov = provenance or {}
+        # what the SAE learns from: checked on resume, so a folder is never resumed on other activations
+        self.data_identity = {k: prov.get(k, manifest.get(k)) for k in
+                              ("model", "model_hash", "site", "layer", "corpus", "split", "corpus_hash")}
+        sae_cfg = SAEConfig(d_in=d_in, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
+                            k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk,
+                            l1_coef=cfg.l1_coef, normalize=cfg.normalize, kernel=cfg.kernel,
+                            model=prov.get("model", manifest.get("model")),
+                            site=prov.get("site", manifest.get("site")),
+                            layer=prov.get("layer", manifest.get("layer")))
+        self.sae = SAE(sae_cfg, seed=cfg.seed, device=self.device)
+        if not cfg.tied_init:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(cfg.seed + 1)
+                W = torch.randn(self.sae.W_enc.shape, generator=g)
+                self.sae.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
+        self.sae.init_from_data(sample, cfg.bias_init)
+        if self.world > 1:  # ranks streaming disjoint data saw different samples: start from rank 0's SAE
+            for t in [*self.sae.parameters(), *self.sae.buffers()]:
+                dist.broadcast(t.data, src=0)
+        fused = self.device.type in ("cpu", "cuda")
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
+                                    eps=cfg.adam_eps, fused=fused)
+        self.step = 0
+        self.history: list[dict] = []
+        self.writer = None
+        self._lock = run_lock(self.out, "training run") if self.rank == 0 else None
+        if self._lock is not None:
+            self._lock.__enter__()  # held until train() returns: a second run on this folder is refused
+        try:
+            self._maybe_resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (train() does this when it returns)."""
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+
+    # ---- schedule ------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        base, T = self.cfg.learning_rate(), self.total_steps
+        warm = max(1, int(self.cfg.warmup_frac * T))
+        decay_start = int((1 - self.cfg.decay_frac) * T)
+        if step < warm:
+            return base * (step + 1) / warm
+        if step >= decay_start and T > decay_start:
+            return base * max(0.0, (T - step) / (T - decay_start))
+        return base
+
+    def l1_at(self, step: int) -> float:
+        """The ReLU baseline's L1 coefficient at `step`: ramped up from 0 over `l1_warmup_frac` of the steps."""
+        if self.cfg.l1_warmup_frac <= 0:
+            return self.cfg.l1_coef
+        return self.cfg.l1_coef * min(1.0, (step + 1) / (self.cfg.l1_warmup_frac * self.total_steps))
+
+    # ---- data-parallel helpers -----------------------------------------------------------------
+    def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return t
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t / self.world
+
+    def _update_dead(self, fired_N: torch.Tensor) -> torch.Tensor:
+        """Record which latents fired in this (global) batch, then return the dead mask AuxK uses."""
+        if self.world > 1:
+            f = fired_N.to(torch.int32)
+            dist.all_reduce(f, op=dist.ReduceOp.MAX)
+            fired_N = f.bool()
+        self.sae.update_fired_(fired_N, self.cfg.batch_size)
+        return self.sae.dead_mask(self.dead_tokens)
+
+    def _sync_grads(self) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in self.sae.parameters()]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        off = 0
+        for g in grads:
+            g.copy_(flat[off: off + g.numel()].view_as(g))
+            off += g.numel()
+
+    # ---- training ------------------------------------------------------------------------------
+    def train(self) -> dict:
+        try:
+            return self._train()
+        finally:
+            self.sae.release_workspace()  # the [batch, n] training buffer is not needed after training
+            self.close()
+
+    def _train(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg, sae = self.cfg, self.sae
+        is_main = self.rank == 0
+        if is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(self.out / "tensorboard")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and is_main),
+                   desc=f"train n={cfg.n_latents} k={cfg.k}", unit="step", dynamic_ncols=True)
+        t0 = time.time()
+        batches = None
+        while self.step < self.total_steps:
+            x = self._next_batch(batches)
+            if x is _STREAM_END:
+                if is_main:
+                    print(f"saelab: the activation stream ended after {self.step} of {self.total_steps} steps",
+                          flush=True)
+                self.total_steps = self.step  # the last step's log line and evaluation follow the loop
+                if is_main and self.eval_cache is not None and self.step:
+                    self._log_heldout()
+                break
+            if x is None:
+                epoch, b = divmod(self.step, self.steps_per_epoch)
+                batches = self.loader.iter_epoch(epoch, start_batch=b)
+                x = next(batches)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            out = sae(x, dead_mask_fn=self._update_dead, reduce=self._reduce_mean if self.world > 1 else None,
+                      l1_coef=self.l1_at(self.step))
+            out.losses["total"].backward()
+            self._sync_grads()
+            sae.project_decoder_grad_()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            sae.normalize_decoder_()
+            self.step += 1
+            sae.tokens_seen.fill_(self.step * cfg.batch_size)
+            bar.update(1)
+            if is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
+                rec = {"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
+                       **{k: float(v.detach()) for k, v in out.losses.items()}, "l0": float(out.l0),
+                       "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
+                       "seconds": round(time.time() - t0, 2)}
+                self._log(rec)
+                bar.set_postfix(nmse=f"{rec['nmse']:.3f}", l0=f"{rec['l0']:.0f}", dead=f"{rec['dead_frac']:.1%}")
+            if self.eval_cache is not None and is_main and (self.step % cfg.eval_every == 0
+                                                            or self.step == self.total_steps):
+                self._log_heldout()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if is_main:
+            self.sae.save(self.out / "sae", extra={"train_config": asdict(cfg), "dead_tokens": self.dead_tokens})
+            if cfg.keep_checkpoints == 0:
+                shutil.rmtree(self._ckpt_root(), ignore_errors=True)
+        return self.history[-1] if self.history else {}
+
+    def _next_batch(self, batches):
+        """The next batch: from the stream (_STREAM_END when any rank's stream is done), or from the
+        current epoch's iterator (None: start an epoch)."""
+        if self.stream is not None:
+            x, self._first = (self._first, None) if self._first is not None else (next(self.stream, None), None)
+            if self.world > 1:  # every rank stops at the same step
+                have = torch.tensor([0 if x is None else 1], device=self.device)  # NCCL needs it on the GPU
+                dist.all_reduce(have, op=dist.ReduceOp.MIN)
+                x = x if int(have) else None
+            return _STREAM_END if x is None else x.to(self.device)
+        if batches is None or self.step % self.steps_per_epoch == 0:
+            return None
+        return next(batches)
+
+    def _log_heldout(self) -> None:
+        self._log({"step": self.step, "tokens": int(self.sae.tokens_seen), **self.heldout_metrics(prefix="eval_")})
+
+    def _log(self, rec: dict) -> None:
+        self.history.append(rec)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.writer is not None:
+            for k, v in rec.items():
+                if k not in ("step",) and isinstance(v, float | int):
+                    self.writer.add_scalar(k, v, rec["step"])
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def heldout_metrics(self, cache: ActivationCache | None = None, prefix: str = "") -> dict:
+        """`reconstruction_metrics` on held-out activations (default: the eval cache), plus the fraction of
+        latents the trainer counts as dead (`dead_train_frac`), each key prefixed with `prefix`."""
+        out = reconstruction_metrics(self.sae, cache or self.eval_cache)
+        out["dead_train_frac"] = float(self.sae.dead_mask(self.dead_tokens).float().mean())
+        return {f"{prefix}{k}": v for k, v in out.items()}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def _ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        root = self._ckpt_root()
+        final = root / f"step-{self.step:07d}"
+        state = self.opt.state_dict()
+        tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in state["state"].items() for k, v in st.items()}
+        meta = {"step": self.step, "config": asdict(self.cfg), "param_groups": state["param_groups"],
+                "total_steps": self.total_steps, "data": self.data_identity}
+        with atomic_dir(final) as tmp:
+            self.sae.save(tmp)
+            save_file(tensors, tmp / "optim.safetensors")
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
+        for old in sorted(root.glob("step-*"))[: -max(self.cfg.keep_checkpoints, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _maybe_resume(self) -> None:
+        ckpts = sorted(self._ckpt_root().glob("step-*")) if self._ckpt_root().exists() else []
+        if not ckpts:
+            if (self.out / "sae" / "cfg.json").exists():
+                raise ValueError(f"{self.out} holds a finished run (sae/) with no checkpoint to resume from; pass "
+                                 f"another --out folder (Python: another out_dir), or delete {self.out}")
+            if (self.out / "log.jsonl").exists() and self.rank == 0:  # a run killed before its first checkpoint
+                os.replace(self.out / "log.jsonl", self.out / "log.restarted.jsonl")  # restarts from step 0
+            return
+        path = ckpts[-1]
+        meta = json.loads((path / "trainer.json").read_text())
+        saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
+        saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
+        if self.cfg.epochs < meta["config"].get("epochs", 0):
+            raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
+                             f"a run, not shorten it (asked {self.cfg.epochs}); pass another --out folder "
+                             "(Python: another out_dir)")
+        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
+        if saved != now:
+            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+            raise ValueError(f"{path} was written with another training config ({diff}); pass another --out folder "
+                             f"(Python: another out_dir) for a new run, or the same settings to resume it")
+        saved_data = meta.get("data", {})
+        data_diff = {k: (v, self.data_identity.get(k)) for k, v in saved_data.items()
+                     if v is not None and self.data_identity.get(k) is not None and self.data_identity[k] != v}
+        if data_diff:
+            raise ValueError(f"{path} was trained on other activations ({data_diff}); pass another --out folder "
+                             "(Python: another out_dir) for a new run, or the same data to resume it")
+        loaded = SAE.load(path, device=self.device)
+        self.sae.load_state_dict(loaded.state_dict())
+        self.sae.cfg = loaded.cfg
+        tensors = load_file(path / "optim.safetensors", device=str(self.device))
+        state: dict = {}
+        for key, v in tensors.items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = v
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step = meta["step"]
+        if self.stream is not None:  # the stream is deterministic: skip what was already trained on
+            for _ in range(self.step):
+                self._next_batch(None)
+        log = self.out / "log.jsonl"
+        if log.exists() and self.rank == 0:
+            keep = [rec for rec in read_log(log) if rec["step"] <= self.step]
+            atomic_write_text(log, "".join(json.dumps(rec) + "\n" for rec in keep))
+            self.history = keep
+        if self.rank == 0:
+            print(f"saelab: resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a JSONL training log; a line torn by a kill (not valid JSON) is dropped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            records.append(rec)
+    return records

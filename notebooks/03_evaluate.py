@@ -335,7 +335,7 @@ summary.round(4)
 # ## Recap
 # - Normalized MSE and L0 are the training objective, not the goal: two SAEs with similar MSE can differ in downstream
 #   loss, in how well single latents capture known features, and in how explainable and how local their latents are.
-# - Every metric here is a function in `saelab` (`downstream.downstream_loss`, `probes.probe_losses`,
+# - Every metric here is a function in `saelab.evals` (`downstream.downstream_loss`, `probes.probe_losses`,
 #   `n2g.n2g_evaluation`, `ablation.ablation_sparsity`); `saelab eval --sae runs/default/sae --zoo relu` runs all four and
 #   writes `report.json` and `report.html`.
 # - At this scale (thousands of latents, hundreds of thousands of tokens) expect noisy numbers: evaluate with more

@@ -15,10 +15,11 @@ Top level: `cli` and `commands` (the `saelab` command), `presets` (the main job 
 helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
 
 The names below are the stable API (`from saelab import SAE, Trainer, harvest`); each is imported on first
-use, so `import saelab` (and the CLI's start) does not import torch.
+use, so `import saelab` alone does not import torch. Upgrading from 0.1, where every module sat directly under
+`saelab/`: README.md's "The package" lists where each module went.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = {
     "load_lm": "saelab.lm.models", "resolve_device": "saelab.lm.models",
@@ -31,7 +32,7 @@ _API = {
     "encode_contexts": "saelab.evals.splice", "downstream_loss": "saelab.evals.downstream",
     "run_suite": "saelab.evals.suite", "SuiteConfig": "saelab.evals.suite",
     "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.trainer",
-    "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering", "generate": "saelab.interp.steering",
+    "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering",
     "LatentExplorer": "saelab.interp.explorer",
     "zoo_sae": "saelab.presets",
 }

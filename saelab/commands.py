@@ -1,6 +1,6 @@
 """What each `saelab` command does, one function a command (`cmd_train`, `cmd_eval`, ...); the parser is `saelab.cli`.
 
-Each takes the parsed arguments and returns the exit code. Heavy imports happen inside, so `saelab --help` stays fast.
+Each takes the parsed arguments and returns the exit code; the heavy imports happen inside each command.
 """
 
 from __future__ import annotations

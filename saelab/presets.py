@@ -58,10 +58,11 @@ def train_defaults(fast: bool | None = None):
 
 # The zoo: the SAEs the evaluation, recovery and explorer notebooks compare, all trained on the same tokens for
 # the same number of steps as the main job (batch 2048, 13 epochs).
-# relu: ReLU + L1 at the L0 of TopK's k = 32 (the paper compares at matched sparsity). `frontier.calibrate_l1`
-# at 1/4 of the steps gave 0.183 (held-out L0 50.5 at 0.15, 30.6 at 0.183, 10.2 at 0.3); the full run at 0.183
-# ended at L0 38.6 (L1 keeps pruning after the short runs' end), so the coefficient was corrected with the short
-# runs' slope (L0 ~ coef^-2.4) to 0.198: full-run held-out L0 33.5 (within 5% of 32), normalized MSE 0.267.
+# relu: ReLU + L1 at the L0 of TopK's k = 32 (the paper compares at matched sparsity).
+# `saelab.studies.frontier.calibrate_l1` at 1/4 of the steps gave 0.183 (held-out L0 50.5 at 0.15, 30.6 at 0.183, 10.2
+# at 0.3); the full run at 0.183 ended at L0 38.6 (L1 keeps pruning after the short runs' end), so the coefficient was
+# corrected with the short runs' slope (L0 ~ coef^-2.4) to 0.198: full-run held-out L0 33.5 (within 5% of 32),
+# normalized MSE 0.267.
 # lr 2e-3 (ReLU + L1 at 3e-3 and above collapsed in earlier runs); L1 warmed up over the first quarter of steps.
 L1_MATCHED = 0.198
 ZOO = {

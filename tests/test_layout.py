@@ -6,6 +6,9 @@ functions too. The stage order is written once, here.
 
 import ast
 import importlib
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,12 +44,11 @@ def stage_of(module: str) -> str:
     raise AssertionError(f"{module} belongs to no stage: put it in a stage's subpackage, or add it to TOP_LEVEL")
 
 
-def imports_of(module: str) -> set[str]:
-    """The saelab modules that `module` imports, anywhere in its file."""
-    path = MODULES[module]
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+def imports_in(source: str, package: str, modules=None) -> set[str]:
+    """The saelab modules that `source` (a module of `package`) imports, anywhere in it."""
+    modules = MODULES if modules is None else modules
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -55,19 +57,45 @@ def imports_of(module: str) -> set[str]:
                 origin = ".".join(base + ([node.module] if node.module else []))
             else:
                 origin = node.module
-            names = [f"{origin}.{a.name}" if f"{origin}.{a.name}" in MODULES else origin for a in node.names]
+            names = [f"{origin}.{a.name}" if f"{origin}.{a.name}" in modules else origin for a in node.names]
         else:
             continue
         for name in names:
-            while name and name not in MODULES:  # `import saelab.a.b` where b is an attribute
+            while name and name not in modules:  # `import saelab.a.b` where b is an attribute
                 name = name.rpartition(".")[0]
             if name:
                 found.add(name)
-    found.discard(module)
     return found
 
 
+def imports_of(module: str) -> set[str]:
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return imports_in(path.read_text(), package) - {module}
+
+
 GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def with_packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`graph` plus what Python runs first: importing a.b.c runs a/__init__ and a/b/__init__ (except the
+    packages the importer is itself inside, which are already running)."""
+    full = {}
+    for m, deps in graph.items():
+        full[m] = set(deps)
+        for d in deps:
+            parts = d.split(".")
+            for i in range(1, len(parts)):
+                parent = ".".join(parts[:i])
+                if parent in graph and parent != m and not m.startswith(parent + "."):
+                    full[m].add(parent)
+    return full
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports a later stage than its own."""
+    return sorted((m, d) for m, deps in graph.items() for d in deps
+                  if STAGES.index(stage_of(d)) > STAGES.index(stage_of(m)))
 
 
 def test_every_module_has_a_stage():
@@ -75,12 +103,10 @@ def test_every_module_has_a_stage():
         stage_of(module)
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_imports_point_down_the_stages(module):
-    rank = STAGES.index(stage_of(module))
-    upward = sorted(m for m in GRAPH[module] if STAGES.index(stage_of(m)) > rank)
-    assert not upward, (f"{module} ({stage_of(module)}) imports later stages: "
-                        + ", ".join(f"{m} ({stage_of(m)})" for m in upward))
+def test_imports_point_down_the_stages():
+    upward = upward_imports(GRAPH)
+    assert not upward, "imports of a later stage: " + "; ".join(
+        f"{m} ({stage_of(m)}) imports {d} ({stage_of(d)})" for m, d in upward)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -106,26 +132,39 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_circle():
-    cycle = find_cycle(GRAPH)
+    cycle = find_cycle(with_packages(GRAPH))
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
 def test_the_checks_catch_what_they_are_for():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    # the model importing anything under formats/ runs formats/__init__, which imports the model: a circle
+    assert find_cycle(with_packages({**GRAPH, "saelab.sae.model": GRAPH["saelab.sae.model"]
+                                     | {"saelab.sae.formats.hooks"}})) is not None
+    assert upward_imports({"saelab.evals.n2g": {"saelab.training.trainer"}, "saelab.training.trainer": set()}) == [
+        ("saelab.evals.n2g", "saelab.training.trainer")]
+    relative = ("from ..sae.model import SAE\nfrom . import splice\nfrom .probes import x\n\n"
+                "def f():\n    import saelab.lm.sites\n")
+    assert imports_in(relative, "saelab.evals") == {"saelab.sae.model", "saelab.evals.splice", "saelab.evals.probes",
+                                                    "saelab.lm.sites"}
     assert "saelab.sae.model" in GRAPH["saelab.sae.formats.openai"]  # from-imports resolve to modules
     assert "saelab.interp.dashboard" in GRAPH["saelab.interp.explorer"]  # `from saelab.interp import dashboard`
     with pytest.raises(AssertionError, match="belongs to no stage"):
         stage_of("saelab.newthing")
 
 
-def test_every_stage_says_what_it_does_and_may_import():
-    for stage in STAGES:
+def test_every_stage_lists_its_modules_and_what_it_may_import():
+    assert not (PACKAGE / "helpers").exists() and not (PACKAGE / "app").exists()
+    for stage in STAGES[1:-1]:
         init = PACKAGE / stage / "__init__.py"
-        if stage in ("helpers", "app"):
-            continue
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import" in doc, f"{init} needs a docstring saying what the stage does and what it may import"
+        children = {p.stem for p in init.parent.glob("*.py")} - {"__init__"}
+        children |= {p.parent.name + "/" for p in init.parent.glob("*/__init__.py")}
+        listed = set(re.findall(r"^ {4}([a-z0-9_]+/?) ", doc, re.M))
+        assert listed == children, f"{init}: its docstring lists {sorted(listed)}, the folder holds {sorted(children)}"
+    assert set(TOP_LEVEL) == {p.stem for p in PACKAGE.glob("*.py")}, "each top-level module needs a stage in TOP_LEVEL"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -138,9 +177,17 @@ def test_modules_stay_small(module):
         "('Length: ...')")
 
 
-def test_public_api_resolves():
+PUBLIC_API = {"SAE", "SAEConfig", "load_sae", "Trainer", "TrainConfig", "harvest", "HarvestConfig", "spliced",
+              "load_lm", "ActivationCache", "reconstruction_metrics", "zoo_sae"}
+
+
+def test_public_api_resolves_and_import_saelab_stays_light():
     import saelab
 
+    assert PUBLIC_API <= set(saelab.__all__), f"missing from saelab's API: {sorted(PUBLIC_API - set(saelab.__all__))}"
+    light = subprocess.run([sys.executable, "-c", "import sys, saelab; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False", "`import saelab` imported torch"
     for name in saelab.__all__:
         value = getattr(saelab, name)
         assert getattr(importlib.import_module(saelab._API[name]), name) is value

@@ -6,5 +6,5 @@
     cache     the activation cache on disk: sharded safetensors, verified, read in a seeded order
     stream    activations straight from the LM with a shuffle buffer (no disk)
 
-May import: `saelab.lm` and the top-level helpers.
+May import: `lm` and the top-level helpers.
 """

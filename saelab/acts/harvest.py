@@ -1,6 +1,6 @@
 """Harvest a causal LM's activations at one site into a verified, resumable disk cache.
 
-The forward pass stops right after the hooked module (`sites.run_to_site`): no later blocks and no
+The forward pass stops right after the hooked module (`saelab.lm.sites.run_to_site`): no later blocks and no
 LM head run. Positions before `exclude_first` and norm outliers (`outliers.outlier_mask`) are dropped.
 Under torchrun, rank r harvests shards i with i % world == r into one folder. The files are
 described in `saelab.acts.cache`; `saelab.acts.stream` gives the same tokens without writing them.

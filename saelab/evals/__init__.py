@@ -8,6 +8,6 @@
     ablation        ablation sparsity of each latent's effect on the logits (section 4.5)
     suite           all of them side by side on one or several SAEs (`saelab eval`)
 
-May import: `saelab.sae`, `saelab.acts`, `saelab.lm` and the top-level helpers. Training imports the held-out
-metrics from here (the trainer evaluates as it goes), so nothing here imports `saelab.training`.
+May import: `lm`, `acts`, `sae` and the top-level helpers. It comes before `training` because an evaluation needs
+only an SAE (one loaded from SAE Lens as well as one trained here) and the trainer scores held-out data as it goes.
 """

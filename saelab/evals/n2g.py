@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .splice import Codes
+from saelab.evals.splice import Codes
 
 
 @dataclass

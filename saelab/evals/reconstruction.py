@@ -15,7 +15,7 @@ from saelab.acts.cache import ActivationCache
 
 
 class NormalizedMSE:
-    """`normalized_mse` over many batches: SSE / (sum ||x||^2 - ||sum x||^2 / n), accumulated in fp64."""
+    """`saelab.sae.losses.normalized_mse` over many batches: SSE / (sum ||x||^2 - ||sum x||^2 / n), in fp64."""
 
     def __init__(self):
         self.sse, self.sum_x, self.sum_sq, self.n = 0.0, 0.0, 0.0, 0

@@ -6,5 +6,5 @@
     steering      edits through the splice: steer, clamp, ablate; `spliced` and `generate`
     attribution   which latents a metric depends on: attribution estimates against real ablations
 
-May import: `saelab.training` and every earlier stage (not `saelab.studies`).
+May import: every earlier stage (`lm` to `studies`; it uses `lm`, `acts`, `sae`, `evals`) and the top-level helpers.
 """

@@ -118,7 +118,7 @@ def edit_rows(sae: SAE, rows_RD: torch.Tensor, positions_R: torch.Tensor, edits:
 
 def edited_replacement(sae: SAE, edits: Sequence[Edit] = (), keep_error: bool = True, **encode_kwargs
                        ) -> Replacement:
-    """A `splice.Replacement` that applies `edit_rows` to the positions the SAE handles."""
+    """A `saelab.evals.splice.Replacement` that applies `edit_rows` to the positions the SAE handles."""
 
     def replace(x_BTD, mask_BT, positions_BT):
         positions_R = positions_BT[mask_BT]

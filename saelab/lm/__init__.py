@@ -5,5 +5,5 @@ random model for tests) and hook a site in it.
     sites   hook sites (resid_post, mlp_out, attn_out) and a forward pass that stops right after one
     hub     fail fast, with the fix, on a name that is neither built in nor reachable
 
-May import: the top-level helpers (`saelab.assets`, `files`, `config`, `distributed`, `pages`).
+May import: only the top-level helpers (`saelab.assets`, `files`, `config`, `distributed`, `pages`).
 """

@@ -2,12 +2,13 @@
 
     config       `SAEConfig` (what an SAE is asked to be; saved as cfg.json)
     model        `SAE`: TopK (AuxK, Multi-TopK), the ReLU + L1 baseline, save/load of saelab's folder
-    activations  which latents a token keeps: TopK, BatchTopK, JumpReLU, ReLU (test-time choices too)
+    activation_fns  which latents a token keeps: TopK, BatchTopK, JumpReLU, ReLU (test-time choices too)
     input_norm   the space the SAE encodes from (the paper's per-token unit norm, layernorm, ...) and its undo
     kernels      sparse encode/decode and their backward passes (CPU and CUDA)
     losses       the paper's normalized MSE of one batch (the training loss)
     folder       saelab's SAE folder as files (cfg.json + sae.safetensors), no model code
     formats/     other libraries' SAE files (SAE Lens, sparsify, OpenAI, Hub) and `load_sae`
 
-May import: `saelab.acts`, `saelab.lm` and the top-level helpers. The model never imports `formats/`.
+May import: the earlier stages (`lm`, `acts`; none is needed today) and the top-level helpers. `formats/` builds
+on the model, so the model never imports `formats/` (the layout test would see the circle).
 """

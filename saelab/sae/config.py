@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from saelab.sae.activations import SAE_ACTIVATIONS
+from saelab.sae.activation_fns import SAE_ACTIVATIONS
 from saelab.sae.input_norm import canonical_normalization
 
 

@@ -11,8 +11,9 @@ Training losses, all in the normalised space (section 2.2 and appendix A.2):
     multi = Multi-TopK: nmse(k) + coef * nmse(factor * k)   (default L(k) + L(4k)/8)
     total = nmse [+ multi term] + aux_coef * aux [+ l1_coef * L1 for the ReLU baseline]
 
-Test-time activations live in `saelab.sae.activations`, saving and the other libraries' layouts in
-`saelab.sae.formats` (`saelab.load_sae` reads SAE Lens, sparsify, OpenAI and Hub SAEs into this class).
+Test-time activations live in `saelab.sae.activation_fns`; `save`/`load` write and read saelab's folder through
+`saelab.sae.folder`; other libraries' layouts are `saelab.sae.formats` (`saelab.load_sae` reads SAE Lens, sparsify,
+OpenAI and Hub SAEs into this class).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from saelab.sae.activations import make_activation
+from saelab.sae.activation_fns import make_activation
 from saelab.sae.config import SAEConfig
 from saelab.sae.folder import check_shapes, read_folder, write_folder
 from saelab.sae.input_norm import PER_TOKEN, Undo, dataset_scale_from, normalize
@@ -192,7 +193,7 @@ class SAE(nn.Module):
     def encode(self, x: torch.Tensor, activation: str | None = None, k: int | None = None,
                threshold: float | torch.Tensor | None = None, keep_pre: bool = False, grad: bool = False
                ) -> EncodeOut:
-        """Encode with the SAE's activation or a test-time one (section 5.3, `saelab.sae.activations`):
+        """Encode with the SAE's activation or a test-time one (section 5.3, `saelab.sae.activation_fns`):
         'topk' (k' = `k`), 'jumprelu' (pre > `threshold`; a JumpReLU SAE's own per-latent thresholds by
         default), 'batchtopk' (k*B over the batch), 'relu'.
         Runs on the SAE's device; the codes come back on `x`'s device (`keep_pre`'s dense pre-activations

@@ -5,5 +5,5 @@
     scaling_laws          fit L(N), L(N, k) and L(C) to a grid, with uncertainties (section 3)
     progressive_recovery  test-time k and JumpReLU sweeps, activation shrinkage (section 5)
 
-May import: `saelab.training` and every earlier stage.
+May import: every earlier stage (`lm` to `training`) and the top-level helpers.
 """

@@ -85,7 +85,7 @@ def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: A
     interpolate log L0 against log coefficient between the bracket's ends. Coefficients are rounded to
     3 significant digits, and each trial is saved in `out` as a frontier point, so `run_frontier`
     reuses it. Short runs end at a higher L0 than a full run (L1 keeps pruning): the full run's L0 is
-    what `presets.ZOO` records. Returns {'l1_coef', 'l0', 'trials', 'converged'}.
+    what `saelab.presets.ZOO` records. Returns {'l1_coef', 'l0', 'trials', 'converged'}.
     """
     trials: list[dict] = []
 

@@ -3,5 +3,5 @@
     toy         synthetic activations with known features (notebook 00)
     exercises/  the notebooks' exercise checks, their reference solutions and `todo` stubs
 
-May import: every earlier stage.
+May import: every earlier stage and the top-level helpers.
 """

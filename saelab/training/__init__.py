@@ -5,5 +5,5 @@
     runs     a run folder's record of what it was asked (run.json), checked before anything runs
     report   the run's metrics.json and training curves
 
-May import: `saelab.evals`, `saelab.sae`, `saelab.acts`, `saelab.lm` and the top-level helpers.
+May import: `lm`, `acts`, `sae`, `evals` and the top-level helpers.
 """

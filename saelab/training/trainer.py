@@ -11,7 +11,7 @@ Where each choice comes from (Gao et al. 2024 section 2 and appendix A; openai/s
 - saelab's own: the paper and the released training loop use a constant learning rate; saelab warms
   up over the first 2% of steps and decays linearly to zero over the last `decay_frac` (0.2 by default,
   0.5 in the main job), because short CPU runs of a few thousand steps end measurably better with a
-  decay (`presets.train_defaults` records the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
+  decay (`saelab.presets.train_defaults` records the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from saelab.studies import scaling_grid as scale
+from saelab.studies import scaling_grid
 from saelab.studies.scaling_grid import ScaleConfig, read_points, run_grid
 from saelab.studies.scaling_laws import (
     compute_envelope,
@@ -106,17 +106,17 @@ def test_a_killed_grid_resumes_skipping_finished_points_and_gives_the_same_csv(t
     first = read_points(folder)
     assert len(first) == 1, "the grid finished before the kill; nothing was tested"
     trained = []
-    original = scale.train_point
+    original = scaling_grid.train_point
 
     def spy(tcfg, *a, **kw):
         trained.append(tcfg.n_latents)
         return original(tcfg, *a, **kw)
 
-    scale.train_point = spy
+    scaling_grid.train_point = spy
     try:
         again, again_folder = run_grid(GRID, BASE, train, held, out, progress=False, log=lambda *a: None)
     finally:
-        scale.train_point = original
+        scaling_grid.train_point = original
     assert again_folder == folder and trained == [64]  # the finished point was skipped
     cols = ["n", "k", "lr", "tokens", "steps", "flops", "l0", "status"]
     pd.testing.assert_frame_equal(again[cols], ref[cols])
@@ -139,7 +139,7 @@ def test_a_changed_setting_starts_a_new_grid_and_a_failed_point_is_reported(tmp_
     def broken(tcfg, *a, **kw):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(scale, "train_point", broken)
+    monkeypatch.setattr(scaling_grid, "train_point", broken)
     messages = []
     failed, _ = run_grid(replace(GRID, eval_every=3), BASE, train, held, tmp_path, progress=False,
                          log=messages.append)

@@ -44,7 +44,7 @@ BASELINE = "relu"      # the zoo's ReLU + L1 SAE, trained on the same data
 DOWNSTREAM_CONTEXTS = 8 if FAST else 64
 N2G_LATENTS = 64 if FAST else 256
 N2G_HELDOUT_CONTEXTS = 48 if FAST else 256
-ABLATION_LATENTS = 4 if FAST else 32
+ABLATION_POSITIONS = 2 if FAST else 16   # sampled tokens; every latent active at one is ablated
 SEED = 0
 DEVICE = "auto"        # "auto": CUDA when present, else CPU
 
@@ -144,7 +144,9 @@ for name, d in down.items():
 #
 # Take binary tasks whose answer we know: the 12 Wikipedia topics (one vs rest), the language of a summary
 # (English/Spanish/French), Wikipedia vs news, and token-level tasks (a digit, a year, a capitalised word start,
-# punctuation), all on **held-out** documents. For every latent fit a 1-D logistic regression, keep the best latent on
+# punctuation), all on **held-out** documents. For every latent fit a 1-D logistic regression on its **pre-activation**
+# $z_i = (W_{enc}(x - b_{pre}) + b_{enc})_i$, a value on every token (not the post-TopK code, which is 0 wherever the
+# latent is outside the token's top $k$), keep the best latent on
 # one half of the data, and report its cross-entropy on the other half; the halves never share a document, and for
 # token tasks never share a context (tokens of one context are alike, so a token-level split would score a probe on
 # near-copies of its training rows). The English side of the language and source tasks is sampled across all 12 topics,
@@ -298,18 +300,20 @@ print(f"one logit moves: {sparsity(one_logit):.2e} (= 1/(TV) = {1 / (16 * V):.2e
 # ```
 # </details>
 #
-# Now the real thing: the library ablates each sampled latent where it fires, measures the logit differences
-# over the next 16 positions and applies the same formula.
+# Now the real thing. Which latents to ablate: sample **token positions** and ablate, one at a time, every latent
+# active at each; a latent then counts as often as it fires (sampling live latents uniformly would weight a latent
+# that fires once as much as one that fires on every token). The library measures the logit differences over the
+# next 16 positions and applies the same formula.
 
 # %%
-from saelab.evals.ablation import ablation_sparsity
+from saelab.evals.ablation import position_ablation_sparsity
 abl = {}
 for name, sae in saes.items():
-    lats = held_codes[name].sample_alive(ABLATION_LATENTS, SEED)
-    abl[name] = pd.DataFrame(ablation_sparsity(lm, sae, held_codes[name], lats, contexts_per_latent=2 if FAST else 4,
-                                               where=where))
-pd.DataFrame({name: {"median sparsity": d.sparsity.median(), "median (random direction)": d.random_sparsity.median(),
-                     "latents": len(d)} for name, d in abl.items()}).round(4)
+    abl[name] = pd.DataFrame(position_ablation_sparsity(lm, sae, held_codes[name], ABLATION_POSITIONS, where=where,
+                                                        seed=SEED))
+pd.DataFrame({name: {"median sparsity": d.sparsity.median(), "mean": d.sparsity.mean(),
+                     "median (random direction)": d.random_sparsity.median(), "ablations": len(d)}
+              for name, d in abl.items()}).round(4)
 
 # %%
 fig = go.Figure()

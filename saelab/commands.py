@@ -137,7 +137,9 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         stream = StreamShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size // world,
                                capacity=args.shuffle_buffer // world, seed=tcfg.seed + rank)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
-                          provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"]},
+                          provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"],
+                                      "corpus": hcfg.corpus, "split": hcfg.split, "context": asdict(hcfg.context),
+                                      "exclude_first": hcfg.exclude_first, "outlier_factor": hcfg.outlier_factor},
                           device=device)
         n_harvested = hcfg.max_tokens
     else:

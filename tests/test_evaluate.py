@@ -10,7 +10,14 @@ from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
 from saelab.evals.ablation import ablation_sparsity, effect_sparsity
 from saelab.evals.downstream import downstream_loss, downstream_losses
 from saelab.evals.n2g import N2GConfig, n2g_evaluation
-from saelab.evals.probes import ProbeConfig, best_probe, fit_logistic_1d, probe_losses, token_labels
+from saelab.evals.probes import (
+    ProbeConfig,
+    best_probe,
+    fit_logistic_1d,
+    latent_features,
+    probe_losses,
+    token_labels,
+)
 from saelab.evals.splice import Codes, SpliceSite, encode_contexts
 from saelab.sae.config import SAEConfig
 from saelab.sae.model import SAE
@@ -64,6 +71,46 @@ def test_excluded_positions_stay_clean_and_are_counted(tiny_lm, tokens):
     assert r["n_positions_spliced"] == (tokens.shape[1] - 4) * len(tokens)
 
 
+def test_the_all_positions_splice_changes_exactly_every_position(tiny_lm, tokens):
+    """positions='all' replaces position 0 and the norm outliers too; 'trained' leaves them clean as the
+    SAE's data record says (here: its harvest left out the first 3 positions and had no outlier rule)."""
+    import saelab.evals.splice as S
+
+    sae = identity_sae(tiny_lm.d_model)
+    sae.data_record = {"exclude_first": 3, "outlier_factor": None}
+    trained, everything = SpliceSite.of(sae, tiny_lm), SpliceSite.of(sae, tiny_lm, positions="all")
+    assert (trained.exclude_first, trained.outlier_factor) == (3, None)
+    assert (everything.exclude_first, everything.outlier_factor) == (0, None)
+    seen = {}
+
+    def zero(x_BTD, mask_BT, _positions=None):
+        seen["mask"] = mask_BT.clone()
+        return torch.zeros_like(x_BTD)
+
+    for where, clean in ((trained, 3), (everything, 0)):
+        clean_logits = tiny_lm.model(input_ids=tokens).logits
+        logits = S.patched_logits(tiny_lm, tokens, where, zero)
+        assert int((~seen["mask"]).sum()) == clean * len(tokens)  # exactly the positions it says are left out
+        changed = (logits - clean_logits).abs().amax(-1) > 1e-6
+        assert not changed[:, :clean].any() and changed[:, clean:].all()
+    r = downstream_loss(tiny_lm, sae, tokens, everything, progress=False)
+    assert r["n_positions_left_clean"] == 0
+    with pytest.raises(ValueError, match="'trained' or 'all'"):
+        SpliceSite.of(sae, tiny_lm, positions="every")
+
+
+def test_evaluations_score_on_the_split_the_sae_trained_on():
+    from saelab.evals.splice import heldout_context
+
+    mine = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    mine.data_record = {"context": {**ContextConfig().__dict__, "heldout_fraction": 0.2, "seed": 3}}
+    ctx = heldout_context([mine])
+    assert (ctx.heldout_fraction, ctx.seed) == (0.2, 3)
+    foreign = SAE(SAEConfig(d_in=8, n_latents=16, k=2, source="sae_lens:x"))
+    with pytest.warns(UserWarning, match="does not record its training split"):
+        assert heldout_context([foreign]) == ContextConfig()
+
+
 def test_probe_on_a_latent_equal_to_the_label_has_near_zero_loss():
     g = torch.Generator().manual_seed(0)
     y = (torch.rand(600, generator=g) < 0.3).to(torch.int8)
@@ -73,6 +120,28 @@ def test_probe_on_a_latent_equal_to_the_label_has_near_zero_loss():
     assert r["feature"] == 17 and r["loss"] < 0.05
     noise = best_probe(x[:, :10], y)
     assert noise["loss"] > 0.8 * noise["prior_loss"]  # no signal: close to predicting the base rate
+
+
+def test_probes_see_pre_activations_so_a_latent_never_in_the_top_k_still_counts():
+    """A latent whose pre-activation carries the label perfectly but never wins a top-k slot: on the
+    pre-activations (the paper's probe) its loss is near zero; on the post-TopK codes it is invisible."""
+    g = torch.Generator().manual_seed(0)
+    d, n, k, M = 16, 32, 4, 2000
+    x = torch.randn(M, d, generator=g)
+    y = (x[:, 0] > 0).to(torch.int8)
+    sae = SAE(SAEConfig(d_in=d, n_latents=n, k=k), seed=0)
+    with torch.no_grad():
+        sae.b_pre.zero_()
+        sae.W_enc[0] = torch.nn.functional.one_hot(torch.tensor(0), d).float()  # latent 0 reads the label's axis
+        sae.b_enc[0] = -50.0  # ... but always loses the top-k to the others
+        sae.b_enc[1:] = 10.0
+    assert not (sae.encode(x).top_idx_BK == 0).any()
+    pre = best_probe(latent_features(sae, x, "pre_activations"), y)
+    post = best_probe(latent_features(sae, x, "post_topk_codes"), y)
+    assert pre["feature"] == 0 and pre["loss"] < 0.15 * pre["prior_loss"]  # the ridge keeps it off 0
+    assert post["loss"] > 0.5 * post["prior_loss"]
+    with pytest.raises(ValueError, match="pre_activations"):
+        latent_features(sae, x, "codes")
 
 
 def test_logistic_newton_matches_the_closed_form_optimum():
@@ -146,6 +215,10 @@ def test_n2g_scores_a_random_latent_poorly():
     held = _codes_where(torch.randint(0, 50, (100, 16), generator=g), fire)
     r = n2g_evaluation(build, held, latents=[2], cfg=N2GConfig(max_n=2))
     assert r["rows"][0]["f1"] < 0.3
+    # an explanation that predicts nothing on held-out: precision undefined per latent, 0 in the summary, counted
+    none = n2g_evaluation(build, held, latents=[2], cfg=N2GConfig(max_n=2, min_precision=1.01))
+    assert none["rows"][0]["heldout_predicted"] == 0 and none["rows"][0]["precision"] != none["rows"][0]["precision"]
+    assert none["summary"]["n_predicting_nothing"] == 1 and none["summary"]["precision"]["mean"] == 0.0
 
 
 def test_effect_sparsity_is_the_papers_definition():
@@ -212,6 +285,49 @@ def test_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
     dead = ablation_sparsity(tiny_lm, sae, codes, [int(torch.nonzero(ptr[1:] == ptr[:-1])[0])]
                              if bool((ptr[1:] == ptr[:-1]).any()) else [], where=where, progress=False)
     assert all(r["n_contexts"] == 0 for r in dead)
+
+
+def test_position_sampling_weights_latents_by_firing_frequency():
+    """Latent 0 fires on 90% of tokens, latent 1 on 10%: sampled by position, 0 is ablated ~9x as often
+    (sampling latents uniformly, as saelab did before, gives each the same weight)."""
+    from saelab.evals.ablation import sample_positions
+
+    g = torch.Generator().manual_seed(0)
+    N, T = 400, 32
+    frequent = torch.rand(N, T, generator=g) < 0.9
+    rare = torch.rand(N, T, generator=g) < 0.1
+    acts = torch.stack([frequent.float(), rare.float()], -1)
+    idx = torch.stack([torch.zeros(N, T, dtype=torch.long), torch.ones(N, T, dtype=torch.long)], -1)
+    codes = Codes(torch.zeros(N, T, dtype=torch.long), acts, idx, torch.ones(N, T, dtype=torch.bool), 2)
+    picks = sample_positions(codes, 2000, window=16, seed=0)
+    assert len(picks) == 2000 and all(t + 16 <= T for _, t, _ in picks)
+    counts = [sum(lat in lats for _, _, lats in picks) for lat in (0, 1)]
+    assert 7 < counts[0] / counts[1] < 11
+    assert all(bool(frequent[c, t]) == (0 in lats) and bool(rare[c, t]) == (1 in lats) for c, t, lats in picks)
+
+
+def test_position_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
+    from saelab.evals.ablation import position_ablation_sparsity
+
+    sae = identity_sae(tiny_lm.d_model)
+    where = SpliceSite(layer=LAYER, outlier_factor=None)
+    codes = encode_contexts(tiny_lm, sae, tokens, where, progress=False)
+    rows = position_ablation_sparsity(tiny_lm, sae, codes, n_positions=3, where=where, progress=False)
+    per_position = {(r["context"], r["index"]) for r in rows}
+    assert len(per_position) == 3 and len(rows) == 3 * sae.cfg.k  # the identity SAE keeps d latents a token
+    assert all(0 < r["sparsity"] <= 1 and 0 < r["random_sparsity"] <= 1 for r in rows)
+    # each row's ablation equals the one-latent ablation at that index (the per-latent code path)
+    r = rows[0]
+    one = torch.zeros(1, tokens.shape[1], dtype=torch.bool)
+    one[0, r["index"]] = True
+    from saelab.evals.ablation import _latent_replacement, effect_sparsity
+    from saelab.evals.splice import patched_logits
+
+    ids = tokens[r["context"]:r["context"] + 1]
+    base = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "none", 0))
+    cut = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "ablate", 0))
+    t = r["index"]
+    assert abs(effect_sparsity((cut - base)[0, t:t + 16]) - r["sparsity"]) < 1e-3
 
 
 def test_cli_eval_and_sweep_write_reports(tmp_path, tiny_lm):

@@ -367,6 +367,22 @@ def test_load_names_damaged_files_and_other_libraries_folders(tmp_path):
     assert SAE.load(good).cfg.n_latents == 16
 
 
+@pytest.mark.parametrize("field,value,expected", [
+    ("k", "2", r"'k' is '2' \(str\), expected int"), ("k", True, r"'k' is True \(bool\), expected int"),
+    ("multi_topk", "no", "expected bool"), ("aux_coef", None, "expected float"),
+    ("layer", 1.5, "expected int or null"), ("normalize", "bogus", "normalize must be one of")])
+def test_a_config_field_of_the_wrong_type_names_the_field_folder_and_fix(tmp_path, field, value, expected):
+    folder = SAE(SAEConfig(d_in=8, n_latents=16, k=2)).save(tmp_path / "edited")
+    meta = json.loads((folder / "cfg.json").read_text())
+    meta["config"][field] = value
+    (folder / "cfg.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=f"edited/cfg.json: .*{expected}.*(fix that value in cfg.json|re-save)"):
+        SAE.load(folder)
+    meta["config"][field] = {"k": 2, "multi_topk": False, "aux_coef": 1, "layer": None, "normalize": "none"}[field]
+    (folder / "cfg.json").write_text(json.dumps(meta))  # an int where a float is asked is fine
+    assert SAE.load(folder).cfg.k == 2
+
+
 def test_format_1_folder_loads_with_its_scale_moved_to_buffers(tmp_path):
     """saelab <= 0.1 kept input_scale and tokens_seen in cfg.json and called the dataset scale 'unit_msn'."""
     from safetensors.torch import save_file

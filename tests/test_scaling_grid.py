@@ -85,6 +85,29 @@ run_grid(grid, base, ActivationCache(sys.argv[1]), ActivationCache(sys.argv[2]),
 """
 
 
+def test_a_constant_lr_grid_point_is_the_curve_that_L_of_C_reads(tmp_path, caches):
+    """schedule='constant' (the default): after the warmup the point trains at its full learning rate to the
+    end, and `loss_curves` reads exactly that run's held-out evaluations; 'decay' is another grid (the id
+    of grids from before the option) whose point ends with the learning rate near zero."""
+    from saelab.studies.scaling_grid import grid_folder, grid_settings, loss_curves, point_config
+    from saelab.training.trainer import read_log
+
+    train, held = caches
+    grid = replace(GRID, ns="32")
+    assert grid.schedule == "constant" and point_config(grid, BASE, 32, 4).decay_frac == 0.0
+    _, folder = run_grid(grid, BASE, train, held, tmp_path, progress=False, log=lambda *a: None)
+    log = [r for r in read_log(folder / "n32-k4" / "log.jsonl") if "lr" in r]
+    warm = [r["lr"] for r in log if r["step"] > 1]
+    assert max(warm) == min(warm) == point_config(grid, BASE, 32, 4).lr  # constant after the warmup
+    evals = [(r["tokens"], r["eval_nmse"]) for r in read_log(folder / "n32-k4" / "log.jsonl") if "eval_nmse" in r]
+    curves = loss_curves(folder, train.d_model)
+    assert list(zip(curves.tokens, curves.nmse)) == evals
+    decay = replace(grid, schedule="decay")
+    assert point_config(decay, BASE, 32, 4).decay_frac == BASE.decay_frac > 0
+    assert grid_folder(tmp_path, grid_settings(decay, BASE, train, held)) != folder
+    assert "schedule" not in grid_settings(decay, BASE, train, held)["scale"]  # the pre-0.2 grid id
+
+
 def test_a_killed_grid_resumes_skipping_finished_points_and_gives_the_same_csv(tmp_path, caches):
     import torch
 

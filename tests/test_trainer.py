@@ -33,6 +33,12 @@ def test_training_reduces_heldout_nmse_and_logs(tmp_path, caches):
     sae = SAE.load(tmp_path / "sae")
     assert sae.cfg.model == "tiny-gpt2" and sae.cfg.layer == 2 and int(sae.tokens_seen) == tr.total_steps * 512
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(256))
+    # the data record: what the evaluations read (its split, the positions its harvest left out)
+    m = train.manifest
+    assert sae.data_record == {k: m[k] for k in ("corpus", "corpus_hash", "split", "context", "exclude_first",
+                                                 "outlier_factor")}
+    sae.save(tmp_path / "again")
+    assert SAE.load(tmp_path / "again").data_record == sae.data_record
 
 
 def test_lr_schedule_warmup_and_decay(caches, tmp_path):

@@ -221,3 +221,13 @@ class ShuffledCacheLoader:
             yield torch.cat(pieces).to(self.device, torch.float32, non_blocking=True)
 
 
+DATA_RECORD = ("corpus", "corpus_hash", "split", "context", "exclude_first", "outlier_factor")
+"""What an SAE records of its training activations (from the cache's manifest): the evaluations score it on
+the same split's held-out documents and splice it at the positions it was trained on."""
+
+
+def data_record(manifest: dict, provenance: dict | None = None) -> dict | None:
+    """The DATA_RECORD fields of a cache manifest (or of a stream's provenance); None when none is known."""
+    source = {**manifest, **(provenance or {})}
+    record = {k: source.get(k) for k in DATA_RECORD}
+    return record if any(v is not None for v in record.values()) else None

@@ -58,9 +58,10 @@ def ablation_index(positions: list[int], ctx_len: int, window: int, rng: np.rand
     return (int(rng.choice(fits)), True) if fits else (min(positions), False)
 
 
-def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str, seed: int):
-    """SAE reconstruction everywhere, with `latent` removed (mode 'ablate'), a random kick of the same
-    norm ('random') or nothing changed ('none') at the single index marked in each row of `index_BT`."""
+def _latent_replacement(sae: SAE, latent, index_BT: torch.Tensor, mode: str, seed: int):
+    """SAE reconstruction everywhere, with the latent removed (mode 'ablate'), a random kick of the same
+    norm ('random') or nothing changed ('none') at the single index marked in each row of `index_BT`.
+    `latent`: one latent for every row, or a [B] tensor of one latent per row."""
 
     def replace(x_BTD, mask_BT, _positions_BT=None):
         B, T, D = x_BTD.shape
@@ -70,13 +71,14 @@ def _latent_replacement(sae: SAE, latent: int, index_BT: torch.Tensor, mode: str
         hit = index_BT.to(mask_BT.device) & mask_BT
         if mode == "none" or not bool(hit.any()):
             return recon
-        removed = sae.decode(enc.top_acts_BK.masked_fill(enc.top_idx_BK == latent, 0.0), enc.top_idx_BK,
+        lat_rows = torch.as_tensor(latent).to(enc.top_idx_BK.device).reshape(-1, 1).expand(B, T).reshape(-1, 1)
+        removed = sae.decode(enc.top_acts_BK.masked_fill(enc.top_idx_BK == lat_rows, 0.0), enc.top_idx_BK,
                              flat).reshape(B, T, D)
         delta = removed - recon
         if mode == "random":
             g = torch.Generator(device="cpu").manual_seed(seed)
-            r = torch.randn(D, generator=g).to(delta)
-            delta = r / r.norm() * delta.norm(dim=-1, keepdim=True)
+            r = torch.randn(B, 1, D, generator=g).to(delta)
+            delta = r / r.norm(dim=-1, keepdim=True) * delta.norm(dim=-1, keepdim=True)
         return recon + delta * hit[..., None]
 
     return replace
@@ -141,4 +143,58 @@ def ablation_sparsity(lm: LM, sae: SAE, codes: Codes, latents: list[int], contex
             if mode == "ablate":
                 out["mean_abs_effect"] = float(sum(mags) / len(mags)) if mags else float("nan")
         rows.append(out)
+    return rows
+
+
+def sample_positions(codes: Codes, n_positions: int, window: int = WINDOW, seed: int = 0
+                     ) -> list[tuple[int, int, list[int]]]:
+    """Up to `n_positions` (context, index, latents active there) drawn uniformly among the spliced positions
+    that leave a full `window` and where some latent fires: ablating every latent active at a sampled token
+    weights each latent by how often it fires, as sampling token positions does."""
+    N, T, _ = codes.acts_NTK.shape
+    active = (codes.acts_NTK > 0).any(-1) & codes.valid_NT
+    active[:, max(T - window + 1, 0):] = False
+    flat = torch.nonzero(active.reshape(-1)).squeeze(1)
+    g = torch.Generator().manual_seed(seed)
+    chosen = flat[torch.randperm(len(flat), generator=g)[:n_positions]].sort().values
+    out = []
+    for f in chosen.tolist():
+        c, t = divmod(f, T)
+        lats = codes.idx_NTK[c, t][codes.acts_NTK[c, t] > 0].tolist()
+        out.append((c, t, sorted(set(lats))))
+    return out
+
+
+@torch.no_grad()
+def position_ablation_sparsity(lm: LM, sae: SAE, codes: Codes, n_positions: int = 16, where: SpliceSite | None = None,
+                               baseline: bool = True, progress: bool = True, window: int = WINDOW, seed: int = 0
+                               ) -> list[dict]:
+    """Ablation sparsity sampled by token position (the aggregate that weights latents by firing frequency):
+    at each of `n_positions` sampled tokens, every active latent is ablated alone at that index; one row per
+    (position, latent) with its sparsity and, when `baseline`, a same-norm random direction's at the same index."""
+    from tqdm.auto import tqdm
+
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    where = where or SpliceSite.of(sae, lm)
+    T = codes.tokens_NT.shape[1]
+    rows = []
+    for c, t, lats in tqdm(sample_positions(codes, n_positions, window, seed), desc="ablation sparsity",
+                           disable=not progress, leave=False):
+        ids = codes.tokens_NT[c:c + 1].long().expand(len(lats), T)
+        index = torch.zeros(len(lats), T, dtype=torch.bool)
+        index[:, t] = True
+        lat = torch.tensor(lats)
+        # spliced, nothing ablated, in the same batch shape: only the edit differs bit for bit
+        base = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, "none", seed=c))
+        out = [{"context": c, "index": t, "latent": int(x), "window": window} for x in lats]
+        for mode in ["ablate"] + (["random"] if baseline else []):
+            logits = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, mode, seed=c * T + t))
+            key = "sparsity" if mode == "ablate" else "random_sparsity"
+            for j, row in enumerate(out):
+                e = median_centred((logits[j, t:t + window] - base[j, t:t + window]).cpu())
+                row[key] = _sparsity(e)
+                if mode == "ablate":
+                    row["mean_abs_effect"] = float(e.abs().mean())
+        rows += out
     return rows

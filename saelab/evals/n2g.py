@@ -159,7 +159,9 @@ def n2g_evaluation(build: Codes, heldout: Codes, latents: list[int] | None = Non
 
     latents: which to explain (default: a random sample of `n_latents` among those that fire in
     `build`). Returns {'rows': per-latent scores (+ 'explanation' text when a tokenizer is given),
-    'summary': mean / median / quartiles of precision, recall, F1 over latents active on held-out}.
+    'summary': mean / median / quartiles of precision, recall, F1 over latents active on held-out, where a
+    latent whose explanation predicts no firing on held-out (precision undefined) counts as precision 0;
+    `n_predicting_nothing` says how many did}.
     """
     cfg = cfg or N2GConfig()
     vocab = int(max(build.tokens_NT.max(), heldout.tokens_NT.max())) + 1
@@ -173,8 +175,12 @@ def n2g_evaluation(build: Codes, heldout: Codes, latents: list[int] | None = Non
         for r in rows:
             r["explanation"] = exps[r["latent"]].describe(tokenizer)
     scored = [r for r in rows if r["heldout_active"] > 0]
+    # A latent active on held-out text whose explanation predicts no firing there (no n-gram kept, or none
+    # occurs) has an undefined precision; the summary counts it as 0 (it explained none of its firings) and
+    # says how many there were, so a mean precision is never raised by leaving the failures out.
     summary = {"n_latents": len(rows), "n_active_on_heldout": len(scored),
-               "n_with_explanation": sum(r["n_ngrams"] > 0 for r in rows)}
+               "n_with_explanation": sum(r["n_ngrams"] > 0 for r in rows),
+               "n_predicting_nothing": sum(r["heldout_predicted"] == 0 for r in scored)}
     for key in ("precision", "recall", "f1"):
         vals = np.array([r[key] if r[key] == r[key] else 0.0 for r in scored])
         if len(vals):

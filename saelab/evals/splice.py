@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from saelab.acts.corpus import ContextConfig
 from saelab.acts.outliers import outlier_mask
 from saelab.lm.models import LM
 from saelab.lm.sites import run_to_site, site_module
@@ -39,9 +40,17 @@ class SpliceSite:
     """Tokens above this multiple of the median norm stay clean (as in the harvest; None: none)."""
 
     @classmethod
-    def of(cls, sae: SAE, lm: LM, **overrides) -> SpliceSite:
-        """The site recorded in the SAE's config (falling back to the LM's default layer), checked to fit."""
+    def of(cls, sae: SAE, lm: LM, positions: str = "trained", **overrides) -> SpliceSite:
+        """The site recorded in the SAE's config (falling back to the LM's default layer), checked to fit.
+
+        positions: 'trained' (default) leaves clean what the SAE's training harvest left out, read from its
+        data record (`SAE.data_record`: exclude_first, outlier_factor), else the harvest's defaults (position 0
+        and tokens above 10x the median norm); 'all' splices every position, as the paper replaces the
+        activation at every position (the convention other libraries report their delta CE with).
+        """
         c = sae.cfg
+        if positions not in ("trained", "all"):
+            raise ValueError(f"positions must be 'trained' or 'all', got {positions!r}")
         check_fits(sae, lm)
         if c.layer is None and c.hook and "layer" not in overrides:
             raise ValueError(f"the SAE from {c.source or 'elsewhere'} reads hook {c.hook!r}, which saelab cannot map "
@@ -52,6 +61,10 @@ class SpliceSite:
                           f"{lm.name}'s default layer {lm.default_layer}: pass layer= to load_sae to choose",
                           stacklevel=2)
         kw = {"site": c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer}
+        if positions == "all":
+            kw.update(exclude_first=0, outlier_factor=None)
+        elif sae.data_record:
+            kw.update({k: sae.data_record[k] for k in ("exclude_first", "outlier_factor") if k in sae.data_record})
         return cls(**{**kw, **overrides})
 
 
@@ -61,6 +74,21 @@ def check_fits(sae: SAE, lm: LM) -> None:
         made_for = f" (it was trained on {sae.cfg.model})" if sae.cfg.model else ""
         raise ValueError(f"this SAE reads {sae.cfg.d_in}-wide activations but {lm.name} has d_model {lm.d_model}"
                          f"{made_for}; load the model it was trained on (e.g. --model {sae.cfg.model or 'NAME'})")
+
+
+def heldout_context(saes) -> ContextConfig:
+    """The context split the SAEs' training harvest used (their data records), so the evaluation's held-out
+    documents are the ones they never trained on. SAEs made elsewhere record none: the default split is used,
+    with a warning that those documents may be in their training data."""
+    records = [(s.data_record or {}).get("context") for s in saes]
+    known = [r for r in records if r]
+    if len(known) < len(records):
+        warnings.warn("an SAE here does not record its training split (made elsewhere, or before saelab 0.2): "
+                      "scoring on saelab's default held-out documents, which it may have trained on", stacklevel=2)
+    if any(r != known[0] for r in known[1:]):
+        warnings.warn("the SAEs were trained on different context splits; scoring all of them on the first's",
+                      stacklevel=2)
+    return ContextConfig(**known[0]) if known else ContextConfig()
 
 
 def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch.Tensor | None = None,

@@ -11,15 +11,17 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
-from saelab.evals.ablation import ablation_sparsity
+from saelab.acts.corpus import build_contexts, load_corpus
+from saelab.config import check_choices
+from saelab.evals.ablation import ablation_sparsity, position_ablation_sparsity
 from saelab.evals.downstream import downstream_loss
 from saelab.evals.n2g import N2GConfig, n2g_evaluation
 from saelab.evals.probes import ProbeConfig, probe_losses
-from saelab.evals.splice import SpliceSite, encode_contexts, site_mean
+from saelab.evals.splice import SpliceSite, encode_contexts, heldout_context, site_mean
 from saelab.files import atomic_write_text
 from saelab.lm.models import LM
 from saelab.sae.model import SAE
@@ -33,16 +35,24 @@ class SuiteConfig:
     """Corpus whose held-out documents are evaluated (train documents build N2G explanations)."""
     downstream_contexts: int = 64
     """Held-out contexts (64 tokens) for the downstream loss."""
+    splice_positions: Literal["trained", "all"] = "trained"
+    """Which positions the splice replaces: those the SAE trained on (its harvest's rule: not position 0 nor
+    norm outliers) or every position, as the paper's delta CE does."""
     n2g_build_contexts: int = 512
     """Training-split contexts whose top activations build the N2G explanations."""
     n2g_heldout_contexts: int = 256
     """Held-out contexts the explanations are scored on."""
     n2g_latents: int = 256
     """Latents explained (a random sample of those that fire)."""
+    ablation_sampling: Literal["positions", "latents"] = "positions"
+    """Ablation sparsity sampled by token position (every latent active at a sampled token is ablated, so latents
+    count by how often they fire) or by latent (a uniform sample of live latents, each at a few contexts)."""
+    ablation_positions: int = 16
+    """Token positions sampled ('positions'; each ablates the k latents active there)."""
     ablation_latents: int = 32
-    """Latents whose ablation sparsity is measured (a random sample of those that fire)."""
+    """Latents whose ablation sparsity is measured ('latents': a random sample of those that fire)."""
     ablation_contexts: int = 4
-    """Contexts per ablated latent."""
+    """Contexts per ablated latent ('latents')."""
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     """Probe tasks (see saelab.evals.probes)."""
     n2g: N2GConfig = field(default_factory=N2GConfig)
@@ -55,7 +65,7 @@ class SuiteConfig:
 
 def fast_suite_config() -> SuiteConfig:
     return SuiteConfig(downstream_contexts=8, n2g_build_contexts=96, n2g_heldout_contexts=48, n2g_latents=64,
-                       ablation_latents=4, ablation_contexts=2,
+                       ablation_positions=2, ablation_latents=4, ablation_contexts=2,
                        probes=ProbeConfig(docs_per_topic=8, docs_per_language=24, news_docs=24, token_contexts=24))
 
 
@@ -69,9 +79,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     cfg = cfg or SuiteConfig()
     wanted = set(cfg.metrics.split(","))
     first = next(iter(saes.values()))
-    where = SpliceSite.of(first, lm)
+    check_choices(cfg)
+    where = SpliceSite.of(first, lm, positions=cfg.splice_positions)
     corpus = load_corpus(cfg.corpus)
-    ctx_cfg = ContextConfig()
+    ctx_cfg = heldout_context(saes.values())  # the split the SAEs trained on
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)
     held = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "heldout", n_held).tokens_NT).long()
     # training-split contexts: they build the N2G explanations and the mean-ablation mean, so nothing that
@@ -109,13 +120,18 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
                 out["seconds"][f"n2g {name}"] = time.time() - t
             if "ablation" in wanted:
                 t = time.time()
-                lats = held_codes.sample_alive(cfg.ablation_latents, cfg.seed)
-                rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, where, progress=progress)
+                if cfg.ablation_sampling == "positions":
+                    rows = position_ablation_sparsity(lm, sae, held_codes, cfg.ablation_positions, where,
+                                                      progress=progress, seed=cfg.seed)
+                else:
+                    lats = held_codes.sample_alive(cfg.ablation_latents, cfg.seed)
+                    rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, where,
+                                             progress=progress)
                 vals = [r["sparsity"] for r in rows if r["sparsity"] == r["sparsity"]]
                 rand = [r["random_sparsity"] for r in rows if r.get("random_sparsity", math.nan) == r.get(
                     "random_sparsity", math.nan)]
                 res["ablation"] = {"median": _median(vals), "mean": _mean(vals), "random_median": _median(rand),
-                                   "n_latents": len(vals)}
+                                   "random_mean": _mean(rand), "n": len(vals), "sampling": cfg.ablation_sampling}
                 res["ablation_rows"] = rows
                 out["seconds"][f"ablation {name}"] = time.time() - t
     return out
@@ -144,7 +160,7 @@ def summary_rows(report: dict) -> list[dict]:
             row.update({"n2g_precision": r["n2g"]["precision"]["mean"], "n2g_recall": r["n2g"]["recall"]["mean"],
                         "n2g_f1": r["n2g"]["f1"]["mean"]})
         if "ablation" in r:
-            row.update({"ablation_sparsity": r["ablation"]["median"],
+            row.update({"ablation_sparsity": r["ablation"]["median"], "ablation_sparsity_mean": r["ablation"]["mean"],
                         "ablation_sparsity_random": r["ablation"]["random_median"]})
         rows.append(row)
     if "probes" in report:
@@ -169,7 +185,7 @@ def report_figures(report: dict):
                           yaxis_title="nats", height=420)
         figs.append(fig)
     for key, title, field_ in (("n2g_rows", "N2G F1 per latent (held-out)", "f1"),
-                               ("ablation_rows", "Ablation sparsity per latent (lower = sparser)", "sparsity")):
+                               ("ablation_rows", "Ablation sparsity per ablation (lower = sparser)", "sparsity")):
         fig = go.Figure()
         for name, r in report["saes"].items():
             vals = [row[field_] for row in r.get(key, []) if row[field_] == row[field_]]

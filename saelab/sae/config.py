@@ -10,7 +10,11 @@ from saelab.sae.input_norm import canonical_normalization
 
 
 def default_k_aux(d_in: int) -> int:
-    """The paper's guidance: a power of two near d_in / 2 (512 for GPT-2 small's 768)."""
+    """saelab's default k_aux: a power of two near d_in / 2 (512 at d_in = 768, 256 at SmolLM2's 576).
+
+    Attribution, checked: the released code's train.py `Config` sets auxk = 256 with d_model = 768 (a third of
+    d, not a half). saelab 0.1 credited "about d/2" to the paper; this project could not reach the paper's text
+    to confirm that sentence, so the rule is stated here as saelab's own choice."""
     return 2 ** round(math.log2(max(d_in / 2, 1)))
 
 

@@ -9,6 +9,7 @@ buffers); 2 keeps them as buffers, so a config says only what was asked.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def write_folder(folder: str | Path, cfg: SAEConfig, tensors: dict[str, torch.Te
     return folder
 
 
-def read_folder(folder: str | Path, device=None) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
-    """The config and tensors of a folder written by `write_folder`; other layouts and damaged files get an error
-    naming the fix. Format 1's config fields that are buffers now come back as tensors."""
+def read_folder(folder: str | Path, device=None) -> tuple[SAEConfig, dict[str, torch.Tensor], dict]:
+    """The config, tensors and the rest of cfg.json (training extras, the data record) of a folder written by
+    `write_folder`; other layouts and damaged files get an error naming the fix. Format 1's config fields that
+    are buffers now come back as tensors."""
     folder = Path(folder)
     _check_saelab_folder(folder)
     try:
@@ -58,7 +60,11 @@ def read_folder(folder: str | Path, device=None) -> tuple[SAEConfig, dict[str, t
     unknown = set(config) - {f.name for f in fields(SAEConfig)}
     if unknown:
         raise ValueError(f"{folder}/cfg.json has unknown config fields {sorted(unknown)}; upgrade saelab")
-    cfg = SAEConfig(**config)
+    _check_types(folder, config)
+    try:
+        cfg = SAEConfig(**config)
+    except ValueError as e:
+        raise ValueError(f"{folder}/cfg.json: {e}; fix that value in cfg.json or re-save the SAE") from None
     try:
         state = load_file(folder / "sae.safetensors", device=str(device or "cpu"))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated files
@@ -66,7 +72,7 @@ def read_folder(folder: str | Path, device=None) -> tuple[SAEConfig, dict[str, t
                          "re-save the SAE, or retrain it") from None
     for name, value in moved.items():
         state.setdefault(name, torch.tensor(value, dtype=_MOVED_TO_BUFFERS[name]))
-    return cfg, state
+    return cfg, state, {k: v for k, v in meta.items() if k not in ("format_version", "config")}
 
 
 def check_shapes(folder: str | Path, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
@@ -75,6 +81,22 @@ def check_shapes(folder: str | Path, expected: dict[str, torch.Tensor], got: dic
     got = {k: tuple(v.shape) for k, v in got.items()}
     if expected != got:
         raise ValueError(f"{folder}/sae.safetensors does not match its cfg.json: expected {expected}, got {got}")
+
+
+def _check_types(folder: Path, config: dict) -> None:
+    """Every config field of the JSON type its SAEConfig annotation says (ints for int, numbers for float,
+    null only where None is allowed), or an error naming the field, the folder and the fix."""
+    hints = typing.get_type_hints(SAEConfig)
+    for name, value in config.items():
+        allowed = typing.get_args(hints[name]) or (hints[name],)
+        ok = any(value is None if t is type(None) else
+                 isinstance(value, (int, float)) and not isinstance(value, bool) if t is float else
+                 isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed)
+        if not ok:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{folder}/cfg.json: config field {name!r} is {value!r} ({type(value).__name__}), "
+                             f"expected {want}; fix that value in cfg.json (e.g. write numbers without quotes) "
+                             "or re-save the SAE")
 
 
 def _foreign_format(meta) -> str:

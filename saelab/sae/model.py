@@ -100,11 +100,14 @@ class SAE(nn.Module):
 
     Buffers (saved with the weights): `tokens_since_fired` (drives AuxK's dead mask), `input_scale`
     ('dataset_unit_norm' only, set from data by `init_from_data`) and `tokens_seen` (provenance).
+    `data_record`: what the training activations were (corpus, context split, the positions the harvest left
+    out), saved in cfg.json as "data" and read by the evaluations; None for SAEs made elsewhere.
     """
 
     def __init__(self, cfg: SAEConfig, seed: int | None = 0, device=None):
         super().__init__()
         self.cfg = cfg
+        self.data_record: dict | None = None
         dtype = getattr(torch, cfg.dtype)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         # Paper init: random unit-norm decoder rows, encoder = decoder transpose (same n x d matrix here).
@@ -384,14 +387,16 @@ class SAE(nn.Module):
 
     # ---- persistence: saelab's own folder (`saelab.sae.folder`; other layouts: `saelab.sae.formats`) ----
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """Write sae.safetensors and cfg.json into `folder` (atomically)."""
-        return write_folder(folder, self.cfg, self.state_dict(), extra)
+        """Write sae.safetensors and cfg.json into `folder` (atomically), with the data record when known."""
+        record = {"data": self.data_record} if self.data_record is not None else {}
+        return write_folder(folder, self.cfg, self.state_dict(), {**record, **(extra or {})})
 
     @classmethod
     def load(cls, folder: str | Path, device=None) -> SAE:
         """Load a folder written by `save`; `saelab.load_sae` reads every supported layout."""
-        cfg, state = read_folder(folder, device)
+        cfg, state, meta = read_folder(folder, device)
         sae = cls(cfg, seed=None, device=device)
         check_shapes(folder, sae.state_dict(), state)
         sae.load_state_dict(state)
+        sae.data_record = meta.get("data")
         return sae

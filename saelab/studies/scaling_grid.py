@@ -1,6 +1,7 @@
 """Scaling grids (Gao et al. 2024, section 3): TopK SAEs over n and k on one activation cache.
 
-Every grid point is the main job's recipe (same batch, schedule shape and epochs for every point) with
+Every grid point is the main job's recipe (same batch and epochs for every point; after the warmup a
+constant learning rate, as the paper's training loop, unless `schedule='decay'` asks for the main job's decay) with
 the learning rate lr(n) = lr_ref * min(1, (n_ref / n)^lr_exponent): the main job's measured best (3e-3 at
 n = 4096) for n up to 4096, falling as 1/sqrt(n) above it (the paper fits its learning rate falling with
 n; 1/sqrt(n) is the scaling EleutherAI's sparsify uses). It never rises above the measured value because
@@ -23,6 +24,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 from pathlib import Path
 
 from saelab.acts.cache import ActivationCache
@@ -57,6 +59,10 @@ class ScaleConfig:
     """AuxK dead latents (None: the default; 0: AuxK off, for the dead-latent ablation)."""
     tied_init: bool = True
     """Encoder initialised as the decoder's transpose (False: independent, for the dead-latent ablation)."""
+    schedule: Literal["constant", "decay"] = "constant"
+    """Learning rate after the warmup: 'constant' (the paper's training loop, so every evaluation along a run is
+    one of a run at full learning rate and the L(C) envelope reads like curves) or 'decay' (the main job's linear
+    decay over its last `decay_frac`: end-of-run points gain from the decay, mid-run points do not)."""
 
 
 def grid_values(text: str) -> list[int]:
@@ -75,7 +81,7 @@ def point_config(cfg: ScaleConfig, base: TrainConfig, n: int, k: int) -> TrainCo
     whole if killed)."""
     return replace(base, n_latents=n, k=k, lr=learning_rate(cfg, n), epochs=cfg.epochs, eval_every=cfg.eval_every,
                    checkpoint_every=0, keep_checkpoints=0, k_aux=cfg.k_aux if cfg.k_aux is not None else base.k_aux,
-                   tied_init=cfg.tied_init)
+                   tied_init=cfg.tied_init, decay_frac=0.0 if cfg.schedule == "constant" else base.decay_frac)
 
 
 def training_flops(d: int, n: int, tokens: int) -> float:
@@ -89,7 +95,10 @@ def grid_settings(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCa
     of n and k are left out, so a grid extended by another n or k keeps its finished points."""
     ident = ("model", "model_hash", "site", "layer", "corpus", "corpus_hash", "n_tokens")
     set_per_point = {*RESUMABLE_CHANGES, "n_latents", "k", "lr", "tied_init"}  # `point_config` sets them
-    return {"scale": {k: v for k, v in asdict(cfg).items() if k not in ("ns", "ks")},
+    scale = {k: v for k, v in asdict(cfg).items() if k not in ("ns", "ks")}
+    if scale["schedule"] == "decay":  # grids from before the option were all 'decay': they keep their id
+        del scale["schedule"]
+    return {"scale": scale,
             "train": {k: v for k, v in asdict(base).items() if k not in set_per_point},
             "train_cache": {k: train_cache.manifest.get(k) for k in ident},
             "eval_cache": {k: eval_cache.manifest.get(k) for k in ident}}

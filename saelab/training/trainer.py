@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from saelab.acts.cache import ActivationCache, ShuffledCacheLoader
+from saelab.acts.cache import ActivationCache, ShuffledCacheLoader, data_record
 from saelab.config import check_choices
 from saelab.distributed import rank_world
 from saelab.evals.reconstruction import reconstruction_metrics
@@ -173,6 +173,7 @@ class Trainer:
                             site=prov.get("site", manifest.get("site")),
                             layer=prov.get("layer", manifest.get("layer")))
         self.sae = SAE(sae_cfg, seed=cfg.seed, device=self.device)
+        self.sae.data_record = data_record(manifest, prov)
         if not cfg.tied_init:
             with torch.no_grad():
                 g = torch.Generator().manual_seed(cfg.seed + 1)

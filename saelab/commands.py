@@ -236,6 +236,7 @@ def cmd_sweep(args) -> int:
     import torch
 
     from saelab.acts.harvest import harvest
+    from saelab.evals.splice import heldout_context
     from saelab.files import atomic_write_text
     from saelab.lm.models import resolve_device
     from saelab.pages import write_html_page
@@ -245,17 +246,17 @@ def cmd_sweep(args) -> int:
     first = next(iter(saes.values()))
     hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
                    layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default(),
-                   device=args.device)
+                   device=args.device, context=heldout_context(saes.values()))
     held = harvest(hcfg)
     x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None
     lm = tokens = None
     if args.delta_loss_contexts:
-        from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
+        from saelab.acts.corpus import build_contexts, load_corpus
         from saelab.lm.models import load_lm
 
         lm = load_lm(hcfg.model, device=args.device)
-        tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
+        tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, hcfg.context, "heldout",
                                                  args.delta_loss_contexts).tokens_NT).long()
     saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
     df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens)

@@ -316,6 +316,7 @@ def test_position_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
     per_position = {(r["context"], r["index"]) for r in rows}
     assert len(per_position) == 3 and len(rows) == 3 * sae.cfg.k  # the identity SAE keeps d latents a token
     assert all(0 < r["sparsity"] <= 1 and 0 < r["random_sparsity"] <= 1 for r in rows)
+    assert all(0 <= r["own_share"] <= 1 and 0 < r["sparsity_later"] <= 1 for r in rows)
     # each row's ablation equals the one-latent ablation at that index (the per-latent code path)
     r = rows[0]
     one = torch.zeros(1, tokens.shape[1], dtype=torch.bool)

@@ -171,7 +171,9 @@ def position_ablation_sparsity(lm: LM, sae: SAE, codes: Codes, n_positions: int 
                                ) -> list[dict]:
     """Ablation sparsity sampled by token position (the aggregate that weights latents by firing frequency):
     at each of `n_positions` sampled tokens, every active latent is ablated alone at that index; one row per
-    (position, latent) with its sparsity and, when `baseline`, a same-norm random direction's at the same index."""
+    (position, latent) with its sparsity and, when `baseline`, a same-norm random direction's at the same index
+    (`random_*`). Also per row: `own_share`, the fraction of the effect's squared norm at the ablated index itself,
+    and `sparsity_later`, the sparsity of the positions after it alone."""
     from tqdm.auto import tqdm
 
     if window < 1:
@@ -190,10 +192,14 @@ def position_ablation_sparsity(lm: LM, sae: SAE, codes: Codes, n_positions: int 
         out = [{"context": c, "index": t, "latent": int(x), "window": window} for x in lats]
         for mode in ["ablate"] + (["random"] if baseline else []):
             logits = patched_logits(lm, ids, where, _latent_replacement(sae, lat, index, mode, seed=c * T + t))
-            key = "sparsity" if mode == "ablate" else "random_sparsity"
+            pre = "" if mode == "ablate" else "random_"
             for j, row in enumerate(out):
                 e = median_centred((logits[j, t:t + window] - base[j, t:t + window]).cpu())
-                row[key] = _sparsity(e)
+                row[pre + "sparsity"] = _sparsity(e)
+                # where the effect lives: the ablated index's own logits, and the positions after it
+                total = float(e.pow(2).sum())
+                row[pre + "own_share"] = float(e[0].pow(2).sum()) / total if total else float("nan")
+                row[pre + "sparsity_later"] = _sparsity(e[1:]) if len(e) > 1 else float("nan")
                 if mode == "ablate":
                     row["mean_abs_effect"] = float(e.abs().mean())
         rows += out

@@ -132,6 +132,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
                     "random_sparsity", math.nan)]
                 res["ablation"] = {"median": _median(vals), "mean": _mean(vals), "random_median": _median(rand),
                                    "random_mean": _mean(rand), "n": len(vals), "sampling": cfg.ablation_sampling}
+                for key in ("own_share", "sparsity_later", "random_own_share", "random_sparsity_later"):
+                    got = [r[key] for r in rows if r.get(key, math.nan) == r.get(key, math.nan)]
+                    if got:
+                        res["ablation"][f"{key}_median"] = _median(got)
                 res["ablation_rows"] = rows
                 out["seconds"][f"ablation {name}"] = time.time() - t
     return out

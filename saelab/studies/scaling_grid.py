@@ -24,8 +24,8 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from saelab.acts.cache import ActivationCache
 from saelab.evals.reconstruction import reconstruction_metrics

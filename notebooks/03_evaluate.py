@@ -91,7 +91,7 @@ for name, sae in saes.items():
 # recovered* is $(CE_{\text{ablated}} - CE_{\text{spliced}}) / (CE_{\text{ablated}} - CE_{\text{clean}})$: 1 is perfect, 0 is no
 # better than ablating. The mean for mean-ablation is measured on training-split text, not on the scored tokens.
 # Positions the SAE was not trained on (position 0, an attention sink, and norm outliers such as
-# `<|endoftext|>`) are left clean and counted. The paper splices every position; `SpliceSite.of(sae, lm,
+# `<|endoftext|>`) are left clean and counted. Splicing every position is the other convention (issue 27 gives it for the paper); `SpliceSite.of(sae, lm,
 # positions="all")` (or `saelab eval --splice_positions all`) does that. Measured at full size (README), it raises
 # TopK's Δloss from 0.233 to 0.294 nats and ReLU + L1's from 0.667 to 1.457: the SAEs never saw those tokens. Compare
 # Δloss across libraries only under one convention.
@@ -357,7 +357,7 @@ summary.round(4)
 # - Normalized MSE and L0 are the training objective, not the goal: two SAEs with similar MSE can differ in downstream
 #   loss, in how well single latents capture known features, and in how explainable and how local their latents are.
 # - Every metric here is a function in `saelab.evals` (`downstream.downstream_loss`, `probes.probe_losses`,
-#   `n2g.n2g_evaluation`, `ablation.ablation_sparsity`); `saelab eval --sae runs/default/sae --zoo relu` runs all four and
+#   `n2g.n2g_evaluation`, `ablation.position_ablation_sparsity`); `saelab eval --sae runs/default/sae --zoo relu` runs all four and
 #   writes `report.json` and `report.html`.
 # - At this scale (thousands of latents, hundreds of thousands of tokens) expect noisy numbers: evaluate with more
 #   contexts (the parameters cell) before drawing conclusions, and compare SAEs on identical text, as done here.

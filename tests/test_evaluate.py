@@ -97,6 +97,28 @@ def test_the_all_positions_splice_changes_exactly_every_position(tiny_lm, tokens
     assert r["n_positions_left_clean"] == 0
     with pytest.raises(ValueError, match="'trained' or 'all'"):
         SpliceSite.of(sae, tiny_lm, positions="every")
+    sae.data_record = {"corpus": "x"}  # fields the record lacks keep the harvest's defaults
+    assert (SpliceSite.of(sae, tiny_lm).exclude_first, SpliceSite.of(sae, tiny_lm).outlier_factor) == (1, 10.0)
+
+
+def test_the_suite_scores_on_the_recorded_split_and_splices_each_sae_by_its_record(tiny_lm, monkeypatch):
+    import saelab.evals.suite as suite
+
+    asked = []
+    real = suite.heldout_context
+    monkeypatch.setattr(suite, "heldout_context", lambda saes: asked.append(list(saes)) or real(saes))
+    a, b = identity_sae(tiny_lm.d_model), identity_sae(tiny_lm.d_model)
+    for sae, first in ((a, 1), (b, 3)):
+        sae.data_record = {"context": {"heldout_fraction": 0.05, "seed": 0}, "exclude_first": first,
+                           "outlier_factor": None}
+    from dataclasses import replace
+
+    cfg = replace(suite.fast_suite_config(), corpus="synthetic", metrics="downstream", downstream_contexts=2)
+    report = suite.run_suite(tiny_lm, {"a": a, "b": b}, cfg, progress=False)
+    assert asked and asked[0] == [a, b]
+    assert report["sites"]["a"]["exclude_first"] == 1 and report["sites"]["b"]["exclude_first"] == 3
+    clean = {n: r["downstream"]["n_positions_left_clean"] for n, r in report["saes"].items()}
+    assert clean["b"] == 3 * clean["a"]
 
 
 def test_evaluations_score_on_the_split_the_sae_trained_on():
@@ -104,11 +126,18 @@ def test_evaluations_score_on_the_split_the_sae_trained_on():
 
     mine = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
     mine.data_record = {"context": {**ContextConfig().__dict__, "heldout_fraction": 0.2, "seed": 3}}
+    mine.data_record["context"]["ctx_len"] = 1024  # only the split is taken: the evaluation keeps its own contexts
     ctx = heldout_context([mine])
-    assert (ctx.heldout_fraction, ctx.seed) == (0.2, 3)
+    assert (ctx.heldout_fraction, ctx.seed, ctx.ctx_len) == (0.2, 3, ContextConfig().ctx_len)
     foreign = SAE(SAEConfig(d_in=8, n_latents=16, k=2, source="sae_lens:x"))
-    with pytest.warns(UserWarning, match="does not record its training split"):
+    with pytest.warns(UserWarning, match="no SAE here records its training split"):
         assert heldout_context([foreign]) == ContextConfig()
+    with pytest.warns(UserWarning, match="recorded split of the others"):
+        assert heldout_context([foreign, mine]).seed == 3
+    other = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    other.data_record = {"split": "all", "context": {"heldout_fraction": 0.05, "seed": 0}}
+    with pytest.warns(UserWarning, match="every document"):
+        heldout_context([other])
 
 
 def test_probe_on_a_latent_equal_to_the_label_has_near_zero_loss():
@@ -317,18 +346,20 @@ def test_position_ablation_sparsity_on_the_tiny_model(tiny_lm, tokens):
     assert len(per_position) == 3 and len(rows) == 3 * sae.cfg.k  # the identity SAE keeps d latents a token
     assert all(0 < r["sparsity"] <= 1 and 0 < r["random_sparsity"] <= 1 for r in rows)
     assert all(0 <= r["own_share"] <= 1 and 0 < r["sparsity_later"] <= 1 for r in rows)
-    # each row's ablation equals the one-latent ablation at that index (the per-latent code path)
-    r = rows[0]
-    one = torch.zeros(1, tokens.shape[1], dtype=torch.bool)
-    one[0, r["index"]] = True
+    # every row's ablation equals the one-latent ablation at that index (the per-latent code path): rows and
+    # latents stay aligned in the batched replacement
     from saelab.evals.ablation import _latent_replacement, effect_sparsity
     from saelab.evals.splice import patched_logits
 
-    ids = tokens[r["context"]:r["context"] + 1]
-    base = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "none", 0))
-    cut = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "ablate", 0))
-    t = r["index"]
-    assert abs(effect_sparsity((cut - base)[0, t:t + 16]) - r["sparsity"]) < 1e-3
+    for r in rows[:: max(1, len(rows) // 6)]:
+        one = torch.zeros(1, tokens.shape[1], dtype=torch.bool)
+        one[0, r["index"]] = True
+        ids = tokens[r["context"]:r["context"] + 1]
+        base = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "none", 0))
+        cut = patched_logits(tiny_lm, ids, where, _latent_replacement(sae, r["latent"], one, "ablate", 0))
+        t = r["index"]
+        assert abs(effect_sparsity((cut - base)[0, t:t + 16]) - r["sparsity"]) < 1e-3
+    assert len({r["sparsity"] for r in rows}) > 1 and len({r["random_sparsity"] for r in rows}) > 1
 
 
 def test_cli_eval_and_sweep_write_reports(tmp_path, tiny_lm):

@@ -229,5 +229,5 @@ the same split's held-out documents and splice it at the positions it was traine
 def data_record(manifest: dict, provenance: dict | None = None) -> dict | None:
     """The DATA_RECORD fields of a cache manifest (or of a stream's provenance); None when none is known."""
     source = {**manifest, **(provenance or {})}
-    record = {k: source.get(k) for k in DATA_RECORD}
-    return record if any(v is not None for v in record.values()) else None
+    record = {k: source[k] for k in DATA_RECORD if k in source}  # unknown fields are left out, not guessed
+    return record or None

@@ -7,15 +7,15 @@ probes on the d_model residual coordinates are the baseline: a good SAE should i
 features into single latents better than the raw basis does.
 
 What a latent's feature f is (`ProbeConfig.features`):
-- 'pre_activations' (default, the paper's): z_i = (W_enc (x_n - b_pre) + b_enc)_i, the latent's dense
-  pre-activation, a value on every token whether or not the latent is among the token's top k. The
-  paper's section 4.2 probes each latent's pre-activation; we could not reach its text from this
-  project's tools to quote the sentence, so this follows the issue that asked for it (issue 27).
+- 'pre_activations' (default): z_i = (W_enc (x_n - b_pre) + b_enc)_i, the latent's dense pre-activation, a
+  value on every token whether or not the latent is among the token's top k. Issue 27 gives this as the
+  paper's section 4.2 probe; this project could not reach the paper's text to quote the sentence, so it is
+  not presented as a quotation.
 - 'post_topk_codes': the SAE's sparse code (0 wherever the latent is outside the token's top k), the
   definition saelab used before 0.2. It scores a latent only on the tokens where it wins a top-k slot,
-  which biases SAEs against the dense residual basis, the more so at large n.
+  which biases SAEs against the dense residual basis (measured: README, "Matched comparisons").
 A screen keeps the 64 features most correlated with the label on the fit split before the Newton fits
-(`best_probe`'s `screen`), for speed; the best 1-D probe is in practice among them.
+(`best_probe`'s `screen`), for speed; a test finds the same best feature with and without it on synthetic data.
 
 Tasks from the embedded data (no hub), on held-out documents only; fit and test splits never share a
 document (document tasks) or a context (token tasks):
@@ -163,7 +163,7 @@ class ProbeConfig:
     seed: int = 0
     """Seed of the sampled documents and of the probes' fit / test split."""
     features: Literal["pre_activations", "post_topk_codes"] = "pre_activations"
-    """What a latent's probe sees: its dense pre-activation (the paper's) or its post-TopK sparse code."""
+    """What a latent's probe sees: its dense pre-activation, or its post-TopK sparse code (saelab 0.1's)."""
 
 
 TOKEN_TASKS = ("digit", "year", "capitalised_word_start", "punctuation")

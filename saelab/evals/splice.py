@@ -45,8 +45,8 @@ class SpliceSite:
 
         positions: 'trained' (default) leaves clean what the SAE's training harvest left out, read from its
         data record (`SAE.data_record`: exclude_first, outlier_factor), else the harvest's defaults (position 0
-        and tokens above 10x the median norm); 'all' splices every position, as the paper replaces the
-        activation at every position (the convention other libraries report their delta CE with).
+        and tokens above 10x the median norm); 'all' splices every position (the convention issue 27 gives for the
+        paper and other libraries; not checked against the paper's text here).
         """
         c = sae.cfg
         if positions not in ("trained", "all"):
@@ -63,8 +63,9 @@ class SpliceSite:
         kw = {"site": c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer}
         if positions == "all":
             kw.update(exclude_first=0, outlier_factor=None)
-        elif sae.data_record:
-            kw.update({k: sae.data_record[k] for k in ("exclude_first", "outlier_factor") if k in sae.data_record})
+        elif sae.data_record:  # an outlier_factor recorded as None means the harvest had no outlier rule
+            kw.update({k: sae.data_record[k] for k in ("exclude_first", "outlier_factor") if k in sae.data_record
+                       and (sae.data_record[k] is not None or k == "outlier_factor")})
         return cls(**{**kw, **overrides})
 
 
@@ -77,18 +78,28 @@ def check_fits(sae: SAE, lm: LM) -> None:
 
 
 def heldout_context(saes) -> ContextConfig:
-    """The context split the SAEs' training harvest used (their data records), so the evaluation's held-out
-    documents are the ones they never trained on. SAEs made elsewhere record none: the default split is used,
-    with a warning that those documents may be in their training data."""
-    records = [(s.data_record or {}).get("context") for s in saes]
-    known = [r for r in records if r]
-    if len(known) < len(records):
-        warnings.warn("an SAE here does not record its training split (made elsewhere, or before saelab 0.2): "
-                      "scoring on saelab's default held-out documents, which it may have trained on", stacklevel=2)
-    if any(r != known[0] for r in known[1:]):
-        warnings.warn("the SAEs were trained on different context splits; scoring all of them on the first's",
+    """A ContextConfig whose document split is the one the SAEs' training harvest used (their data records:
+    `heldout_fraction` and `seed` decide which documents are held out), so the evaluation's held-out documents are
+    the ones they never trained on; every other field keeps the evaluation's own default. SAEs made elsewhere
+    record none: the default split is used, with a warning that those documents may be in their training data."""
+    records = [s.data_record or {} for s in saes]
+    splits = [(r["context"]["heldout_fraction"], r["context"]["seed"]) for r in records
+              if isinstance(r.get("context"), dict) and {"heldout_fraction", "seed"} <= set(r["context"])]
+    if any(r.get("split") == "all" for r in records):
+        warnings.warn("an SAE here was trained on every document (split 'all'): no held-out document is unseen by it",
                       stacklevel=2)
-    return ContextConfig(**known[0]) if known else ContextConfig()
+    if not splits:
+        if records:
+            warnings.warn("no SAE here records its training split (made elsewhere, or before saelab 0.2): scoring on "
+                          "saelab's default held-out documents, which they may have trained on", stacklevel=2)
+        return ContextConfig()
+    if len(splits) < len(records):
+        warnings.warn("an SAE here does not record its training split (made elsewhere, or before saelab 0.2): scoring "
+                      "every SAE on the recorded split of the others, which it may have trained on", stacklevel=2)
+    if any(sp != splits[0] for sp in splits[1:]):
+        warnings.warn("the SAEs were trained on different document splits; scoring all of them on the first's "
+                      "held-out documents, which the others may have trained on", stacklevel=2)
+    return ContextConfig(heldout_fraction=splits[0][0], seed=splits[0][1])
 
 
 def eligible_mask(acts_BTD: torch.Tensor, where: SpliceSite, positions_BT: torch.Tensor | None = None,

@@ -36,8 +36,8 @@ class SuiteConfig:
     downstream_contexts: int = 64
     """Held-out contexts (64 tokens) for the downstream loss."""
     splice_positions: Literal["trained", "all"] = "trained"
-    """Which positions the splice replaces: those the SAE trained on (its harvest's rule: not position 0 nor
-    norm outliers) or every position, as the paper's delta CE does."""
+    """Which positions the splice replaces: those each SAE trained on (its harvest's rule, by default not position 0
+    nor norm outliers) or every position."""
     n2g_build_contexts: int = 512
     """Training-split contexts whose top activations build the N2G explanations."""
     n2g_heldout_contexts: int = 256
@@ -78,9 +78,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     """
     cfg = cfg or SuiteConfig()
     wanted = set(cfg.metrics.split(","))
-    first = next(iter(saes.values()))
     check_choices(cfg)
-    where = SpliceSite.of(first, lm, positions=cfg.splice_positions)
+    # each SAE spliced at the positions its own harvest trained on (its data record); `where`: the first's
+    sites = {name: SpliceSite.of(sae, lm, positions=cfg.splice_positions) for name, sae in saes.items()}
+    where = sites[next(iter(saes))]
     corpus = load_corpus(cfg.corpus)
     ctx_cfg = heldout_context(saes.values())  # the split the SAEs trained on
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)
@@ -89,14 +90,15 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     # is fitted or averaged comes from the held-out tokens that are scored
     n_build = max(cfg.n2g_build_contexts, cfg.downstream_contexts)
     build = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "train", n_build).tokens_NT).long()
-    out: dict = {"config": asdict(cfg), "site": asdict(where), "saes": {}, "seconds": {}}
+    out: dict = {"config": asdict(cfg), "site": asdict(where), "sites": {n: asdict(w) for n, w in sites.items()},
+                 "saes": {}, "seconds": {}}
     t0 = time.time()
     if "downstream" in wanted:
         toks = held[: cfg.downstream_contexts]
         mean_D = mean_D if mean_D is not None else site_mean(lm, build[: cfg.downstream_contexts], where)
         for name, sae in saes.items():
             out["saes"].setdefault(name, {})["downstream"] = downstream_loss(
-                lm, sae, toks, where, mean_D=mean_D, progress=progress)
+                lm, sae, toks, sites[name], mean_D=mean_D, progress=progress)
         out["seconds"]["downstream"] = time.time() - t0
     if "probe" in wanted:
         t = time.time()
@@ -109,10 +111,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
         build = build[: cfg.n2g_build_contexts]
         for name, sae in saes.items():
             t = time.time()
-            held_codes = encode_contexts(lm, sae, held[: cfg.n2g_heldout_contexts], where, progress=progress)
+            held_codes = encode_contexts(lm, sae, held[: cfg.n2g_heldout_contexts], sites[name], progress=progress)
             res = out["saes"].setdefault(name, {})
             if "n2g" in wanted:
-                build_codes = encode_contexts(lm, sae, build, where, progress=progress)
+                build_codes = encode_contexts(lm, sae, build, sites[name], progress=progress)
                 r = n2g_evaluation(build_codes, held_codes, n_latents=cfg.n2g_latents, cfg=cfg.n2g,
                                    tokenizer=lm.tokenizer, seed=cfg.seed)
                 res["n2g"] = r["summary"]
@@ -121,11 +123,11 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
             if "ablation" in wanted:
                 t = time.time()
                 if cfg.ablation_sampling == "positions":
-                    rows = position_ablation_sparsity(lm, sae, held_codes, cfg.ablation_positions, where,
+                    rows = position_ablation_sparsity(lm, sae, held_codes, cfg.ablation_positions, sites[name],
                                                       progress=progress, seed=cfg.seed)
                 else:
                     lats = held_codes.sample_alive(cfg.ablation_latents, cfg.seed)
-                    rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, where,
+                    rows = ablation_sparsity(lm, sae, held_codes, lats, cfg.ablation_contexts, sites[name],
                                              progress=progress)
                 vals = [r["sparsity"] for r in rows if r["sparsity"] == r["sparsity"]]
                 rand = [r["random_sparsity"] for r in rows if r.get("random_sparsity", math.nan) == r.get(

@@ -1,7 +1,8 @@
 """Scaling grids (Gao et al. 2024, section 3): TopK SAEs over n and k on one activation cache.
 
-Every grid point is the main job's recipe (same batch and epochs for every point; after the warmup a
-constant learning rate, as the paper's training loop, unless `schedule='decay'` asks for the main job's decay) with
+Every grid point is the main job's recipe (same batch and epochs for every point; after the warmup a constant
+learning rate, as the released code's `training_loop_` keeps one (it has no warmup), unless `schedule='decay'`
+asks for the main job's decay) with
 the learning rate lr(n) = lr_ref * min(1, (n_ref / n)^lr_exponent): the main job's measured best (3e-3 at
 n = 4096) for n up to 4096, falling as 1/sqrt(n) above it (the paper fits its learning rate falling with
 n; 1/sqrt(n) is the scaling EleutherAI's sparsify uses). It never rises above the measured value because
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from saelab.acts.cache import ActivationCache
+from saelab.config import check_choices
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.files import atomic_write_text
 from saelab.studies.frontier import train_point
@@ -60,7 +62,7 @@ class ScaleConfig:
     tied_init: bool = True
     """Encoder initialised as the decoder's transpose (False: independent, for the dead-latent ablation)."""
     schedule: Literal["constant", "decay"] = "constant"
-    """Learning rate after the warmup: 'constant' (the paper's training loop, so every evaluation along a run is
+    """Learning rate after the warmup: 'constant' (as the released code's loop, so every evaluation along a run is
     one of a run at full learning rate and the L(C) envelope reads like curves) or 'decay' (the main job's linear
     decay over its last `decay_frac`: end-of-run points gain from the decay, mid-run points do not)."""
 
@@ -128,6 +130,7 @@ def run_grid(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCache, 
     import pandas as pd
     from tqdm.auto import tqdm
 
+    check_choices(cfg)
     settings = grid_settings(cfg, base, train_cache, eval_cache)
     folder = grid_folder(out, settings)
     others = [p.name for p in Path(out).glob("grid-*") if p != folder]

@@ -236,7 +236,7 @@ def cmd_sweep(args) -> int:
     import torch
 
     from saelab.acts.harvest import harvest
-    from saelab.evals.splice import heldout_context
+    from saelab.evals.splice import heldout_context, recorded_positions
     from saelab.files import atomic_write_text
     from saelab.lm.models import resolve_device
     from saelab.pages import write_html_page
@@ -244,11 +244,9 @@ def cmd_sweep(args) -> int:
 
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     first = next(iter(saes.values()))
-    record = {k: v for k, v in (first.data_record or {}).items() if k in ("exclude_first", "outlier_factor")
-              and (v is not None or k == "outlier_factor")}
     hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
                    layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default(),
-                   device=args.device, context=heldout_context(saes.values()), **record)
+                   device=args.device, context=heldout_context(saes.values()), **recorded_positions(first))
     held = harvest(hcfg)
     x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None

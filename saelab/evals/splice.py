@@ -63,10 +63,17 @@ class SpliceSite:
         kw = {"site": c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer}
         if positions == "all":
             kw.update(exclude_first=0, outlier_factor=None)
-        elif sae.data_record:  # an outlier_factor recorded as None means the harvest had no outlier rule
-            kw.update({k: sae.data_record[k] for k in ("exclude_first", "outlier_factor") if k in sae.data_record
-                       and (sae.data_record[k] is not None or k == "outlier_factor")})
+        else:
+            kw.update(recorded_positions(sae))
         return cls(**{**kw, **overrides})
+
+
+def recorded_positions(sae: SAE) -> dict:
+    """The positions rule of the SAE's training harvest, from its data record: {'exclude_first', 'outlier_factor'}
+    where recorded (an outlier_factor recorded as None means the harvest had no outlier rule); {} when unknown."""
+    record = sae.data_record or {}
+    return {k: record[k] for k in ("exclude_first", "outlier_factor")
+            if k in record and (record[k] is not None or k == "outlier_factor")}
 
 
 def check_fits(sae: SAE, lm: LM) -> None:

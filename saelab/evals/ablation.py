@@ -12,10 +12,13 @@ the effective fraction of (position, token) entries the ablation moves: 1/(T V) 
 moves, 2/pi ~ 0.64 for a dense Gaussian change. Lower is sparser. A random direction of the same
 norm added at the same index gives the reference that an unstructured perturbation reaches.
 
-The ablated index is a random (seeded) position where the latent fires that leaves `window`
-positions to the end of the context; contexts with such a position are preferred, in random order.
-When the latent fires only later in every context, the window is cut at the context's end and the
-sparsity is normalised by the shorter T' * V (the row's `window` says how long it was).
+Which ablations are measured:
+- `position_ablation_sparsity` (the suite's default): token positions sampled uniformly among those with a full
+  window, and every latent active at each ablated alone there, so latents count by how often they fire.
+- `ablation_sparsity` (per latent): for each given latent, a random (seeded) position where it fires that leaves
+  `window` positions to the end of the context; contexts with such a position are preferred, in random order.
+  When the latent fires only later in every context, the window is cut at the context's end and the sparsity is
+  normalised by the shorter T' * V (the row's `window` says how long it was).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The paper's evaluation suite on one or several SAEs, side by side: `run_suite` and `saelab eval`.
 
-Downstream loss (`evaluate`), probe loss (`probes`), N2G explanations (`n2g`) and ablation sparsity
-(`ablation`), on held-out text of the embedded corpus, written as report.json and report.html.
+Downstream loss (`downstream`), probe loss (`probes`), N2G explanations (`n2g`) and ablation sparsity
+(`ablation`), on held-out text of the embedded corpus (the SAEs' recorded split), written as report.json and
+report.html.
 """
 
 from __future__ import annotations

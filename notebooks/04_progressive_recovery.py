@@ -35,6 +35,8 @@
 # minutes train the zoo's Multi-TopK SAE (cached under `$SAELAB_HOME/saes`; the TopK and ReLU + L1 SAEs already existed).
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # The same tables come from `saelab sweep --zoo topk,multi_topk`.
+# **Data**: the figures quoted here were measured on saelab 0.2's Wikipedia-only zoo; since 0.3 the zoo trains
+# on the English mixture (README, "Training data and other registers"), so a full-size run's numbers will differ.
 
 # %% tags=["parameters"]
 # Parameters

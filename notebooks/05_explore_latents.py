@@ -29,6 +29,8 @@
 # **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about a minute in fast mode (`SAELAB_FAST=1`) and 2.8 minutes at full size, computing the latent statistics
 # (stored next to the SAE, then reused).
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
+# **Data**: the figures quoted here were measured on saelab 0.2's Wikipedia-only zoo; since 0.3 the zoo trains
+# on the English mixture (README, "Training data and other registers"), so a full-size run's numbers will differ.
 
 # %% tags=["parameters"]
 # Parameters
@@ -146,8 +148,8 @@ for c, t in graded(top_activations, solutions.top_activations)(acts_NT, 5):
 # An explanation is a prediction: "this latent fires on digits". Score it like N2G does, with **precision** (of the
 # tokens the explanation predicts, the fraction where the latent fires) and **recall** (of the tokens where the latent
 # fires, the fraction the explanation predicted). Write `precision_recall`, then the cells below use it to pick the
-# best latent for a concept on the statistics' Wikipedia text and to test that choice on news articles it has never
-# seen (another corpus: a stricter test than held-out Wikipedia).
+# best latent for a concept on the statistics' Wikipedia text and to test that choice on held-out news articles
+# (another corpus, and documents the SAE never trained on: a stricter test than held-out Wikipedia).
 
 # %%
 from saelab.teach.exercises import check_precision_recall
@@ -212,7 +214,7 @@ print(f"{int(pred.sum())} concept tokens of {len(pred)}; best latent {chosen}: p
 # %%
 from saelab import ContextConfig, build_contexts, encode_contexts, load_corpus
 
-news = torch.from_numpy(build_contexts(load_corpus("news"), lm.tokenizer, ContextConfig(), "train",
+news = torch.from_numpy(build_contexts(load_corpus("news"), lm.tokenizer, ContextConfig(), "heldout",
                                        NEW_TEXT_CONTEXTS).tokens_NT).long()
 news_codes = encode_contexts(lm, sae, news)
 nv = news_codes.valid_NT

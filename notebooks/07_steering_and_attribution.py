@@ -28,6 +28,8 @@
 #
 # **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 40 s in fast mode (`SAELAB_FAST=1`) and 1.2 minutes at full size once the zoo's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
+# **Data**: the figures quoted here were measured on saelab 0.2's Wikipedia-only zoo; since 0.3 the zoo trains
+# on the English mixture (README, "Training data and other registers"), so a full-size run's numbers will differ.
 #
 # **Paper**: Gao et al. 2024, section 4.5 (ablation sparsity: the downstream effects of single latents) and 4.1
 # (splicing the SAE in); further reading: Templeton et al. 2024 ("Scaling Monosemanticity",

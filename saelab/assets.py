@@ -112,6 +112,8 @@ def is_ready(name: str) -> bool:
         sizes = json.loads(marker.read_text())["sizes"]
     except (ValueError, KeyError):
         return False
+    if not set(get(name).files) <= set(sizes):  # the manifest names a file this extraction did not have
+        return False
     return all((folder / rel).is_file() and (folder / rel).stat().st_size == size for rel, size in sizes.items())
 
 

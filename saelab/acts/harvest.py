@@ -27,7 +27,15 @@ from saelab.acts.cache import (
     write_manifest,
     write_shard,
 )
-from saelab.acts.corpus import ContextConfig, build_contexts, corpus_fingerprint, load_corpus, separator_id
+from saelab.acts.corpus import (
+    DEFAULT_CORPUS,
+    ContextConfig,
+    Split,
+    build_contexts,
+    corpus_fingerprint,
+    load_corpus,
+    separator_id,
+)
 from saelab.acts.outliers import outlier_mask
 from saelab.config import check_choices
 from saelab.distributed import rank_world
@@ -41,14 +49,16 @@ class HarvestConfig:
 
     model: str = "smollm2-135m"
     """saelab model name (smollm2-135m, tiny-gpt2) or Hugging Face hub id (e.g. gpt2; needs the hub)."""
-    corpus: str = "wiki-en"
-    """Embedded corpus (wiki-en, wiki-es, wiki-fr, wiki-multi, news, synthetic) or hub dataset id."""
+    corpus: str = DEFAULT_CORPUS
+    """Embedded corpus (english-mix: Wikipedia + news + parliament, the default; its parts wiki-en, news,
+    parliament-en; tweets-en, python-docs; wiki-es, wiki-fr, wiki-multi; synthetic) or hub dataset id."""
     corpus_config: str | None = None
     """Hub datasets only: the dataset's configuration (e.g. wikitext-103-raw-v1 for wikitext)."""
     corpus_split: str = "train"
     """Hub datasets only: the dataset's split to read (saelab then makes its own train/heldout documents)."""
-    split: Literal["train", "heldout", "all"] = "train"
-    """Which documents: 'train', 'heldout' (about 1 in 20, chosen by a hash of the text) or 'all'."""
+    split: Split = "train"
+    """Which documents: 'train', 'heldout' (about 1 in 20, chosen by a hash of the title), its halves
+    'validation' (tuning, curves) and 'test' (reported numbers), or 'all'."""
     site: Literal["resid_post", "mlp_out", "attn_out"] = "resid_post"
     """Hook site: the residual stream after the block, or the block's MLP or attention output."""
     layer: int | None = None

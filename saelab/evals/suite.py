@@ -1,8 +1,8 @@
 """The paper's evaluation suite on one or several SAEs, side by side: `run_suite` and `saelab eval`.
 
 Downstream loss (`downstream`), probe loss (`probes`), N2G explanations (`n2g`) and ablation sparsity
-(`ablation`), on held-out text of the embedded corpus (the SAEs' recorded split), written as report.json and
-report.html.
+(`ablation`), on the test half of the held-out documents of the embedded corpus (the SAEs' recorded split),
+written as report.json and report.html.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from saelab.acts.corpus import build_contexts, load_corpus
+from saelab.acts.corpus import DEFAULT_CORPUS, build_contexts, load_corpus
 from saelab.config import check_choices
 from saelab.evals.ablation import ablation_sparsity, position_ablation_sparsity
 from saelab.evals.downstream import downstream_loss
@@ -32,8 +32,9 @@ from saelab.sae.model import SAE
 class SuiteConfig:
     """Sizes of the evaluation suite (defaults: minutes on a 2-core CPU for SmolLM2)."""
 
-    corpus: str = "wiki-en"
-    """Corpus whose held-out documents are evaluated (train documents build N2G explanations)."""
+    corpus: str = DEFAULT_CORPUS
+    """Corpus whose test documents (the second half of the held-out ones) are evaluated; its training documents
+    build the N2G explanations and the mean-ablation mean. Default: the main job's English mixture."""
     downstream_contexts: int = 64
     """Held-out contexts (64 tokens) for the downstream loss."""
     splice_positions: Literal["trained", "all"] = "trained"
@@ -86,7 +87,7 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     corpus = load_corpus(cfg.corpus)
     ctx_cfg = heldout_context(saes.values())  # the split the SAEs trained on
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)
-    held = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "heldout", n_held).tokens_NT).long()
+    held = torch.from_numpy(build_contexts(corpus, lm.tokenizer, ctx_cfg, "test", n_held).tokens_NT).long()
     # training-split contexts: they build the N2G explanations and the mean-ablation mean, so nothing that
     # is fitted or averaged comes from the held-out tokens that are scored
     n_build = max(cfg.n2g_build_contexts, cfg.downstream_contexts)

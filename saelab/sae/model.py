@@ -189,6 +189,21 @@ class SAE(nn.Module):
             raise ValueError(f"bias_init must be 'geometric_median', 'mean' or 'zeros', got {bias_init!r}")
         self.b_pre.copy_(b.to(self.b_pre.dtype))
 
+    @torch.no_grad()
+    def rescale_encoder_init_(self, n: int = 256, seed: int = 0) -> float:
+        """The released code's encoder rescale (openai/sparse_autoencoder `train.py`, `init_from_data_`): feed
+        `n` random unit directions plus b_pre through the SAE (in its input space) and divide W_enc by the mean
+        norm of their reconstructions minus b_pre, so that they come back at about unit norm. Returns the factor."""
+        # a stream apart from the initialisation's (seed `seed` drew the decoder: its first rows would be the inputs)
+        g = torch.Generator().manual_seed(seed + 0x5EED)
+        u = torch.randn(n, self.cfg.d_in, generator=g)
+        x_n = (u / u.norm(dim=1, keepdim=True)).to(self.W_enc.device, self.W_enc.dtype) + self.b_pre
+        acts, idx = make_activation(self.cfg.activation, self.cfg.n_latents, self.cfg.k).select(self.pre_acts(x_n))
+        scale = float((self.decode_normalized(acts, idx) - self.b_pre).norm(dim=1).mean())
+        if scale > 0:
+            self.W_enc.div_(scale)
+        return scale
+
     # ---- encode / decode -----------------------------------------------------------------------
     def pre_acts(self, x_n: torch.Tensor) -> torch.Tensor:
         return F.linear(x_n - self.b_pre, self.W_enc, self.b_enc)

@@ -4,6 +4,7 @@
     scaling_grid          train a grid of TopK SAEs over n and k, with held-out curves (section 3)
     scaling_laws          fit L(N), L(N, k) and L(C) to a grid, with uncertainties (section 3)
     progressive_recovery  test-time k and JumpReLU sweeps, activation shrinkage (section 5)
+    domain_shift          normalized MSE and delta CE per corpus: the training mixture's parts and other registers
 
 May import: every earlier stage (`lm` to `training`) and the top-level helpers.
 """

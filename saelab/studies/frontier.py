@@ -70,6 +70,8 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
         Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
+    for name in ("ema_decay", "rescale_encoder_init"):  # options added in saelab 0.3: older runs had them off
+        saved.setdefault(name, getattr(TrainConfig, name))
     if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
         raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
     return SAE.load(folder / "sae", device=device)

@@ -1,7 +1,9 @@
 """Stage 5, training: an activation cache (or stream) in, a trained SAE and its report out.
 
     trainer  `Trainer` and `TrainConfig`: the paper's recipe (Adam, warmup, decay, AuxK dead tracking),
-             checkpoints and resume, held-out evaluation every few steps (`saelab.evals.reconstruction`)
+             resume, held-out evaluation every few steps (`saelab.evals.reconstruction`)
+    checkpoints  atomic checkpoints, and the checks that a resume continues the same run
+    ema      the bias-corrected weight average (`ema_decay`) and the decoder-norm fold it is saved with
     runs     a run folder's record of what it was asked (run.json), checked before anything runs
     report   the run's metrics.json and training curves
 

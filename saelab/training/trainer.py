@@ -21,28 +21,34 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
 from saelab.acts.cache import ActivationCache, ShuffledCacheLoader, data_record
 from saelab.config import check_choices
 from saelab.distributed import rank_world
 from saelab.evals.reconstruction import reconstruction_metrics
-from saelab.files import atomic_dir, atomic_write_text, run_lock
+from saelab.files import atomic_write_text, run_lock
 from saelab.sae.config import SAEConfig
 from saelab.sae.input_norm import RENAMED
 from saelab.sae.model import SAE
+from saelab.training.checkpoints import (
+    RESUMABLE_CHANGES,
+    check_resumable,
+    checkpoint_folders,
+    read_checkpoint,
+    read_meta,
+    write_checkpoint,
+)
+from saelab.training.ema import WeightEMA, fold_decoder_norms_
 
 _STREAM_END = object()
-# TrainConfig fields a resumed run may change: where it logs and how often, not what it learns (`epochs`
-# may grow: a warm restart).
-RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
-                     "epochs")
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "read_log"]
 
 
 @dataclass
@@ -76,6 +82,13 @@ class TrainConfig:
     """b_pre initialisation: 'geometric_median' (paper), 'mean' or 'zeros'."""
     tied_init: bool = True
     """Initialise the encoder as the decoder's transpose (paper); False: independent random encoder."""
+    rescale_encoder_init: bool = False
+    """Divide the initial encoder by the mean reconstruction norm of random unit inputs, as the released code's
+    `init_from_data_` does (its comment: no clear evidence it helps). Off: on the main job it measured the same
+    normalized MSE, with fewer never-firing latents (README, "Training details")."""
+    ema_decay: float | None = None
+    """Keep a bias-corrected exponential moving average of the weights (`saelab.training.ema`; the released
+    training loop's `ema_multiplier`, 0.999 there) and evaluate and save it; None: off (README: measured)."""
     batch_size: int = 4096
     """Tokens per optimiser step (global, over all data-parallel ranks)."""
     epochs: float = 8.0
@@ -180,12 +193,15 @@ class Trainer:
                 W = torch.randn(self.sae.W_enc.shape, generator=g)
                 self.sae.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
         self.sae.init_from_data(sample, cfg.bias_init)
+        if cfg.rescale_encoder_init:
+            self.sae.rescale_encoder_init_(seed=cfg.seed)
         if self.world > 1:  # ranks streaming disjoint data saw different samples: start from rank 0's SAE
             for t in [*self.sae.parameters(), *self.sae.buffers()]:
                 dist.broadcast(t.data, src=0)
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=fused)
+        self.ema = WeightEMA(self.sae, cfg.ema_decay) if cfg.ema_decay else None
         self.step = 0
         self.history: list[dict] = []
         self.writer = None
@@ -299,6 +315,8 @@ class Trainer:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             sae.normalize_decoder_()
+            if self.ema is not None:
+                self.ema.update()
             self.step += 1
             sae.tokens_seen.fill_(self.step * cfg.batch_size)
             bar.update(1)
@@ -318,7 +336,7 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         if is_main:
-            self.sae.save(self.out / "sae", extra={"train_config": asdict(cfg), "dead_tokens": self.dead_tokens})
+            self._save_final()
             if cfg.keep_checkpoints == 0:
                 shutil.rmtree(self._ckpt_root(), ignore_errors=True)
         return self.history[-1] if self.history else {}
@@ -337,6 +355,20 @@ class Trainer:
             return None
         return next(batches)
 
+    def _save_final(self) -> None:
+        """Save the SAE (the EMA's, decoder norms folded back to unit, when the run keeps one) to out/sae;
+        after this the trainer's SAE is the saved one."""
+        extra = {"train_config": asdict(self.cfg), "dead_tokens": self.dead_tokens}
+        if self.ema is not None:
+            with torch.no_grad():
+                for p, a in zip(self.sae.parameters(), self.ema.averaged()):
+                    p.copy_(a)
+            norms = fold_decoder_norms_(self.sae)
+            extra["ema"] = {"decay": self.cfg.ema_decay, "steps": self.ema.steps,
+                            "decoder_norm_min": float(norms.min()), "decoder_norm_max": float(norms.max())}
+            self.ema = None  # the averaged weights are now the SAE's own
+        self.sae.save(self.out / "sae", extra=extra)
+
     def _log_heldout(self) -> None:
         self._log({"step": self.step, "tokens": int(self.sae.tokens_seen), **self.heldout_metrics(prefix="eval_")})
 
@@ -354,33 +386,23 @@ class Trainer:
     def heldout_metrics(self, cache: ActivationCache | None = None, prefix: str = "") -> dict:
         """`reconstruction_metrics` on held-out activations (default: the eval cache), plus the fraction of
         latents the trainer counts as dead (`dead_train_frac`), each key prefixed with `prefix`."""
-        out = reconstruction_metrics(self.sae, cache or self.eval_cache)
+        with self.ema.swapped_in() if self.ema is not None and self.ema.steps else nullcontext():
+            out = reconstruction_metrics(self.sae, cache or self.eval_cache)
         out["dead_train_frac"] = float(self.sae.dead_mask(self.dead_tokens).float().mean())
         return {f"{prefix}{k}": v for k, v in out.items()}
 
-    # ---- checkpoints ---------------------------------------------------------------------------
+    # ---- checkpoints (saelab.training.checkpoints) ------------------------------------------------
     def _ckpt_root(self) -> Path:
         return self.out / "checkpoints"
 
     def save_checkpoint(self) -> Path | None:
         if self.rank != 0:
             return None
-        root = self._ckpt_root()
-        final = root / f"step-{self.step:07d}"
-        state = self.opt.state_dict()
-        tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in state["state"].items() for k, v in st.items()}
-        meta = {"step": self.step, "config": asdict(self.cfg), "param_groups": state["param_groups"],
-                "total_steps": self.total_steps, "data": self.data_identity}
-        with atomic_dir(final) as tmp:
-            self.sae.save(tmp)
-            save_file(tensors, tmp / "optim.safetensors")
-            (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-        for old in sorted(root.glob("step-*"))[: -max(self.cfg.keep_checkpoints, 1)]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        return write_checkpoint(self._ckpt_root(), self.step, self.sae, self.opt, self.cfg, self.total_steps,
+                                self.data_identity, self.ema)
 
     def _maybe_resume(self) -> None:
-        ckpts = sorted(self._ckpt_root().glob("step-*")) if self._ckpt_root().exists() else []
+        ckpts = checkpoint_folders(self._ckpt_root())
         if not ckpts:
             if (self.out / "sae" / "cfg.json").exists():
                 raise ValueError(f"{self.out} holds a finished run (sae/) with no checkpoint to resume from; pass "
@@ -389,33 +411,8 @@ class Trainer:
                 os.replace(self.out / "log.jsonl", self.out / "log.restarted.jsonl")  # restarts from step 0
             return
         path = ckpts[-1]
-        meta = json.loads((path / "trainer.json").read_text())
-        saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
-        saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-        if self.cfg.epochs < meta["config"].get("epochs", 0):
-            raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
-                             f"a run, not shorten it (asked {self.cfg.epochs}); pass another --out folder "
-                             "(Python: another out_dir)")
-        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
-        if saved != now:
-            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
-            raise ValueError(f"{path} was written with another training config ({diff}); pass another --out folder "
-                             f"(Python: another out_dir) for a new run, or the same settings to resume it")
-        saved_data = meta.get("data", {})
-        data_diff = {k: (v, self.data_identity.get(k)) for k, v in saved_data.items()
-                     if v is not None and self.data_identity.get(k) is not None and self.data_identity[k] != v}
-        if data_diff:
-            raise ValueError(f"{path} was trained on other activations ({data_diff}); pass another --out folder "
-                             "(Python: another out_dir) for a new run, or the same data to resume it")
-        loaded = SAE.load(path, device=self.device)
-        self.sae.load_state_dict(loaded.state_dict())
-        self.sae.cfg = loaded.cfg
-        tensors = load_file(path / "optim.safetensors", device=str(self.device))
-        state: dict = {}
-        for key, v in tensors.items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = v
-        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        check_resumable(path, read_meta(path), self.cfg, self.data_identity)
+        meta = read_checkpoint(path, self.sae, self.opt, self.device, self.ema)
         self.step = meta["step"]
         if self.stream is not None:  # the stream is deterministic: skip what was already trained on
             for _ in range(self.step):

@@ -33,7 +33,8 @@ def run_one(path: Path, out: Path, timeout: int, learner: bool) -> dict:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    from nbconvert import HTMLExporter
+
+    from saelab.teach.handout import self_contained_html
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -50,8 +51,9 @@ def run_one(path: Path, out: Path, timeout: int, learner: bool) -> dict:
     tmp = executed.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(executed)
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    executed.with_suffix(".html").write_text(html, encoding="utf-8")
+    page = executed.with_suffix(".html")  # self-contained: formulas as MathML, plotly.js inlined (no network)
+    page.with_suffix(".html.tmp").write_text(self_contained_html(nb), encoding="utf-8")
+    page.with_suffix(".html.tmp").replace(page)
     stopped_at_exercise = bool(error and "not written yet" in error)
     ok = error is None or (learner and stopped_at_exercise)
     return {"notebook": path.name, "seconds": round(seconds, 1), "ok": ok, "error": error, "stated": stated_time(nb)}

@@ -135,3 +135,58 @@ def test_explorer_renders_in_chromium(jupyter, tmp_path):
         finally:
             browser.close()
     assert (shots / "explorer.png").stat().st_size > 10_000
+
+
+def _handout(tmp_path) -> Path:
+    """An executed notebook made of notebook 06's markdown (the series' hardest formulas) and a plotly figure,
+    written as the series runner writes its handouts."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from saelab.teach.handout import self_contained_html
+
+    source = nbformat.read(ROOT / "notebooks" / "06_scaling_laws.ipynb", as_version=4)
+    cells = [c for c in source.cells if c.cell_type == "markdown" and "$" in c.source][:3]
+    assert cells, "notebook 06 has no formulas any more: pick another notebook for this test"
+    code = nbformat.v4.new_code_cell("import plotly.graph_objects as go\n"
+                                     "go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], name='curve')).show()")
+    nb = nbformat.v4.new_notebook(cells=[*cells, code])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    page = tmp_path / "handout.html"
+    page.write_text(self_contained_html(nb), encoding="utf-8")
+    return page
+
+
+def test_an_executed_notebooks_handout_renders_offline(tmp_path):
+    chromium = shutil.which("chromium")
+    _need(chromium is not None, "Debian's chromium is not installed: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "the playwright package is missing: pip install -e '.[dev]'")
+    page_path = _handout(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            asked = []
+
+            def offline(route):  # no network: every request off the file itself is refused, and recorded
+                asked.append(route.request.url)
+                route.abort()
+
+            page.route("http*://**/*", offline)
+            page.goto(page_path.as_uri())
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)  # plotly.js drew the figure
+            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() == 1
+            assert page.locator("math").count() >= 3  # the formulas, as MathML
+            box = page.locator("math").first.bounding_box()
+            assert box and box["width"] > 5 and box["height"] > 5  # laid out, not an empty element
+            prose = " ".join(page.locator(".jp-MarkdownOutput, .jp-RenderedMarkdown").all_inner_texts())
+            prose_no_code = prose
+            for code in page.locator(".jp-RenderedMarkdown code").all_inner_texts():
+                prose_no_code = prose_no_code.replace(code, "")
+            assert prose.strip() and "$" not in prose_no_code, prose_no_code[:300]  # no raw TeX left
+            assert not asked, asked[:3]
+        finally:
+            browser.close()

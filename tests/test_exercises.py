@@ -135,14 +135,19 @@ def test_normalized_mse_check(wrong, message):
     _rejects(E.check_normalized_mse, wrong, message)
 
 
-def _auxk(mask=True, detach=True, bias=None):
+def _auxk(mask=True, detach=True, bias=None, normalize=True, use_k=True, relu=True):
     def fn(x, recon, pre, dead, W, k_aux):
         resid = x - recon
         if detach:
             resid = resid.detach()
         p = pre.masked_fill(~dead, float("-inf")) if mask else pre
-        z = E.solutions.topk_activation(p, k_aux)
+        k = k_aux if use_k else int(dead.sum())
+        top = p.topk(k, dim=-1)
+        z = torch.zeros_like(p).scatter(-1, top.indices, top.values.relu() if relu else top.values)
+        z = torch.nan_to_num(z, neginf=0.0)
         dec = z @ W + (bias if bias is not None else 0)
+        if not normalize:
+            return (dec - resid).pow(2).sum(-1).mean()
         return E.solutions.normalized_mse(dec, resid)
     return fn
 
@@ -154,7 +159,10 @@ def _auxk_with_bias(x, recon, pre, dead, W, k_aux):
 
 @pytest.mark.parametrize("wrong,message", [(_auxk(mask=False), "only DEAD latents"),
                                            (_auxk(detach=False), "detach the residual"),
-                                           (_auxk_with_bias, "decoder bias")])
+                                           (_auxk_with_bias, "decoder bias"),
+                                           (_auxk(normalize=False), "plain MSE"),
+                                           (_auxk(use_k=False), "top k_aux"),
+                                           (_auxk(relu=False), "apply the ReLU")])
 def test_auxk_loss_check(wrong, message):
     E.check_auxk_loss(E.solutions.auxk_loss)
     _rejects(E.check_auxk_loss, wrong, message)
@@ -309,7 +317,16 @@ def _negated(n, loss):
     return a, -b, c
 
 
-@pytest.mark.parametrize("wrong,message", [(_straight_line, "no irreducible term"), (_negated, "b > 0")])
+def _linear_space(n, loss):
+    from scipy.optimize import curve_fit
+
+    p, _ = curve_fit(lambda x, a, b, c: a * x ** -b + c, n, loss, p0=[1.0, 0.3, 0.01],
+                     bounds=([0, 0, 0], [np.inf, 5, float(np.min(loss))]), maxfev=20000)
+    return tuple(p)
+
+
+@pytest.mark.parametrize("wrong,message", [(_straight_line, "no irreducible term"), (_negated, "b > 0"),
+                                           (_linear_space, "fit log L")])
 def test_fit_power_law_check(wrong, message):
     E.check_fit_power_law(E.solutions.fit_power_law)
     _rejects(E.check_fit_power_law, wrong, message)
@@ -357,6 +374,92 @@ def _overwrite(a, g, i, n):
 def test_ablation_attribution_check(wrong, message):
     E.check_ablation_attribution(E.solutions.ablation_attribution)
     _rejects(E.check_ablation_attribution, wrong, message)
+
+
+# ---- 02 build your own ---------------------------------------------------------------------------------------
+def _sae_variant(encoder="transpose", normalize=True, centre=True, sub_pre=True, add_pre=True, clamp=True):
+    B = E.build
+
+    class Variant(B.MyTopKSAE):
+        def __init__(self, d, n, k, seed=0):
+            super().__init__(d, n, k, seed)
+            if encoder == "random":
+                g = torch.Generator().manual_seed(seed + 99)
+                with torch.no_grad():
+                    self.W_enc.copy_(torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1))
+
+        def forward(self, x, k=None):
+            x_n = x
+            if normalize:
+                x_n = x - x.mean(-1, keepdim=True) if centre else x
+                norm = x_n.norm(dim=-1, keepdim=True)
+                x_n = x_n / (norm.clamp_min(1e-8) if clamp else norm)
+            pre = ((x_n - self.b_pre) if sub_pre else x_n) @ self.W_enc.T + self.b_enc
+            z = E.solutions.topk_activation(pre, k or self.k)
+            return z @ self.W_dec + (self.b_pre if add_pre else 0), x_n, pre, z
+    return Variant
+
+
+@pytest.mark.parametrize("wrong,message", [(_sae_variant(encoder="random"), "transpose"),
+                                           (_sae_variant(normalize=False), "normalise each token"),
+                                           (_sae_variant(centre=False), "not centred"),
+                                           (_sae_variant(sub_pre=False), "subtract b_pre"),
+                                           (_sae_variant(add_pre=False), "add b_pre back"),
+                                           (_sae_variant(clamp=False), "clamp the norm")])
+def test_my_sae_check(wrong, message):
+    E.check_my_sae(E.solutions.MyTopKSAE)
+    _rejects(E.check_my_sae, wrong, message)
+
+
+def _grad_removed(W):
+    W.grad.zero_()
+
+
+def _grad_dim0(W):
+    W.grad -= (W.grad * W.data).sum(0, keepdim=True) * W.data
+
+
+def _renorm_columns(W):
+    W.data /= W.data.norm(dim=0, keepdim=True)
+
+
+@pytest.mark.parametrize("project,renorm,message", [
+    (_grad_removed, E.solutions.renormalize_decoder_, "whole gradient is gone"),
+    (_grad_dim0, E.solutions.renormalize_decoder_, "summed over rows"),
+    (lambda W: None, E.solutions.renormalize_decoder_, "gradient is unchanged"),
+    (E.solutions.constrain_decoder_grad_, _renorm_columns, "ROW by its norm"),
+])
+def test_decoder_constraint_check(project, renorm, message):
+    E.check_decoder_constraint(E.solutions.constrain_decoder_grad_, E.solutions.renormalize_decoder_)
+    with pytest.raises(AssertionError, match=message):
+        E.check_decoder_constraint(project, renorm)
+
+
+def _loop_without(step_name):
+    B = E.build
+
+    def fn(*args, **kwargs):
+        saved = getattr(B, step_name)
+        setattr(B, step_name, lambda W: None)
+        try:
+            return B.train_my_sae(*args, **kwargs)
+        finally:
+            setattr(B, step_name, saved)
+    return fn
+
+
+@pytest.mark.parametrize("loop,cls,message", [
+    (E.solutions.train_my_sae, _sae_variant(encoder="random"), "transpose"),
+    (_loop_without("renormalize_decoder_"), E.solutions.MyTopKSAE, "renormalize_decoder_ after every"),
+])
+def test_training_check_compares_with_trainer_and_names_the_missing_part(loop, cls, message):
+    from saelab.teach.toy import ToyConfig, make_toy
+
+    x = make_toy(ToyConfig(n_samples=16384)).x_BD
+    report = E.check_training(E.solutions.train_my_sae, E.solutions.MyTopKSAE, x, steps=150)
+    assert abs(report["yours"] - report["Trainer"]) < 0.1 * report["Trainer"]
+    with pytest.raises(AssertionError, match=message):
+        E.check_training(loop, cls, x, steps=150)
 
 
 # ---- every notebook -------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ is committed without outputs, and has the parts a class needs: one parameters ce
 prerequisites, what it teaches, its time, the paper's sections, a recap and questions with hidden answers."""
 
 import json
+import re
 from pathlib import Path
 
 import jupytext
@@ -50,7 +51,7 @@ def test_notebook_has_the_parts_a_class_needs(path):
     assert len(questions) == 2, f"{path.name} has no 'Check your understanding' section"
     assert 3 <= questions[1].count("<details>") <= 5, f"{path.name}: 3-5 questions, each with a hidden answer"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    exercises = code.count("todo(")
+    exercises = len(set(re.findall(r'todo\("(\d+\.\d+)"\)', code)))  # an exercise may stub several functions
     solutions = text.count("<summary>Solution</summary>")
     assert exercises and solutions == exercises, \
         f"{path.name}: {exercises} exercise stubs but {solutions} folded solutions; show one under each exercise"

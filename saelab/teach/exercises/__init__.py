@@ -1,8 +1,8 @@
 """Exercises for the notebooks: reference solutions and checks that name a wrong answer's mistake.
 
-One module per notebook (`toy` 00, `harvest` 01, `training` 02, `evaluation` 03, `recovery` 04, `explore` 05,
-`scaling` 06, `steering` 07). Each `check_*` takes the learner's function, runs it on small cases and raises
-`AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check known-wrong
+One module per notebook (`toy` 00, `harvest` 01, `training` and `build` 02, `evaluation` 03, `recovery` 04,
+`explore` 05, `scaling` 06, `steering` 07). Each `check_*` takes the learner's function, runs it on small cases
+and raises `AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check known-wrong
 implementations); it prints a short confirmation when all cases pass.
 
 A stub the learner must fill calls `todo("2.1")`, which stops the notebook with a clear message.
@@ -12,8 +12,9 @@ variable SAELAB_SOLUTIONS=1 is set (how CI runs the notebooks).
 
 from types import SimpleNamespace
 
-from saelab.teach.exercises import evaluation, explore, harvest, recovery, scaling, steering, toy, training
+from saelab.teach.exercises import build, evaluation, explore, harvest, recovery, scaling, steering, toy, training
 from saelab.teach.exercises.base import NotWrittenYet, graded, solutions_on, todo
+from saelab.teach.exercises.build import check_decoder_constraint, check_my_sae, check_training, normalize_tokens
 from saelab.teach.exercises.evaluation import check_effect_sparsity, check_loss_recovered, check_probe_loss_1d
 from saelab.teach.exercises.explore import check_precision_recall, check_top_activations
 from saelab.teach.exercises.harvest import check_residual_after_block
@@ -27,6 +28,8 @@ solutions = SimpleNamespace(
     feature_recovery=toy.feature_recovery, dead_fraction=toy.dead_fraction,
     residual_after_block=harvest.residual_after_block,
     topk_activation=training.topk_activation, normalized_mse=training.normalized_mse, auxk_loss=training.auxk_loss,
+    MyTopKSAE=build.MyTopKSAE, constrain_decoder_grad_=build.constrain_decoder_grad_,
+    renormalize_decoder_=build.renormalize_decoder_, train_my_sae=build.train_my_sae,
     loss_recovered=evaluation.loss_recovered, probe_loss_1d=evaluation.probe_loss_1d,
     effect_sparsity=evaluation.effect_sparsity,
     topk_reconstruct=recovery.topk_reconstruct, threshold_for_l0=recovery.threshold_for_l0,
@@ -41,6 +44,7 @@ __all__ = [
     "NotWrittenYet", "graded", "solutions", "solutions_on", "todo",
     "check_feature_recovery", "check_dead_fraction", "check_residual_after_block",
     "check_topk_activation", "check_normalized_mse", "check_auxk_loss",
+    "check_my_sae", "check_decoder_constraint", "check_training", "normalize_tokens",
     "check_loss_recovered", "check_probe_loss_1d", "check_effect_sparsity",
     "check_topk_reconstruct", "check_threshold_for_l0", "check_top_activations", "check_precision_recall",
     "check_fit_power_law", "check_prediction", "check_concept_scores", "check_steer_rows",

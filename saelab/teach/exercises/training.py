@@ -119,4 +119,45 @@ def check_auxk_loss(fn) -> None:
     want = float(auxk_loss(x, recon, pre, dead, W, 2))
     assert abs(got - want) < 1e-4 + 1e-4 * abs(want), f"got {got:.5f}, expected {want:.5f} (here the dead latent 5 " \
         "models the residual exactly)"
+    _check_auxk_nonzero(fn)
     passed("auxk_loss")
+
+
+def _auxk_nonzero_case():
+    """A case with a non-zero answer: 6 dead latents with positive pre-activations (more than k_aux = 2), some
+    tokens whose dead latents are mostly negative, and a residual whose baseline MSE is far from 1."""
+    g = torch.Generator().manual_seed(1)
+    d, n = 8, 16
+    W = torch.randn(n, d, generator=g)
+    W = W / W.norm(dim=1, keepdim=True)
+    x = 3.0 * torch.randn(24, d, generator=g)
+    recon = x - 0.2 * torch.randn(24, d, generator=g)  # a small residual: its baseline MSE is ~0.3, not 1
+    pre = torch.rand(24, n, generator=g) + 0.05
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[[1, 4, 6, 9, 12, 15]] = True
+    pre[:8, [1, 4, 6, 9, 12]] = -torch.rand(8, 5, generator=g) - 0.05  # these tokens: one positive dead latent
+    return x, recon, pre, dead, W
+
+
+def _check_auxk_nonzero(fn) -> None:
+    x, recon, pre, dead, W = _auxk_nonzero_case()
+    got = float(torch.as_tensor(fn(x, recon, pre, dead, W, 2)).detach())
+    resid = x - recon
+    masked = pre.masked_fill(~dead, float("-inf"))
+    top = masked.topk(2, dim=-1)
+    no_relu = torch.zeros_like(pre).scatter(-1, top.indices, top.values) @ W
+    all_dead = torch.zeros_like(pre).scatter(-1, masked.topk(int(dead.sum()), dim=-1).indices,
+                                             masked.topk(int(dead.sum()), dim=-1).values.relu()) @ W
+    z = topk_activation(masked, 2) @ W
+    diagnose(got, [(float((z - resid).pow(2).sum(-1).mean()),
+                    "that is the plain MSE of the residual's reconstruction: normalise it as the main loss is "
+                    "(divide by the MSE of predicting the residual's mean)"),
+                   (float(normalized_mse(all_dead, resid)),
+                    "all dead latents were used: AuxK keeps only the top k_aux of them per token"),
+                   (float(normalized_mse(no_relu, resid)),
+                    "negative pre-activations reached the reconstruction: apply the ReLU after the dead latents' "
+                    "top-k_aux, as in the main TopK")], atol=1e-5, rtol=1e-4)
+    want = float(auxk_loss(x, recon, pre, dead, W, 2))
+    assert abs(got - want) < 1e-5 + 1e-4 * abs(want), \
+        f"got {got:.5f}, expected {want:.5f} on a case with 6 dead latents firing, k_aux = 2 and negative " \
+        "pre-activations"

@@ -106,6 +106,11 @@ check_feature_recovery(graded(feature_recovery, solutions.feature_recovery))
 # used for language models).
 
 # %%
+from saelab.teach.diagrams import sae_diagram
+
+sae_diagram()  # the "normalise" step is for language models (notebook 02); the toy SAE below skips it
+
+# %%
 import tempfile
 from pathlib import Path
 
@@ -130,6 +135,18 @@ def train_toy(k: int, n_latents: int = N_FEATURES, k_aux: int | None = None) -> 
 
 first = train_toy(k=4)
 print({k: round(v, 3) if isinstance(v, float) else v for k, v in first.items() if k != "sae"})
+
+# %%
+import plotly.graph_objects as go
+
+from saelab.teach.toy import feature_recovery
+
+cos = feature_recovery(first["sae"].W_dec.cpu(), F).sort(descending=True).values
+fig = go.Figure(go.Scatter(y=cos.tolist(), mode="lines", name="best latent"))
+fig.add_hline(y=0.9, line_dash="dot", annotation_text="recovered (cos ≥ 0.9)")
+fig.update_layout(title="each true feature's cosine to its best decoder row, sorted", xaxis_title="true feature (sorted)",
+                  yaxis_title="max cosine", height=330, width=700)
+fig.show()
 
 # %% [markdown]
 # The normalized MSE is the reconstruction error divided by that of always predicting the mean sample (0 is

@@ -19,7 +19,7 @@
 # 3. the sparsity-reconstruction trade-off: TopK against the classic ReLU + L1 SAE at a matched L0;
 # 4. what AuxK and the transpose initialisation do to dead latents.
 #
-# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 17.4 minutes at full size (harvesting 135k tokens, then ten SAEs: the main one and the nine comparison runs of parts 3 and 4). It reuses the activation cache of notebook 01 when the settings match.
+# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 17.4 minutes at full size (harvesting 135k tokens, then ten SAEs: the main one and the nine comparison runs of parts 3 and 4). It reuses the activation cache of notebook 01 when the settings match. Part 1b (your own SAE, added 2026-12-02) is not in those totals: its check trains two toy SAEs, 6.6 s for 300 steps in our run.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
 # **Paper**: Gao et al. (2024), section 2.1 (setup, normalized MSE, input normalisation), 2.2 (TopK), 2.3 (the
@@ -99,6 +99,15 @@ check_normalized_mse(graded(normalized_mse, solutions.normalized_mse))
 # ```
 # </details>
 #
+# The whole SAE, with the AuxK branch you are about to write below it (the same drawing as notebook 00's, from
+# `saelab.teach.diagrams`):
+
+# %%
+from saelab.teach.diagrams import sae_diagram
+
+sae_diagram(auxk=True)
+
+# %% [markdown]
 # ### Exercise 2.3 — the AuxK loss (15 min, medium)
 # A latent that has not fired for a long time is **dead**: it gets no gradient and never recovers. AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
 # The residual has no bias, so the dead latents' reconstruction is `z_aux @ W_dec` **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.

@@ -103,6 +103,11 @@ for name, sae in saes.items():
 # Δloss across libraries only under one convention.
 
 # %%
+from saelab.teach.diagrams import splice_diagram
+
+splice_diagram()
+
+# %%
 import pandas as pd
 
 from saelab import ContextConfig, build_contexts, downstream_loss, load_corpus

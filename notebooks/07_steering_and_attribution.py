@@ -196,6 +196,14 @@ for strength in STRENGTHS:
     rows.append((strength, float(logp[concept_ids].exp().sum()), text))
     print(f"x{strength:<3} P(concept word next) = {rows[-1][1]:.4f} | {STEER_PROMPT}{text!r}")
 
+import plotly.graph_objects as go
+
+fig = go.Figure(go.Scatter(x=[r[0] for r in rows], y=[r[1] for r in rows], mode="lines+markers"))
+fig.update_layout(title=f"steering latent {LATENT}: P(a concept word next) against the strength",
+                  xaxis_title="strength (x the latent's largest activation)", yaxis_title="P(concept word next)",
+                  height=320, width=650)
+fig.show()
+
 
 # %% [markdown]
 # What to look for: does the probability of the concept's words rise with the strength, and at which strength does
@@ -296,6 +304,14 @@ for j in ranked:
 agree = sum((float(estimate[j]) > 0) == (real[j] > 0) for j in ranked)
 print(f"sign agrees for {agree} of {len(ranked)}; "
       f"correlation {float(torch.corrcoef(torch.tensor([[float(estimate[j]) for j in ranked], [real[j] for j in ranked]]))[0, 1]):.2f}")
+fig = go.Figure(go.Scatter(x=[float(estimate[j]) for j in ranked], y=[real[j] for j in ranked], mode="markers+text",
+                           text=[str(j) for j in ranked], textposition="top center"))
+lim = max(max(abs(float(estimate[j])), abs(real[j])) for j in ranked) * 1.1
+fig.add_scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", line_dash="dot", name="estimate = real")
+fig.update_layout(title="activation x gradient estimate against the real ablation, per latent", showlegend=False,
+                  xaxis_title="estimated change of the metric", yaxis_title="real change when ablated",
+                  height=360, width=560)
+fig.show()
 
 # %% [markdown]
 # What to look for: the estimate is exact when the metric is linear in the site's activations (the test suite checks

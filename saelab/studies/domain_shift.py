@@ -44,8 +44,11 @@ def shares_documents(sae, corpus: str) -> bool:
     record = (sae.data_record or {}).get("corpus")
     if record is None:
         return False
+    family = {"english-mix", *MIXTURE_PARTS}
+    if record not in family:  # e.g. wiki-multi: its documents may be in any corpus but the out-of-mixture ones
+        return corpus not in OUT_OF_MIXTURE
     pair = {record, corpus}
-    return record == corpus or (pair <= {"english-mix", *MIXTURE_PARTS} and "english-mix" in pair)
+    return record == corpus or (pair <= family and "english-mix" in pair)
 
 
 def domain_table(saes: dict, lm, cfg: DomainConfig | None = None, progress: bool = False):

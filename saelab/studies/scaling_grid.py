@@ -100,8 +100,12 @@ def grid_settings(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCa
     scale = {k: v for k, v in asdict(cfg).items() if k not in ("ns", "ks")}
     if scale["schedule"] == "decay":  # grids from before the option were all 'decay': they keep their id
         del scale["schedule"]
+    train = {k: v for k, v in asdict(base).items() if k not in set_per_point}
+    for name, off in (("ema_decay", None), ("rescale_encoder_init", False)):  # 0.3's options: off keeps 0.2's ids
+        if train.get(name) == off:
+            del train[name]
     return {"scale": scale,
-            "train": {k: v for k, v in asdict(base).items() if k not in set_per_point},
+            "train": train,
             "train_cache": {k: train_cache.manifest.get(k) for k in ident},
             "eval_cache": {k: eval_cache.manifest.get(k) for k in ident}}
 

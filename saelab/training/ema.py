@@ -2,7 +2,8 @@
 
 openai/sparse_autoencoder `train.py` (`EmaModel`): the average starts at zero, moves towards the parameters by
 ``1 - decay`` each step, and is divided by ``1 - decay ** steps`` when used, so its first steps are not pulled
-towards zero. Two differences from that loop, both saelab's choice:
+towards zero (0.999 is `training_loop_`'s default; the file's `Config` leaves the EMA off). Two differences
+from that loop, both saelab's choice:
 - the released loop updates the average just before the optimiser step (it averages the weights each step
   started from); saelab averages the weights each step ends with, after the decoder is renormalised, so the
   last step is in the average;

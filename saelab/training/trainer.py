@@ -88,7 +88,8 @@ class TrainConfig:
     normalized MSE, with fewer never-firing latents (README, "Training details")."""
     ema_decay: float | None = None
     """Keep a bias-corrected exponential moving average of the weights (`saelab.training.ema`; the released
-    training loop's `ema_multiplier`, 0.999 there) and evaluate and save it; None: off (README: measured)."""
+    `training_loop_`'s `ema_multiplier`, 0.999 by default there, off in its `Config`) and evaluate and save it;
+    None: off (README, "Training details": measured)."""
     batch_size: int = 4096
     """Tokens per optimiser step (global, over all data-parallel ranks)."""
     epochs: float = 8.0

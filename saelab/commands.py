@@ -253,10 +253,8 @@ def cmd_sweep(args) -> int:
     hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
                    layer=first.cfg.layer, split="test", max_tokens=args.eval_tokens or eval_tokens_default(),
                    device=args.device, context=heldout_context(saes.values()), **recorded_positions(first))
-    held = harvest(hcfg)
-    x = torch.cat([held.read_shard(i)["acts"].float() for i in range(len(held.shard_sizes))])
-    calib = harvest(replace(hcfg, split="validation", max_tokens=4096))  # JumpReLU thresholds: set on validation
-    calib_x = torch.cat([calib.read_shard(i)["acts"].float() for i in range(len(calib.shard_sizes))])
+    x = harvest(hcfg).activations()
+    calib_x = harvest(replace(hcfg, split="validation", max_tokens=4096)).activations()  # JumpReLU thresholds
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None
     lm = tokens = None
     if args.delta_loss_contexts:

@@ -165,6 +165,10 @@ class ActivationCache:
                 break
         return torch.cat(rows)
 
+    def activations(self) -> torch.Tensor:
+        """All activations, in cache order, as float32 (the whole cache in RAM: for held-out caches)."""
+        return torch.cat([self.read_shard(i)["acts"].float() for i in range(len(self.shard_sizes))])
+
     def tokens(self) -> torch.Tensor:
         """All token ids, in cache order (int32; small next to the activations)."""
         return torch.cat([self.read_shard(i, ("tokens",))["tokens"] for i in range(len(self.shard_sizes))])

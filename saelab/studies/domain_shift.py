@@ -12,6 +12,7 @@ harvested once per rule into the cache, as any harvest.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -78,6 +79,5 @@ def domain_table(saes: dict, lm, cfg: DomainConfig | None = None, progress: bool
     df = pd.DataFrame(rows)
     home = {name: (sae.data_record or {}).get("corpus") for name, sae in saes.items()}
     base = {n: df[(df.sae == n) & (df.corpus == c)].nmse.mean() for n, c in home.items()}
-    df["nmse_ratio"] = [r.nmse / base[r.sae] if base[r.sae] == base[r.sae] else float("nan")
-                        for r in df.itertuples()]
+    df["nmse_ratio"] = [float("nan") if math.isnan(base[r.sae]) else r.nmse / base[r.sae] for r in df.itertuples()]
     return df

@@ -23,6 +23,7 @@ import torch
 from saelab.acts.cache import ActivationCache
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.sae.input_norm import RENAMED
+from saelab.training.checkpoints import ADDED_IN_0_3
 from saelab.training.trainer import TrainConfig, Trainer
 
 
@@ -70,8 +71,7 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
         Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    for name in ("ema_decay", "rescale_encoder_init"):  # options added in saelab 0.3: older runs had them off
-        saved.setdefault(name, getattr(TrainConfig, name))
+    saved = {**ADDED_IN_0_3, **saved}  # options added in saelab 0.3: older runs had them off
     if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
         raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
     return SAE.load(folder / "sae", device=device)

@@ -13,6 +13,7 @@ raw `$...$` and every figure is blank. Here:
 from __future__ import annotations
 
 import html
+import json
 import re
 
 _CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
@@ -49,7 +50,7 @@ def _plotly_outputs_as_html(nb) -> None:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if PLOTLY_MIME in data and "text/html" not in data:
-                fig = pio.from_json(__import__("json").dumps(data[PLOTLY_MIME]))
+                fig = pio.from_json(json.dumps(data[PLOTLY_MIME]))
                 data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False)
                 del data[PLOTLY_MIME]
 

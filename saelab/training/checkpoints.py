@@ -24,6 +24,8 @@ from saelab.sae.model import SAE
 # may grow: a warm restart).
 RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
                      "epochs")
+# TrainConfig fields added in saelab 0.3, with the value that means "off": what a config written before them had.
+ADDED_IN_0_3 = {"ema_decay": None, "rescale_encoder_init": False}
 
 
 def checkpoint_folders(root: Path) -> list[Path]:
@@ -53,8 +55,7 @@ def check_resumable(path: Path, meta: dict, cfg, data_identity: dict) -> None:
     """Refuse, naming the difference and the fix, a checkpoint of another config or other activations."""
     saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    saved.setdefault("ema_decay", None)  # written before the option existed
-    saved.setdefault("rescale_encoder_init", False)
+    saved = {**ADDED_IN_0_3, **saved}  # written before the options existed
     if cfg.epochs < meta["config"].get("epochs", 0):
         raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
                          f"a run, not shorten it (asked {cfg.epochs}); pass another --out folder "

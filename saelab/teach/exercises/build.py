@@ -12,14 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from saelab.sae.input_norm import normalize
 from saelab.teach.exercises.base import diagnose, passed
 from saelab.teach.exercises.training import auxk_loss, normalized_mse, topk_activation
 
 
 def normalize_tokens(x_BD: torch.Tensor) -> torch.Tensor:
-    """The paper's input normalisation (section 2.1): centre each token over d, scale it to unit norm."""
-    x = x_BD - x_BD.mean(-1, keepdim=True)
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    """The paper's input normalisation (section 2.1): centre each token over d, scale it to unit norm (saelab's
+    own `per_token_unit_norm`, so the learner's SAE and `Trainer` see the same inputs)."""
+    return normalize(x_BD, "per_token_unit_norm")[0]
 
 
 class MyTopKSAE(nn.Module):

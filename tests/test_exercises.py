@@ -53,12 +53,54 @@ def test_feature_recovery_check(wrong, message):
     _rejects(E.check_feature_recovery, wrong, message)
 
 
-@pytest.mark.parametrize("wrong,message", [(lambda a: float((a == 0).float().mean()), "zero ENTRIES"),
-                                           (lambda a: float((a > 0).any(0).float().mean()), "alive"),
-                                           (lambda a: float((a < 0).all(0).float().mean()), "no positive")])
-def test_dead_fraction_check(wrong, message):
-    E.check_dead_fraction(E.solutions.dead_fraction)
-    _rejects(E.check_dead_fraction, wrong, message)
+def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates=True, best_first=True,
+           threshold=None, dead_if_any_zero=False):
+    """latent_roles with one mistake switched on."""
+    def fn(W, F, acts, thr=0.9):
+        t = thr if threshold is None else threshold
+        cos = (W / W.norm(dim=1, keepdim=True) if normalise else W) @ F.T
+        best, feat = (cos if signed else cos.abs()).max(1)
+        alive = (acts != 0).all(0) if dead_if_any_zero else (acts > 0).any(0)
+        if not dead:
+            alive = torch.ones_like(alive)
+        roles = ["other" if a else "dead" for a in alive.tolist()]
+        order = best.argsort(descending=True, stable=True).tolist() if best_first else range(len(best))
+        taken = set()
+        for j in order:
+            if (alive[j] or dead_claims) and best[j] >= t:
+                role = "duplicate" if duplicates and int(feat[j]) in taken else "feature"
+                taken.add(int(feat[j]))
+                if alive[j]:
+                    roles[j] = role
+        return roles
+    return fn
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (_roles(normalise=False), "normalise the decoder rows"), (_roles(signed=False), "OPPOSITE way"),
+    (_roles(dead=False), "'dead' whatever its direction"), (_roles(dead_claims=True), "cannot claim a feature"),
+    (_roles(duplicates=False), "is a 'duplicate'"), (_roles(best_first=False), "the lower index"),
+    (_roles(threshold=0.9), "use the threshold argument"), (_roles(dead_if_any_zero=True), "EVERY row"),
+    (lambda W, F, a, t=0.9: ["feature"] * F.shape[0], "one per LATENT"),
+])
+def test_latent_roles_check(wrong, message):
+    E.check_latent_roles(E.solutions.latent_roles)
+    _rejects(E.check_latent_roles, wrong, message)
+
+
+def test_latent_roles_counts_every_latent_on_toy_data():
+    """On a toy SAE's shape (more latents than features), the roles partition the latents and each true feature has
+    at most one 'feature' latent."""
+    from saelab.teach.toy import ToyConfig, make_toy
+
+    data = make_toy(ToyConfig(d=16, n_features=32, n_samples=512))
+    g = torch.Generator().manual_seed(0)
+    W = torch.cat([data.features_FD + 0.1 * torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)])
+    acts = torch.rand(512, 64, generator=g) * (torch.rand(512, 64, generator=g) < 0.05)
+    acts[:, :4] = 0.0
+    roles = E.solutions.latent_roles(W, data.features_FD, acts)
+    assert len(roles) == 64 and roles[:4] == ["dead"] * 4 and set(roles) <= {"feature", "duplicate", "dead", "other"}
+    assert roles.count("feature") <= 32
 
 
 # ---- 01 harvest ----------------------------------------------------------------------------------------------
@@ -169,15 +211,59 @@ def test_auxk_loss_check(wrong, message):
 
 
 # ---- 03 evaluation -------------------------------------------------------------------------------------------
+def _splice_variant(**flags):
+    from saelab.teach.exercises import evaluation as EV
+
+    if flags.get("clean"):
+        return lambda m, ids, layer, rec, error_scale=0.0: EV._clean_loss(m, ids)
+    if flags.get("leave_hook"):
+        def leaky(m, ids, layer, rec, error_scale=0.0):
+            find_blocks(m)[layer].register_forward_hook(lambda *a: None)
+            return EV._splice(m, ids, layer, rec, error_scale)
+        return leaky
+    return lambda m, ids, layer, rec, error_scale=0.0: EV._splice(m, ids, layer, rec, error_scale, **flags)
+
+
 @pytest.mark.parametrize("wrong,message", [
-    (lambda s, c, a: (s - c) / (a - c), "fraction LOST"),
-    (lambda s, c, a: (s - a) / (a - c), "wrong sign"),
-    (lambda s, c, a: c / s, "baseline"),
-    (lambda s, c, a: s - c, "delta CE"),
+    (_splice_variant(clean=True), "did not change"),
+    (_splice_variant(splice_from=0), "position 0 too"),
+    (_splice_variant(score_from=0), "scored the prediction made at position 0"),
+    (_splice_variant(log_base=2), "bits"),
+    (_splice_variant(error_sign=-1.0), "recon - x"),
+    (lambda m, ids, layer, rec, error_scale=0.0: _splice_variant()(m, ids, layer, rec, 0.0), "error_scale is ignored"),
+    (_splice_variant(leave_hook=True), "still registered"),
+    (lambda m, ids, layer, rec, error_scale=0.0: _splice_variant()(m, ids, layer, rec, float(error_scale >= 1.0)),
+     "linear in error_scale"),
 ])
-def test_loss_recovered_check(wrong, message):
-    E.check_loss_recovered(E.solutions.loss_recovered)
-    _rejects(E.check_loss_recovered, wrong, message)
+def test_spliced_loss_check(smollm, wrong, message):
+    from types import SimpleNamespace
+
+    from saelab.teach.exercises import evaluation as EV
+
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
+    fixed = SimpleNamespace(reconstruct=lambda x: -2.0 * x.flip(-1))  # a bad, deterministic "reconstruction"
+    E.check_spliced_loss(E.solutions.spliced_loss, smollm, fixed, ids, 8)
+    assert EV._splice(smollm.model, ids, 8, fixed.reconstruct, 0.0) != pytest.approx(EV._clean_loss(smollm.model, ids),
+                                                                                       rel=1e-2)
+    try:
+        _rejects(lambda fn: E.check_spliced_loss(fn, smollm, fixed, ids, 8), wrong, message)
+    finally:  # a leaked hook must not spoil the other tests' model
+        for blk in find_blocks(smollm.model):
+            blk._forward_hooks.clear()
+
+
+def test_spliced_loss_matches_saelab_splice(smollm):
+    """The exercise's reference agrees with the splice every metric uses, where no outlier is left clean."""
+    from saelab.evals.downstream import downstream_losses
+    from saelab.evals.splice import SpliceSite
+
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(1))
+    rec = lambda x: -2.0 * x.flip(-1)  # noqa: E731
+    where = SpliceSite(layer=8, outlier_factor=None)
+    r = downstream_losses(smollm, ids, {"s": lambda x, m, _p=None: torch.where(m[..., None], rec(x), x)}, where,
+                          progress=False)
+    assert E.solutions.spliced_loss(smollm.model, ids, 8, rec) == pytest.approx(r["s"]["ce"], rel=1e-5)
+    assert r["s"]["ce"] != pytest.approx(r["ce_clean"], rel=1e-2)
 
 
 def _probe(bias=True, log=torch.log, accuracy=False, steps=300):
@@ -241,15 +327,52 @@ def test_effect_sparsity_check(wrong, message):
 
 
 # ---- 04 progressive recovery ---------------------------------------------------------------------------------
+def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="lowest"):
+    """recovery_curve with one mistake switched on."""
+    def fn(pre, x, W, b, ks):
+        curve = []
+        for k in ks:
+            z = E.solutions.topk_activation(pre, k) if relu else _topk_no_relu(pre, k)
+            err = (z @ W + (b if bias else 0) - x).pow(2).sum(-1)
+            base = {"mean vector": (x - x.mean(0)).pow(2).sum(-1), "none": torch.ones(len(x)),
+                    "norm": x.pow(2).sum(-1), "scalar mean": (x - x.mean()).pow(2).sum(-1)}[baseline]
+            curve.append(float((err / base).mean()) if per_token else float(err.mean() / base.mean()))
+        i = int(np.argmin(curve))
+        rises = [j + 1 for j in range(len(ks) - 1) if curve[j + 1] > curve[j]]
+        return curve, {"lowest": ks[i], "index": i, "after": ks[min(i + 1, len(ks) - 1)],
+                       "highest": ks[int(np.argmax(curve))], "value": curve[i],
+                       "first rise or first": ks[rises[0] - 1] if rises else ks[0]}[turn]
+    return fn
+
+
 @pytest.mark.parametrize("wrong,message", [
-    (lambda p, W, b, k: E.solutions.topk_activation(p, k) @ W, "decoder bias"),
-    (lambda p, W, b, k: _topk_no_relu(p, k) @ W + b, "ReLU after TopK"),
-    (lambda p, W, b, k: E.solutions.topk_reconstruct(p, W, b, k - 1), "11 latents"),
-    (lambda p, W, b, k: p.relu() @ W + b, "only the top k"),
+    (_curve(relu=False), "THEN applies the ReLU"), (_curve(bias=False), "decoder bias"),
+    (_curve(baseline="none"), "plain MSE"), (_curve(baseline="norm"), r"\|\|x\|\|\^2"),
+    (_curve(baseline="scalar mean"), "mean VECTOR"), (_curve(per_token=True), "per-token ratios"),
+    (_curve(turn="index"), "POSITION"), (_curve(turn="after"), "AFTER the curve turned"),
+    (_curve(turn="highest"), "HIGHEST"), (_curve(turn="value"), "not a normalized MSE"),
+    (_curve(turn="first rise or first"), "keeps falling"),
 ])
-def test_topk_reconstruct_check(wrong, message):
-    E.check_topk_reconstruct(E.solutions.topk_reconstruct)
-    _rejects(E.check_topk_reconstruct, wrong, message)
+def test_recovery_curve_check(wrong, message):
+    E.check_recovery_curve(E.solutions.recovery_curve)
+    _rejects(E.check_recovery_curve, wrong, message)
+
+
+def test_recovery_curve_matches_saelab_topk_decode():
+    """The reference curve is saelab's own TopK(k') decode, scored with saelab's normalized MSE."""
+    from saelab import SAE, SAEConfig
+    from saelab.sae.losses import normalized_mse
+
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(d_in=16, n_latents=64, k=4, normalize="per_token_unit_norm"))
+    x = torch.randn(128, 16)
+    with torch.no_grad():
+        x_n, _ = sae.preprocess(x)
+        curve, turn = E.solutions.recovery_curve(sae.pre_acts(x_n), x_n, sae.W_dec, sae.b_pre, [2, 4, 8])
+        for k, v in zip([2, 4, 8], curve):
+            lib = float(normalized_mse(sae.decode_normalized(*sae.encode(x, k=k)[:2]), x_n))
+            assert abs(v - lib) < 1e-4 * max(1.0, lib)
+    assert turn == [2, 4, 8][int(np.argmin(curve))]
 
 
 @pytest.mark.parametrize("wrong,message", [
@@ -263,47 +386,100 @@ def test_threshold_for_l0_check(wrong, message):
 
 
 # ---- 05 exploring latents ------------------------------------------------------------------------------------
-def _top_by_n(a, m):
-    N = a.shape[0]
-    return [(int(i) // N, int(i) % N) for i in a.flatten().topk(m).indices]
+def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pairs="c,t"):
+    """dashboard_examples with one mistake switched on; intervals take the first examples of each group."""
+    def fn(a, m, n_intervals, per_interval, seed=0):
+        N, T = a.shape
+        split = (lambda i: (i // N, i % N)) if pairs == "by N" else (lambda i: (i // T, i % T))
+        flat = a.flatten()
+        if top == "any":
+            tops = [split(int(i)) for i in flat.topk(m).indices]
+        elif pairs == "by N":  # the strongest positions, one per (mis-computed) context
+            tops, seen = [], set()
+            for i in flat.argsort(descending=True).tolist():
+                if flat[i] > 0 and split(i)[0] not in seen and len(tops) < m:
+                    seen.add(split(i)[0])
+                    tops.append(split(i))
+        else:
+            v, t = a.max(1)
+            tops = [(int(c), int(t[c])) for c in v.argsort(descending=True)[:m] if top == "silent" or v[c] > 0]
+        if top == "ascending":
+            tops = tops[::-1]
+        pool = torch.arange(N * T) if intervals == "with zeros" else (flat > 0).nonzero().squeeze(1)
+        ranked = pool[flat[pool].argsort()]
+        if intervals == "value":
+            edges = torch.linspace(0, float(flat.max()), n_intervals + 1)
+            groups = [ranked[(flat[ranked] >= lo) & (flat[ranked] < hi if j < n_intervals - 1 else True)]
+                      for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+        else:
+            groups = torch.tensor_split(ranked, n_intervals)
+        out = []
+        for g in groups:
+            picked, seen = [], set()
+            for i in g.tolist():
+                if (not dedup or i // T not in seen) and len(picked) < per_interval:
+                    seen.add(i // T)
+                    picked.append(split(i))
+            out.append(picked)
+        if order == "highest first":
+            out = out[::-1]
+        if pairs == "t,c":
+            tops, out = [(t, c) for c, t in tops], [[(t, c) for c, t in iv] for iv in out]
+        return tops, out
+    return fn
 
 
-def _top_ascending(a, m):
-    return list(reversed(E.solutions.top_activations(a, m)))
+@pytest.mark.parametrize("wrong,message", [
+    (_dash(top="any"), "repeat a context"), (_dash(top="ascending"), "strongest FIRST"),
+    (_dash(top="silent"), "only 9 contexts fire"), (_dash(pairs="t,c"), "swapped"),
+    (_dash(pairs="by N"), "divide by T"),
+    (_dash(intervals="value"), "Split by RANK"), (_dash(intervals="with zeros"), "zeros are not part"),
+    (_dash(dedup=False), "at most one example per context"), (_dash(order="highest first"), "lowest activations"),
+])
+def test_dashboard_examples_check(wrong, message):
+    E.check_dashboard_examples(E.solutions.dashboard_examples)
+    _rejects(E.check_dashboard_examples, wrong, message)
 
 
-def _top_swapped(a, m):
-    return [(p, c) for c, p in E.solutions.top_activations(a, m)]
+def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1"):
+    """find_concept_latent with one mistake switched on."""
+    def scores(idx, acts, concept, n, how, ge):
+        on = acts >= 0 if ge else acts > 0
+        fires = torch.bincount(idx[on], minlength=n).float()
+        hits = torch.bincount(idx[on & concept[:, None]], minlength=n).float()
+        total = torch.zeros(n).index_add_(0, idx.flatten(), acts.flatten())
+        on_c = torch.zeros(n).index_add_(0, idx[concept].flatten(), acts[concept].flatten())
+        nc, T = int(concept.sum()), len(concept)
+        return {"f1": 2 * hits / (fires + nc), "precision": hits / nc, "recall": hits / fires.clamp_min(1),
+                "mean on concept": on_c / nc, "mean difference": on_c / nc - (total - on_c) / (T - nc),
+                "mean when active": total / fires.clamp_min(1)}[how]
+
+    def pr(text, latent, ge):
+        idx, acts, concept = text
+        fires = ((idx == latent) & ((acts >= 0) if ge else (acts > 0))).any(-1)
+        both = float((fires & concept).sum())
+        return both / max(1, int(concept.sum())), both / max(1, int(fires.sum()))
+
+    def fn(build, test, n):
+        texts = {"build": build, "test": test}
+        latent = int(scores(*texts[choose_on], n, pick, geq).argmax())
+        f1 = float(scores(*build, n, score, geq)[latent])
+        p, r = pr(texts[score_on], latent, geq or test_geq)
+        return (latent, f1, r, p) if swap else (latent, f1, p, r)
+    return fn
 
 
-@pytest.mark.parametrize("wrong,message", [(_top_by_n, "divide by T"), (_top_ascending, "strongest FIRST"),
-                                           (_top_swapped, "swapped")])
-def test_top_activations_check(wrong, message):
-    E.check_top_activations(E.solutions.top_activations)
-    _rejects(E.check_top_activations, wrong, message)
-
-
-def _pr_swapped(a, p):
-    prec, rec = E.solutions.precision_recall(a, p)
-    return rec, prec
-
-
-def _pr_geq(a, p):
-    fires, pred = a >= 0, p.bool()
-    both = float((fires & pred).sum())
-    return both / max(1, int(pred.sum())), both / max(1, int(fires.sum()))
-
-
-def _pr_accuracy(a, p):
-    acc = float(((a > 0) == p.bool()).float().mean())
-    return acc, acc
-
-
-@pytest.mark.parametrize("wrong,message", [(_pr_swapped, "swapped"), (_pr_geq, "not >= 0"),
-                                           (_pr_accuracy, "accuracy")])
-def test_precision_recall_check(wrong, message):
-    E.check_precision_recall(E.solutions.precision_recall)
-    _rejects(E.check_precision_recall, wrong, message)
+@pytest.mark.parametrize("wrong,message", [
+    (_concept(pick="mean on concept"), "activation strength"), (_concept(pick="mean difference"), "notebook 07"),
+    (_concept(pick="mean when active"), "dense latent"), (_concept(pick="precision"), "dense latent"),
+    (_concept(pick="recall"), "misses most of it"), (_concept(geq=True), "not >= 0"),
+    (_concept(choose_on="test"), "the TEST text"), (_concept(score_on="build"), "BUILD text it was chosen on"),
+    (_concept(swap=True), "swapped"), (_concept(test_geq=True), "20 slots with activation 0"),
+    (_concept(score="precision"), "precision or recall alone"),
+])
+def test_find_concept_latent_check(wrong, message):
+    E.check_find_concept_latent(E.solutions.find_concept_latent)
+    _rejects(E.check_find_concept_latent, wrong, message)
 
 
 # ---- 06 scaling laws -----------------------------------------------------------------------------------------
@@ -332,48 +508,213 @@ def test_fit_power_law_check(wrong, message):
     _rejects(E.check_fit_power_law, wrong, message)
 
 
-def test_prediction_check():
-    fit = (2.5, 0.4, 0.08)
-    E.check_prediction(2.5 * 8192 ** -0.4 + 0.08, fit, 8192)
-    with pytest.raises(AssertionError, match="is the new one|b negated"):
-        E.check_prediction(2.5 * 4096 ** -0.4 + 0.08, fit, 8192)
-    with pytest.raises(AssertionError, match="below the irreducible"):
-        E.check_prediction(2.5 * 8192 ** -0.4, fit, 8192)
+def _envelope_by_tokens(c):
+    return c.sort_values("tokens").assign(best=lambda d: d.nmse.cummin()).query("nmse == best")[
+        ["flops", "nmse", "n"]].sort_values("flops")
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (_envelope_by_tokens, "ordered the evaluations by tokens"),
+    (lambda c: c.loc[c.groupby("n").tokens.idxmax()][["flops", "nmse", "n"]].sort_values("flops"), "final evaluation"),
+    (lambda c: c.sort_values("flops")[["flops", "nmse", "n"]], "running minimum"),
+    (lambda c: c.sort_values("flops")[["flops", "nmse"]], "no 'n'"),
+    (lambda c: c.iloc[:0][["flops", "nmse", "n"]], "empty"),
+])
+def test_compute_envelope_check(wrong, message):
+    from saelab.studies.scaling_laws import compute_envelope
+    from saelab.teach.exercises import scaling
+
+    E.check_compute_envelope(E.solutions.compute_envelope)
+    _rejects(E.check_compute_envelope, wrong, message)
+    curves = scaling._toy_curves()  # the check's curves put every n on the envelope, in order of n
+    env = compute_envelope(curves, skip_frac=0.0)
+    assert list(dict.fromkeys(env.n)) == [256, 1024, 4096]
 
 
 # ---- 07 steering and attribution -----------------------------------------------------------------------------
-@pytest.mark.parametrize("wrong,message", [
-    (lambda p, n: n.mean(0) - p.mean(0), "subtract the OTHER"),
-    (lambda p, n: p.sum(0) - n.sum(0), "use means"),
-    (lambda p, n: p.mean(0), "mean on the concept's tokens minus"),
-])
-def test_concept_scores_check(wrong, message):
-    E.check_concept_scores(E.solutions.concept_scores)
-    _rejects(E.check_concept_scores, wrong, message)
+def _steer_variant(**flags):
+    from saelab.teach.exercises import steering as ST
+
+    return lambda model, sae, latent, alpha: ST._steering_hook(model, sae, latent, alpha, **flags)
+
+
+def _steer_no_handle(model, sae, latent, alpha):
+    _steer_variant()(model, sae, latent, alpha)  # registers the right hook but returns nothing
+
+
+def _steer_hook_returns_nothing(model, sae, latent, alpha):
+    def hook(module, inputs, output):
+        x = output[0] if isinstance(output, tuple) else output
+        x = x + alpha * sae.W_dec[latent]  # a new tensor, never returned: the block's output is unchanged
+
+    return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
+
+
+def _steer_last_position_only(model, sae, latent, alpha):
+    from saelab.teach.exercises import steering as ST
+
+    def hook(module, inputs, output):
+        x = output[0] if isinstance(output, tuple) else output
+        delta = ST._steer_delta(sae, x, latent, alpha)
+        delta[:, :-1] = 0
+        return (x + delta, *output[1:]) if isinstance(output, tuple) else x + delta
+
+    return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
+
+
+def _clear_hooks(lm):
+    for module in lm.model.modules():  # leave the shared model as it was for other tests
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key, hook in list(hooks.items()):
+                if not (getattr(hook, "__module__", None) or "").startswith("transformers"):
+                    del hooks[key]
 
 
 @pytest.mark.parametrize("wrong,message", [
-    (lambda x, W, j, a: a * W[j].expand_as(x), "ADD it to x"),
-    (lambda x, W, j, a: x + a * W[:, j][: x.shape[1]], "not a column"),
-    (lambda x, W, j, a: x - a * W[j], "sign"),
+    (_steer_variant(first=0), "changed position 0"),
+    (_steer_variant(sign=-1.0), "wrong sign"),
+    (_steer_variant(scale="none"), "as it is: the decoder row lives in the SAE's input space"),
+    (_steer_variant(scale="raw"), "CENTRED token"),
+    (_steer_variant(shift=True), "the token's mean too"),
+    (_steer_variant(b_pre=True), "you added b_pre: it is in the SAE's output"),
+    (_steer_variant(scale="none", b_pre=True), "added b_pre and left out the scale"),
+    (_steer_variant(row="enc"), "ENCODER's row"),
+    (_steer_variant(blocks="all"), "hooks on 4 modules.*steering every layer"),
+    (_steer_variant(blocks="next"), r"you hooked block 3: the SAE reads the output of block sae.cfg.layer = 2"),
+    (_steer_variant(blocks="pre"), "PRE-hook"),
+    (_steer_no_handle, "return the handle"),
+    (_steer_hook_returns_nothing, "did not change the block's output"),
+    (_steer_last_position_only, "some positions >= 1 were not steered"),
 ])
-def test_steer_rows_check(wrong, message):
-    E.check_steer_rows(E.solutions.steer_rows)
-    _rejects(E.check_steer_rows, wrong, message)
+def test_steering_hook_check(tiny_lm, wrong, message):
+    from saelab.teach.exercises.harvest import _hooks_left
+
+    before = _hooks_left(tiny_lm.model)
+    try:
+        E.check_steering_hook(E.solutions.add_steering_hook, tiny_lm)
+        _rejects(lambda fn: E.check_steering_hook(fn, tiny_lm), wrong, message)
+        assert _hooks_left(tiny_lm.model) == before, "the check must remove every hook the learner's function added"
+    finally:
+        _clear_hooks(tiny_lm)
 
 
-def _overwrite(a, g, i, n):
-    return torch.zeros(n).scatter_(0, i.reshape(-1), (-a * g).reshape(-1))
+def _ablate_variant(**flags):
+    from saelab.teach.exercises import steering as ST
+
+    return lambda sae, x, latent: ST._ablate_rows(sae, x, latent, **flags)
 
 
 @pytest.mark.parametrize("wrong,message", [
-    (lambda a, g, i, n: torch.zeros(n).index_add_(0, i.reshape(-1), (a * g).reshape(-1)), "wrong sign"),
-    (lambda a, g, i, n: torch.zeros(n).index_add_(0, i.reshape(-1), (-g).reshape(-1)), "ACTIVATION"),
-    (_overwrite, "SUM over them"),
+    (_ablate_variant(keep_error=False), "drops the error term"),
+    (_ablate_variant(sign=1.0), "wrong sign"),
+    (_ablate_variant(acts="pre"), "pre-activation"),
+    (_ablate_variant(acts="max"), "the same amount at every row"),
+    (_ablate_variant(scale="none"), "map the change back with each row's scale"),
+    (_ablate_variant(scale="raw"), "CENTRED row"),
+    (_ablate_variant(shift=True), "the row's mean too"),
+    (_ablate_variant(b_pre=True), "subtracted b_pre"),
+    (_ablate_variant(row="enc"), "ENCODER's row"),
+    (lambda sae, x, latent: x.clone(), "unchanged"),
+    (lambda sae, x, latent: _ablate_variant()(sae, x, latent) + 0.01 * (x.norm(dim=-1, keepdim=True) > 1e9),
+     None),
 ])
-def test_ablation_attribution_check(wrong, message):
-    E.check_ablation_attribution(E.solutions.ablation_attribution)
-    _rejects(E.check_ablation_attribution, wrong, message)
+def test_ablate_rows_check(wrong, message):
+    E.check_ablate_rows(E.solutions.ablate_rows)
+    if message is None:  # a right answer in other words passes too
+        E.check_ablate_rows(wrong)
+    else:
+        _rejects(E.check_ablate_rows, wrong, message)
+
+
+def _attribution_variant(variant):
+    from saelab.teach.exercises import steering as ST
+
+    return lambda model, sae, ids, metric: ST._attribution_variant(model, sae, ids, metric, variant)
+
+
+def _attribution_leaves_hook(model, sae, ids, metric):
+    find_blocks(model)[sae.cfg.layer].register_forward_hook(lambda *a: None)
+    return E.solutions.attribution_estimates(model, sae, ids, metric)
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (_attribution_variant("sign"), "wrong sign"),
+    (_attribution_variant("no_error"), "reconstruction alone: keep the error term"),
+    (_attribution_variant("position0"), "position 0 too"),
+    (_attribution_variant("sums"), "positions where the latent is not active"),
+    (_attribution_variant("pre"), "pre-activations"),
+    (_attribution_variant("grad"), "gradient alone"),
+    (_attribution_variant("no_scale"), "misses the scale s"),
+    (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents), "no gradient reached the activations"),
+    (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents + 1), "one estimate per latent"),
+    (_attribution_leaves_hook, "still registered"),
+])
+def test_attribution_estimates_check(tiny_lm, wrong, message):
+    try:
+        E.check_attribution_estimates(E.solutions.attribution_estimates, tiny_lm)
+        _rejects(lambda fn: E.check_attribution_estimates(fn, tiny_lm), wrong, message)
+    finally:
+        _clear_hooks(tiny_lm)
+
+
+def test_attribution_reference_is_saelab_attribute_and_the_first_order_ablation(tiny_lm):
+    """The reference agrees with saelab.interp.attribution.attribute (dense and sparse leaves give the same
+    gradient), and with a linear metric of the site (the residual stream read by a fixed vector at the next block's
+    input) it is the real ablation effect."""
+    from saelab.interp.steering import ablate, spliced
+    from saelab.teach.exercises import steering as ST
+
+    layer = 2
+    sae = ST.check_sae(tiny_lm.d_model, layer=layer, seed=7)
+    ids = tiny_lm.tokenizer(ST.TEXT, return_tensors="pt").input_ids
+    read = torch.randn(tiny_lm.d_model, generator=torch.Generator().manual_seed(0))
+    captured = {}
+    handle = find_blocks(tiny_lm.model)[layer + 1].register_forward_pre_hook(
+        lambda m, args: captured.__setitem__("x", args[0]))
+
+    def metric(_logits):  # linear in the site's activations: the sum over positions of x . read
+        return (captured["x"][0] @ read).sum()
+
+    try:
+        est = E.solutions.attribution_estimates(tiny_lm.model, sae, ids, metric)
+        from saelab.evals.splice import SpliceSite
+
+        where = SpliceSite(layer=layer, exclude_first=1, outlier_factor=None)
+        with torch.no_grad():
+            with spliced(tiny_lm, sae, where=where):
+                base = float(metric(tiny_lm.model(input_ids=ids).logits))
+            j = int(est.abs().argmax())
+            with spliced(tiny_lm, sae, [ablate(j)], where=where):
+                real = float(metric(tiny_lm.model(input_ids=ids).logits)) - base
+    finally:
+        handle.remove()
+    assert abs(float(est[j])) > 1e-3 and float(est[j]) == pytest.approx(real, rel=1e-3, abs=1e-5)
+
+
+def _notebook_solution(path, number):
+    """The function a learner gets by pasting exercise `number`'s folded Solution into its stub."""
+    text = path.read_text()
+    stub = re.search(r"^def (\w+)\((.*?)\):\n(?:    #.*\n)*    todo\(\"" + re.escape(number) + r"\"\)", text, re.M)
+    assert stub, f"no stub for exercise {number}"
+    after = text[stub.end():]
+    hint, solution = after.find("<summary>Hint</summary>"), after.find("<summary>Solution</summary>")
+    assert 0 <= hint < solution, f"exercise {number}: a folded Hint must come before the folded Solution"
+    code = re.search(r"```python\n(.*?)```", after[solution:], re.S).group(1)
+    body = "\n".join("    " + line[2:] if line.startswith("# ") else "" for line in code.splitlines())
+    namespace = {"torch": torch, "__name__": "notebook_07"}
+    exec(f"def {stub.group(1)}({stub.group(2)}):\n{body}\n", namespace)
+    return namespace[stub.group(1)]
+
+
+@pytest.mark.parametrize("number,check,needs_lm", [("7.1", "check_steering_hook", True),
+                                                    ("7.2", "check_ablate_rows", False),
+                                                    ("7.3", "check_attribution_estimates", True)])
+def test_notebook_07_solutions_pass_their_checks(tiny_lm, number, check, needs_lm):
+    fn = _notebook_solution(NOTEBOOKS / "07_steering_and_attribution.py", number)
+    try:
+        getattr(E, check)(fn, *([tiny_lm] if needs_lm else []))
+    finally:
+        _clear_hooks(tiny_lm)
 
 
 # ---- 02 build your own ---------------------------------------------------------------------------------------
@@ -448,18 +789,45 @@ def _loop_without(step_name):
     return fn
 
 
+def _loop_ignoring_multi_topk(*args, multi_topk=False, **kwargs):
+    return E.build.train_my_sae(*args, **kwargs)
+
+
+def _loop_with_torch_adam_defaults(*args, **kwargs):
+    original = torch.optim.Adam  # the check's watcher, while the check runs
+
+    def adam(params, lr, betas=None, eps=None):
+        return original(params, lr=lr)  # torch's default betas (0.9, 0.999) and eps 1e-8
+    torch.optim.Adam = adam
+    try:
+        return E.build.train_my_sae(*args, **kwargs)
+    finally:
+        torch.optim.Adam = original
+
+
+@pytest.fixture(scope="module")
+def toy_x():
+    from saelab.teach.toy import ToyConfig, make_toy
+
+    return make_toy(ToyConfig(n_samples=16384)).x_BD
+
+
+def test_training_check_passes_the_reference_close_to_trainer(toy_x):
+    report = E.check_training(E.solutions.train_my_sae, E.solutions.MyTopKSAE, toy_x, steps=150, multi_topk_steps=150)
+    assert abs(report["yours"] - report["Trainer"]) < 0.1 * report["Trainer"]
+    assert report["yours at 4k (Multi-TopK)"] < 1.15 * report["Trainer at 4k (Multi-TopK)"]
+
+
 @pytest.mark.parametrize("loop,cls,message", [
     (E.solutions.train_my_sae, _sae_variant(encoder="random"), "transpose"),
     (_loop_without("renormalize_decoder_"), E.solutions.MyTopKSAE, "renormalize_decoder_ after every"),
+    (_loop_without("constrain_decoder_grad_"), E.solutions.MyTopKSAE, "still points along its rows"),
+    (_loop_with_torch_adam_defaults, E.solutions.MyTopKSAE, "eps 6.25e-10"),
+    (_loop_ignoring_multi_topk, E.solutions.MyTopKSAE, "L\\(4k\\) / 8"),
 ])
-def test_training_check_compares_with_trainer_and_names_the_missing_part(loop, cls, message):
-    from saelab.teach.toy import ToyConfig, make_toy
-
-    x = make_toy(ToyConfig(n_samples=16384)).x_BD
-    report = E.check_training(E.solutions.train_my_sae, E.solutions.MyTopKSAE, x, steps=150)
-    assert abs(report["yours"] - report["Trainer"]) < 0.1 * report["Trainer"]
+def test_training_check_rejects_wrong_assemblies_by_name(toy_x, loop, cls, message):
     with pytest.raises(AssertionError, match=message):
-        E.check_training(loop, cls, x, steps=150)
+        E.check_training(loop, cls, toy_x, steps=150, multi_topk_steps=150)
 
 
 # ---- every notebook -------------------------------------------------------------------------------------------
@@ -474,7 +842,7 @@ def test_every_notebook_has_stubbed_graded_exercises(path):
     assert all(int(nb) == number for nb, _ in todos), f"{path.name}: exercise numbers {todos} must start with {number}"
     checks = re.findall(r"^check_\w+\((.*)$", text, flags=re.M)
     assert checks, f"{path.name} never calls a check"
-    assert all(c.startswith("graded(") or c.startswith("predicted") for c in checks), \
+    assert all(c.startswith("graded(") for c in checks), \
         f"{path.name}: every check must grade graded(...): {checks}"
     assert "solutions." not in "".join(re.findall(r"def \w+\(.*?\n(?=\S)", text, flags=re.S)), \
         f"{path.name}: an exercise stub returns the reference solution (a free pass)"

@@ -22,7 +22,8 @@ def padded_from_mask(pre_BN: torch.Tensor, mask_BN: torch.Tensor) -> tuple[torch
 
 @dataclass(frozen=True)
 class TopK:
-    """The k largest pre-activations of each token, through a ReLU (the paper's z = ReLU(TopK(.)))."""
+    """The k largest pre-activations of each token, through a ReLU (the released code's relu(topk(.)); the paper's
+    eq. 2 writes TopK(.))."""
 
     k: int
 

@@ -1,10 +1,11 @@
 """The TopK sparse autoencoder of Gao et al. 2024 (sections 2-5), with its ReLU+L1 baseline.
 
     x_n     = normalise(x)                           (saelab.sae.input_norm)
-    z       = TopK(W_enc (x_n - b_pre) + b_enc)      (ReLU on the kept values, as the paper)
+    z       = TopK(W_enc (x_n - b_pre) + b_enc)      (ReLU on the kept values, as the released code;
+                                                      the paper's eq. 2 writes TopK(W_enc (x_n - b_pre)))
     x_hat_n = W_dec^T z + b_pre,   x_hat = denormalise(x_hat_n)
 
-Training losses, all in the normalised space (section 2.2 and appendix A.2):
+Training losses, all in the normalised space (sections 2.2-2.3, 5.3 and appendix A.2):
     nmse  = MSE / MSE of always predicting the batch mean (the paper's normalized MSE)
     aux   = nmse of the residual e = x_n - x_hat_n (detached) by the top-k_aux *dead* latents,
             decoded WITHOUT b_pre: the residual has no bias to add (sparsify #132 added it twice)
@@ -377,7 +378,7 @@ class SAE(nn.Module):
         active = z.detach() > 0
         return ForwardOut(undo(recon_n), losses, None, None, active.any(0), active.sum(-1).float().mean())
 
-    # ---- unit-norm decoder (section 2.3) -------------------------------------------------------
+    # ---- unit-norm decoder (appendix A.1) -------------------------------------------------------
     @torch.no_grad()
     def project_decoder_grad_(self) -> None:
         """Remove the gradient component parallel to each decoder row (call before the optimiser step)."""

@@ -2,7 +2,7 @@
 
     L(N)    = a * N^(-b) + c                              for each k (c: the irreducible loss)
     L(N, k) = exp(alpha + beta_k log k + beta_n log N + gamma log k log N) + exp(zeta + eta log k)
-                                                          (the paper's joint form, section 3.1.2)
+                                                          (the paper's joint form, section 3.1)
     L(C)    = a * C^(-b) + c                              for each k, on the lower envelope of the
                                                           held-out curves of every n against compute
                                                           (the paper's Figure 1: L = 0.09 + 0.056

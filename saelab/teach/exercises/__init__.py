@@ -14,39 +14,45 @@ from types import SimpleNamespace
 
 from saelab.teach.exercises import build, evaluation, explore, harvest, recovery, scaling, steering, toy, training
 from saelab.teach.exercises.base import NotWrittenYet, graded, solutions_on, todo
-from saelab.teach.exercises.build import check_decoder_constraint, check_my_sae, check_training, normalize_tokens
-from saelab.teach.exercises.evaluation import check_effect_sparsity, check_loss_recovered, check_probe_loss_1d
-from saelab.teach.exercises.explore import check_precision_recall, check_top_activations
+from saelab.teach.exercises.build import (
+                                          check_decoder_constraint,
+                                          check_my_sae,
+                                          check_training,
+                                          normalize_tokens,
+                                          save_my_sae,
+)
+from saelab.teach.exercises.evaluation import check_effect_sparsity, check_probe_loss_1d, check_spliced_loss
+from saelab.teach.exercises.explore import check_dashboard_examples, check_find_concept_latent
 from saelab.teach.exercises.harvest import check_residual_after_block
-from saelab.teach.exercises.recovery import check_threshold_for_l0, check_topk_reconstruct
-from saelab.teach.exercises.scaling import check_fit_power_law, check_prediction
-from saelab.teach.exercises.steering import check_ablation_attribution, check_concept_scores, check_steer_rows
-from saelab.teach.exercises.toy import check_dead_fraction, check_feature_recovery
+from saelab.teach.exercises.recovery import check_recovery_curve, check_threshold_for_l0
+from saelab.teach.exercises.scaling import check_compute_envelope, check_fit_power_law
+from saelab.teach.exercises.steering import check_ablate_rows, check_attribution_estimates, check_steering_hook
+from saelab.teach.exercises.toy import check_feature_recovery, check_latent_roles
 from saelab.teach.exercises.training import check_auxk_loss, check_normalized_mse, check_topk_activation
 
 solutions = SimpleNamespace(
-    feature_recovery=toy.feature_recovery, dead_fraction=toy.dead_fraction,
+    feature_recovery=toy.feature_recovery, latent_roles=toy.latent_roles,
     residual_after_block=harvest.residual_after_block,
     topk_activation=training.topk_activation, normalized_mse=training.normalized_mse, auxk_loss=training.auxk_loss,
     MyTopKSAE=build.MyTopKSAE, constrain_decoder_grad_=build.constrain_decoder_grad_,
     renormalize_decoder_=build.renormalize_decoder_, train_my_sae=build.train_my_sae,
-    loss_recovered=evaluation.loss_recovered, probe_loss_1d=evaluation.probe_loss_1d,
+    spliced_loss=evaluation.spliced_loss, probe_loss_1d=evaluation.probe_loss_1d,
     effect_sparsity=evaluation.effect_sparsity,
-    topk_reconstruct=recovery.topk_reconstruct, threshold_for_l0=recovery.threshold_for_l0,
-    top_activations=explore.top_activations, precision_recall=explore.precision_recall,
-    fit_power_law=scaling.fit_power_law,
-    concept_scores=steering.concept_scores, steer_rows=steering.steer_rows,
-    ablation_attribution=steering.ablation_attribution,
+    recovery_curve=recovery.recovery_curve, threshold_for_l0=recovery.threshold_for_l0,
+    dashboard_examples=explore.dashboard_examples, find_concept_latent=explore.find_concept_latent,
+    fit_power_law=scaling.fit_power_law, compute_envelope=scaling.compute_envelope,
+    add_steering_hook=steering.add_steering_hook, ablate_rows=steering.ablate_rows,
+    attribution_estimates=steering.attribution_estimates,
 )
 """The reference solutions, by exercise function name (e.g. `solutions.auxk_loss`)."""
 
 __all__ = [
     "NotWrittenYet", "graded", "solutions", "solutions_on", "todo",
-    "check_feature_recovery", "check_dead_fraction", "check_residual_after_block",
+    "check_feature_recovery", "check_latent_roles", "check_residual_after_block",
     "check_topk_activation", "check_normalized_mse", "check_auxk_loss",
-    "check_my_sae", "check_decoder_constraint", "check_training", "normalize_tokens",
-    "check_loss_recovered", "check_probe_loss_1d", "check_effect_sparsity",
-    "check_topk_reconstruct", "check_threshold_for_l0", "check_top_activations", "check_precision_recall",
-    "check_fit_power_law", "check_prediction", "check_concept_scores", "check_steer_rows",
-    "check_ablation_attribution",
+    "check_my_sae", "check_decoder_constraint", "check_training", "normalize_tokens", "save_my_sae",
+    "check_spliced_loss", "check_probe_loss_1d", "check_effect_sparsity",
+    "check_recovery_curve", "check_threshold_for_l0", "check_dashboard_examples", "check_find_concept_latent",
+    "check_fit_power_law", "check_compute_envelope", "check_steering_hook", "check_ablate_rows",
+    "check_attribution_estimates",
 ]

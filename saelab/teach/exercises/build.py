@@ -4,7 +4,9 @@ from the pieces of exercises 2.1-2.3 and checked against saelab's `Trainer` on t
 Exercises: 2.4 `MyTopKSAE` (transpose initialisation, the forward pass with the paper's per-token input
 normalisation), 2.5 `constrain_decoder_grad_` / `renormalize_decoder_` (the unit-norm decoder), 2.6 (hard)
 `train_my_sae` (Adam as the paper, AuxK on dead latents, Multi-TopK). `check_training` trains the learner's loop
-and `Trainer` with the same settings and names what is missing when the two disagree.
+and `Trainer` with the same settings and names what is missing when the two disagree; while the learner's loop runs it
+watches `torch.optim.Adam` (the decoder constraint at every step, the optimiser's settings). `save_my_sae` writes the
+learner's SAE as a saelab SAE folder for the later notebooks.
 """
 
 from __future__ import annotations
@@ -164,9 +166,15 @@ def check_decoder_constraint(project, renormalize) -> None:
 
 
 def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int = 512, lr: float = 2e-3,
-                   n: int = 256, k: int = 8, k_aux: int = 32, dead_steps: int = 50) -> dict:
+                   n: int = 256, k: int = 8, k_aux: int = 32, dead_steps: int = 50,
+                   multi_topk_steps: int = 0) -> dict:
     """Exercise 2.6: train the learner's SAE with the learner's loop and saelab's `Trainer` with the same settings
-    (constant lr, b_pre the mean, the same data); their held-out normalized MSE must agree within 10%."""
+    (constant lr, b_pre the mean, the same data); their held-out normalized MSE must agree within 10%.
+
+    While the learner's loop runs, `torch.optim.Adam` is watched: at every `opt.step()` the decoder's gradient must
+    have no component along its rows (the projection ran first) and the rows must be unit norm (the previous step
+    renormalised), with the paper's betas and epsilon. `multi_topk_steps` > 0 also trains with `multi_topk=True`
+    and compares the reconstruction at 4k with `Trainer`'s Multi-TopK SAE."""
     import tempfile
     from pathlib import Path
 
@@ -176,8 +184,10 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     x_TD = x_TD.float()
     held, train = x_TD[:2048], x_TD[2048:]
     sae = sae_cls(x_TD.shape[1], n, k, seed=0)
-    history = train_fn(sae, train, steps=steps, batch=batch, lr=lr, k_aux=k_aux, dead_steps=dead_steps)
+    with _AdamSpy.watching(sae) as spy:
+        history = train_fn(sae, train, steps=steps, batch=batch, lr=lr, k_aux=k_aux, dead_steps=dead_steps)
     assert len(history) == steps, f"return one training loss per step ({steps}), got {len(history)}"
+    spy.verdict()
     with torch.no_grad():
         recon, x_n, _, z = sae(held)
         mine = float(normalized_mse(recon, x_n))
@@ -214,5 +224,119 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
                      "renormalize_decoder_; and Adam's betas (0.9, 0.999)")
         raise AssertionError(f"held-out normalized MSE {mine:.4f}, Trainer {ref['nmse']:.4f} (more than 10% apart): "
                              + "; ".join(hints))
-    passed(f"train_my_sae (held-out normalized MSE {mine:.4f}, Trainer {ref['nmse']:.4f})")
+    if multi_topk_steps:
+        report.update(_check_multi_topk(train_fn, sae_cls, train, held, multi_topk_steps, batch, lr, n, k, k_aux,
+                                        dead_steps))
+    passed(f"train_my_sae (held-out normalized MSE {mine:.4f}, Trainer {ref['nmse']:.4f}"
+           + (f"; with multi_topk at 4k {report['yours at 4k (Multi-TopK)']:.4f}, Trainer "
+              f"{report['Trainer at 4k (Multi-TopK)']:.4f})" if multi_topk_steps else ")"))
     return report
+
+
+class _AdamSpy:
+    """Replaces `torch.optim.Adam` while the learner's loop runs and records, at each `step()`, how much of the
+    decoder's gradient lies along its rows and how far the rows are from unit norm."""
+
+    def __init__(self, sae):
+        self.sae, self.along, self.off_norm, self.settings, self.steps = sae, [], [], [], 0
+
+    @classmethod
+    def watching(cls, sae):
+        from contextlib import contextmanager
+
+        spy = cls(sae)
+        original = torch.optim.Adam
+
+        class Watched(original):
+            def __init__(self, params, *args, **kwargs):
+                super().__init__(params, *args, **kwargs)
+                spy.settings.append((tuple(self.defaults["betas"]), self.defaults["eps"]))
+
+            @torch.no_grad()
+            def step(self, closure=None):
+                W = spy.sae.W_dec
+                if W.grad is not None:
+                    rows = W.detach()
+                    along = (W.grad * rows).sum(-1).abs() / W.grad.norm(dim=-1).clamp_min(1e-12)
+                    spy.along.append(float(along.max()))
+                    spy.off_norm.append(float((rows.norm(dim=-1) - 1).abs().max()))
+                spy.steps += 1
+                return super().step(closure)
+
+        @contextmanager
+        def patched():
+            torch.optim.Adam = Watched
+            try:
+                yield spy
+            finally:
+                torch.optim.Adam = original
+        return patched()
+
+    def verdict(self) -> None:
+        if not self.steps:
+            print("note: your loop did not step torch.optim.Adam (another optimiser, or Adam imported under another "
+                  "name), so the check could not watch the decoder constraint at each step; it still compares the "
+                  "result with Trainer")
+            return
+        if self.settings and self.settings[0] != ((0.9, 0.999), 6.25e-10):
+            (b1, b2), eps = self.settings[0]
+            raise AssertionError(f"Adam with betas ({b1}, {b2}) and eps {eps:g}: the paper uses betas (0.9, 0.999) "
+                                 "and eps 6.25e-10")
+        if self.off_norm and max(self.off_norm[1:] or [0.0]) > 1e-3:
+            raise AssertionError(f"at opt.step() some decoder rows are {max(self.off_norm[1:]):.3f} away from unit "
+                                 "norm: call renormalize_decoder_ after every optimiser step")
+        if self.along and max(self.along[1:] or self.along) > 1e-3:
+            raise AssertionError(f"at opt.step() the decoder gradient still points along its rows (up to "
+                                 f"{max(self.along):.2f} of a row's gradient): call constrain_decoder_grad_(sae.W_dec) "
+                                 "after loss.backward() and before opt.step()")
+
+
+def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_aux, dead_steps) -> dict:
+    """With multi_topk=True the learner's SAE must reconstruct at 4k about as well as Trainer's Multi-TopK SAE."""
+    import tempfile
+    from pathlib import Path
+
+    from saelab.acts.cache import cache_from_tensor
+    from saelab.training.trainer import TrainConfig, Trainer
+
+    sae = sae_cls(train.shape[1], n, k, seed=0)
+    train_fn(sae, train, steps=steps, batch=batch, lr=lr, k_aux=k_aux, dead_steps=dead_steps, multi_topk=True)
+    with torch.no_grad():
+        recon, x_n, _, _ = sae(held, k=4 * k)
+        mine = float(normalized_mse(recon, x_n))
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
+        cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
+                          multi_topk=True, warmup_frac=0.0, decay_frac=0.0, bias_init="mean",
+                          dead_tokens=dead_steps * batch, eval_every=10**9, checkpoint_every=0, progress=False)
+        trainer = Trainer(cfg, cache, Path(tmp) / "run")
+        trainer.train()
+        with torch.no_grad():
+            x_ref, _ = trainer.sae.preprocess(held)
+            out = trainer.sae.encode(held, k=4 * k)
+            ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
+    if mine > 1.15 * ref:
+        raise AssertionError(f"with multi_topk=True your SAE reconstructs at 4k = {4 * k} with normalized MSE "
+                             f"{mine:.4f}, "
+                             f"Trainer's Multi-TopK SAE {ref:.4f}: add the paper's L(4k) / 8 to the loss when "
+                             "multi_topk is set (section 5.3)")
+    return {"yours at 4k (Multi-TopK)": mine, "Trainer at 4k (Multi-TopK)": ref}
+
+
+def save_my_sae(sae: nn.Module, folder, cache) -> object:
+    """Write the learner's SAE (exercise 2.4's four parameters) as a saelab SAE folder trained on `cache`, so
+    notebook 03 can load it with `SAE.load` and evaluate it beside the course's SAEs. Returns the saelab `SAE`."""
+    from saelab.acts.cache import data_record
+    from saelab.sae.config import SAEConfig
+    from saelab.sae.model import SAE
+
+    m = cache.manifest
+    n, d = sae.W_dec.shape
+    out = SAE(SAEConfig(d_in=d, n_latents=n, k=sae.k, normalize="per_token_unit_norm", model=m.get("model"),
+                        site=m.get("site"), layer=m.get("layer")), seed=None)
+    with torch.no_grad():
+        for name in ("W_enc", "W_dec", "b_enc", "b_pre"):
+            getattr(out, name).copy_(getattr(sae, name).detach().cpu())
+    out.data_record = data_record(m)
+    out.save(folder, extra={"trained_by": "the learner's train_my_sae (notebook 02, exercise 2.6)"})
+    return out

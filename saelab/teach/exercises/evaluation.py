@@ -1,4 +1,5 @@
-"""Notebook 03 (evaluation): loss recovered, a 1-D probe and the sparsity of ablation effects (section 4.5)."""
+"""Notebook 03 (evaluation): the splice behind the downstream loss (section 4.1), a 1-D probe and the sparsity of
+ablation effects (section 4.5)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import math
 import torch
 
 from saelab.evals.ablation import effect_sparsity  # the reference solution and the check's answer
-from saelab.evals.downstream import loss_recovered  # noqa: F401 - the reference solution (solutions.loss_recovered)
 from saelab.evals.probes import fit_logistic_1d, logistic_loss
 from saelab.teach.exercises.base import diagnose, passed
 
@@ -20,19 +20,89 @@ def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
 
 
 
-def check_loss_recovered(fn) -> None:
-    clean, spliced, ablated = 3.0, 3.5, 8.0
-    got = float(fn(spliced, clean, ablated))
-    diagnose(got, [(0.1, "that is the fraction LOST, (spliced - clean) / (ablated - clean); loss recovered is 1 "
-                          "minus it"),
-                   (-0.9, "wrong sign: the SAE's loss sits between clean and ablated, so the answer is in [0, 1]"),
-                   (clean / spliced, "a ratio of losses ignores the baseline: measure against ablating the site"),
-                   (spliced - clean, "that is delta CE in nats; loss recovered divides the gap closed by the "
-                                     "ablation's gap")], atol=1e-9)
-    assert abs(got - 0.9) < 1e-9, f"with clean 3.0, spliced 3.5, ablated 8.0 the answer is 0.9; got {got}"
-    assert abs(float(fn(clean, clean, ablated)) - 1.0) < 1e-9, "a spliced loss equal to the clean one recovers 1.0"
-    assert abs(float(fn(ablated, clean, ablated))) < 1e-9, "a spliced loss equal to the ablated one recovers 0.0"
-    passed("loss_recovered")
+@torch.no_grad()
+def spliced_loss(model: torch.nn.Module, input_ids_BT: torch.Tensor, layer: int, reconstruct,
+                 error_scale: float = 0.0) -> float:
+    """The reference solution of exercise 3.1: mean next-token cross-entropy (nats) with the output x of block
+    `layer` replaced at positions >= 1 by reconstruct(x) + error_scale * (x - reconstruct(x)); scored on the
+    predictions made at positions >= 1 (the ones a splice can change)."""
+    return _splice(model, input_ids_BT, layer, reconstruct, error_scale)
+
+
+@torch.no_grad()
+def _splice(model, ids, layer, reconstruct, error_scale, splice_from=1, score_from=1, error_sign=1.0,
+            log_base=None) -> float:
+    import torch.nn.functional as F
+
+    from saelab.lm.sites import find_blocks
+
+    def hook(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        x = hidden[:, splice_from:]
+        recon = reconstruct(x.reshape(-1, x.shape[-1])).reshape(x.shape).to(hidden.dtype)
+        new = torch.cat([hidden[:, :splice_from], recon + error_sign * error_scale * (x - recon)], dim=1)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = find_blocks(model)[layer].register_forward_hook(hook)
+    try:
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+    finally:
+        handle.remove()
+    ce = F.cross_entropy(logits[:, score_from:-1].flatten(0, 1), ids[:, score_from + 1:].flatten())
+    return float(ce) / (math.log(log_base) if log_base else 1.0)
+
+
+@torch.no_grad()
+def _clean_loss(model, ids, score_from=1) -> float:
+    import torch.nn.functional as F
+
+    logits = model(input_ids=ids, use_cache=False).logits.float()
+    return float(F.cross_entropy(logits[:, score_from:-1].flatten(0, 1), ids[:, score_from + 1:].flatten()))
+
+
+def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None:
+    """`fn(model, input_ids_BT, layer, reconstruct, error_scale=0.0) -> float` must splice and score as the paper's
+    downstream loss does (positions >= 1; cross-entropy in nats) and leave no hook behind."""
+    from saelab.teach.exercises.harvest import _hooks_left
+
+    ids = torch.as_tensor(tokens_NT[:4]).long().to(lm.device)
+    recon = lambda x: sae.reconstruct(x)  # noqa: E731
+    model = lm.model
+    before = _hooks_left(model)
+    got = float(fn(model, ids, layer, recon))
+    assert _hooks_left(model) == before, ("your hook is still registered after the call: remove it (handle.remove() "
+                                          "in a finally block), or every later forward pass stays spliced")
+    clean = _clean_loss(model, ids)
+    want = _splice(model, ids, layer, recon, 0.0)
+    right = abs(got - want) < 1e-4 * max(1.0, abs(want))
+    diagnose(got, [] if right else [
+                   (clean, "that is the clean loss: your hook did not change the block's output. A forward hook "
+                           "must RETURN the new output (a tuple with the new hidden states first when the block "
+                           "returns a tuple)"),
+                   (_splice(model, ids, layer, recon, 0.0, splice_from=0),
+                    "you replaced position 0 too: it is the attention sink the SAE never trained on; splice "
+                    "positions >= 1 and leave position 0 clean"),
+                   (_splice(model, ids, layer, recon, 0.0, score_from=0),
+                    "you also scored the prediction made at position 0, which the splice cannot change: score the "
+                    "predictions made at positions >= 1 (logits[:, 1:-1] against tokens [:, 2:])"),
+                   (_splice(model, ids, layer, recon, 0.0, log_base=2), "that is in bits: use the natural log "
+                                                                        "(nats), as the paper's losses")],
+             atol=1e-4, rtol=1e-4)
+    assert abs(got - want) < 1e-3 * max(1.0, abs(want)), \
+        f"spliced cross-entropy {got:.4f}, expected {want:.4f} (clean {clean:.4f})"
+    full = float(fn(model, ids, layer, recon, error_scale=1.0))
+    restored = abs(full - clean) < 1e-4 * max(1.0, clean)
+    diagnose(full, [] if restored else [(_splice(model, ids, layer, recon, 1.0, error_sign=-1.0),
+                     "with error_scale=1 you added recon - x: the error term is x - reconstruct(x)"),
+                    (want, "error_scale is ignored: add error_scale * (x - reconstruct(x)) to the reconstruction")],
+             atol=1e-4, rtol=1e-4)
+    assert abs(full - clean) < 1e-3 * max(1.0, clean), \
+        f"with the whole error added back (error_scale=1) the model must see x again: got {full:.4f}, clean {clean:.4f}"
+    half, half_want = float(fn(model, ids, layer, recon, error_scale=0.5)), _splice(model, ids, layer, recon, 0.5)
+    assert abs(half - half_want) < 1e-3 * max(1.0, half_want), \
+        (f"with error_scale=0.5 you got {half:.4f}, expected {half_want:.4f}: add error_scale * (x - reconstruct(x)), "
+         "linear in error_scale (not only at 0 and 1)")
+    passed(f"spliced_loss (spliced {got:.3f} nats, clean {clean:.3f})")
 
 
 def _bce(p: float, y: torch.Tensor, log=math.log) -> float:

@@ -1,4 +1,4 @@
-"""Notebook 06 (scaling laws): fit L(n) = a n^-b + c and predict a larger SAE."""
+"""Notebook 06 (scaling laws): fit L(n) = a n^-b + c (6.1) and the lower envelope of loss against compute (6.2)."""
 
 from __future__ import annotations
 
@@ -45,11 +45,60 @@ def check_fit_power_law(fn) -> None:
     passed("fit_power_law")
 
 
-def check_prediction(predicted: float, fit: tuple, n_new: int) -> None:
-    """The prediction for `n_new` from the learner's fitted (a, b, c)."""
-    a, b, c = fit
-    want = a * n_new ** -b + c
-    assert predicted > c, f"{predicted:.4f} is below the irreducible loss c = {c:.4f}: no n gets there"
-    assert abs(predicted - want) < 1e-6 * max(abs(want), 1), \
-        f"a n^-b + c at n = {n_new} is {want:.4f}, you predicted {predicted:.4f} (is n the new one, b negated?)"
-    passed("prediction")
+def compute_envelope(curves):
+    """The reference solution of exercise 6.2: the evaluations that no evaluation with less or equal compute beats
+    (a running minimum of the held-out loss over compute). `curves`: DataFrame with n, flops, nmse (one k); returns
+    the envelope's rows (flops, nmse, n) in order of compute."""
+    from saelab.studies.scaling_laws import compute_envelope as envelope
+
+    return envelope(curves.assign(k=curves.get("k", 0)), skip_frac=0.0)[["flops", "nmse", "n"]]
+
+
+def _toy_curves():
+    """Held-out curves of three n on the same tokens: small n learn fast and stall, large n start slow and end low."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for n in (256, 1024, 4096):
+        for tokens in np.geomspace(2e5, 2e7, 20):
+            nmse = 0.1 + 1.5 * n ** -0.4 + 0.2 * (tokens / (200.0 * n)) ** -0.6
+            rows.append({"n": n, "k": 32, "tokens": tokens, "flops": 6 * 2 * 576 * n * tokens, "nmse": nmse})
+    return pd.DataFrame(rows)
+
+
+def _as_pairs(frame) -> set:
+    return {(round(float(f), -3), round(float(v), 6)) for f, v in zip(frame["flops"], frame["nmse"])}
+
+
+def check_compute_envelope(fn) -> None:
+    """`fn(curves) -> DataFrame (flops, nmse, n)` must be the Pareto front of loss against compute."""
+    curves = _toy_curves()
+    got = fn(curves.copy())
+    for col in ("flops", "nmse", "n"):
+        assert col in getattr(got, "columns", ()), f"return a DataFrame with columns flops, nmse and n; no {col!r}"
+    want = compute_envelope(curves)
+    assert len(got), "your envelope is empty: the cheapest evaluation is always on it"
+    mine = _as_pairs(got)
+    if mine == _as_pairs(want):
+        assert list(got["flops"]) == sorted(got["flops"]), "return the envelope in order of compute (flops)"
+        passed(f"compute_envelope ({len(want)} points, n on it: {sorted(set(int(n) for n in want.n))})")
+        return
+    by_tokens = curves.sort_values("tokens")
+    best, rows = float("inf"), []
+    for r in by_tokens.itertuples():
+        if r.nmse < best:
+            best = r.nmse
+            rows.append(r)
+    final = curves.loc[curves.groupby("n").tokens.idxmax()]
+    if mine == _as_pairs(curves.loc[[r.Index for r in rows]]):
+        raise AssertionError("you ordered the evaluations by tokens: at the same tokens a larger n has spent more "
+                             "compute (FLOPs grow with n), so sort by flops")
+    if mine <= _as_pairs(final):
+        raise AssertionError("you kept only each run's final evaluation: the envelope uses every evaluation along "
+                             "each run (a run stopped early is a point of a cheaper budget)")
+    if mine >= _as_pairs(want) and len(mine) > len(want):
+        raise AssertionError(f"{len(mine)} points, {len(want)} expected: keep an evaluation only if its loss is lower "
+                             "than every evaluation with less compute (a running minimum over flops)")
+    raise AssertionError(f"your envelope has {len(mine)} points, {len(mine & _as_pairs(want))} of them on the "
+                         f"expected one ({len(want)} points)")

@@ -61,8 +61,9 @@ def check_normalized_mse(fn) -> None:
     got = float(fn(recon, x))
     err = (recon - x).pow(2).sum(-1).mean()
     diagnose(got, [(float(err / x.pow(2).sum(-1).mean()),
-                    "you divided by the mean of ||x||^2 (the variant in openai/sparse_autoencoder's code, their "
-                    "issue #8); the paper divides by the MSE of predicting the MEAN of x"),
+                    "you divided by the mean of the uncentred ||x||^2 (close to openai/sparse_autoencoder's loss.py, "
+                    "which divides each token's error by its own ||x||^2; their issue #8); the paper divides by the "
+                    "MSE of predicting the MEAN of x"),
                    (float(err / (x - x.mean()).pow(2).sum(-1).mean()),
                     "you subtracted one scalar mean of all entries: the baseline predicts the mean VECTOR x.mean(0) "
                     "for every token"),

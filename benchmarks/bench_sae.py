@@ -164,7 +164,9 @@ def main():
              "saelab step (TopK)": saelab_step(x, cfg, device),
              "saelab step (TopK + AuxK, 10% dead)": saelab_step(x, cfg, device, 0.1),
              "saelab step (Multi-TopK)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device)}
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device),
+             "saelab step (BatchTopK)": saelab_step(
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk"), device)}
     if not args.skip_dense:
         steps["dense autograd reference"] = dense_reference_step(x, cfg, device)
     for name, make in (("eai-sparsify", sparsify_step), ("sae-lens", saelens_step)):

@@ -125,7 +125,8 @@ def test_unmapped_hook_warns_at_load_and_refuses_to_splice(tmp_path, tiny_lm):
 
 
 @pytest.mark.parametrize("activation,normalize", [("topk", "none"), ("topk", "dataset_unit_norm"),
-                                                  ("topk", "per_token_unit_norm"), ("relu", "none")])
+                                                  ("topk", "per_token_unit_norm"), ("relu", "none"),
+                                                  ("batchtopk", "per_token_unit_norm")])
 def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
     sl = need("sae_lens")
     torch.manual_seed(0)
@@ -135,6 +136,8 @@ def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
     ours.init_from_data(x)
     with torch.no_grad():
         ours.b_enc.normal_(0, 0.3)
+        if activation == "batchtopk":  # exported as SAE Lens saves BatchTopK SAEs: a JumpReLU at its threshold
+            ours.threshold.fill_(0.3)
     to_saelens(ours, tmp_path / "export")
     theirs = sl.SAE.load_from_disk(tmp_path / "export")
     meta = theirs.cfg.metadata  # read as a 6.x config: nothing dropped or defaulted

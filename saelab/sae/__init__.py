@@ -3,6 +3,7 @@
     config       `SAEConfig` (what an SAE is asked to be; saved as cfg.json)
     model        `SAE`: TopK (AuxK, Multi-TopK), the ReLU + L1 baseline, save/load of saelab's folder
     activation_fns  which latents a token keeps: TopK, BatchTopK, JumpReLU, ReLU (test-time choices too)
+    batchtopk    BatchTopK training: the batch's selection and the inference threshold it learns
     input_norm   the space the SAE encodes from (the paper's per-token unit norm, layernorm, ...) and its undo
     kernels      sparse encode/decode and their backward passes (CPU and CUDA)
     losses       the paper's normalized MSE of one batch (the training loss)

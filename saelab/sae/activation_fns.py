@@ -64,8 +64,14 @@ class BatchTopK:
 
 
 ACTIVATIONS = {"topk": TopK, "jumprelu": JumpReLU, "relu": ReLU, "batchtopk": BatchTopK}
-TRAINING_ACTIVATIONS = ("topk", "relu")
+TRAINING_ACTIVATIONS = ("topk", "relu", "batchtopk")
 SAE_ACTIVATIONS = (*TRAINING_ACTIVATIONS, "jumprelu")  # jumprelu: SAEs loaded from other libraries (inference)
+BATCHTOPK_THRESHOLD_LR = 0.01
+"""A BatchTopK SAE's inference threshold follows an exponential moving average of the smallest positive activation
+the batch selection kept in each training step, with this rate (SAE Lens's `topk_threshold_lr` default)."""
+BATCHTOPK_CANDIDATES = 8
+"""Training selects a batch's top B*k among each token's top BATCHTOPK_CANDIDATES * k pre-activations: exact unless
+one token holds more than that many of the batch's B*k largest (it cannot at k*8 >= n)."""
 
 
 def make_activation(name: str, n_latents: int, k: int | None = None, threshold: float | torch.Tensor | None = None):

@@ -30,8 +30,9 @@ class SAEConfig:
     k: int = 32
     """Active latents per token for TopK."""
     activation: str = "topk"
-    """Training activation: 'topk' or 'relu' (the ReLU+L1 baseline); 'jumprelu' (a per-latent threshold
-    buffer) for SAEs loaded from other libraries, which saelab encodes with but does not train."""
+    """Training activation: 'topk', 'batchtopk' (the batch's top B*k, Bussmann et al. 2024; at inference one
+    threshold, a `threshold` buffer set in training) or 'relu' (the ReLU+L1 baseline); 'jumprelu' (a per-latent
+    threshold buffer) for SAEs loaded from other libraries, which saelab encodes with but does not train."""
     k_aux: int | None = None
     """Dead latents used by the AuxK loss; None = a power of two near d_in/2; 0 disables AuxK."""
     aux_coef: float = 1 / 32
@@ -71,6 +72,8 @@ class SAEConfig:
             raise ValueError(f"kernel must be 'sparse' or 'dense', got {self.kernel!r}")
         if self.k_aux is None:
             self.k_aux = default_k_aux(self.d_in)
+        if self.multi_topk and self.activation != "topk":
+            raise ValueError(f"Multi-TopK trains TopK SAEs only; this SAE's activation is {self.activation!r}")
         if self.multi_topk and self.k * self.multi_topk_factor > self.n_latents:
             raise ValueError(f"Multi-TopK needs k*{self.multi_topk_factor} <= n_latents={self.n_latents}")
 

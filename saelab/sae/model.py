@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from saelab.sae.activation_fns import make_activation
+from saelab.sae.activation_fns import BATCHTOPK_CANDIDATES, make_activation
+from saelab.sae.batchtopk import select_batch, update_threshold_
 from saelab.sae.config import SAEConfig
 from saelab.sae.folder import check_shapes, read_folder, write_folder
 from saelab.sae.input_norm import PER_TOKEN, Undo, dataset_scale_from, normalize
@@ -121,7 +122,7 @@ class SAE(nn.Module):
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32, device=device))
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long, device=device))
-        if cfg.activation == "jumprelu":
+        if cfg.activation in ("jumprelu", "batchtopk"):  # batchtopk: the inference threshold learned in training
             self.register_buffer("threshold", torch.zeros(cfg.n_latents, dtype=dtype, device=device))
 
     def _workspace(self, rows: int) -> torch.Tensor:
@@ -166,6 +167,11 @@ class SAE(nn.Module):
             vals.append(v)
             idx.append(i)
         return torch.cat(vals), torch.cat(idx), None
+
+    def _select_batch(self, centred_BD: torch.Tensor, k: int):
+        """BatchTopK's training selection (`saelab.sae.batchtopk.select_batch`); no autograd."""
+        vals, idx, pre_BN = self._select(centred_BD, min(self.cfg.n_latents, BATCHTOPK_CANDIDATES * k), sorted_=True)
+        return (*select_batch(vals, idx, k), pre_BN)
 
     # ---- normalisation -------------------------------------------------------------------------
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, Undo]:
@@ -223,6 +229,8 @@ class SAE(nn.Module):
             x_n, _ = self.preprocess(x.to(self.W_enc.device, self.W_enc.dtype))
             pre = self.pre_acts(x_n)
             name = activation or self.cfg.activation
+            if activation is None and name == "batchtopk":  # inference: one threshold instead of the batch
+                name = "jumprelu"
             if name == "jumprelu" and threshold is None and hasattr(self, "threshold"):
                 threshold = self.threshold
             acts, idx = make_activation(name, self.cfg.n_latents, k or self.cfg.k, threshold).select(pre)
@@ -273,9 +281,10 @@ class SAE(nn.Module):
         ramps it up during its warmup).
         """
         cfg = self.cfg
-        if cfg.activation not in ("topk", "relu"):
-            raise ValueError(f"saelab trains 'topk' and 'relu' SAEs; this one is {cfg.activation!r} (loaded from "
-                             f"{cfg.source or 'elsewhere'}): encode, decode and evaluate it, or train a new one")
+        if cfg.activation not in ("topk", "relu", "batchtopk"):
+            raise ValueError(f"saelab trains 'topk', 'batchtopk' and 'relu' SAEs; this one is {cfg.activation!r} "
+                             f"(loaded from {cfg.source or 'elsewhere'}): encode, decode and evaluate it, or train a "
+                             "new one")
         check_input(x, cfg.d_in)
         x_n, undo = self.preprocess(x.to(self.W_enc.dtype))
         x_n = x_n.detach()
@@ -291,9 +300,16 @@ class SAE(nn.Module):
         centred_g = x_n - self.b_pre  # differentiable in b_pre: recon_n - x_n = decoded - centred
         centred = centred_g.detach()
         with torch.no_grad():
-            top_vals, idx, pre_BN = self._select(centred, cfg.k_train, sorted_=cfg.multi_topk)
+            if cfg.activation == "batchtopk":
+                top_vals, idx, kept, pre_BN = self._select_batch(centred, cfg.k)
+            else:
+                top_vals, idx, pre_BN = self._select(centred, cfg.k_train, sorted_=cfg.multi_topk)
         pattern = transposed_pattern(idx, cfg.n_latents) if sparse else None  # shared by both gradients
         acts = self._encode_selected(x_n, idx, top_vals, pattern, centred).relu()
+        if cfg.activation == "batchtopk":  # rows hold different counts: the padding slots carry no value or gradient
+            acts = acts * kept
+            update_threshold_(self.threshold, acts.detach())
+            k = idx.shape[1]
         # Multi-TopK: the first k of the sorted top-4k are the top-k; one encode serves both terms, and
         # L(4k)'s reconstruction is L(k)'s plus the other 3k's (`kernels.split_decode`).
         idx_k, acts_k_graph = idx[:, :k], acts[:, :k]

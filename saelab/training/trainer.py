@@ -34,6 +34,7 @@ from saelab.config import check_choices
 from saelab.distributed import rank_world
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.files import atomic_write_text, run_lock
+from saelab.sae.batchtopk import calibrate_threshold_
 from saelab.sae.config import SAEConfig
 from saelab.sae.input_norm import RENAMED
 from saelab.sae.model import SAE
@@ -59,8 +60,9 @@ class TrainConfig:
     """Number of latents n."""
     k: int = 32
     """Active latents per token (TopK)."""
-    activation: Literal["topk", "relu"] = "topk"
-    """'topk' or 'relu' (ReLU+L1 baseline)."""
+    activation: Literal["topk", "relu", "batchtopk"] = "topk"
+    """'topk', 'batchtopk' (the top B*k of each batch, Bussmann et al. 2024; a threshold at inference) or
+    'relu' (ReLU+L1 baseline)."""
     multi_topk: bool = False
     """Train with Multi-TopK, L(k) + L(4k)/8 (paper section 5.3)."""
     k_aux: int | None = None
@@ -321,6 +323,8 @@ class Trainer:
             self.step += 1
             sae.tokens_seen.fill_(self.step * cfg.batch_size)
             bar.update(1)
+            if cfg.activation == "batchtopk" and self.step == self.total_steps:
+                self._calibrate_threshold(x)
             if is_main and (self.step % cfg.log_every == 0 or self.step == self.total_steps):
                 rec = {"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
                        **{k: float(v.detach()) for k, v in out.losses.items()}, "l0": float(out.l0),
@@ -341,6 +345,12 @@ class Trainer:
             if cfg.keep_checkpoints == 0:
                 shutil.rmtree(self._ckpt_root(), ignore_errors=True)
         return self.history[-1] if self.history else {}
+
+    def _calibrate_threshold(self, last_batch) -> None:
+        """BatchTopK: the threshold from the final weights on 8 batches of epoch 0 (streaming: the last), rank mean."""
+        it = iter(self.loader.iter_epoch(0)) if self.loader is not None else iter([last_batch])
+        calibrate_threshold_(self.sae, [b.to(self.device) for b, _ in zip(it, range(8))])
+        self.sae.threshold.copy_(self._reduce_mean(self.sae.threshold))
 
     def _next_batch(self, batches):
         """The next batch: from the stream (_STREAM_END when any rank's stream is done), or from the

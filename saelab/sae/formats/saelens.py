@@ -158,7 +158,7 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         out = {"W_enc": (sae.W_enc * s).t().contiguous().cpu(), "b_enc": sae.b_enc.detach().cpu().clone(),
                "W_dec": (sae.W_dec / s).contiguous().cpu(), "b_dec": (sae.b_pre / s).detach().cpu()}
-        if c.activation == "jumprelu":
+        if c.activation in ("jumprelu", "batchtopk"):  # BatchTopK exports as SAE Lens does: a JumpReLU at its threshold
             out["threshold"] = sae.threshold.detach().cpu().clone()
     return out
 
@@ -170,7 +170,7 @@ def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
     weights = folded_weights(sae)
-    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu"}[c.activation]
+    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}[c.activation]
     hook = c.hook if c.source and c.source.startswith("sae_lens") and c.hook else transformerlens_hook(c.site, c.layer)
     norm = {"constant_norm_rescale": "constant_norm_rescale"}.get(c.normalize,
                                                                   "layer_norm" if c.normalize in PER_TOKEN else "none")

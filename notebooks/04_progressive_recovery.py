@@ -236,8 +236,10 @@ findings.append("Paper 5.3: Multi-TopK keeps improving as k' grows (progressive 
                 + f" ({m_at[k]:.3f} -> {m_at[4 * k]:.3f}); beyond its training range, at 8k: {m_at[8 * k]:.3f} -> "
                 + ("reproduced." if m_mono and m_at[8 * k] <= m_at[4 * k] * 1.01 else "partly reproduced."
                    if m_mono else "NOT reproduced."))
-findings.append(f"Paper: Multi-TopK costs a little at k itself. Here at k: TopK {t_at[k]:.3f} vs Multi-TopK {m_at[k]:.3f} -> "
-                + ("reproduced." if m_at[k] >= t_at[k] else "not seen (Multi-TopK is no worse at k)."))
+costs = m_at[k] > t_at[k] * 1.005  # more than half a percent: below that, one seed cannot tell them apart
+findings.append(f"Paper: Multi-TopK costs a little at k itself. Here at k: TopK {t_at[k]:.4f} vs Multi-TopK {m_at[k]:.4f}"
+                " -> " + ("reproduced." if costs else "not seen at this scale (within 0.5%, one seed)."
+                          if m_at[k] >= t_at[k] * 0.995 else "not seen (Multi-TopK is better at k)."))
 for name in saes:
     l0_t, n_t, _ = curve(name, "topk")
     l0_j, n_j, _ = curve(name, "jumprelu")

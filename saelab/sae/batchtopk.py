@@ -31,14 +31,11 @@ def update_threshold_(threshold_N: torch.Tensor, acts_BK: torch.Tensor) -> None:
     """The inference threshold during training: an exponential moving average (rate BATCHTOPK_THRESHOLD_LR, SAE
     Lens's) of the smallest positive activation kept in each batch. The first batch sets it (SAE Lens starts from 0,
     which takes ~500 steps to forget, so short runs had no usable threshold)."""
-    positive = acts_BK[acts_BK > 0]
-    if not positive.numel():
-        return
-    smallest = positive.min().to(threshold_N.dtype)
-    if bool((threshold_N == 0).all()):
-        threshold_N.fill_(smallest)
-    else:
-        threshold_N.mul_(1 - BATCHTOPK_THRESHOLD_LR).add_(BATCHTOPK_THRESHOLD_LR * smallest)
+    # No host sync in the training step: a batch with nothing kept (smallest = inf) leaves the threshold as it is.
+    smallest = acts_BK.masked_fill(acts_BK <= 0, float("inf")).amin().to(threshold_N.dtype)
+    moved = threshold_N * (1 - BATCHTOPK_THRESHOLD_LR) + BATCHTOPK_THRESHOLD_LR * smallest
+    new = torch.where((threshold_N == 0).all(), smallest.expand_as(threshold_N), moved)
+    threshold_N.copy_(torch.where(torch.isfinite(smallest), new, threshold_N))
 
 
 @torch.no_grad()

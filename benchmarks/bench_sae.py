@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from saelab.sae.config import SAEConfig
+from saelab.sae.matryoshka import parse_widths
 from saelab.sae.model import SAE
 
 
@@ -34,8 +35,12 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def saelab_step(x, cfg, device, aux_dead_fraction=0.0):
+def saelab_step(x, cfg, device, aux_dead_fraction=0.0, jumprelu_at_k: bool = False):
     sae = SAE(cfg, device=device)
+    if jumprelu_at_k:  # a trained JumpReLU's regime: thresholds that keep about k latents a token on this batch
+        with torch.no_grad():
+            pre = sae.pre_acts(sae.preprocess(x)[0])
+            sae.threshold.fill_(float(pre.flatten().topk(cfg.k * len(x)).values[-1]))
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, eps=6.25e-10, fused=True)
     dead = None
     if aux_dead_fraction:
@@ -166,7 +171,16 @@ def main():
              "saelab step (Multi-TopK)": saelab_step(
                  x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device),
              "saelab step (BatchTopK)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk"), device)}
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk"), device),
+             "saelab step (Matryoshka BatchTopK, 5 prefixes)": saelab_step(
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk",
+                              matryoshka_widths=parse_widths("doubling:5", args.n)), device),
+             "saelab step (JumpReLU, L0 ~ k)": saelab_step(
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
+                              l0_coef=1e-3), device, jumprelu_at_k=True),
+             "saelab step (JumpReLU at init, dense)": saelab_step(
+                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
+                              l0_coef=1e-3), device)}
     if not args.skip_dense:
         steps["dense autograd reference"] = dense_reference_step(x, cfg, device)
     for name, make in (("eai-sparsify", sparsify_step), ("sae-lens", saelens_step)):

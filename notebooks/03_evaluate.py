@@ -65,7 +65,8 @@ DEVICE = "auto"        # "auto": CUDA when present, else CPU
 # number of steps. The paper compares SAE families **at matched sparsity**: the ReLU SAE's
 # L1 coefficient was calibrated (`saelab.studies.frontier.calibrate_l1`) so that its L0 lands near TopK's k = 32 at full size.
 # (In fast mode, 14 steps are too few for an L1 penalty to settle, so there the ReLU SAE is far denser: compare the
-# numbers at full size. `saelab frontier` draws both families' whole frontiers.)
+# numbers at full size. `saelab frontier` draws both families' whole frontiers, with the architectures after the
+# paper beside them: notebook 08.)
 
 # %%
 import torch

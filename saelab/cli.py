@@ -7,7 +7,7 @@
     saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
     saelab domains [--sae DIR ...]        normalized MSE and delta CE on each embedded corpus (other registers)
-    saelab frontier                       TopK vs ReLU+L1 at matched sparsity: L0 and delta CE vs normalized MSE
+    saelab frontier                       SAE families at matched L0: normalized MSE, delta CE, dead latents, probes
     saelab scale [--ablation]             scaling laws: a grid over n and k, fits of L(N), L(N, k), L(C)
 
 Every config field is a flag (`saelab train --help` lists them with their meaning and default);
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from saelab.studies.frontier import FrontierConfig
 
-    f = command("frontier", "TopK vs ReLU+L1 frontiers: L0 and delta CE against normalized MSE")
+    f = command("frontier", "SAE families at matched L0 (topk, batchtopk, matryoshka, jumprelu, relu): normalized "
+                "MSE, delta CE, dead latents, probes, per-token L0 spread")
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=commands.cmd_frontier)

@@ -303,7 +303,7 @@ def cmd_frontier(args) -> int:
     from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
     from saelab.lm.models import load_lm
     from saelab.pages import write_html_page
-    from saelab.presets import ZOO, default_caches
+    from saelab.presets import default_caches
     from saelab.studies.frontier import FrontierConfig, frontier_figures, run_frontier
 
     cfg = build_dataclass(FrontierConfig, args, "", base=FrontierConfig())
@@ -313,7 +313,7 @@ def cmd_frontier(args) -> int:
     # the frontier chooses settings (an L1 coefficient, a matched L0): it reads the validation documents
     tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "validation",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
-    df = run_frontier(cfg, train_defaults(), ZOO["relu"], train, held, args.out, lm=lm, tokens_NT=tokens)
+    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens)
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")

@@ -151,8 +151,10 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
     hcfg = harvest_defaults(fast)
     from saelab.acts.harvest import harvest_key
+    from saelab.training.checkpoints import ADDED_AFTER_0_3
 
-    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**asdict(tcfg), "progress": None}}, sort_keys=True)
+    train = {k: v for k, v in asdict(tcfg).items() if not (k in ADDED_AFTER_0_3 and v == ADDED_AFTER_0_3[k])}
+    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**train, "progress": None}}, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     folder = assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
     with _lock(folder.with_suffix(".lock")):

@@ -881,3 +881,104 @@ def test_series_runner_as_a_learner(tmp_path):
     assert [r["notebook"] for r in times["notebooks"]] == ["00_toy_features.ipynb"]
     assert times["notebooks"][0]["seconds"] > 0 and "fast mode" in times["notebooks"][0]["stated"]
     assert (tmp_path / "00_toy_features.html").stat().st_size > 10_000
+
+
+# ---- 08 after the paper ----------------------------------------------------------------------------------------
+def _bt(per_row=False, total_k=False, negatives=False, scaled=False):
+    """batchtopk with one mistake switched on."""
+    def fn(pre, k):
+        if per_row:
+            return torch.where(pre >= pre.topk(k, dim=-1).values[:, -1:], pre, 0.0).clamp_min(0)
+        cut = pre.flatten().topk(k if total_k else k * len(pre)).values[-1]
+        keep = (pre >= cut) if negatives else (pre >= cut) & (pre > 0)
+        return torch.where(keep, pre * (2.0 if scaled else 1.0), 0.0)
+    return fn
+
+
+def _threshold(kind):
+    def fn(codes):
+        if kind == "mean":
+            return float(torch.stack([c[c > 0].mean() for c in codes]).mean())
+        if kind == "global min":
+            return float(min(c[c > 0].min() for c in codes))
+        if kind == "with zeros":
+            return float(torch.stack([c.min() for c in codes]).mean())
+        return float(max(c[c > 0].min() for c in codes))
+    return fn
+
+
+@pytest.mark.parametrize("select, threshold, message", [
+    (_bt(per_row=True), E.solutions.inference_threshold, "that is TopK"),
+    (_bt(total_k=True), E.solutions.inference_threshold, "you kept k values in all"),
+    (_bt(scaled=True), E.solutions.inference_threshold, "no rescaling"),
+    (E.solutions.batchtopk, _threshold("mean"), "averaged the kept activations"),
+    (E.solutions.batchtopk, _threshold("global min"), "smallest over all batches"),
+    (E.solutions.batchtopk, _threshold("with zeros"), "POSITIVE"),
+    (E.solutions.batchtopk, _threshold("max"), "largest minimum"),
+])
+def test_batchtopk_check(select, threshold, message):
+    E.check_batchtopk(E.solutions.batchtopk, E.solutions.inference_threshold)
+    with pytest.raises(AssertionError, match=message):
+        E.check_batchtopk(select, threshold)
+
+
+def test_batchtopk_check_rejects_negative_kept_values():
+    # with few positive values in a batch, keeping the top B*k lets negatives in
+    with pytest.raises(AssertionError, match="negative|positive"):
+        E.check_batchtopk(lambda pre, k: _bt(negatives=True)(pre - 2.5, k), E.solutions.inference_threshold)
+
+
+def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False):
+    def fn(z, W, b, x, widths):
+        base = (x - x.mean(0)).pow(2).sum(-1).mean() if normalise else 1.0
+        lows = [0, *widths[:-1]] if groups else [0] * len(widths)
+        terms = [(z[:, lo:m] @ W[lo:m] + (b if bias else 0) - x).pow(2).sum(-1).mean() / base
+                 for lo, m in zip(lows, widths)]
+        terms = terms[:-1] if skip_last else terms
+        out = sum(terms) / (len(terms) if mean else 1)
+        return torch.tensor(float(out.detach())) if detach else out
+    return fn
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (_mat(bias=False), "decoder bias"),
+    (_mat(mean=True), "averaged"),
+    (_mat(groups=True), "PREFIX"),
+    (_mat(skip_last=True), "last width"),
+    (_mat(normalise=False), "mean predictor"),
+    (_mat(detach=True), "graph"),
+])
+def test_matryoshka_loss_check(wrong, message):
+    E.check_matryoshka_loss(E.solutions.matryoshka_loss)
+    _rejects(E.check_matryoshka_loss, wrong, message)
+
+
+def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False):
+    def fn(pre, theta, eps, g):
+        u = (pre - theta) / eps
+        window = ((u >= 0) if one_sided else (u > -half)) & (u < half)
+        per = sign * (theta if factor else 1.0) / eps * window.float() * g
+        return per.mean(0) if mean else per.sum(0)
+    return fn
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (_jr(factor=False), "Heaviside"),
+    (_jr(sign=1), "sign"),
+    (_jr(one_sided=True), "two sides"),
+    (_jr(half=1.0), "eps/2 each side"),
+    (_jr(mean=True), "do not average"),
+])
+def test_jumprelu_threshold_grad_check(wrong, message):
+    E.check_jumprelu_threshold_grad(E.solutions.jumprelu_threshold_grad)
+    _rejects(E.check_jumprelu_threshold_grad, wrong, message)
+
+
+def test_jumprelu_exercise_solution_agrees_with_the_training_code():
+    from saelab.sae.jumprelu import jumprelu
+
+    g = torch.Generator().manual_seed(0)
+    pre, theta = torch.rand(16, 8, generator=g), torch.rand(8, generator=g).requires_grad_(True)
+    grad = torch.randn(16, 8, generator=g)
+    jumprelu(pre, theta, 0.2).backward(grad)
+    torch.testing.assert_close(E.solutions.jumprelu_threshold_grad(pre, theta.detach(), 0.2, grad), theta.grad)

@@ -150,6 +150,144 @@ def test_saelab_export_loads_in_saelens(tmp_path, activation, normalize):
     torch.testing.assert_close(back.reconstruct(x), ours.reconstruct(x), atol=tol, rtol=tol)
 
 
+
+WIDTHS = [8, 24, N]
+FAMILIES = {"batchtopk": dict(activation="batchtopk"),
+            "matryoshka": dict(activation="batchtopk", matryoshka_widths=WIDTHS),
+            "jumprelu": dict(activation="jumprelu", jumprelu_bandwidth=0.02, jumprelu_init_threshold=0.005)}
+EXPECTED = {"batchtopk": ("batchtopk", None), "matryoshka": ("batchtopk", WIDTHS),  # (activation, widths) in saelab
+            "matryoshka_batchtopk": ("batchtopk", WIDTHS), "jumprelu": ("jumprelu", None)}
+
+
+def saelab_family(family: str, normalize: str = "none", seed: int = 0) -> tuple[SAE, torch.Tensor]:
+    """A saelab BatchTopK / Matryoshka / JumpReLU SAE with random weights and thresholds, and inputs for it."""
+    torch.manual_seed(seed)
+    x = torch.randn(48, D) * 3 + 0.5
+    sae = SAE(SAEConfig(d_in=D, n_latents=N, k=5, normalize=normalize, layer=2, site="resid_post", model="tiny-gpt2",
+                        **FAMILIES[family]))
+    randomize_(sae, seed)
+    sae.init_from_data(x)
+    with torch.no_grad():  # a BatchTopK threshold is one value; a JumpReLU's one per latent
+        sae.threshold.copy_(torch.full((N,), 1.5) if family != "jumprelu" else torch.rand(N) * 3)
+    return sae, x
+
+
+def saelens_codes(theirs, x):
+    z = theirs.encode(x).detach()
+    return z, theirs.decode(z).detach()
+
+
+@pytest.mark.parametrize("family,normalize", [("batchtopk", "none"), ("matryoshka", "dataset_unit_norm"),
+                                              ("jumprelu", "none"), ("jumprelu", "per_token_unit_norm")])
+def test_batchtopk_matryoshka_jumprelu_export_as_saelens_saves_them(tmp_path, family, normalize):
+    """Exported as SAE Lens's inference save writes them: 'jumprelu' with a per-latent threshold, the family and widths
+    in metadata.training_architecture[_details]; SAE Lens codes as saelab does; they load back as the family."""
+    sl = need("sae_lens")
+    ours, x = saelab_family(family, normalize)
+    to_saelens(ours, tmp_path / "export")
+    cfg = json.loads((tmp_path / "export" / "cfg.json").read_text())
+    trained = {"batchtopk": "batchtopk", "matryoshka": "matryoshka_batchtopk", "jumprelu": "jumprelu"}[family]
+    assert cfg["architecture"] == "jumprelu" and cfg["metadata"]["training_architecture"] == trained
+    theirs = sl.SAE.load_from_disk(tmp_path / "export")
+    assert type(theirs).__name__ == "JumpReLUSAE" and theirs.cfg.metadata.training_architecture_details.get(
+        "matryoshka_widths") == EXPECTED[family][1]
+    z, recon = saelens_codes(theirs, x)
+    assert 48 < (z > 0).sum() < 48 * N // 2  # the threshold zeroes some latents and keeps others
+    tol = 1e-3 if normalize == "per_token_unit_norm" else 1e-4  # layer norm's eps differs from unit norm's
+    torch.testing.assert_close(dense(ours, x), z, atol=tol, rtol=tol)
+    torch.testing.assert_close(recon, ours.reconstruct(x), atol=tol, rtol=tol)
+    back = load_sae(tmp_path / "export")
+    assert (back.cfg.activation, back.cfg.matryoshka_widths) == EXPECTED[family]
+    torch.testing.assert_close(back.threshold, ours.threshold)
+    torch.testing.assert_close(back.reconstruct(x), ours.reconstruct(x), atol=tol, rtol=tol)
+    assert family != "jumprelu" or (back.cfg.jumprelu_bandwidth, back.cfg.jumprelu_init_threshold) == (0.02, 0.005)
+
+
+def saelens_training_sae(arch: str, norm: str, apply_b_dec: bool, rescale: bool):
+    sl = need("sae_lens")
+    from sae_lens.saes.sae import SAEMetadata
+
+    common = dict(d_in=D, d_sae=N, normalize_activations=norm, apply_b_dec_to_input=apply_b_dec,
+                  metadata=SAEMetadata(hook_name="blocks.3.hook_resid_post", model_name="tiny-gpt2"))
+    topk = dict(k=5, rescale_acts_by_decoder_norm=rescale)
+    name, extra = {"jumprelu": ("JumpReLU", dict(jumprelu_bandwidth=0.03)), "batchtopk": ("BatchTopK", topk),
+                   "matryoshka_batchtopk": ("MatryoshkaBatchTopK", dict(topk, matryoshka_widths=list(WIDTHS)))}[arch]
+    sae = getattr(sl, f"{name}TrainingSAE")(getattr(sl, f"{name}TrainingSAEConfig")(**extra, **common))
+    randomize_(sae, seed=2)
+    with torch.no_grad():  # topk_threshold is in units of pre-activations times decoder norms when rescaling (~4)
+        (sae.threshold.copy_(torch.rand(N) * 2) if arch == "jumprelu" else
+         sae.topk_threshold.fill_(6.0 if rescale else 1.5))
+    return sae
+
+
+@pytest.mark.parametrize("arch,norm,apply_b_dec,rescale", [
+    ("batchtopk", "none", True, True), ("batchtopk", "layer_norm", False, False),
+    ("matryoshka_batchtopk", "none", True, True), ("matryoshka_batchtopk", "constant_norm_rescale", False, False),
+    ("jumprelu", "none", True, False), ("jumprelu", "layer_norm", False, False),
+])
+def test_saelens_training_and_inference_saves_load_in_saelab(tmp_path, arch, norm, apply_b_dec, rescale):
+    """Both of SAE Lens's saves: `save_model` (training: 'batchtopk' / 'matryoshka_batchtopk', a scalar topk_threshold,
+    norms unfolded) and `save_inference_model` ('jumprelu') load as the family and code as SAE Lens's inference SAE."""
+    sl = need("sae_lens")
+    trained = saelens_training_sae(arch, norm, apply_b_dec, rescale)
+    trained.save_model(tmp_path / "train")
+    trained.save_inference_model(tmp_path / "inference")
+    assert json.loads((tmp_path / "train" / "cfg.json").read_text())["architecture"] == arch
+    assert json.loads((tmp_path / "inference" / "cfg.json").read_text())["architecture"] == "jumprelu"
+    z, recon = saelens_codes(sl.SAE.load_from_disk(tmp_path / "inference"), x := torch.randn(40, D) * 2 + 0.5)
+    assert 40 < (z > 0).sum() < 40 * N // 2
+    for folder in ("train", "inference"):
+        ours = load_sae(tmp_path / folder)
+        assert (ours.cfg.activation, ours.cfg.matryoshka_widths, ours.cfg.layer) == (*EXPECTED[arch], 3)
+        assert ours.cfg.jumprelu_bandwidth == 0.03 if arch == "jumprelu" else (
+            ours.cfg.k == 5 and bool(torch.all(ours.threshold == ours.threshold[0])))
+        torch.testing.assert_close(dense(ours, x), z, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ours.reconstruct(x), recon, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["batchtopk", "matryoshka", "jumprelu"])
+def test_each_family_round_trips_through_saelab_and_saelens_folders(tmp_path, family):
+    """saelab's folder -> saelab -> SAE Lens's folder -> SAE Lens, which saves it again itself -> saelab: the
+    same family, widths, thresholds and reconstructions (SAE Lens keeps the metadata that records the family)."""
+    sl = need("sae_lens")
+    ours, x = saelab_family(family, seed=3)
+    ours.save(tmp_path / "saelab")
+    mine = load_sae(tmp_path / "saelab")
+    assert mine.cfg == ours.cfg and isinstance(mine.threshold, type(ours.threshold))  # a parameter for JumpReLU
+    to_saelens(mine, tmp_path / "export")
+    sl.SAE.load_from_disk(tmp_path / "export").save_model(tmp_path / "resaved")
+    back = load_sae(tmp_path / "resaved")
+    assert (back.cfg.activation, back.cfg.matryoshka_widths) == EXPECTED[family]
+    assert isinstance(back.threshold, torch.nn.Parameter) == (family == "jumprelu")
+    torch.testing.assert_close(back.threshold, ours.threshold)
+    torch.testing.assert_close(back.reconstruct(x), ours.reconstruct(x), atol=1e-4, rtol=1e-4)
+
+
+def test_saelens_folders_saelab_cannot_read_say_what_and_what_to_do(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sl = need("sae_lens")
+    sl.GatedSAE(sl.GatedSAEConfig(d_in=D, d_sae=N)).save_model(tmp_path / "gated")
+    with pytest.raises(ValueError, match=r"architecture 'gated' is not supported \(a gated SAE.*through sae_lens"):
+        load_sae(tmp_path / "gated")
+    trained = saelens_training_sae("matryoshka_batchtopk", "none", True, False)
+    trained.save_model(tmp_path / "train")
+    w = load_file(weights := tmp_path / "train" / "sae_weights.safetensors")
+    save_file({k: v for k, v in w.items() if k != "topk_threshold"}, weights)
+    with pytest.raises(ValueError, match="'matryoshka_batchtopk' training folder needs a scalar 'topk_threshold'.*"
+                                         "save_inference_model"):
+        load_sae(tmp_path / "train")
+    save_file(w, weights)
+    cfg = json.loads((path := tmp_path / "train" / "cfg.json").read_text())
+    path.write_text(json.dumps({**cfg, "matryoshka_widths": [8, 4, N]}))
+    with pytest.raises(ValueError, match=r"matryoshka_widths \[8, 4, 64\] do not fit.*fix them there"):
+        load_sae(tmp_path / "train")
+    trained.save_inference_model(tmp_path / "tuned")  # a BatchTopK threshold tuned per latent: a JumpReLU now
+    w = load_file(weights := tmp_path / "tuned" / "sae_weights.safetensors")
+    save_file({**w, "threshold": torch.rand(N)}, weights)
+    assert load_sae(tmp_path / "tuned").cfg.activation == "jumprelu"
+
+
 def sparsify_coder(k=4, multi_topk=False):
     sp = need("sparsify")
     coder = sp.SparseCoder(D, sp.SparseCoderConfig(num_latents=N, k=k, multi_topk=multi_topk))

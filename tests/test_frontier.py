@@ -25,27 +25,66 @@ def test_calibrate_l1_reaches_the_target_l0(tmp_path, caches):
     assert all(float(f"{c:.3g}") == c for c in coefs)  # rounded, so the frontier can reuse the trials
 
 
-def test_frontier_trains_both_families_for_the_same_steps_and_reuses_points(tmp_path, caches, tiny_lm):
+def test_matched_points_refits_the_power_law_until_every_target_is_hit():
+    from saelab.studies.frontier import matched_points
+
+    calls = []
+
+    def try_coef(c):  # a family whose L0 falls as 900 c^-0.7 (the guessed slope is 2.4: the first round misses)
+        calls.append(c)
+        return {"l1_coef": c, "l0": 900 * c ** -0.7}
+
+    chosen, trials = matched_points(BASE, "relu", [8, 16, 32, 64], try_coef, tol=0.1, rounds=2)
+    assert len(trials) == len(calls) > 4  # the guesses missed, the refit hit
+    assert all(abs(chosen[t]["l0"] / t - 1) <= 0.1 for t in chosen), chosen
+    assert all(float(f"{c:.3g}") == c for c in calls)
+    chosen0, trials0 = matched_points(BASE, "relu", [8, 16, 32, 64], try_coef, tol=0.1, rounds=0)
+    assert len(trials0) == 4  # guesses only
+
+
+def test_frontier_trains_every_family_for_the_same_steps_and_reuses_points(tmp_path, caches, tiny_lm):
     import torch
 
     train, held = caches
-    cfg = FrontierConfig(ks="4,8", l1_coefs="0.01,0.1", steps_frac=0.25)
+    cfg = FrontierConfig(families="topk,batchtopk,matryoshka,jumprelu,relu", target_l0s="4,8", steps_frac=0.125,
+                         rounds=1, probes=False)
     tokens = torch.randint(0, 100, (4, 16))
-    df = run_frontier(cfg, BASE, RELU, train, held, tmp_path, lm=tiny_lm, tokens_NT=tokens, progress=False)
-    assert list(df.point) == ["topk-k4", "topk-k8", "relu-l1-0.01", "relu-l1-0.1"]
-    assert df.steps.nunique() == 1 and df.steps.iloc[0] == 19 * 2  # 19 batches an epoch, 2 epochs
-    topk = df[df.family == "topk"].set_index("k")
+    df = run_frontier(cfg, BASE, train, held, tmp_path, lm=tiny_lm, tokens_NT=tokens, progress=False, log=lambda m: 0)
+    assert list(df.family) == ["topk", "topk", "batchtopk", "batchtopk", "matryoshka", "matryoshka", "jumprelu",
+                               "jumprelu", "relu", "relu"]
+    assert df.steps.nunique() == 1 and df.steps.iloc[0] == 19  # 19 batches an epoch, 1 epoch
+    topk = df[df.family == "topk"].set_index("target_l0")
     assert topk.l0[4] == pytest.approx(4) and topk.nmse[8] < topk.nmse[4]
-    relu = df[df.family == "relu"].set_index("l1_coef")
-    assert relu.l0[0.1] < relu.l0[0.01]
-    assert df.delta_ce.notna().all() and (tmp_path / "frontier.csv").exists()
-    assert len(frontier_figures(df)) == 2
+    assert (topk.l0_p90 == topk.index).all()  # TopK: k per token at most (fewer only where a kept value is <= 0)
+    bt = df[df.family == "batchtopk"].set_index("target_l0")
+    assert (bt.l0_p90 > bt.l0_p10).all()  # BatchTopK: the count varies per token
+    for fam in ("relu", "jumprelu"):  # a penalised family: a larger coefficient where the target is smaller
+        part = df[df.family == fam].set_index("target_l0")
+        assert part.coef[4] >= part.coef[8] and part.l0[4] <= part.l0[8], part
+    assert df.delta_ce.notna().all() and df.dead_train_frac.notna().all()
+    assert (tmp_path / "frontier.csv").exists() and (tmp_path / "trials.csv").exists()
+    import pandas as pd
+
+    from saelab.studies.frontier import at_l0
+
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    relu = trials[trials.family == "relu"].sort_values("l0")
+    lo, hi = relu.iloc[0], relu.iloc[-1]
+    mid = (lo.l0 * hi.l0) ** 0.5  # halfway in log L0: the geometric mean of the two ends' nmse
+    if len(relu) == 2:
+        assert at_l0(trials, "relu", mid) == pytest.approx((lo.nmse * hi.nmse) ** 0.5)
+    assert lo.nmse >= at_l0(trials, "relu", mid) >= hi.nmse or lo.nmse <= at_l0(trials, "relu", mid) <= hi.nmse
+    assert at_l0(trials, "relu", hi.l0 * 2) != at_l0(trials, "relu", hi.l0 * 2)  # outside the trials: NaN
+    # delta CE vs nmse; nmse, delta CE, dead, never fired, L0 spread against L0 (no probes here)
+    assert len(frontier_figures(df)) == 6
     before = (tmp_path / "topk-k4" / "sae" / "sae.safetensors").stat().st_mtime_ns
-    again = run_frontier(cfg, BASE, RELU, train, held, tmp_path, progress=False)  # reused, not retrained
+    again = run_frontier(cfg, BASE, train, held, tmp_path, progress=False, log=lambda m: 0)  # reused, not retrained
     assert (tmp_path / "topk-k4" / "sae" / "sae.safetensors").stat().st_mtime_ns == before
     assert again.nmse.tolist() == pytest.approx(df.nmse.tolist())
     with pytest.raises(ValueError, match="trained with other settings"):
-        run_frontier(cfg, replace(BASE, lr=1e-3), RELU, train, held, tmp_path, progress=False)
+        run_frontier(cfg, replace(BASE, lr=1e-3), train, held, tmp_path, progress=False, log=lambda m: 0)
+    with pytest.raises(ValueError, match="families must be among"):
+        run_frontier(replace(cfg, families="topk,gated"), BASE, train, held, tmp_path, progress=False)
 
 
 def test_a_point_saved_before_the_ema_options_is_reused(tmp_path, caches):

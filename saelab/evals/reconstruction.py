@@ -55,15 +55,16 @@ def _batches(data, batch_size: int, max_tokens: int | None) -> Iterable[torch.Te
 @torch.no_grad()
 def reconstruction_metrics(sae, data, batch_size: int = 8192, max_tokens: int | None = None,
                            **encode_kwargs) -> dict:
-    """Normalized MSE, L0 and the never-fired fraction of `sae` on `data` (an ActivationCache, a
-    [tokens, d] tensor, or an iterable of such batches); `encode_kwargs` pick a test-time activation.
+    """Normalized MSE, L0 (mean, and per token: p10, median, p90) and the never-fired fraction of `sae` on `data`
+    (an ActivationCache, a [tokens, d] tensor, or an iterable of such batches); `encode_kwargs` pick a test-time
+    activation.
 
     nmse: the paper's, in the SAE's input space (after its normalisation, where it is trained and where
     the paper measures reconstruction error). nmse_activation_space: the same ratio on the raw
     activations (equal to nmse for 'none' and 'dataset_unit_norm'). mse: per element, raw space.
     """
     spaces = {"norm": NormalizedMSE(), "raw": NormalizedMSE()}
-    l0_sum, n = 0.0, 0
+    l0_sum, n, per_token = 0.0, 0, []
     fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
     dev = sae.W_enc.device
     for x in _batches(data, batch_size, max_tokens):
@@ -75,10 +76,30 @@ def reconstruction_metrics(sae, data, batch_size: int = 8192, max_tokens: int | 
         spaces["raw"].add(undo(recon_n), x)
         active = enc.top_acts_BK > 0
         l0_sum += float(active.sum())
+        per_token.append(active.sum(-1).cpu())
         fired[enc.top_idx_BK[active].cpu()] = True
         n += len(x)
     if n == 0:
         raise ValueError("no activations to evaluate on")
+    counts = torch.cat(per_token).sort().values
+    at = {q: int(counts[min(n - 1, int(q * n))]) for q in (0.1, 0.5, 0.9)}  # per-token L0 quantiles (lower)
     return {"nmse": spaces["norm"].value(), "nmse_activation_space": spaces["raw"].value(),
             "mse": spaces["raw"].sse / (n * sae.cfg.d_in), "l0": l0_sum / n,
+            "l0_p10": at[0.1], "l0_median": at[0.5], "l0_p90": at[0.9],
             "dead_eval_frac": float((~fired).float().mean()), "tokens": n}
+
+
+@torch.no_grad()
+def prefix_nmse(sae, x_BD: torch.Tensor, widths: list[int]) -> list[float]:
+    """Held-out normalized MSE of each prefix of `sae`'s dictionary on its own: the codes `sae.encode` gives, decoded
+    with only the latents below each width (and b_pre). A Matryoshka SAE is trained for this; any SAE can be read so."""
+    x = x_BD.to(sae.W_enc.device, torch.float32)
+    enc = sae.encode(x)
+    x_n, _ = sae.preprocess(x)
+    out = []
+    for width in widths:
+        acc = NormalizedMSE()
+        keep = (enc.top_idx_BK < width).to(enc.top_acts_BK.dtype)
+        acc.add(sae.decode_normalized(enc.top_acts_BK * keep, enc.top_idx_BK), x_n)
+        out.append(acc.value())
+    return out

@@ -64,8 +64,8 @@ class BatchTopK:
 
 
 ACTIVATIONS = {"topk": TopK, "jumprelu": JumpReLU, "relu": ReLU, "batchtopk": BatchTopK}
-TRAINING_ACTIVATIONS = ("topk", "relu", "batchtopk")
-SAE_ACTIVATIONS = (*TRAINING_ACTIVATIONS, "jumprelu")  # jumprelu: SAEs loaded from other libraries (inference)
+TRAINING_ACTIVATIONS = ("topk", "relu", "batchtopk", "jumprelu")
+SAE_ACTIVATIONS = TRAINING_ACTIVATIONS
 BATCHTOPK_THRESHOLD_LR = 0.01
 """A BatchTopK SAE's inference threshold follows an exponential moving average of the smallest positive activation
 the batch selection kept in each training step, with this rate (SAE Lens's `topk_threshold_lr` default)."""

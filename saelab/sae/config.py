@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from saelab.sae.activation_fns import SAE_ACTIVATIONS
 from saelab.sae.input_norm import canonical_normalization
+from saelab.sae.matryoshka import check_widths
 
 
 def default_k_aux(d_in: int) -> int:
@@ -31,10 +32,19 @@ class SAEConfig:
     """Active latents per token for TopK."""
     activation: str = "topk"
     """Training activation: 'topk', 'batchtopk' (the batch's top B*k, Bussmann et al. 2024; at inference one
-    threshold, a `threshold` buffer set in training) or 'relu' (the ReLU+L1 baseline); 'jumprelu' (a per-latent
-    threshold buffer) for SAEs loaded from other libraries, which saelab encodes with but does not train."""
+    threshold, a `threshold` buffer set in training), 'jumprelu' (a learned per-latent `threshold` parameter and
+    an L0 penalty, Rajamanoharan et al. 2024: `saelab.sae.jumprelu`) or 'relu' (the ReLU+L1 baseline)."""
+    matryoshka_widths: list[int] | None = None
+    """Matryoshka SAE (Bussmann et al. 2025, `saelab.sae.matryoshka`): cumulative prefix sizes, each prefix
+    reconstructing the input on its own; strictly increasing, n_latents appended when missing. None: off."""
+    l0_coef: float = 0.0
+    """JumpReLU's L0 coefficient lambda (the loss is nmse + lambda E||f||_0)."""
+    jumprelu_bandwidth: float = 0.001
+    """JumpReLU's straight-through bandwidth epsilon (in the SAE's input space)."""
+    jumprelu_init_threshold: float = 0.001
+    """JumpReLU's initial threshold theta, every latent."""
     k_aux: int | None = None
-    """Dead latents used by the AuxK loss; None = a power of two near d_in/2; 0 disables AuxK."""
+    """Dead latents used by the AuxK loss; None = a power of two near d_in/2 (0 for JumpReLU); 0 disables AuxK."""
     aux_coef: float = 1 / 32
     """AuxK coefficient alpha (paper: 1/32)."""
     multi_topk: bool = False
@@ -70,8 +80,17 @@ class SAEConfig:
         self.normalize = canonical_normalization(self.normalize)
         if self.kernel not in ("sparse", "dense"):
             raise ValueError(f"kernel must be 'sparse' or 'dense', got {self.kernel!r}")
-        if self.k_aux is None:
-            self.k_aux = default_k_aux(self.d_in)
+        if self.k_aux is None:  # JumpReLU's paper has no AuxK
+            self.k_aux = 0 if self.activation == "jumprelu" else default_k_aux(self.d_in)
+        if self.matryoshka_widths is not None:
+            if self.activation not in ("topk", "batchtopk"):
+                raise ValueError(f"Matryoshka prefixes train TopK or BatchTopK SAEs; this one is {self.activation!r}")
+            self.matryoshka_widths = check_widths(self.matryoshka_widths, self.n_latents)
+            if self.multi_topk:
+                raise ValueError("Matryoshka prefixes and Multi-TopK cannot be combined; choose one")
+        if self.activation == "jumprelu" and not (self.jumprelu_bandwidth > 0 and self.jumprelu_init_threshold >= 0):
+            raise ValueError("jumprelu_bandwidth must be > 0 and jumprelu_init_threshold >= 0, got "
+                             f"{self.jumprelu_bandwidth}, {self.jumprelu_init_threshold}")
         if self.multi_topk and self.activation != "topk":
             raise ValueError(f"Multi-TopK trains TopK SAEs only; this SAE's activation is {self.activation!r}")
         if self.multi_topk and self.k * self.multi_topk_factor > self.n_latents:

@@ -91,9 +91,12 @@ def _check_types(folder: Path, config: dict) -> None:
         allowed = typing.get_args(hints[name]) or (hints[name],)
         ok = any(value is None if t is type(None) else
                  isinstance(value, (int, float)) and not isinstance(value, bool) if t is float else
+                 isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                 if typing.get_origin(t) is list else
                  isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed)
         if not ok:
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            want = " or ".join("null" if t is type(None) else "a list of integers" if typing.get_origin(t) is list
+                               else t.__name__ for t in allowed)
             raise ValueError(f"{folder}/cfg.json: config field {name!r} is {value!r} ({type(value).__name__}), "
                              f"expected {want}; fix that value in cfg.json (e.g. write numbers without quotes) "
                              "or re-save the SAE")

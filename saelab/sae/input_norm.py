@@ -65,3 +65,29 @@ def normalize(x: torch.Tensor, mode: str, dataset_scale: torch.Tensor | float = 
 def dataset_scale_from(sample_BD: torch.Tensor) -> float:
     """The 'dataset_unit_norm' scale: 1 / sqrt(mean squared norm) of a sample."""
     return float(1.0 / sample_BD.float().pow(2).sum(-1).mean().sqrt())
+
+
+def geometric_median(x_BD: torch.Tensor, iters: int = 200, tol: float = 1e-7) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows."""
+    x = x_BD.double()
+    m = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - m).norm(dim=1).clamp_min(1e-12)
+        new = (w[:, None] * x).sum(0) / w.sum()
+        if (new - m).norm() <= tol * m.norm().clamp_min(1e-12):
+            m = new
+            break
+        m = new
+    return m.to(x_BD.dtype)
+
+
+def check_input(x: torch.Tensor, d_in: int) -> None:
+    """Raise a clear error for a wrong width or non-finite rows."""
+    if x.ndim < 1 or x.shape[-1] != d_in:
+        raise ValueError(f"expected activations with last dimension d_in={d_in}, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and bool(torch.isfinite(x.sum(dtype=torch.float32))):  # a NaN or inf makes it one
+        return
+    bad = (~torch.isfinite(x)).any(-1)
+    if bad.any():
+        raise ValueError(f"input has {int(bad.sum())} of {bad.numel()} rows with NaN or inf values; "
+                         "drop or fix those tokens before encoding")

@@ -25,6 +25,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+WORKSPACE_BYTES = 1 << 30
+"""The largest [rows, n] pre-activation buffer a training step holds (1 GiB); bigger batches go in chunks (JumpReLU,
+which needs them whole, refuses them)."""
+
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """A CSR tensor, without PyTorch's "beta" warning (the ops used here are covered by the equality

@@ -30,8 +30,10 @@ from saelab.sae.activation_fns import BATCHTOPK_CANDIDATES, make_activation
 from saelab.sae.batchtopk import select_batch, update_threshold_
 from saelab.sae.config import SAEConfig
 from saelab.sae.folder import check_shapes, read_folder, write_folder
-from saelab.sae.input_norm import PER_TOKEN, Undo, dataset_scale_from, normalize
+from saelab.sae.input_norm import PER_TOKEN, Undo, check_input, dataset_scale_from, geometric_median, normalize
+from saelab.sae.jumprelu import jumprelu_forward
 from saelab.sae.kernels import (
+    WORKSPACE_BYTES,
     dense_decode,
     dense_encode,
     selected_encode,
@@ -42,9 +44,8 @@ from saelab.sae.kernels import (
     transposed_pattern,
 )
 from saelab.sae.losses import mean_predictor_mse, normalized_mse
+from saelab.sae.matryoshka import inner_prefix_losses
 
-WORKSPACE_BYTES = 1 << 30
-"""The largest [rows, n] pre-activation buffer a training step holds (1 GiB); bigger batches go in chunks."""
 AUX_DENSE_RATIO = 16
 """AuxK decodes densely over the M dead latents when M <= this x k_aux (see `SAE._aux_loss`)."""
 
@@ -69,32 +70,6 @@ class ForwardOut(NamedTuple):
     """Bool per latent: did it fire (act > 0) on any token of the batch."""
     l0: torch.Tensor
     """Mean number of active latents per token."""
-
-
-def geometric_median(x_BD: torch.Tensor, iters: int = 200, tol: float = 1e-7) -> torch.Tensor:
-    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows."""
-    x = x_BD.double()
-    m = x.mean(0)
-    for _ in range(iters):
-        w = 1.0 / (x - m).norm(dim=1).clamp_min(1e-12)
-        new = (w[:, None] * x).sum(0) / w.sum()
-        if (new - m).norm() <= tol * m.norm().clamp_min(1e-12):
-            m = new
-            break
-        m = new
-    return m.to(x_BD.dtype)
-
-
-def check_input(x: torch.Tensor, d_in: int) -> None:
-    """Raise a clear error for a wrong width or non-finite rows."""
-    if x.ndim < 1 or x.shape[-1] != d_in:
-        raise ValueError(f"expected activations with last dimension d_in={d_in}, got shape {tuple(x.shape)}")
-    if x.is_floating_point() and bool(torch.isfinite(x.sum(dtype=torch.float32))):  # a NaN or inf makes it one
-        return
-    bad = (~torch.isfinite(x)).any(-1)
-    if bad.any():
-        raise ValueError(f"input has {int(bad.sum())} of {bad.numel()} rows with NaN or inf values; "
-                         "drop or fix those tokens before encoding")
 
 
 class SAE(nn.Module):
@@ -122,7 +97,10 @@ class SAE(nn.Module):
         self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_latents, dtype=torch.long, device=device))
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32, device=device))
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long, device=device))
-        if cfg.activation in ("jumprelu", "batchtopk"):  # batchtopk: the inference threshold learned in training
+        if cfg.activation == "jumprelu":  # learned with straight-through estimators (saelab.sae.jumprelu)
+            self.threshold = nn.Parameter(torch.full((cfg.n_latents,), cfg.jumprelu_init_threshold, dtype=dtype,
+                                                     device=device))
+        elif cfg.activation == "batchtopk":  # the inference threshold, estimated in training
             self.register_buffer("threshold", torch.zeros(cfg.n_latents, dtype=dtype, device=device))
 
     def _workspace(self, rows: int) -> torch.Tensor:
@@ -205,7 +183,8 @@ class SAE(nn.Module):
         g = torch.Generator().manual_seed(seed + 0x5EED)
         u = torch.randn(n, self.cfg.d_in, generator=g)
         x_n = (u / u.norm(dim=1, keepdim=True)).to(self.W_enc.device, self.W_enc.dtype) + self.b_pre
-        acts, idx = make_activation(self.cfg.activation, self.cfg.n_latents, self.cfg.k).select(self.pre_acts(x_n))
+        acts, idx = make_activation(self.cfg.activation, self.cfg.n_latents, self.cfg.k,
+                                    getattr(self, "threshold", None)).select(self.pre_acts(x_n))
         scale = float((self.decode_normalized(acts, idx) - self.b_pre).norm(dim=1).mean())
         if scale > 0:
             self.W_enc.div_(scale)
@@ -268,7 +247,7 @@ class SAE(nn.Module):
 
     # ---- training forward ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, dead_mask_N: torch.Tensor | None = None, reduce=None,
-                dead_mask_fn=None, l1_coef: float | None = None) -> ForwardOut:
+                dead_mask_fn=None, l1_coef: float | None = None, l0_coef: float | None = None) -> ForwardOut:
         """Reconstruction and named losses; the dead latents (bool [n]) feed AuxK.
 
         dead_mask_N: a fixed dead mask. dead_mask_fn: called with this batch's fired latents after the
@@ -277,17 +256,17 @@ class SAE(nn.Module):
         training code does: "has to go after stats update").
         `reduce` averages a statistic over data-parallel ranks (default: this batch only), so that
         the normalisers (the mean predictor's MSE) are those of the global batch.
-        l1_coef: the ReLU baseline's L1 coefficient for this step (default cfg.l1_coef; the trainer
-        ramps it up during its warmup).
+        l1_coef / l0_coef: the ReLU baseline's L1 / JumpReLU's L0 coefficient for this step (default the config's;
+        the trainer ramps it up during its warmup).
         """
         cfg = self.cfg
-        if cfg.activation not in ("topk", "relu", "batchtopk"):
-            raise ValueError(f"saelab trains 'topk', 'batchtopk' and 'relu' SAEs; this one is {cfg.activation!r} "
-                             f"(loaded from {cfg.source or 'elsewhere'}): encode, decode and evaluate it, or train a "
-                             "new one")
         check_input(x, cfg.d_in)
         x_n, undo = self.preprocess(x.to(self.W_enc.dtype))
         x_n = x_n.detach()
+        if cfg.activation == "jumprelu":
+            recon_n, losses, acts, idx, fired, l0 = jumprelu_forward(
+                self, x_n, reduce, cfg.l0_coef if l0_coef is None else l0_coef, dead_mask_fn, dead_mask_N)
+            return ForwardOut(undo(recon_n), losses, acts if idx is not None else None, idx, fired, l0)
         if cfg.activation == "relu":
             out = self._forward_relu(x_n, undo, reduce, cfg.l1_coef if l1_coef is None else l1_coef)
             if dead_mask_fn is not None:
@@ -325,6 +304,10 @@ class SAE(nn.Module):
         baseline = mean_predictor_mse(x_n, reduce)
         losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / baseline}
         total = losses["nmse"]
+        if cfg.matryoshka_widths:  # + the inner prefixes' own reconstruction errors
+            losses["matryoshka"] = sum(inner_prefix_losses(idx, acts, self.W_dec, cfg.matryoshka_widths, centred_g,
+                                                           baseline, decode, pattern))
+            total = total + losses["matryoshka"]
         if cfg.multi_topk:  # + L(4k) / 8
             losses["multi_topk"] = normalized_mse(first + rest, centred_g, baseline=baseline)
             total = total + cfg.multi_topk_coef * losses["multi_topk"]

@@ -1,6 +1,6 @@
 """Stage 6, the paper's experiments: many SAEs trained and evaluated to answer one question.
 
-    frontier              TopK against ReLU + L1 along their sparsity frontiers (sections 2.3, 4.1)
+    frontier              SAE families at matched L0: TopK, BatchTopK, Matryoshka, JumpReLU, ReLU + L1 (2.3, 4.1)
     scaling_grid          train a grid of TopK SAEs over n and k, with held-out curves (section 3)
     scaling_laws          fit L(N), L(N, k) and L(C) to a grid, with uncertainties (section 3)
     progressive_recovery  test-time k and JumpReLU sweeps, activation shrinkage (section 5)

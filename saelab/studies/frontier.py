@@ -1,14 +1,22 @@
-"""TopK against ReLU + L1 along their frontiers (Gao et al. 2024, sections 2.3 and 4.1).
+"""SAE families compared at matched sparsity (Gao et al. 2024, sections 2.3 and 4.1, and the architectures after it).
 
-The paper compares SAE families at matched sparsity, not at one setting each: a small grid of TopK
-SAEs (several k) and ReLU + L1 SAEs (several L1 coefficients), all trained with the main job's recipe
-on the same tokens for the same number of steps, each scored on held-out activations (normalized MSE,
-L0) and spliced into the LM (delta CE). Two figures follow: L0 against normalized MSE (the
-sparsity-reconstruction frontier) and delta CE against normalized MSE (the paper's finding: at equal
-normalized MSE, TopK costs the LM less). `saelab frontier` runs it; finished points are reused.
+The paper compares families along their frontiers, not at one setting each. `saelab frontier` trains every family
+of `FrontierConfig.families` at each target L0 with the main job's recipe, on the same tokens for the same steps:
 
-`calibrate_l1` finds the L1 coefficient that puts a ReLU SAE at a target L0 (the zoo's ReLU baseline is
-matched to TopK's k = 32 this way).
+    topk        TopK, k = the target (the paper)
+    batchtopk   BatchTopK, k = the target on average (Bussmann, Leask, Nanda 2024)
+    matryoshka  Matryoshka BatchTopK, five nested prefixes (Bussmann et al. 2025)
+    jumprelu    JumpReLU, its L0 coefficient searched for the target (Rajamanoharan et al. 2024)
+    relu        ReLU + L1, its L1 coefficient searched for the target (the paper's baseline)
+
+The penalised families (relu, jumprelu) reach a target L0 only through a coefficient: `matched_points` guesses
+each from a power law L0 ~ coef^-slope, trains, refits the law on every trial so far and retrains the targets that
+missed by more than `tol`, for at most `rounds` rounds; every trial is kept, and the trial closest to each target
+(in log L0) is that target's point. Each point is scored on held-out activations (normalized MSE, L0 and its
+per-token spread, latents dead in training and never fired on held-out tokens), spliced into the LM (delta CE,
+KL) and probed (the mean 1-D probe loss of `saelab.evals.probes`). Finished points are reused (resumable).
+
+`calibrate_l1` finds one L1 coefficient for one target L0 (the zoo's ReLU baseline is matched this way).
 """
 
 from __future__ import annotations
@@ -23,24 +31,46 @@ import torch
 from saelab.acts.cache import ActivationCache
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.sae.input_norm import RENAMED
-from saelab.training.checkpoints import ADDED_IN_0_3
+from saelab.training.checkpoints import ADDED_FIELDS
 from saelab.training.trainer import TrainConfig, Trainer
+
+RELU_RECIPE = {"activation": "relu", "l1_warmup_frac": 0.25, "k_aux": 0, "lr": 2e-3}
+"""The zoo's ReLU + L1 recipe (`saelab.presets.ZOO['relu']`) without its coefficient."""
+FAMILIES = {
+    "topk": {},
+    "batchtopk": {"activation": "batchtopk"},
+    "matryoshka": {"activation": "batchtopk", "matryoshka_widths": "doubling:5"},
+    "jumprelu": {"activation": "jumprelu", "k_aux": 0, "rescale_encoder_init": True, "l1_warmup_frac": 0.1},
+    "relu": RELU_RECIPE,
+}
+"""TrainConfig changes per family, on top of the main job's recipe. JumpReLU trains without AuxK, as its paper, and
+with the released TopK code's encoder rescale at init: without it the dense first steps (every positive
+pre-activation passes theta = 0.001) overshoot the input and kill most latents. Measured on the main job's data at
+1/8 of its steps, lambda 0.002: without the rescale 98.5% dead in training and normalized MSE 0.573 at L0 23.1;
+with it 0.219 at L0 34.3 (7.7% never fired on held-out tokens; 0.219 at L0 34.2 and 4.6% with AuxK added)."""
+PENALTIES = {"relu": ("l1_coef", 0.183, 2.4), "jumprelu": ("l0_coef", 0.002, 1.0)}
+"""Penalised families: (the coefficient, its first guess for L0 32, the guessed slope of log L0 against log coef).
+ReLU's guess and slope are the zoo's calibration (presets.py); JumpReLU's were measured here (README)."""
 
 
 @dataclass
 class FrontierConfig:
-    """The grid: TopK at each k and ReLU + L1 at each coefficient, all for the same number of steps."""
+    """The grid: each family at each target L0, all for the same number of steps."""
 
-    ks: str = "4,8,16,32,64"
-    """Comma-separated k of the TopK SAEs."""
-    l1_coefs: str = "0.05,0.15,0.183,0.3"
-    """Comma-separated L1 coefficients of the ReLU SAEs (on the main job's data at 1/4 of its steps: L0 180,
-    50, 31 and 10; the middle three are the trials of `calibrate_l1` for k = 32)."""
-    steps_frac: float = 0.25
-    """Fraction of the main job's steps each SAE trains for (1.0: the full run; the grid costs that times
-    the number of points, ReLU steps ~2x TopK's)."""
+    families: str = "topk,batchtopk,matryoshka,jumprelu,relu"
+    """Comma-separated families (topk, batchtopk, matryoshka, jumprelu, relu)."""
+    target_l0s: str = "8,16,32,64"
+    """Comma-separated target L0s (k for the TopK families; searched for by coefficient for relu and jumprelu)."""
+    steps_frac: float = 0.125
+    """Fraction of the main job's steps each SAE trains for (1.0: the full run)."""
+    tol: float = 0.15
+    """A penalised family's trial counts as at its target when its held-out L0 is within this (relative)."""
+    rounds: int = 2
+    """Rounds of refitting the penalised families' coefficients after the first guesses (0: guesses only)."""
     delta_ce_contexts: int = 64
     """Held-out contexts (64 tokens) spliced into the LM for delta CE (0: skip delta CE)."""
+    probes: bool = True
+    """Also score the mean 1-D probe loss (saelab.evals.probes; needs the embedded corpus)."""
 
 
 def short_config(base: TrainConfig, steps_frac: float, **changes) -> TrainConfig:
@@ -49,16 +79,19 @@ def short_config(base: TrainConfig, steps_frac: float, **changes) -> TrainConfig
                    **changes)
 
 
+def family_of(tcfg: TrainConfig) -> str:
+    if tcfg.activation == "batchtopk" and tcfg.matryoshka_widths:
+        return "matryoshka"
+    return tcfg.activation
+
+
 def point_name(tcfg: TrainConfig) -> str:
-    return f"topk-k{tcfg.k}" if tcfg.activation == "topk" else f"relu-l1-{tcfg.l1_coef:g}"
-
-
-def frontier_points(cfg: FrontierConfig, base: TrainConfig, relu: dict) -> dict[str, TrainConfig]:
-    """{point name: its TrainConfig}: the main job's recipe at `steps_frac` of its epochs."""
-    configs = [short_config(base, cfg.steps_frac, k=int(k)) for k in cfg.ks.split(",") if k]
-    configs += [short_config(base, cfg.steps_frac, **{**relu, "l1_coef": float(c)})
-                for c in cfg.l1_coefs.split(",") if c]
-    return {point_name(c): c for c in configs}
+    fam = family_of(tcfg)
+    if fam == "relu":
+        return f"relu-l1-{tcfg.l1_coef:g}"
+    if fam == "jumprelu":
+        return f"jumprelu-l0-{tcfg.l0_coef:g}"
+    return f"{fam}-k{tcfg.k}"
 
 
 def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, progress: bool = False,
@@ -71,24 +104,64 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
         Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    saved = {**ADDED_IN_0_3, **saved}  # options added in saelab 0.3: older runs had them off
+    saved = {**ADDED_FIELDS, **saved}  # options added since saelab 0.2: older runs had them off
     if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
         raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
     return SAE.load(folder / "sae", device=device)
 
 
+def _fit(trials: list[dict], coef: str, slope: float) -> tuple[float, float]:
+    """(intercept, slope) of log L0 = a - slope * log coef, least squares over the trials (the guessed slope while
+    they hold fewer than two coefficients, or a fit that is not falling)."""
+    xs = [math.log(t[coef]) for t in trials]
+    ys = [math.log(max(t["l0"], 1e-3)) for t in trials]
+    if len(set(xs)) >= 2:
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        fitted = -sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        if fitted > 0.05:
+            slope = fitted
+        return my + slope * mx, slope
+    return ys[0] + slope * xs[0], slope
+
+
+def matched_points(base: TrainConfig, family: str, targets: list[float], try_coef, tol: float = 0.15,
+                   rounds: int = 2, start: float | None = None) -> tuple[dict[float, dict], list[dict]]:
+    """A penalised family's coefficient for each target L0: guess from a power law, `try_coef(coef) -> {coef, l0,
+    ...}` each, refit on every trial and retry the misses for `rounds` rounds. Returns ({target: the closest
+    trial}, all trials)."""
+    coef, guess, slope = PENALTIES[family]
+    guess = start or guess
+    trials: list[dict] = []
+    tried: dict[float, dict] = {}
+
+    def run(c: float) -> None:
+        c = float(f"{c:.3g}")  # rounded, so reruns and neighbouring targets reuse a trial
+        if c not in tried:
+            tried[c] = try_coef(c)
+            trials.append(tried[c])
+
+    def closest(t: float) -> dict:
+        return min(trials, key=lambda r: abs(math.log(max(r["l0"], 1e-3) / t)))
+
+    for t in targets:
+        run(guess * (32 / t) ** (1 / slope))
+    for _ in range(rounds):
+        misses = [t for t in targets if abs(closest(t)["l0"] / t - 1) > tol]
+        if not misses:
+            break
+        a, s = _fit(trials, coef, slope)
+        for t in misses:
+            run(math.exp((a - math.log(t)) / s))
+    return {t: closest(t) for t in targets}, trials
+
+
 def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: ActivationCache,
                  eval_cache: ActivationCache, out: str | Path, start: float = 0.5, steps_frac: float = 0.25,
                  tol: float = 0.1, max_trials: int = 7, log=print) -> dict:
-    """Search the L1 coefficient whose ReLU SAE (the main job's recipe with `relu`'s settings, for
-    `steps_frac` of its steps) has a held-out L0 within `tol` (relative) of `target_l0`.
-
-    L0 falls roughly as a power of the coefficient: bracket the target by doubling or halving, then
-    interpolate log L0 against log coefficient between the bracket's ends. Coefficients are rounded to
-    3 significant digits, and each trial is saved in `out` as a frontier point, so `run_frontier`
-    reuses it. Short runs end at a higher L0 than a full run (L1 keeps pruning): the full run's L0 is
-    what `saelab.presets.ZOO` records. Returns {'l1_coef', 'l0', 'trials', 'converged'}.
-    """
+    """Search the L1 coefficient whose ReLU SAE (the main job's recipe with `relu`'s settings, for `steps_frac` of
+    its steps) has a held-out L0 within `tol` (relative) of `target_l0`: bracket the target by doubling or
+    halving, then interpolate log L0 against log coefficient. Each trial is a frontier point in `out`. Short runs
+    end at a higher L0 than a full run (L1 keeps pruning). Returns {'l1_coef', 'l0', 'trials', 'converged'}."""
     trials: list[dict] = []
 
     def trial(c: float) -> dict:
@@ -122,58 +195,135 @@ def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: A
     return {"l1_coef": best["l1_coef"], "l0": best["l0"], "trials": trials, "converged": close(best)}
 
 
-def run_frontier(cfg: FrontierConfig, base: TrainConfig, relu: dict, train_cache: ActivationCache,
-                 eval_cache: ActivationCache, out: str | Path, lm=None, tokens_NT: torch.Tensor | None = None,
-                 progress: bool = True):
-    """Train (or reuse) every point in `out/<name>`, score it; returns a pandas DataFrame and writes
-    frontier.csv (atomically) in `out`."""
+def score_point(name: str, tcfg: TrainConfig, sae, eval_cache: ActivationCache, dead_tokens: int | None) -> dict:
+    """One row of the table: the held-out reconstruction, L0 spread, dead (in training, after `dead_tokens` tokens
+    without firing) and never-fired (on the held-out tokens) latents."""
+    r = reconstruction_metrics(sae, eval_cache)
+    coef = {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef}.get(tcfg.activation)
+    return {"point": name, "family": family_of(tcfg), "k": None if coef is not None else tcfg.k, "coef": coef,
+            "steps": int(sae.tokens_seen) // tcfg.batch_size, "nmse": r["nmse"], "l0": r["l0"],
+            "l0_p10": r["l0_p10"], "l0_median": r["l0_median"], "l0_p90": r["l0_p90"],
+            "never_fired_frac": r["dead_eval_frac"],
+            "dead_train_frac": float(sae.dead_mask(dead_tokens).float().mean()) if dead_tokens else None}
+
+
+def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: ActivationCache, eval_cache: ActivationCache,
+                 out: str | Path, lm=None, tokens_NT: torch.Tensor | None = None, progress: bool = True, log=print,
+                 device: str = "cpu"):
+    """Train (or reuse) every family's points in `out/<name>`, score them; returns a pandas DataFrame with one row
+    per family and target (the chosen points) and writes frontier.csv, and every trial to trials.csv (atomically)."""
     import pandas as pd
 
-    from saelab.evals.downstream import downstream_losses
-    from saelab.evals.splice import SpliceSite, sae_replacement
     from saelab.files import atomic_write
 
     out = Path(out)
-    rows, saes = [], {}
-    for name, tcfg in frontier_points(cfg, base, relu).items():
-        sae = train_point(tcfg, train_cache, out / name, progress)
-        r = reconstruction_metrics(sae, eval_cache)
+    targets = [float(t) for t in cfg.target_l0s.split(",") if t.strip()]
+    families = [f.strip() for f in cfg.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown or not families or not targets:
+        raise ValueError(f"frontier: families must be among {', '.join(FAMILIES)} (got {cfg.families!r}) and "
+                         f"target_l0s a list of numbers (got {cfg.target_l0s!r})")
+    rows, saes, trial_rows = [], {}, []
+
+    def train_and_score(tcfg: TrainConfig) -> dict:
+        name = point_name(tcfg)
+        sae = train_point(tcfg, train_cache, out / name, progress, device=device)
+        dead_tokens = json.loads((out / name / "sae" / "cfg.json").read_text()).get("dead_tokens")
+        row = score_point(name, tcfg, sae, eval_cache, dead_tokens)
         saes[name] = sae
-        rows.append({"point": name, "family": tcfg.activation, "k": tcfg.k if tcfg.activation == "topk" else None,
-                     "l1_coef": tcfg.l1_coef if tcfg.activation == "relu" else None,
-                     "steps": int(sae.tokens_seen) // tcfg.batch_size, "nmse": r["nmse"], "l0": r["l0"],
-                     "dead_eval_frac": r["dead_eval_frac"]})
+        trial_rows.append(row)
+        log(f"frontier: {name} -> held-out L0 {row['l0']:.1f}, normalized MSE {row['nmse']:.4f}")
+        return row
+
+    for fam in families:
+        recipe = FAMILIES[fam]
+        if fam in PENALTIES:
+            coef = PENALTIES[fam][0]
+            chosen, _ = matched_points(base, fam, targets, lambda c, fam=fam, coef=coef: {
+                coef: c, **train_and_score(short_config(base, cfg.steps_frac, **{**FAMILIES[fam], coef: c}))},
+                cfg.tol, cfg.rounds)
+        else:
+            chosen = {t: train_and_score(short_config(base, cfg.steps_frac, **recipe, k=int(t))) for t in targets}
+        for t, row in chosen.items():
+            rows.append({"target_l0": t, **{k: v for k, v in row.items() if k not in PENALTIES_KEYS},
+                         "matched": abs(row["l0"] / t - 1) <= cfg.tol})
     df = pd.DataFrame(rows)
+    used = {n: saes[n] for n in dict.fromkeys(df.point)}
     if lm is not None and tokens_NT is not None and len(tokens_NT):
-        where = SpliceSite.of(next(iter(saes.values())), lm)
-        res = downstream_losses(lm, tokens_NT, {n: sae_replacement(s) for n, s in saes.items()}, where,
+        from saelab.evals.downstream import downstream_losses
+        from saelab.evals.splice import SpliceSite, sae_replacement
+
+        where = SpliceSite.of(next(iter(used.values())), lm)
+        res = downstream_losses(lm, tokens_NT, {n: sae_replacement(s) for n, s in used.items()}, where,
                                 progress=progress)
         df["delta_ce"] = [res[n]["delta_loss"] for n in df.point]
         df["kl"] = [res[n]["kl"] for n in df.point]
+    if lm is not None and cfg.probes:
+        from saelab.evals.probes import probe_losses
+
+        mean = probe_losses(lm, used, progress=progress)["mean"]
+        df["probe_loss"] = [mean[n] for n in df.point]
+        df.attrs["probe_loss_residual"] = mean["residual"]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(out / "trials.csv", lambda p: pd.DataFrame(trial_rows).to_csv(p, index=False))
     return df
 
 
+PENALTIES_KEYS = {coef for coef, _, _ in PENALTIES.values()}
+
+
+def at_l0(trials, family: str, target: float, metric: str = "nmse") -> float:
+    """`metric` of `family` at held-out L0 `target`, interpolated linearly in log L0 and log metric between the
+    family's two trials that bracket it (`trials`: trials.csv as a DataFrame), or extrapolated along the end segment
+    when the target is within `AT_L0_REACH` of the nearest trial; NaN farther out. Compares families whose points
+    land near, not at, a target L0."""
+    part = trials[trials.family == family].dropna(subset=[metric]).sort_values("l0").drop_duplicates("l0")
+    xs, ys = [math.log(v) for v in part.l0], [math.log(max(v, 1e-12)) for v in part[metric]]
+    t = math.log(target)
+    if not xs or min(abs(x - t) for x in xs) > math.log(1 + AT_L0_REACH) and not xs[0] <= t <= xs[-1]:
+        return float("nan")
+    if len(xs) == 1:
+        return math.exp(ys[0])
+    i = min(max(next((j for j in range(1, len(xs)) if t <= xs[j]), len(xs) - 1), 1), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return math.exp(y0 + (t - x0) / (x1 - x0) * (y1 - y0))
+
+
+AT_L0_REACH = 0.05
+"""How far (relative) `at_l0` extrapolates beyond a family's nearest trial."""
+
+METRICS = (("nmse", "held-out normalized MSE", "log"), ("delta_ce", "delta CE (nats)", "linear"),
+           ("dead_train_frac", "dead in training (fraction)", "linear"),
+           ("never_fired_frac", "never fired on held-out tokens (fraction)", "linear"),
+           ("probe_loss", "mean 1-D probe loss", "linear"), ("l0_spread", "per-token L0, p90 / p10", "linear"))
+NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka BatchTopK", "jumprelu": "JumpReLU",
+         "relu": "ReLU + L1"}
+
+
 def frontier_figures(df):
-    """(L0 vs normalized MSE, delta CE vs normalized MSE) for both families, as plotly figures."""
+    """Delta CE against normalized MSE, then one plotly figure per metric against the held-out L0, one line per family
+    (missing metrics are skipped)."""
     import plotly.graph_objects as go
 
-    names = {"topk": "TopK (k varies)", "relu": "ReLU + L1 (L1 varies)"}
+    df = df.assign(l0_spread=df.l0_p90 / df.l0_p10.clip(lower=1)) if "l0_p90" in df else df
     figs = []
-    for y, title, ytitle in (("l0", "Sparsity-reconstruction frontier", "L0 (active latents per token)"),
-                             ("delta_ce", "Downstream cost at equal reconstruction (paper section 4.1)",
-                              "delta CE (nats)")):
-        if y not in df:
-            continue
+    if "delta_ce" in df and df.delta_ce.notna().any():  # the paper's section 4.1 view: the LM's cost at equal error
         fig = go.Figure()
         for fam, part in df.groupby("family", sort=False):
             part = part.sort_values("nmse")
-            label = part.k if fam == "topk" else part.l1_coef
-            fig.add_scatter(x=part.nmse, y=part[y], mode="lines+markers+text", name=names.get(fam, fam),
-                            text=[f"k={int(v)}" if fam == "topk" else f"L1={v:g}" for v in label],
-                            textposition="top center")
-        fig.update_layout(title=title, xaxis_title="held-out normalized MSE", yaxis_title=ytitle,
-                          xaxis_type="log", yaxis_type="log" if y == "l0" else "linear", height=420)
+            fig.add_scatter(x=part.nmse, y=part.delta_ce, mode="lines+markers", name=NAMES.get(fam, fam))
+        fig.update_layout(title="Downstream cost at equal reconstruction (paper section 4.1)", height=420,
+                          xaxis_title="held-out normalized MSE", yaxis_title="delta CE (nats)", xaxis_type="log")
+        figs.append(fig)
+    for y, ytitle, scale in METRICS:
+        if y not in df or df[y].isna().all():
+            continue
+        fig = go.Figure()
+        for fam, part in df.groupby("family", sort=False):
+            part = part.sort_values("l0")
+            fig.add_scatter(x=part.l0, y=part[y], mode="lines+markers", name=NAMES.get(fam, fam))
+        fig.update_layout(title=f"{ytitle} against L0, every family for the same steps", xaxis_title="held-out L0",
+                          yaxis_title=ytitle, xaxis_type="log", yaxis_type=scale, height=420)
         figs.append(fig)
     return figs

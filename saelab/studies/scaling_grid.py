@@ -33,7 +33,7 @@ from saelab.config import check_choices
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.files import atomic_write_text
 from saelab.studies.frontier import train_point
-from saelab.training.checkpoints import ADDED_IN_0_3
+from saelab.training.checkpoints import ADDED_FIELDS
 from saelab.training.trainer import RESUMABLE_CHANGES, TrainConfig, read_log
 
 COLUMNS = ["n", "k", "lr", "tokens", "steps", "flops", "nmse", "l0", "dead_train_frac", "dead_eval_frac",
@@ -102,7 +102,7 @@ def grid_settings(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCa
     if scale["schedule"] == "decay":  # grids from before the option were all 'decay': they keep their id
         del scale["schedule"]
     train = {k: v for k, v in asdict(base).items() if k not in set_per_point}
-    for name, off in ADDED_IN_0_3.items():  # 0.3's options: off keeps 0.2's grid ids
+    for name, off in ADDED_FIELDS.items():  # options added since 0.2: off keeps 0.2's grid ids
         if train.get(name) == off:
             del train[name]
     return {"scale": scale,

@@ -26,6 +26,9 @@ RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", 
                      "epochs")
 # TrainConfig fields added in saelab 0.3, with the value that means "off": what a config written before them had.
 ADDED_IN_0_3 = {"ema_decay": None, "rescale_encoder_init": False}
+# ... and after 0.3 (the architectures after the paper): the zoo leaves them out of its keys while off.
+ADDED_AFTER_0_3 = {"matryoshka_widths": "", "l0_coef": 0.0}
+ADDED_FIELDS = {**ADDED_IN_0_3, **ADDED_AFTER_0_3}
 
 
 def checkpoint_folders(root: Path) -> list[Path]:
@@ -55,7 +58,7 @@ def check_resumable(path: Path, meta: dict, cfg, data_identity: dict) -> None:
     """Refuse, naming the difference and the fix, a checkpoint of another config or other activations."""
     saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
     saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    saved = {**ADDED_IN_0_3, **saved}  # written before the options existed
+    saved = {**ADDED_FIELDS, **saved}  # written before the options existed
     if cfg.epochs < meta["config"].get("epochs", 0):
         raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
                          f"a run, not shorten it (asked {cfg.epochs}); pass another --out folder "
@@ -92,3 +95,16 @@ def read_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, device, em
 
 def read_meta(path: Path) -> dict:
     return json.loads((path / "trainer.json").read_text())
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a JSONL training log; a line torn by a kill (not valid JSON) is dropped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            records.append(rec)
+    return records

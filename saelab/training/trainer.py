@@ -37,12 +37,14 @@ from saelab.files import atomic_write_text, run_lock
 from saelab.sae.batchtopk import calibrate_threshold_
 from saelab.sae.config import SAEConfig
 from saelab.sae.input_norm import RENAMED
+from saelab.sae.matryoshka import parse_widths
 from saelab.sae.model import SAE
 from saelab.training.checkpoints import (
     RESUMABLE_CHANGES,
     check_resumable,
     checkpoint_folders,
     read_checkpoint,
+    read_log,
     read_meta,
     write_checkpoint,
 )
@@ -60,13 +62,18 @@ class TrainConfig:
     """Number of latents n."""
     k: int = 32
     """Active latents per token (TopK)."""
-    activation: Literal["topk", "relu", "batchtopk"] = "topk"
-    """'topk', 'batchtopk' (the top B*k of each batch, Bussmann et al. 2024; a threshold at inference) or
-    'relu' (ReLU+L1 baseline)."""
+    activation: Literal["topk", "relu", "batchtopk", "jumprelu"] = "topk"
+    """'topk', 'batchtopk' (the top B*k of each batch, Bussmann et al. 2024; a threshold at inference), 'jumprelu'
+    (learned thresholds and an L0 penalty `l0_coef`, Rajamanoharan et al. 2024) or 'relu' (ReLU+L1 baseline)."""
+    matryoshka_widths: str = ""
+    """Matryoshka prefix sizes (Bussmann et al. 2025), e.g. '256,1024,4096' or 'doubling:5' (the paper's five
+    nested prefixes); '' off. With activation 'batchtopk' this is the paper's Matryoshka BatchTopK SAE."""
+    l0_coef: float = 0.0
+    """JumpReLU's L0 coefficient (ramped like the L1 one, over `l1_warmup_frac`)."""
     multi_topk: bool = False
     """Train with Multi-TopK, L(k) + L(4k)/8 (paper section 5.3)."""
     k_aux: int | None = None
-    """Dead latents used by AuxK (None: a power of two near d_in/2; 0: off)."""
+    """Dead latents used by AuxK (None: a power of two near d_in/2, off for JumpReLU; 0: off)."""
     aux_coef: float = 1 / 32
     """AuxK coefficient (paper: 1/32)."""
     l1_coef: float = 0.0
@@ -183,7 +190,8 @@ class Trainer:
         self.data_identity = {k: prov.get(k, manifest.get(k)) for k in
                               ("model", "model_hash", "site", "layer", "corpus", "split", "corpus_hash")}
         sae_cfg = SAEConfig(d_in=d_in, n_latents=cfg.n_latents, k=cfg.k, activation=cfg.activation,
-                            k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk,
+                            k_aux=cfg.k_aux, aux_coef=cfg.aux_coef, multi_topk=cfg.multi_topk, l0_coef=cfg.l0_coef,
+                            matryoshka_widths=parse_widths(cfg.matryoshka_widths, cfg.n_latents),
                             l1_coef=cfg.l1_coef, normalize=cfg.normalize, kernel=cfg.kernel,
                             model=prov.get("model", manifest.get("model")),
                             site=prov.get("site", manifest.get("site")),
@@ -234,11 +242,13 @@ class Trainer:
             return base * max(0.0, (T - step) / (T - decay_start))
         return base
 
-    def l1_at(self, step: int) -> float:
-        """The ReLU baseline's L1 coefficient at `step`: ramped up from 0 over `l1_warmup_frac` of the steps."""
+    def l1_at(self, step: int, coef: float | None = None) -> float:
+        """The sparsity penalty's coefficient at `step` (ReLU's L1, or `coef`: JumpReLU's L0), ramped up from 0 over
+        `l1_warmup_frac` of the steps."""
+        coef = self.cfg.l1_coef if coef is None else coef
         if self.cfg.l1_warmup_frac <= 0:
-            return self.cfg.l1_coef
-        return self.cfg.l1_coef * min(1.0, (step + 1) / (self.cfg.l1_warmup_frac * self.total_steps))
+            return coef
+        return coef * min(1.0, (step + 1) / (self.cfg.l1_warmup_frac * self.total_steps))
 
     # ---- data-parallel helpers -----------------------------------------------------------------
     def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
@@ -309,7 +319,7 @@ class Trainer:
             for group in self.opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             out = sae(x, dead_mask_fn=self._update_dead, reduce=self._reduce_mean if self.world > 1 else None,
-                      l1_coef=self.l1_at(self.step))
+                      l1_coef=self.l1_at(self.step), l0_coef=self.l1_at(self.step, cfg.l0_coef))
             out.losses["total"].backward()
             self._sync_grads()
             sae.project_decoder_grad_()
@@ -318,6 +328,8 @@ class Trainer:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             sae.normalize_decoder_()
+            if cfg.activation == "jumprelu":  # thresholds stay >= 0 (also in what is saved)
+                sae.threshold.data.clamp_(min=0.0)
             if self.ema is not None:
                 self.ema.update()
             self.step += 1
@@ -435,16 +447,3 @@ class Trainer:
             self.history = keep
         if self.rank == 0:
             print(f"saelab: resumed from {path} at step {self.step}/{self.total_steps}", flush=True)
-
-
-def read_log(path: Path) -> list[dict]:
-    """The records of a JSONL training log; a line torn by a kill (not valid JSON) is dropped."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "step" in rec:
-            records.append(rec)
-    return records

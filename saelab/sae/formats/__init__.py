@@ -1,7 +1,9 @@
 """SAE files across the ecosystem, one module each, and `load_sae`, which recognises them.
 
     (saelab's own folder, cfg.json with format_version + sae.safetensors: `saelab.sae.folder`, SAE.save/load)
-    saelens    SAE Lens (cfg.json + sae_weights.safetensors): standard, topk, jumprelu
+    saelens    SAE Lens (cfg.json + sae_weights.safetensors): standard, topk, jumprelu, and its batchtopk /
+               matryoshka_batchtopk training folders (as saelab's 'batchtopk'); exports BatchTopK and
+               Matryoshka as SAE Lens's inference save writes them (jumprelu at the threshold)
     sparsify   EleutherAI sparsify (cfg.json + sae.safetensors, one folder per hook point)
     openai     the paper's released .pt state dicts (torch's weights_only loader: tensors, no code)
     hub        hf://owner/repo[/subfolder] on the Hugging Face Hub

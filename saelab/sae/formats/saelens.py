@@ -8,6 +8,19 @@ apply_b_dec_to_input=False folds into b_enc, a TopK SAE's rescale_acts_by_decode
 norms into the encoder, and SAE Lens's 'layer_norm' is saelab's 'layernorm' ((x - mean) / (std + 1e-5),
 undone with std). Configs written before SAE Lens 6 (hook_point, activation_fn_str, a boolean
 normalize_activations, TopK as 'standard' + activation_fn 'topk') are read the way SAE Lens reads them.
+
+BatchTopK and Matryoshka BatchTopK (SAE Lens 6.54): SAE Lens has no inference class for them. Its training
+save (`save_model`, the trainer's checkpoints) writes architecture 'batchtopk' / 'matryoshka_batchtopk' with the
+training fields (k, topk_threshold_lr, rescale_acts_by_decoder_norm, matryoshka_widths) and a scalar float64
+'topk_threshold' tensor; only `TrainingSAE.load_from_disk` reads it. Its inference save (`save_inference_model`,
+the trainer's final output) writes a 'jumprelu' folder whose 'threshold' is topk_threshold repeated over the
+latents (decoder norms folded in first), and keeps the training family in metadata.training_architecture and
+metadata.training_architecture_details. `to_saelens` writes that inference form for saelab's BatchTopK and
+Matryoshka SAEs (so `sae_lens.SAE.load_from_disk` reads it), with k and matryoshka_widths in those metadata
+fields; `from_saelens` reads both forms back as activation 'batchtopk' (with the widths when recorded). A
+trained JumpReLU is architecture 'jumprelu' in both of SAE Lens's saves (a per-latent 'threshold'); its
+bandwidth and initial threshold are carried over, not its l0_coefficient (saelab's L0 term is relative to
+normalised MSE, SAE Lens's to summed squared error).
 """
 
 from __future__ import annotations
@@ -24,11 +37,23 @@ from saelab.files import atomic_write, atomic_write_text
 from saelab.sae.config import SAEConfig
 from saelab.sae.formats.hooks import model_id, site_from_hook, transformerlens_hook
 from saelab.sae.input_norm import PER_TOKEN
+from saelab.sae.matryoshka import check_widths
 from saelab.sae.model import SAE
 
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
 SAELENS_FORMAT = "6.54.12"  # the SAE Lens version whose layout `to_saelens` writes (and is tested against)
-ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk",
+                 "matryoshka_batchtopk": "batchtopk"}
+"""SAE Lens architecture -> saelab activation ('batchtopk' and 'matryoshka_batchtopk' are training folders)."""
+BATCHTOPK_FAMILY = ("batchtopk", "matryoshka_batchtopk")
+NO_EQUIVALENT = {
+    "gated": "a gated SAE's separate gate and magnitude encoders have no saelab equivalent",
+    "abstopk": "TopK of |pre| keeps negative activations, which saelab's activations do not",
+    "matching_pursuit": "matching pursuit encodes iteratively, not with one encoder product",
+    "temporal": "a temporal SAE attends over context, not one token at a time",
+    **{t: "a transcoder reconstructs another site than its input; saelab's SAEs reconstruct their input"
+       for t in ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")},
+}
 NORMALIZATIONS = {"none": "none", "layer_norm": "layernorm", "constant_norm_rescale": "constant_norm_rescale",
                   "expected_average_only_in": "none"}
 
@@ -74,15 +99,72 @@ def _pre_6_config(cfg: dict) -> dict:
     return cfg
 
 
+def _unsupported(folder: Path, arch: str) -> ValueError:
+    why = NO_EQUIVALENT.get(arch, "an architecture saelab does not know")
+    return ValueError(f"{folder}: SAE Lens architecture {arch!r} is not supported ({why}); saelab reads "
+                      f"{sorted(ARCHITECTURES)}. Use this SAE through sae_lens itself (SAE.load_from_disk, or "
+                      "TrainingSAE.load_from_disk for a training folder)")
+
+
+def _training_fields(cfg: dict) -> dict:
+    """SAE Lens's training fields: a training folder's own cfg.json keys, over those an inference folder keeps
+    in metadata.training_architecture_details."""
+    details = (cfg.get("metadata") or {}).get("training_architecture_details")
+    return {**(details if isinstance(details, dict) else {}), **cfg}
+
+
+def _threshold(folder: Path, arch: str, w: dict[str, torch.Tensor], n: int) -> torch.Tensor | None:
+    """The per-latent threshold [n]: a jumprelu folder's 'threshold' (or an older 'log_threshold'), a BatchTopK
+    training folder's scalar 'topk_threshold' repeated; None for the other architectures."""
+    if arch in BATCHTOPK_FAMILY:
+        t = w.get("topk_threshold")
+        if t is None or t.numel() != 1:
+            raise ValueError(f"{folder}/{WEIGHTS}: an SAE Lens {arch!r} training folder needs a scalar "
+                             f"'topk_threshold' (found {sorted(w)}); save it again with SAE Lens's save_model, or "
+                             "with save_inference_model for its jumprelu form")
+        return torch.full((n,), float(t.double()))
+    if arch != "jumprelu":
+        return None
+    if "threshold" in w:
+        t = w["threshold"].float()
+    elif "log_threshold" in w:
+        t = w["log_threshold"].float().exp()
+    else:
+        raise ValueError(f"{folder}/{WEIGHTS}: a jumprelu SAE without 'threshold'; found {sorted(w)}")
+    if t.numel() != n:
+        raise ValueError(f"{folder}/{WEIGHTS}: 'threshold' has shape {tuple(t.shape)}, expected ({n},)")
+    return t.reshape(n)
+
+
+def _family(cfg: dict, arch: str, threshold: torch.Tensor | None) -> str:
+    """saelab's activation: a jumprelu folder that SAE Lens saved from a BatchTopK or Matryoshka SAE (one
+    threshold over all latents) reads as BatchTopK; the same inference either way."""
+    trained = (cfg.get("metadata") or {}).get("training_architecture")
+    if arch == "jumprelu" and trained in BATCHTOPK_FAMILY and threshold is not None \
+            and bool((threshold == threshold[0]).all()):
+        return "batchtopk"
+    return ARCHITECTURES[arch]
+
+
+def _widths(folder: Path, fields: dict, activation: str, n: int) -> list[int] | None:
+    widths = fields.get("matryoshka_widths") if activation in ("topk", "batchtopk") else None
+    if not widths:
+        return None
+    try:
+        return check_widths(widths, n)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{folder}/{CONFIG}: matryoshka_widths {widths!r} do not fit d_sae={n} ({e}); fix them "
+                         "there, or delete them to load the SAE as plain BatchTopK (inference is the same)") from None
+
+
 def from_saelens(folder: str | Path, device=None) -> SAE:
-    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU; normalize_activations none, layer_norm or
-    constant_norm_rescale)."""
+    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU, and BatchTopK / Matryoshka BatchTopK in either of
+    SAE Lens's saves; normalize_activations none, layer_norm or constant_norm_rescale)."""
     folder = Path(folder)
     cfg = _pre_6_config(read_json(folder / CONFIG))
     arch = cfg.get("architecture", "standard")
     if arch not in ARCHITECTURES:
-        raise ValueError(f"{folder}: SAE Lens architecture {arch!r} is not supported; saelab reads "
-                         f"{sorted(ARCHITECTURES)} (gated and transcoder SAEs have no saelab equivalent)")
+        raise _unsupported(folder, arch)
     norm = cfg.get("normalize_activations", "none") or "none"
     if norm not in NORMALIZATIONS:
         raise ValueError(f"{folder}: normalize_activations={norm!r} is not supported; saelab reads "
@@ -102,7 +184,7 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     if scaling is not None and not torch.allclose(scaling.float(), torch.ones_like(scaling.float())):
         raise ValueError(f"{folder}: a 'scaling_factor' that is not all ones (SAE Lens's fine-tuning scale) is not "
                          "supported; fold it into W_dec first")
-    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold"}
+    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold", "topk_threshold"}
     if set(w) - known:
         raise ValueError(f"{folder}/{WEIGHTS} has tensors saelab does not know how to use: {sorted(set(w) - known)}")
     W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()  # [d, n], [n, d]
@@ -112,7 +194,8 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
         raise ValueError(f"{folder}: W_dec has shape {tuple(W_dec.shape)}, expected {(n, d)} from W_enc")
     if not cfg.get("apply_b_dec_to_input", True):  # pre = x W_enc + b_enc = (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         b_enc = b_enc + b_dec @ W_enc
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+    if arch in ("topk", *BATCHTOPK_FAMILY) and cfg.get("rescale_acts_by_decoder_norm"):
+        # BatchTopK's topk_threshold is in units of the rescaled pre-activations: unchanged by the fold
         norms = W_dec.norm(dim=-1)
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
     meta = cfg.get("metadata") or {}
@@ -126,9 +209,17 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
         warnings.warn(f"{folder}: trained on a TransformerLens model with center_writing_weights=True (block outputs "
                       "centred over d_model); saelab hooks the unprocessed Hugging Face model, so its inputs here "
                       "keep the mean that training removed", stacklevel=2)
-    k = int(cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0)
-    k = k if arch == "topk" else 32  # a ReLU / JumpReLU SAE has no k: 32 sets test-time TopK sweeps' default
-    sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=ARCHITECTURES[arch],
+    threshold = _threshold(folder, arch, w, n)
+    activation = _family(cfg, arch, threshold)
+    fields = _training_fields(cfg)
+    k = fields.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0
+    # BatchTopK's k is a mean over the batch (a float in SAE Lens); a ReLU / JumpReLU SAE has no k: 32 sets
+    # test-time TopK sweeps' default
+    k = round(float(k)) if activation in ("topk", "batchtopk") else 32
+    jumprelu = {f: float(fields[f]) for f in ("jumprelu_bandwidth", "jumprelu_init_threshold")
+                if activation == "jumprelu" and isinstance(fields.get(f), (int, float))}
+    sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=activation,
+                        matryoshka_widths=_widths(folder, fields, activation, n), **jumprelu,
                         normalize=NORMALIZATIONS[norm], model=model_id(meta.get("model_name") or cfg.get("model_name")),
                         site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
                         hook=hook, source=f"sae_lens:{folder}")
@@ -138,13 +229,8 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
         sae.W_dec.copy_(W_dec)
         sae.b_enc.copy_(b_enc)
         sae.b_pre.copy_(b_dec)
-        if arch == "jumprelu":
-            if "threshold" in w:
-                sae.threshold.copy_(w["threshold"].float())
-            elif "log_threshold" in w:
-                sae.threshold.copy_(w["log_threshold"].float().exp())
-            else:
-                raise ValueError(f"{folder}/{WEIGHTS}: a jumprelu SAE without 'threshold'; found {sorted(w)}")
+        if threshold is not None:
+            sae.threshold.copy_(threshold)
     return sae
 
 
@@ -163,9 +249,27 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
     return out
 
 
+def training_record(cfg: SAEConfig) -> dict:
+    """What SAE Lens's inference save keeps of the training family in metadata: training_architecture (SAE
+    Lens's name for it) and training_architecture_details, here only the fields that mean the same in both
+    libraries (k, matryoshka_widths; JumpReLU's bandwidth and initial threshold)."""
+    name = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}[cfg.activation]
+    details: dict = {}
+    if cfg.activation in ("topk", "batchtopk"):
+        details["k"] = cfg.k
+    if cfg.matryoshka_widths:
+        details["matryoshka_widths"] = [int(w) for w in cfg.matryoshka_widths]
+        name = "matryoshka_batchtopk" if name == "batchtopk" else name  # SAE Lens has no Matryoshka TopK class
+    if cfg.activation == "jumprelu":
+        details.update(jumprelu_bandwidth=cfg.jumprelu_bandwidth, jumprelu_init_threshold=cfg.jumprelu_init_threshold)
+    return {"training_architecture": name, "training_architecture_details": details}
+
+
 def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
-    """Export SAE Lens's layout: cfg.json + sae_weights.safetensors (scales folded in); loads with
-    `sae_lens.SAE.load_from_disk`."""
+    """Export SAE Lens's inference layout: cfg.json + sae_weights.safetensors (scales folded in); loads with
+    `sae_lens.SAE.load_from_disk`. BatchTopK and Matryoshka BatchTopK go as SAE Lens's own inference save writes
+    them: a 'jumprelu' folder at the threshold, the family and its widths in metadata (`training_record`). Not
+    the training layout ('batchtopk' / 'matryoshka_batchtopk'): `SAE.load_from_disk` refuses that one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
@@ -181,7 +285,8 @@ def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
         "model_name": c.model, "hook_name": hook, "hook_layer": c.layer,  # where SAE Lens < 6 reads them
         "metadata": {"sae_lens_version": SAELENS_FORMAT, "sae_lens_training_version": SAELENS_FORMAT,
                      "model_name": c.model, "hook_name": hook, "hook_head_index": None, "context_size": context_size,
-                     "prepend_bos": False, "exported_by": "saelab", "tokens_seen": int(sae.tokens_seen)},
+                     "prepend_bos": False, "exported_by": "saelab", "tokens_seen": int(sae.tokens_seen),
+                     **training_record(c)},
     }
     atomic_write(folder / WEIGHTS, lambda p: save_file(weights, p))
     atomic_write_text(folder / CONFIG, json.dumps(cfg, indent=2))

@@ -1,9 +1,9 @@
 """Exercises for the notebooks: reference solutions and checks that name a wrong answer's mistake.
 
 One module per notebook (`toy` 00, `harvest` 01, `training` and `build` 02, `evaluation` 03, `recovery` 04,
-`explore` 05, `scaling` 06, `steering` 07). Each `check_*` takes the learner's function, runs it on small cases
-and raises `AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check known-wrong
-implementations); it prints a short confirmation when all cases pass.
+`explore` 05, `scaling` 06, `steering` 07, `after` 08). Each `check_*` takes the learner's function, runs it on small
+cases and raises `AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check
+known-wrong implementations); it prints a short confirmation when all cases pass.
 
 A stub the learner must fill calls `todo("2.1")`, which stops the notebook with a clear message.
 `graded(learner_fn, solutions.name)` hands the reference solution to the check instead when the environment
@@ -12,7 +12,19 @@ variable SAELAB_SOLUTIONS=1 is set (how CI runs the notebooks).
 
 from types import SimpleNamespace
 
-from saelab.teach.exercises import build, evaluation, explore, harvest, recovery, scaling, steering, toy, training
+from saelab.teach.exercises import (
+                                          after,
+                                          build,
+                                          evaluation,
+                                          explore,
+                                          harvest,
+                                          recovery,
+                                          scaling,
+                                          steering,
+                                          toy,
+                                          training,
+)
+from saelab.teach.exercises.after import check_batchtopk, check_jumprelu_threshold_grad, check_matryoshka_loss
 from saelab.teach.exercises.base import NotWrittenYet, graded, solutions_on, todo
 from saelab.teach.exercises.build import (
                                           check_decoder_constraint,
@@ -43,6 +55,8 @@ solutions = SimpleNamespace(
     fit_power_law=scaling.fit_power_law, compute_envelope=scaling.compute_envelope,
     add_steering_hook=steering.add_steering_hook, ablate_rows=steering.ablate_rows,
     attribution_estimates=steering.attribution_estimates,
+    batchtopk=after.batchtopk, inference_threshold=after.inference_threshold,
+    matryoshka_loss=after.matryoshka_loss, jumprelu_threshold_grad=after.jumprelu_threshold_grad,
 )
 """The reference solutions, by exercise function name (e.g. `solutions.auxk_loss`)."""
 
@@ -54,5 +68,5 @@ __all__ = [
     "check_spliced_loss", "check_probe_loss_1d", "check_effect_sparsity",
     "check_recovery_curve", "check_threshold_for_l0", "check_dashboard_examples", "check_find_concept_latent",
     "check_fit_power_law", "check_compute_envelope", "check_steering_hook", "check_ablate_rows",
-    "check_attribution_estimates",
+    "check_attribution_estimates", "check_batchtopk", "check_matryoshka_loss", "check_jumprelu_threshold_grad",
 ]

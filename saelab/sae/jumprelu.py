@@ -1,0 +1,161 @@
+"""JumpReLU training (Rajamanoharan et al. 2024, arXiv 2407.14435): a per-latent threshold theta learned with
+straight-through estimators, and an L0 penalty trained directly.
+
+    f(x)  = JumpReLU_theta(pre) = pre * H(pre - theta)
+    L     = nmse(x, x_hat) + l0_coef * E_tokens ||f(x)||_0                (the paper: squared error + lambda L0)
+
+H has no useful gradient, so the paper's pseudo-derivatives with respect to theta replace it, with the
+rectangle kernel K(u) = 1{-1/2 < u < 1/2} and a bandwidth epsilon:
+
+    d JumpReLU / d theta := -(theta / eps) K((pre - theta) / eps)       d JumpReLU / d pre := H(pre - theta)
+    d H / d theta        := -(1 / eps)     K((pre - theta) / eps)       d H / d pre        := 0
+
+So theta gets gradient only from pre-activations within eps/2 of it, on both sides: the training selection is every
+pre-activation above theta - eps/2 (`select_window`), the active ones plus those just below. While many latents
+pass it (early in training, theta starts at 0.001), the model runs this densely; once the codes are sparse, on the
+selected entries only (the same kernels as TopK). Both give the same gradients (tests/test_jumprelu.py).
+
+theta is a parameter of its own, clamped at 0, as SAE Lens 6.54 trains it (its docstring: Adam moves a parameter by
+about lr a step, so DeepMind's log(theta) barely moves a small initial threshold, SAE Lens issue #494). The bandwidth
+and initial threshold (`SAEConfig`, both 0.001 in the SAE's input space, per-token unit norm here) are saelab's
+choice, not checked against the paper's text, which could not be read from here. No AuxK by default (the paper has
+none; `k_aux` turns it on). The unit-norm decoder is kept from the TopK recipe.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from saelab.sae.kernels import WORKSPACE_BYTES, dense_decode, sparse_decode, transposed_pattern
+from saelab.sae.losses import mean_predictor_mse
+
+DENSE_WHILE_WIDER_THAN = 1 / 16
+"""The training forward runs densely while the widest row of the selection holds more than this fraction of the
+latents (sparse rows cost more than dense products there), and on the selected entries below it."""
+
+
+def rectangle(u: torch.Tensor) -> torch.Tensor:
+    """The paper's kernel K: 1 on (-1/2, 1/2), else 0."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLUFn(torch.autograd.Function):
+    """pre * H(pre - theta), elementwise (theta broadcast to pre's shape), with the paper's pseudo-derivative in
+    theta and H(pre - theta) in pre."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps: float):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        g_pre = g * (pre > theta).to(g.dtype)
+        g_theta = -(theta / ctx.eps) * rectangle((pre - theta) / ctx.eps) * g
+        return g_pre, g_theta, None
+
+
+class StepFn(torch.autograd.Function):
+    """H(pre - theta), elementwise, with the paper's pseudo-derivative in theta and none in pre."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps: float):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        return None, -(1.0 / ctx.eps) * rectangle((pre - theta) / ctx.eps) * g, None
+
+
+def jumprelu(pre: torch.Tensor, theta: torch.Tensor, eps: float) -> torch.Tensor:
+    return JumpReLUFn.apply(pre, theta.expand_as(pre), eps)
+
+
+def step(pre: torch.Tensor, theta: torch.Tensor, eps: float) -> torch.Tensor:
+    return StepFn.apply(pre, theta.expand_as(pre), eps)
+
+
+@torch.no_grad()
+def select_window(pre_BN: torch.Tensor, theta_N: torch.Tensor, eps: float, mask: torch.Tensor | None = None):
+    """Every entry with pre > theta - eps/2 (the active ones and those that give theta a gradient), as (values,
+    indices, valid 0/1) padded to the widest row; padding has index 0, value 0 and valid 0. `mask`: that
+    comparison when already made."""
+    mask = pre_BN > (theta_N - eps / 2) if mask is None else mask
+    counts = mask.sum(-1)
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major: each row's columns in order
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(rows), device=pre_BN.device) - starts[rows]
+    idx = torch.zeros(pre_BN.shape[0], width, dtype=torch.long, device=pre_BN.device)
+    vals = torch.zeros(pre_BN.shape[0], width, dtype=pre_BN.dtype, device=pre_BN.device)
+    valid = torch.zeros_like(vals)
+    idx[rows, slot] = cols
+    vals[rows, slot] = pre_BN[rows, cols]
+    valid[rows, slot] = 1.0
+    return vals, idx, valid
+
+
+def runs_dense(width: int, n_latents: int) -> bool:
+    return width > DENSE_WHILE_WIDER_THAN * n_latents
+
+
+def jumprelu_forward(sae, x_n: torch.Tensor, reduce, l0_coef: float, dead_mask_fn=None, dead_mask_N=None):
+    """A JumpReLU SAE's training forward pass in its input space: (recon_n, losses, acts, idx, fired_N), dense while
+    the selection is wide, on the selected entries once it is sparse (`DENSE_WHILE_WIDER_THAN`). The model's
+    `forward` calls it (kept here, beside the estimators, to keep the model's module small)."""
+    cfg, eps = sae.cfg, sae.cfg.jumprelu_bandwidth
+    rows = len(x_n)
+    if rows * cfg.n_latents * x_n.element_size() > WORKSPACE_BYTES:
+        raise ValueError(f"JumpReLU training holds the [batch, n] pre-activations at once ({rows} x {cfg.n_latents} "
+                         f"= {rows * cfg.n_latents * x_n.element_size() / 2**30:.1f} GiB, over the 1 GiB workspace); "
+                         "use a smaller batch_size, or data parallelism to split it")
+    with torch.no_grad():
+        sae.threshold.clamp_(min=0.0)  # below zero the gate would pass negative pre-activations (as SAE Lens)
+        theta = sae.threshold.detach()
+    centred_g = x_n - sae.b_pre
+    centred = centred_g.detach()
+    pre = F.linear(centred_g, sae.W_enc, sae.b_enc)  # one product; its graph is used only on the dense path
+    pre_BN = pre.detach()
+    with torch.no_grad():
+        window = pre_BN > (theta - eps / 2)
+        width = max(int(window.sum(-1).max()), 1)
+    if cfg.kernel == "dense" or runs_dense(width, cfg.n_latents):
+        f = jumprelu(pre, sae.threshold, eps)
+        decoded = f @ sae.W_dec
+        l0_graph = step(pre, sae.threshold, eps).sum() / rows
+        acts, idx = f.detach(), None
+        decode = dense_decode
+    else:
+        del pre
+        vals, idx, valid = select_window(pre_BN, theta, eps, window)
+        pattern = transposed_pattern(idx, cfg.n_latents)
+        pre_sel = sae._encode_selected(x_n, idx, vals, pattern, centred)
+        theta_sel = sae.threshold[idx]
+        f = jumprelu(pre_sel, theta_sel, eps) * valid
+        decoded = sparse_decode(idx, f, sae.W_dec, pattern)
+        l0_graph = (step(pre_sel, theta_sel, eps) * valid).sum() / rows
+        acts, decode = f.detach(), sparse_decode
+    sse = F.mse_loss(decoded, centred_g, reduction="sum") / rows
+    baseline = mean_predictor_mse(x_n, reduce)
+    losses = {"mse": sse.detach() / cfg.d_in, "nmse": sse / baseline, "l0_penalty": l0_graph}
+    total = losses["nmse"] + l0_coef * l0_graph
+    recon_n = decoded + sae.b_pre
+    active = acts > 0
+    if idx is None:
+        fired = active.any(0)
+    else:
+        fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=x_n.device)
+        fired[idx[active]] = True
+    if dead_mask_fn is not None:
+        dead_mask_N = dead_mask_fn(fired)
+    if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
+        losses["aux"] = sae._aux_loss(x_n, recon_n, pre_BN, dead_mask_N, decode, reduce, centred)
+        total = total + cfg.aux_coef * losses["aux"]
+    losses["total"] = total
+    return recon_n, losses, acts, idx, fired, active.sum(-1).float().mean()

@@ -31,8 +31,8 @@ from saelab.sae.kernels import WORKSPACE_BYTES, dense_decode, sparse_decode, tra
 from saelab.sae.losses import mean_predictor_mse
 
 DENSE_WHILE_WIDER_THAN = 1 / 16
-"""The training forward runs densely while the widest row of the selection holds more than this fraction of the
-latents (sparse rows cost more than dense products there), and on the selected entries below it."""
+"""The training forward runs densely while the selection holds more than this fraction of the latents per token on
+average (sparse rows cost more than dense products there), and on the selected entries below it."""
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -87,9 +87,9 @@ def select_window(pre_BN: torch.Tensor, theta_N: torch.Tensor, eps: float, mask:
     indices, valid 0/1) padded to the widest row; padding has index 0, value 0 and valid 0. `mask`: that
     comparison when already made."""
     mask = pre_BN > (theta_N - eps / 2) if mask is None else mask
-    counts = mask.sum(-1)
-    width = max(int(counts.max()) if counts.numel() else 0, 1)
     rows, cols = mask.nonzero(as_tuple=True)  # row-major: each row's columns in order
+    counts = torch.bincount(rows, minlength=pre_BN.shape[0])  # O(entries), not a pass over [B, n]
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.arange(len(rows), device=pre_BN.device) - starts[rows]
     idx = torch.zeros(pre_BN.shape[0], width, dtype=torch.long, device=pre_BN.device)
@@ -101,8 +101,18 @@ def select_window(pre_BN: torch.Tensor, theta_N: torch.Tensor, eps: float, mask:
     return vals, idx, valid
 
 
-def runs_dense(width: int, n_latents: int) -> bool:
-    return width > DENSE_WHILE_WIDER_THAN * n_latents
+def warn_jumprelu_init(activation: str, rescale_encoder_init: bool) -> None:
+    """Warn a JumpReLU run that starts from the plain transpose init (TrainConfig checks it)."""
+    if activation == "jumprelu" and not rescale_encoder_init:
+        import warnings
+
+        warnings.warn("JumpReLU without rescale_encoder_init: on the main job's data most latents died in the first "
+                      "(dense) steps (98.5% at 1/8 of its steps); pass --train.rescale_encoder_init true (saelab "
+                      "frontier's recipe, saelab.studies.frontier.FAMILIES)", stacklevel=3)
+
+
+def runs_dense(per_token: float, n_latents: int) -> bool:
+    return per_token > DENSE_WHILE_WIDER_THAN * n_latents
 
 
 def jumprelu_forward(sae, x_n: torch.Tensor, reduce, l0_coef: float, dead_mask_fn=None, dead_mask_N=None):
@@ -124,8 +134,8 @@ def jumprelu_forward(sae, x_n: torch.Tensor, reduce, l0_coef: float, dead_mask_f
     pre_BN = pre.detach()
     with torch.no_grad():
         window = pre_BN > (theta - eps / 2)
-        width = max(int(window.sum(-1).max()), 1)
-    if cfg.kernel == "dense" or runs_dense(width, cfg.n_latents):
+        entries = int(torch.count_nonzero(window))  # (a bool .sum() would first copy it to int64)
+    if cfg.kernel == "dense" or runs_dense(entries / rows, cfg.n_latents):
         f = jumprelu(pre, sae.threshold, eps)
         decoded = f @ sae.W_dec
         l0_graph = step(pre, sae.threshold, eps).sum() / rows

@@ -263,7 +263,7 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
 
         mean = probe_losses(lm, used, progress=progress)["mean"]
         df["probe_loss"] = [mean[n] for n in df.point]
-        df.attrs["probe_loss_residual"] = mean["residual"]
+        df["probe_loss_residual"] = mean["residual"]  # the same probes on the residual stream's coordinates
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.csv", lambda p: df.to_csv(p, index=False))
     atomic_write(out / "trials.csv", lambda p: pd.DataFrame(trial_rows).to_csv(p, index=False))
@@ -290,8 +290,8 @@ def at_l0(trials, family: str, target: float, metric: str = "nmse") -> float:
     return math.exp(y0 + (t - x0) / (x1 - x0) * (y1 - y0))
 
 
-AT_L0_REACH = 0.05
-"""How far (relative) `at_l0` extrapolates beyond a family's nearest trial."""
+AT_L0_REACH = 0.15
+"""How far (relative) `at_l0` extrapolates beyond a family's nearest trial (the search's default `tol`)."""
 
 METRICS = (("nmse", "held-out normalized MSE", "log"), ("delta_ce", "delta CE (nats)", "linear"),
            ("dead_train_frac", "dead in training (fraction)", "linear"),

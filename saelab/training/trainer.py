@@ -1,17 +1,16 @@
-"""Train a TopK SAE on cached activations: Adam as in the paper, AuxK dead-latent revival,
-evaluation on held-out activations, atomic checkpoints with exact resume, and data parallelism
-over torch.distributed (gloo on CPU, NCCL on GPUs; launch with torchrun).
+"""Train an SAE (TopK, BatchTopK, Matryoshka, JumpReLU, ReLU + L1) on cached activations: Adam as in the paper, AuxK,
+held-out evaluation, atomic checkpoints with exact resume, data parallelism (torch.distributed; launch with torchrun).
 
 Where each choice comes from (Gao et al. 2024 section 2 and appendix A; openai/sparse_autoencoder):
-- from the paper: Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay; the learning rate falling
-  as 1/sqrt(n_latents) (default 2e-4 / sqrt(n / 2^14), the scaling EleutherAI's sparsify uses, from
-  the paper's lr-vs-n fits); unit-norm decoder (project out the parallel gradient before each step,
-  renormalise after); AuxK on latents dead for `dead_tokens` tokens (paper: 10M tokens in runs of
-  billions; here the default scales with the run, see `TrainConfig.dead_tokens`);
-- saelab's own: the paper and the released training loop use a constant learning rate; saelab warms
-  up over the first 2% of steps and decays linearly to zero over the last `decay_frac` (0.2 by default,
-  0.5 in the main job), because short CPU runs of a few thousand steps end measurably better with a
-  decay (`saelab.presets.train_defaults` records the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
+- from the paper: Adam, betas (0.9, 0.999), eps 6.25e-10, no weight decay; the learning rate falling as
+  1/sqrt(n_latents) (default 2e-4 / sqrt(n / 2^14), the scaling EleutherAI's sparsify uses, from the paper's lr-vs-n
+  fits); unit-norm decoder (project out the parallel gradient before each step, renormalise after); AuxK on latents
+  dead for `dead_tokens` tokens (paper: 10M tokens in runs of billions; here the default scales with the run, see
+  `TrainConfig.dead_tokens`);
+- saelab's own: the paper and the released training loop use a constant learning rate; saelab warms up over the first
+  2% of steps and decays linearly to zero over the last `decay_frac` (0.2 by default, 0.5 in the main job), because
+  short CPU runs of a few thousand steps end measurably better with a decay (`saelab.presets.train_defaults` records
+  the comparisons). Set warmup_frac=decay_frac=0 for the paper's.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from saelab.files import atomic_write_text, run_lock
 from saelab.sae.batchtopk import calibrate_threshold_
 from saelab.sae.config import SAEConfig
 from saelab.sae.input_norm import RENAMED
+from saelab.sae.jumprelu import warn_jumprelu_init
 from saelab.sae.matryoshka import parse_widths
 from saelab.sae.model import SAE
 from saelab.training.checkpoints import (
@@ -142,6 +142,7 @@ class TrainConfig:
     def __post_init__(self):
         self.normalize = RENAMED.get(self.normalize, self.normalize)
         check_choices(self)
+        warn_jumprelu_init(self.activation, self.rescale_encoder_init)
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.n_latents / 2**14)

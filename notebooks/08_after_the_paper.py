@@ -108,8 +108,8 @@ def inference_threshold(codes: list[torch.Tensor]) -> float:
     todo("8.1")
 
 
+check_batchtopk(graded(batchtopk, solutions.batchtopk), graded(inference_threshold, solutions.inference_threshold))
 select = graded(batchtopk, solutions.batchtopk)
-check_batchtopk(select, graded(inference_threshold, solutions.inference_threshold))
 codes = select(pre, topk_sae.cfg.k)
 per_token = (codes > 0).sum(-1).float()
 print(f"BatchTopK on the TopK SAE's pre-activations, k = {topk_sae.cfg.k}: mean L0 {float(per_token.mean()):.1f}; "

@@ -6,6 +6,7 @@
     harvest   run the LM to a site over contexts, write the activation cache (resumable, sharded)
     cache     the activation cache on disk: sharded safetensors, verified, read in a seeded order
     stream    activations straight from the LM with a shuffle buffer (no disk)
+    synthetic activations made from known features (superposition, a hierarchy, Zipf-like frequencies)
 
 May import: `lm` and the top-level helpers.
 """

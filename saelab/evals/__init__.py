@@ -7,6 +7,7 @@
     n2g             Neuron-to-Graph explanations: precision and recall of simple rules (section 4.3)
     ablation        ablation sparsity of each latent's effect on the logits (section 4.5)
     suite           all of them side by side on one or several SAEs (`saelab eval`)
+    ground_truth    an SAE against known features: MCC, recovered share, exact absorption, dead and duplicate latents
 
 May import: `lm`, `acts`, `sae` and the top-level helpers. It comes before `training` because an evaluation needs
 only an SAE (one loaded from SAE Lens as well as one trained here) and the trainer scores held-out data as it goes.

@@ -1,0 +1,106 @@
+"""An SAE scored against features known to be there: synthetic activations x = c @ F with the truth kept.
+
+    mcc               mean |cosine| of decoder rows and true features under the best one-to-one matching (the
+                      Hungarian algorithm, scipy's `linear_sum_assignment` on 1 - |cos|), as SAE Lens's
+                      `sae_lens.synthetic.evals.mean_correlation_coefficient` defines it: 1 for the true dictionary
+    recovered         the share of true features with a decoder row at cosine >= 0.9 (signed)
+    absorption        per parent/child pair of a hierarchy, over the samples where both fire: the share in which the
+                      parent's latent (its best-matching decoder row) is silent while the child's latent fires and its
+                      decoder row carries the parent's direction (cosine >= `carries`); a pair is fully absorbed when
+                      that share is at least 0.9. Exact here, because the truth says where the parent is active.
+    dead, duplicates  latents that never fire on the samples; live latents whose best-matching true feature is also
+                      another live latent's best match at cosine >= 0.9
+
+Feature absorption is Chanin et al. 2024 ("A is for Absorption", arXiv 2409.14507); the language-model version of
+the metric (SAEBench's first-letter task) is not in saelab yet.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from saelab.sae.kernels import dense_codes
+
+RECOVERED_AT = 0.9
+FULLY_ABSORBED_AT = 0.9
+CARRIES = 0.1
+"""A latent 'carries' a direction when its decoder row's cosine with it is at least this (SAEBench's absorbing-latent
+cosine bound, 0.1)."""
+
+
+def _unit(W: torch.Tensor) -> torch.Tensor:
+    W = W.detach().float()
+    return W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def cosines(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> torch.Tensor:
+    """[F, N] cosine of every true feature with every decoder row."""
+    return _unit(features_FD) @ _unit(W_dec_ND).T
+
+
+def mcc(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> float:
+    """Mean |cosine| over the best one-to-one matching of decoder rows to true features (min(N, F) pairs)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cos = cosines(W_dec_ND, features_FD).abs().double().numpy()
+    rows, cols = linear_sum_assignment(1.0 - cos)
+    return float(cos[rows, cols].mean())
+
+
+def recovered(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, threshold: float = RECOVERED_AT) -> float:
+    """Share of true features with a decoder row at (signed) cosine >= threshold."""
+    return float((cosines(W_dec_ND, features_FD).max(1).values >= threshold).float().mean())
+
+
+def absorption(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
+               parent_F: torch.Tensor, carries: float = CARRIES) -> dict:
+    """Absorption per parent/child pair (see the module docstring): {'mean': mean share over pairs that co-fire,
+    'fully_absorbed': share of those pairs at >= FULLY_ABSORBED_AT, 'pairs': [(parent, child, share, n)]}."""
+    cos = cosines(W_dec_ND, features_FD)  # [F, N]
+    latent_of = cos.argmax(1)  # each true feature's latent
+    fires = z_BN > 0
+    on = coeffs_BF > 0
+    pairs = []
+    for child in (parent_F >= 0).nonzero().squeeze(1).tolist():
+        par = int(parent_F[child])
+        both = on[:, par] & on[:, child]
+        n = int(both.sum())
+        if n == 0:
+            continue
+        lp, lc = int(latent_of[par]), int(latent_of[child])
+        absorbed = both & ~fires[:, lp] & fires[:, lc] if lc != lp and float(cos[par, lc]) >= carries else \
+            torch.zeros_like(both)
+        pairs.append((par, child, float(absorbed.sum()) / n, n))
+    shares = [p[2] for p in pairs]
+    return {"mean": sum(shares) / len(shares) if shares else float("nan"),
+            "fully_absorbed": sum(s >= FULLY_ABSORBED_AT for s in shares) / len(shares) if shares else float("nan"),
+            "pairs": pairs}
+
+
+def dead_and_duplicates(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> dict:
+    """Dead latents (never fire on the samples) and duplicates (live latents sharing a best-matching true feature at
+    cosine >= RECOVERED_AT with another live latent), as fractions of the latents."""
+    live = (z_BN > 0).any(0)
+    cos = cosines(W_dec_ND, features_FD)  # [F, N]
+    best, match = cos.max(0)  # per latent
+    good = live & (best >= RECOVERED_AT)
+    counts = torch.bincount(match[good], minlength=features_FD.shape[0])
+    dup = good & (counts[match] > 1)
+    n = W_dec_ND.shape[0]
+    return {"dead": float((~live).sum()) / n, "duplicates": float(dup.sum()) / n}
+
+
+@torch.no_grad()
+def ground_truth_scores(sae, x_BD: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
+                        parent_F: torch.Tensor | None = None) -> dict:
+    """Every ground-truth score of `sae` (saelab's `SAE` or anything with `encode` and `W_dec`) on samples x whose
+    true features and coefficients are known."""
+    enc = sae.encode(x_BD)
+    z = dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
+    W = sae.W_dec.detach().cpu()
+    out = {"mcc": mcc(W, features_FD), "recovered": recovered(W, features_FD), **dead_and_duplicates(z, W, features_FD),
+           "l0": float((z > 0).sum(1).float().mean())}
+    if parent_F is not None and bool((parent_F >= 0).any()):
+        a = absorption(z, W, features_FD, coeffs_BF, parent_F)
+        out.update(absorption=a["mean"], fully_absorbed=a["fully_absorbed"])
+    return out

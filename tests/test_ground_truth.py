@@ -136,8 +136,8 @@ def test_saelab_mcc_agrees_with_sae_lens_on_its_own_synthetic_data():
 def test_synthetic_bench_scores_every_family_on_the_same_data():
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, run_synthetic_bench
 
-    cfg = SyntheticBenchConfig(d=16, n_features=64, n_parents=4, children_per_parent=3, mean_active=3,
-                               n_samples=4096, held_out=1024, n_latents=64, epochs=1.0, batch_size=512, rounds=1)
+    data = ToyConfig(d=16, n_features=64, n_parents=4, children_per_parent=3, mean_active=3, n_samples=5120)
+    cfg = SyntheticBenchConfig(data=data, held_out=1024, n_latents=64, epochs=1.0, batch_size=512, rounds=1)
     df = run_synthetic_bench(cfg, log=lambda m: None)
     assert list(df.family) == ["topk", "batchtopk", "matryoshka", "jumprelu", "relu"]
     assert df.target_l0.nunique() == 1 and 2 < df.target_l0.iloc[0] < 4

@@ -51,6 +51,7 @@ with it 0.219 at L0 34.3 (7.7% never fired on held-out tokens; 0.219 at L0 34.2 
 PENALTIES = {"relu": ("l1_coef", 0.183, 2.4), "jumprelu": ("l0_coef", 0.002, 1.0)}
 """Penalised families: (the coefficient, its first guess for L0 32, the guessed slope of log L0 against log coef).
 ReLU's guess and slope are the zoo's calibration (presets.py); JumpReLU's were measured here (README)."""
+PENALTIES_KEYS = {coef for coef, _, _ in PENALTIES.values()}
 
 
 @dataclass
@@ -268,9 +269,6 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
     atomic_write(out / "frontier.csv", lambda p: df.to_csv(p, index=False))
     atomic_write(out / "trials.csv", lambda p: pd.DataFrame(trial_rows).to_csv(p, index=False))
     return df
-
-
-PENALTIES_KEYS = {coef for coef, _, _ in PENALTIES.values()}
 
 
 def at_l0(trials, family: str, target: float, metric: str = "nmse") -> float:

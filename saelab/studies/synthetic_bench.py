@@ -10,27 +10,27 @@ coefficient searched for it, as `saelab frontier` does) and is scored on held-ou
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from saelab.acts.synthetic import ToyConfig
 from saelab.evals.ground_truth import ground_truth_scores
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.studies.frontier import FAMILIES, PENALTIES, family_of, matched_points
 from saelab.training.trainer import TrainConfig, Trainer
 
 
+def _default_data() -> ToyConfig:
+    return ToyConfig(d=64, n_features=512, n_parents=32, children_per_parent=4, child_prob=0.75, zipf_exponent=0.5,
+                     mean_active=6.0, n_samples=128_192)
+
+
 @dataclass
 class SyntheticBenchConfig:
     """The synthetic data and the SAEs trained on it."""
 
-    d: int = 64
-    n_features: int = 512
-    n_parents: int = 32
-    children_per_parent: int = 4
-    child_prob: float = 0.75
-    zipf_exponent: float = 0.5
-    mean_active: float = 6.0
-    n_samples: int = 120_000
+    data: ToyConfig = field(default_factory=_default_data)
+    """The synthetic activations (the first `held_out` samples are held out for scoring)."""
     held_out: int = 8192
     n_latents: int = 512
     epochs: float = 4.0
@@ -48,17 +48,15 @@ L0 10.7 (2026-12-02); the search refits from there."""
 
 
 def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
-    """Train and score every family; returns a pandas DataFrame (one row per family)."""
+    """Train and score every family; returns a pandas DataFrame (one row per family). The default data holds
+    120,000 training samples after the 8,192 held out."""
     import pandas as pd
 
     from saelab.acts.cache import cache_from_tensor
-    from saelab.acts.synthetic import ToyConfig, make_toy
+    from saelab.acts.synthetic import make_toy
 
     cfg = cfg or SyntheticBenchConfig()
-    data = make_toy(ToyConfig(d=cfg.d, n_features=cfg.n_features, n_parents=cfg.n_parents,
-                              children_per_parent=cfg.children_per_parent, child_prob=cfg.child_prob,
-                              zipf_exponent=cfg.zipf_exponent, mean_active=cfg.mean_active,
-                              n_samples=cfg.n_samples + cfg.held_out, seed=cfg.seed))
+    data = make_toy(cfg.data)
     x, c = data.x_BD.float(), data.coeffs_BF
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]
     target = float((c[cfg.held_out:] > 0).sum(1).float().mean())  # the data's own mean L0
@@ -89,7 +87,7 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
                 recipe["matryoshka_widths"] = "doubling:4"
             if fam in PENALTIES:
                 coef = PENALTIES[fam][0]
-                chosen, trials = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe: {
+                chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe: {
                     coef: c_, **train_and_score(replace(base, **{**recipe, coef: c_}))}, tol=0.15, rounds=cfg.rounds,
                     start=GUESS[fam] * (target / 32) ** (1 / PENALTIES[fam][2]))  # GUESS[fam] at this target
                 rows.append({**chosen[target], "target_l0": target})

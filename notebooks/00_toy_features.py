@@ -278,6 +278,11 @@ pd.DataFrame(rows).round(3)
 # transpose initialisation is used (Figure 15), and with both only 7% dead in its 16M-latent SAE. Notebook 02 trains
 # the same settings on real activations.
 #
+# The same toy has options that are off here: `ToyConfig(n_parents=..., children_per_parent=...)` adds a hierarchy
+# (child features that fire only inside their parent), `zipf_exponent` Zipf-like frequencies and `correlated_pairs`
+# features that fire together. On such data one latent can do the work of two ("feature absorption"); notebook 08
+# counts it exactly.
+#
 # ## Recap
 # - An SAE rewrites each input as a sparse sum of decoder rows; TopK sets the sparsity (L0 ≤ k) directly.
 # - On data with known features it finds them, measured by the max cosine between true features and decoder rows.

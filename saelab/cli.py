@@ -4,10 +4,12 @@
     saelab demo                           load the embedded model and corpora, complete a prompt
     saelab harvest [--flags]              harvest activations into a cache
     saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
-    saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity
+    saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity (, absorption)
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
     saelab domains [--sae DIR ...]        normalized MSE and delta CE on each embedded corpus (other registers)
-    saelab frontier                       SAE families at matched L0: normalized MSE, delta CE, dead latents, probes
+    saelab frontier [--synthetic]         SAE families at matched L0: normalized MSE, delta CE, dead latents, probes,
+                                          absorption (and, with --synthetic, the ground-truth benchmark)
+    saelab synthetic                      every SAE family on synthetic data with known features: MCC, absorption
     saelab scale [--ablation]             scaling laws: a grid over n and k, fits of L(N), L(N, k), L(C)
 
 Every config field is a flag (`saelab train --help` lists them with their meaning and default);
@@ -105,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from saelab.evals.suite import SuiteConfig, fast_suite_config
 
-    e = command("eval", "the paper's metrics: downstream loss, probe loss, N2G, ablation sparsity")
+    e = command("eval", "the paper's metrics: downstream loss, probe loss, N2G, ablation sparsity; with "
+                "--metrics ...,absorption also SAEBench's first-letter absorption")
     sae_args(e, "runs/eval")
     add_dataclass_args(e, SuiteConfig, "", fast_suite_config() if fast_mode() else SuiteConfig())
     e.set_defaults(func=commands.cmd_eval)
@@ -130,10 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     from saelab.studies.frontier import FrontierConfig
 
     f = command("frontier", "SAE families at matched L0 (topk, batchtopk, matryoshka, jumprelu, relu): normalized "
-                "MSE, delta CE, dead latents, probes, per-token L0 spread")
+                "MSE, delta CE, dead latents, probes, per-token L0 spread, first-letter absorption")
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
+    f.add_argument("--synthetic", action="store_true",
+                   help="also train every family on synthetic data with known features and score them "
+                        "(synthetic.csv; `saelab synthetic` alone, under a minute)")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=commands.cmd_frontier)
+
+    from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
+
+    sy = command("synthetic", "every SAE family on synthetic activations with known features (a hierarchy, Zipf-like "
+                 "frequencies): MCC, recovered share, exact absorption, dead and duplicate latents at matched L0")
+    sy.add_argument("--out", default="runs/synthetic", help="output folder: synthetic.csv")
+    add_dataclass_args(sy, SyntheticBenchConfig, "", fast_synthetic_config() if fast_mode() else SyntheticBenchConfig())
+    sy.set_defaults(func=commands.cmd_synthetic)
 
     from saelab.studies.scaling_grid import ScaleConfig, scale_defaults
 

@@ -234,6 +234,10 @@ def cmd_eval(args) -> int:
     folder = write_suite_report(report, args.out)
     for row in summary_rows(report):
         print(summary_table({k: v for k, v in row.items() if k != "sae"}, row["sae"]))
+    if "absorption" in report:  # how many letters passed SAEBench's gate, and whether it could be read at all
+        from saelab.evals.absorption import absorption_summary
+
+        print(absorption_summary(report["absorption"]))
     print(f"report: {folder / 'report.json'}  plots: {folder / 'report.html'}")
     return 0
 
@@ -317,6 +321,31 @@ def cmd_frontier(args) -> int:
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
+    if args.synthetic:
+        from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
+
+        base = fast_synthetic_config() if fast_mode() else SyntheticBenchConfig()
+        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu")  # as the frontier trains its SAEs
+    return 0
+
+
+def _write_synthetic(cfg, out, device) -> None:
+    from saelab.files import atomic_write
+    from saelab.lm.models import resolve_device
+    from saelab.studies.synthetic_bench import run_synthetic_bench
+
+    df = run_synthetic_bench(cfg, device=resolve_device(device))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(out) / "synthetic.csv", lambda p: df.to_csv(p, index=False))
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"table: {Path(out) / 'synthetic.csv'}")
+
+
+def cmd_synthetic(args) -> int:
+    from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
+
+    _write_synthetic(build_dataclass(SyntheticBenchConfig, args, "", base=fast_synthetic_config() if fast_mode()
+                                     else SyntheticBenchConfig()), args.out, args.device)
     return 0
 
 

@@ -161,3 +161,17 @@ def test_readme_python_snippet_runs(tmp_path, caches):
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert (tmp_path / "export" / "cfg.json").exists()
     assert json.loads((tmp_path / "export" / "cfg.json").read_text())["d_sae"] == 64
+
+
+def test_saelab_synthetic_writes_every_familys_ground_truth_scores(tmp_path):
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1", "SAELAB_FAST": "1"}
+    out = tmp_path / "syn"
+    r = _saelab(["synthetic", "--out", str(out), "--families", "topk,relu", "--data.n_samples", "20480",
+                 "--epochs", "1"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import pandas as pd
+
+    df = pd.read_csv(out / "synthetic.csv")
+    assert list(df.family) == ["topk", "relu"] and df.mcc.between(0, 1).all() and df.absorption.notna().all()
+    bad = _saelab(["synthetic", "--out", str(out), "--generator", "sae-lens"], env)
+    assert bad.returncode != 0 and "generator must be one of" in bad.stderr

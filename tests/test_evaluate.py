@@ -471,3 +471,24 @@ def test_domain_table_scores_own_corpus_on_test_and_others_on_all(tiny_lm, cache
     assert df.loc["own", "split"] == "test" and df.loc["own", "nmse_ratio"] == 1.0
     assert df.loc["stranger", "split"] == "all" and df.loc["stranger", "nmse_ratio"] != df.loc["stranger", "nmse_ratio"]
     assert (df.tokens > 0).all() and df.delta_ce.notna().all() and (df.l0 <= 4 + 1e-6).all()
+
+
+def test_the_suite_runs_saebenchs_absorption_on_request_and_refuses_unknown_metrics(tiny_lm):
+    from dataclasses import replace
+
+    import saelab.evals.suite as suite
+    from saelab.evals.absorption import AbsorptionConfig
+    from saelab.evals.spelling import SpellingConfig
+
+    a = identity_sae(tiny_lm.d_model)
+    cfg = replace(suite.fast_suite_config(), corpus="synthetic", metrics="absorption",
+                  absorption=AbsorptionConfig(spelling=SpellingConfig(max_words=52, icl_examples=4, probe_epochs=5),
+                                              sparse_epochs=5, max_k=2))
+    report = suite.run_suite(tiny_lm, {"a": a}, cfg, progress=False)
+    got = report["saes"]["a"]["absorption"]
+    assert got["letters_passing"] == report["absorption"]["sites"][got["site"]]["letters_passing"]
+    assert set(got) >= {"absorption", "full_absorption", "readable", "letters"} and got["site"].startswith("resid_post")
+    row = suite.summary_rows(report)[0]
+    assert row["absorption_letters_passing"] == got["letters_passing"] and "delta_loss" not in row
+    with pytest.raises(ValueError, match="unknown metrics \\['absorbtion'\\].*absorption"):
+        suite.run_suite(tiny_lm, {"a": a}, replace(cfg, metrics="absorbtion"), progress=False)

@@ -982,3 +982,79 @@ def test_jumprelu_exercise_solution_agrees_with_the_training_code():
     grad = torch.randn(16, 8, generator=g)
     jumprelu(pre, theta, 0.2).backward(grad)
     torch.testing.assert_close(E.solutions.jumprelu_threshold_grad(pre, theta.detach(), 0.2, grad), theta.grad)
+
+
+# ---- 08 absorption for one parent/child pair --------------------------------------------------------------------
+A = E.after
+
+
+def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False):
+    """A learner's pair_absorption with one mistake switched on."""
+    def fn(z, W, F, coeffs, parent, child, carries=0.1):
+        if normalise:
+            F, W = F / F.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
+        cos = F @ W.T
+        match = cos.argmax(dim=axis)
+        lp, lc = int(match[parent]), int(match[child])
+        if one_to_one and lc == lp:  # give the child a latent of its own, as a one-to-one matching would
+            order = cos[child].argsort(descending=True)
+            lc = int(order[1])
+        both = (coeffs[:, parent] > 0) & (coeffs[:, child] > 0)
+        hit = z[:, lp] == 0
+        if child_fires:
+            hit = hit & (z[:, lc] > 0)
+        if cosine and float(cos[parent, lc]) < carries:
+            hit = torch.zeros_like(hit)
+        if over == "all":
+            return float(hit.float().mean())
+        if over == "both/B":
+            return float((hit & both).sum()) / len(z)
+        if over == "parent":
+            return float((hit & both).sum()) / int((coeffs[:, parent] > 0).sum())
+        if py_div:
+            return int((hit & both).sum()) / int(both.sum())
+        return float((hit & both).sum() / both.sum())
+    return fn
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (_absorb(over="all"), "ALL samples"),
+    (_absorb(over="both/B"), "not by all samples"),
+    (_absorb(over="parent"), "where the parent fires"),
+    (_absorb(child_fires=False), "child's latent FIRES"),
+    (_absorb(cosine=False), "carry the parent's direction"),
+    (_absorb(one_to_one=True), "share their best-matching latent"),
+    (_absorb(axis=0), "TRUE feature to its best latent"),
+    (_absorb(normalise=False), "by cosine"),
+    (_absorb(py_div=True), "return nan"),
+])
+def test_pair_absorption_check(wrong, message):
+    A.check_pair_absorption(A.pair_absorption)
+    A.check_pair_absorption(_absorb())  # the learner-style version without a mistake passes
+    _rejects(A.check_pair_absorption, wrong, message)
+
+
+def test_pair_absorption_agrees_with_saelab_on_a_trained_sae():
+    from saelab.evals.ground_truth import absorption
+
+    data = A.hierarchy_data(20_000)
+    sae = A.train_on_synthetic(data.x_BD[4096:], "topk", k=7, epochs=1)
+    x, c = data.x_BD[:4096], data.coeffs_BF[:4096]
+    z = A.dense_z(sae, x)
+    W = sae.W_dec.detach().cpu()
+    pairs = absorption(z, W, data.features_FD, c, data.parent_F)["pairs"]
+    assert len(pairs) > 100 and any(share > 0 for _, _, share, _ in pairs)
+    for parent, child, share, _ in pairs:
+        assert A.pair_absorption(z, W, data.features_FD, c, parent, child) == pytest.approx(share, abs=1e-6)
+    table = A.parent_firing(z, W, data.features_FD, c, data.parent_F)
+    assert len(table) == len(pairs) and table.fires_alone.between(0, 1).all()
+
+
+def test_notebook_08_solution_passes_its_check():
+    text = (NOTEBOOKS / "08_after_the_paper.py").read_text()
+    after = text[text.index('todo("8.4")'):]
+    after = after[after.index("<summary>Hint</summary>"):]
+    code = re.search(r"```python\n(.*?)```", after[after.index("<summary>Solution</summary>"):], re.S).group(1)
+    namespace = {"torch": torch}
+    exec("\n".join(line[2:] for line in code.splitlines()), namespace)
+    A.check_pair_absorption(namespace["pair_absorption"])

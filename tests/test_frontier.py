@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import pytest
 
+from saelab.evals.absorption import AbsorptionConfig
+from saelab.evals.spelling import SpellingConfig
 from saelab.studies.frontier import FrontierConfig, calibrate_l1, frontier_figures, run_frontier
 from saelab.training.trainer import TrainConfig
 
@@ -47,7 +49,8 @@ def test_frontier_trains_every_family_for_the_same_steps_and_reuses_points(tmp_p
 
     train, held = caches
     cfg = FrontierConfig(families="topk,batchtopk,matryoshka,jumprelu,relu", target_l0s="4,8", steps_frac=0.125,
-                         rounds=1, probes=False)
+                         rounds=1, probes=False,  # the byte tokenizer's 52 letters, prompts under its 256 positions
+                         absorption_settings=AbsorptionConfig(spelling=SpellingConfig(max_words=52, icl_examples=4)))
     tokens = torch.randint(0, 100, (4, 16))
     df = run_frontier(cfg, BASE, train, held, tmp_path, lm=tiny_lm, tokens_NT=tokens, progress=False, log=lambda m: 0)
     assert list(df.family) == ["topk", "topk", "batchtopk", "batchtopk", "matryoshka", "matryoshka", "jumprelu",
@@ -62,6 +65,7 @@ def test_frontier_trains_every_family_for_the_same_steps_and_reuses_points(tmp_p
         part = df[df.family == fam].set_index("target_l0")
         assert part.coef[4] >= part.coef[8] and part.l0[4] <= part.l0[8], part
     assert df.delta_ce.notna().all() and df.dead_train_frac.notna().all()
+    assert df.absorption_letters.between(0, 26).all() and not df.absorption_readable.any()  # 10 test words
     assert (tmp_path / "frontier.csv").exists() and (tmp_path / "trials.csv").exists()
     import pandas as pd
 
@@ -75,8 +79,9 @@ def test_frontier_trains_every_family_for_the_same_steps_and_reuses_points(tmp_p
         assert at_l0(trials, "relu", mid) == pytest.approx((lo.nmse * hi.nmse) ** 0.5)
     assert lo.nmse >= at_l0(trials, "relu", mid) >= hi.nmse or lo.nmse <= at_l0(trials, "relu", mid) <= hi.nmse
     assert at_l0(trials, "relu", hi.l0 * 2) != at_l0(trials, "relu", hi.l0 * 2)  # outside the trials: NaN
-    # delta CE vs nmse; nmse, delta CE, dead, never fired, L0 spread against L0 (no probes here)
-    assert len(frontier_figures(df)) == 6
+    # delta CE vs nmse; nmse, delta CE, dead, never fired, L0 spread against L0 (no probes here), and absorption
+    # where any letter of the random tiny model passed the probe gate
+    assert len(frontier_figures(df)) == 6 + bool(df.absorption.notna().any())
     before = (tmp_path / "topk-k4" / "sae" / "sae.safetensors").stat().st_mtime_ns
     again = run_frontier(cfg, BASE, train, held, tmp_path, progress=False, log=lambda m: 0)  # reused, not retrained
     assert (tmp_path / "topk-k4" / "sae" / "sae.safetensors").stat().st_mtime_ns == before

@@ -144,3 +144,23 @@ def test_synthetic_bench_scores_every_family_on_the_same_data():
     assert ((df.mcc > 0) & (df.mcc <= 1)).all() and ((df.absorption >= 0) & (df.absorption <= 1)).all()
     topk = df.set_index("family").loc["topk"]
     assert topk.l0 == pytest.approx(topk.k, abs=0.01)
+
+
+def test_correlated_pairs_fire_together_and_too_many_are_refused():
+    from saelab.acts.synthetic import ToyConfig as Cfg
+    from saelab.acts.synthetic import make_toy as make
+
+    cfg = Cfg(d=16, n_features=64, n_parents=4, children_per_parent=2, mean_active=4, n_samples=40_000,
+              zipf_exponent=0.3, correlated_pairs=5, co_fire=0.5, seed=1)
+    on = make(cfg).coeffs_BF > 0
+    first = 4 + 8 + 2 * torch.arange(5)
+    base = make(Cfg(**{**cfg.__dict__, "correlated_pairs": 0})).coeffs_BF > 0
+    for i in first.tolist():
+        p_alone = float(base[:, i + 1].float().mean())
+        p_given = float(on[on[:, i], i + 1].float().mean())
+        assert p_given == pytest.approx(0.5 + 0.5 * p_alone, abs=0.05)  # co-fires, or fires on its own
+        assert float(on[~on[:, i], i + 1].float().mean()) == pytest.approx(p_alone, abs=0.02)
+    later = first[-1] + 2  # features after the pairs are untouched
+    assert torch.equal(on[:, later:], base[:, later:])
+    with pytest.raises(ValueError, match="correlated pairs need 60 independent features; there are 52"):
+        Cfg(n_features=64, n_parents=4, children_per_parent=2, correlated_pairs=30)

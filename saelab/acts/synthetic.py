@@ -6,8 +6,9 @@ with more features than dimensions (superposition). An SAE that works should fin
 
 Options for the ground-truth benchmark (`saelab.evals.ground_truth`), off by default: a hierarchy (`n_parents`
 parent features, each with `children_per_parent` children that can fire only while their parent fires, at most one
-at a time, as in SAE Lens's synthetic hierarchies) and Zipf-like frequencies (`zipf_exponent`: feature i fires with
-probability proportional to 1 / (i + 1)^exponent).
+at a time, as in SAE Lens's synthetic hierarchies), Zipf-like frequencies (`zipf_exponent`: feature i fires with
+probability proportional to 1 / (i + 1)^exponent), and correlated pairs (`correlated_pairs` pairs of the independent
+features after the hierarchy, (i, i + 1): while i fires, i + 1 also fires with probability `co_fire`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class ToyConfig:
     zipf_exponent: float = 0.0
     """Firing probabilities proportional to 1 / (rank + 1)^exponent over the features that are not children (0:
     all equal), scaled so that `mean_active` of them fire on average."""
+    correlated_pairs: int = 0
+    """Pairs of independent features (after the hierarchy's) whose firing is correlated; 0: none."""
+    co_fire: float = 0.5
+    """While the first of a correlated pair fires, the probability that the second fires too."""
     seed: int = 0
+    """Seed of the directions, the firing and the magnitudes."""
 
     def __post_init__(self):
         if not 0 < self.mean_active <= self.n_features:
@@ -51,6 +57,10 @@ class ToyConfig:
             raise ValueError(f"a hierarchy of {self.n_parents} parents x {self.children_per_parent} children needs "
                              f"{self.n_parents * (1 + self.children_per_parent)} features; n_features is "
                              f"{self.n_features}")
+        free = self.n_features - self.n_parents * (1 + self.children_per_parent)
+        if 2 * self.correlated_pairs > free:
+            raise ValueError(f"{self.correlated_pairs} correlated pairs need {2 * self.correlated_pairs} independent "
+                             f"features; there are {free} after the hierarchy")
 
 
 @dataclass
@@ -72,7 +82,7 @@ def make_toy(cfg: ToyConfig | None = None) -> ToyData:
     g = torch.Generator().manual_seed(cfg.seed)
     F = torch.randn(cfg.n_features, cfg.d, generator=g)
     F /= F.norm(dim=1, keepdim=True)
-    if not cfg.n_parents and not cfg.zipf_exponent:  # the teaching default, unchanged
+    if not cfg.n_parents and not cfg.zipf_exponent and not cfg.correlated_pairs:  # the teaching default, unchanged
         on = torch.rand(cfg.n_samples, cfg.n_features, generator=g) < cfg.mean_active / cfg.n_features
         c = on * (0.5 + torch.rand(cfg.n_samples, cfg.n_features, generator=g))
         parent = None
@@ -100,4 +110,8 @@ def _hierarchical_coeffs(cfg: ToyConfig, g: torch.Generator) -> tuple[torch.Tens
         fires = (torch.rand(cfg.n_samples, P, generator=g) < cfg.child_prob) & on[:, :P]
         rows, par = fires.nonzero(as_tuple=True)
         on[rows, P + par * C + pick[rows, par]] = True
+    if cfg.correlated_pairs:
+        first = P + P * C + 2 * torch.arange(cfg.correlated_pairs)
+        on[:, first + 1] |= on[:, first] & (torch.rand(cfg.n_samples, cfg.correlated_pairs, generator=g,
+                                                       dtype=torch.float64) < cfg.co_fire)
     return on * (0.5 + torch.rand(cfg.n_samples, cfg.n_features, generator=g)), parent

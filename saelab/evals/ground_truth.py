@@ -11,8 +11,8 @@
     dead, duplicates  latents that never fire on the samples; live latents whose best-matching true feature is also
                       another live latent's best match at cosine >= 0.9
 
-Feature absorption is Chanin et al. 2024 ("A is for Absorption", arXiv 2409.14507); the language-model version of
-the metric (SAEBench's first-letter task) is not in saelab yet.
+Feature absorption is Chanin et al. 2024 ("A is for Absorption", arXiv 2409.14507); its language-model estimate
+(SAEBench's first-letter task) is `saelab.evals.absorption`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ each from a power law L0 ~ coef^-slope, trains, refits the law on every trial so
 missed by more than `tol`, for at most `rounds` rounds; every trial is kept, and the trial closest to each target
 (in log L0) is that target's point. Each point is scored on held-out activations (normalized MSE, L0 and its
 per-token spread, latents dead in training and never fired on held-out tokens), spliced into the LM (delta CE,
-KL) and probed (the mean 1-D probe loss of `saelab.evals.probes`). Finished points are reused (resumable).
+KL), probed (the mean 1-D probe loss of `saelab.evals.probes`) and scored for first-letter absorption (SAEBench's,
+`saelab.evals.absorption`: the mean over the letters past its probe gate, with how many passed and whether the 20
+it needs did). Finished points are reused (resumable). `saelab frontier --synthetic` also runs every family on
+synthetic data with known features (`saelab.studies.synthetic_bench`).
 
 `calibrate_l1` finds one L1 coefficient for one target L0 (the zoo's ReLU baseline is matched this way).
 """
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from saelab.acts.cache import ActivationCache
+from saelab.evals.absorption import AbsorptionConfig
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.sae.input_norm import RENAMED
 from saelab.training.checkpoints import ADDED_FIELDS
@@ -72,6 +76,11 @@ class FrontierConfig:
     """Held-out contexts (64 tokens) spliced into the LM for delta CE (0: skip delta CE)."""
     probes: bool = True
     """Also score the mean 1-D probe loss (saelab.evals.probes; needs the embedded corpus)."""
+    absorption: bool = True
+    """Also score SAEBench's first-letter absorption (saelab.evals.absorption; about 4 minutes of SmolLM2 at its
+    default 4,000 words, shared by every point)."""
+    absorption_settings: AbsorptionConfig = field(default_factory=AbsorptionConfig)
+    """Its settings (`--absorption_settings.spelling.max_words`, ...)."""
 
 
 def short_config(base: TrainConfig, steps_frac: float, **changes) -> TrainConfig:
@@ -265,6 +274,13 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
         mean = probe_losses(lm, used, progress=progress)["mean"]
         df["probe_loss"] = [mean[n] for n in df.point]
         df["probe_loss_residual"] = mean["residual"]  # the same probes on the residual stream's coordinates
+    if lm is not None and cfg.absorption:
+        from saelab.evals.absorption import first_letter_absorption
+
+        rep = first_letter_absorption(lm, used, cfg.absorption_settings, progress=progress)["saes"]
+        for col, key in (("absorption", "absorption_over_passing"), ("full_absorption", "full_absorption_over_passing"),
+                         ("absorption_letters", "letters_passing"), ("absorption_readable", "readable")):
+            df[col] = [rep[n][key] for n in df.point]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.csv", lambda p: df.to_csv(p, index=False))
     atomic_write(out / "trials.csv", lambda p: pd.DataFrame(trial_rows).to_csv(p, index=False))
@@ -294,7 +310,9 @@ AT_L0_REACH = 0.15
 METRICS = (("nmse", "held-out normalized MSE", "log"), ("delta_ce", "delta CE (nats)", "linear"),
            ("dead_train_frac", "dead in training (fraction)", "linear"),
            ("never_fired_frac", "never fired on held-out tokens (fraction)", "linear"),
-           ("probe_loss", "mean 1-D probe loss", "linear"), ("l0_spread", "per-token L0, p90 / p10", "linear"))
+           ("probe_loss", "mean 1-D probe loss", "linear"),
+           ("absorption", "first-letter absorption fraction (letters past the gate)", "linear"),
+           ("l0_spread", "per-token L0, p90 / p10", "linear"))
 NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka BatchTopK", "jumprelu": "JumpReLU",
          "relu": "ReLU + L1"}
 

@@ -2,9 +2,15 @@
 latents at matched L0 (`saelab.evals.ground_truth` on `saelab.acts.synthetic` data with a hierarchy).
 
 The data: `n_features` unit directions in `d` dimensions, a hierarchy of parents whose children fire only inside
-them (at most one child at a time), Zipf-like frequencies. Each family trains with the same recipe on the same
+them (at most one child at a time), Zipf-like frequencies, 32 pairs of independent features that fire together half
+the time. Each family trains with the same recipe on the same
 samples for the same steps (TopK, BatchTopK and Matryoshka at k = the true mean L0; JumpReLU and ReLU + L1 at a
 coefficient searched for it, as `saelab frontier` does) and is scored on held-out samples.
+
+With `generator="saelens"` the same `ToyConfig` is sampled by SAE Lens's own generator instead
+(`saelab.acts.synthetic_saelens`, needs the `peers` extra), and SAE Lens's own scores join saelab's as `saelens_*`
+columns (`saelens_mcc`, `saelens_f1`, ...); SAE Lens correlates features another way (a Gaussian copula), so that
+generator needs `correlated_pairs=0`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from saelab.training.trainer import TrainConfig, Trainer
 
 def _default_data() -> ToyConfig:
     return ToyConfig(d=64, n_features=512, n_parents=32, children_per_parent=4, child_prob=0.75, zipf_exponent=0.5,
-                     mean_active=6.0, n_samples=128_192)
+                     mean_active=6.0, n_samples=128_192, correlated_pairs=32, co_fire=0.5)
 
 
 @dataclass
@@ -32,22 +38,44 @@ class SyntheticBenchConfig:
     data: ToyConfig = field(default_factory=_default_data)
     """The synthetic activations (the first `held_out` samples are held out for scoring)."""
     held_out: int = 8192
+    """Samples held out for scoring."""
     n_latents: int = 512
+    """Latents of every SAE."""
     epochs: float = 4.0
+    """Passes over the training samples."""
     batch_size: int = 1024
+    """Samples per step."""
     lr: float = 2e-3
+    """Learning rate of every family."""
     families: str = "topk,batchtopk,matryoshka,jumprelu,relu"
+    """Comma-separated families (those of `saelab frontier`)."""
     rounds: int = 4
     """Refits of the penalised families' coefficients (as `saelab frontier`'s search)."""
     seed: int = 0
+    """Seed of the SAEs' initialisation and batches."""
+    generator: str = "saelab"
+    """Who samples the data: 'saelab' (`saelab.acts.synthetic`) or 'saelens' (SAE Lens's `sae_lens.synthetic`,
+    which also adds its scores as `saelens_*` columns)."""
 
+    def __post_init__(self):
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}, got {self.generator!r}")
+
+
+GENERATORS = ("saelab", "saelens")
+
+
+def fast_synthetic_config() -> SyntheticBenchConfig:
+    """CI's size: 40,960 samples (32,768 to train on), 2 epochs, 2 refits: about 10 s for the five families (the
+    default size: about 40 s)."""
+    return SyntheticBenchConfig(data=replace(_default_data(), n_samples=40_960), epochs=2.0, rounds=2)
 
 GUESS = {"relu": 0.25, "jumprelu": 0.4}
 """First coefficients tried at the default data's L0 (~7): on it ReLU + L1 0.11 gave L0 25 and JumpReLU 0.25 gave
 L0 10.7 (2026-12-02); the search refits from there."""
 
 
-def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
+def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, device="cpu"):
     """Train and score every family; returns a pandas DataFrame (one row per family). The default data holds
     120,000 training samples after the 8,192 held out."""
     import pandas as pd
@@ -56,7 +84,10 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
     from saelab.acts.synthetic import make_toy
 
     cfg = cfg or SyntheticBenchConfig()
-    data = make_toy(cfg.data)
+    saelens = cfg.generator == "saelens"
+    if saelens:
+        from saelab.acts.synthetic_saelens import make_saelens_toy, saelens_scores
+    data = make_saelens_toy(cfg.data) if saelens else make_toy(cfg.data)
     x, c = data.x_BD.float(), data.coeffs_BF
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]
     target = float((c[cfg.held_out:] > 0).sum(1).float().mean())  # the data's own mean L0
@@ -70,13 +101,15 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
 
         def train_and_score(tcfg: TrainConfig) -> dict:
             folder = Path(tmp) / f"run-{family_of(tcfg)}-{tcfg.l1_coef:g}-{tcfg.l0_coef:g}"
-            trainer = Trainer(tcfg, cache, folder)
+            trainer = Trainer(tcfg, cache, folder, device=device)
             trainer.train()
             sae = trainer.sae
             r = reconstruction_metrics(sae, held)
             row = {"family": family_of(tcfg), "k": tcfg.k, "coef": {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef
                                                                      }.get(tcfg.activation), "l0": r["l0"],
                    "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F)}
+            if saelens:
+                row.update(saelens_scores(sae, held, data.features_FD, held_c))
             log(f"synthetic: {row['family']} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
                 f"absorption {row.get('absorption', float('nan')):.3f}")
             return row
@@ -94,6 +127,7 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print):
             else:
                 rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
     df = pd.DataFrame(rows)
-    return df[[c_ for c_ in ("family", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption", "fully_absorbed",
-                             "dead", "duplicates", "k", "coef") if c_ in df]]
+    columns = [c_ for c_ in ("family", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption", "fully_absorbed",
+                             "dead", "duplicates", "k", "coef") if c_ in df]
+    return df[columns + [c_ for c_ in df if c_.startswith("saelens_")]]  # SAE Lens's scores, when it made the data
 

@@ -24,7 +24,12 @@ from saelab.teach.exercises import (
                                           toy,
                                           training,
 )
-from saelab.teach.exercises.after import check_batchtopk, check_jumprelu_threshold_grad, check_matryoshka_loss
+from saelab.teach.exercises.after import (
+                                          check_batchtopk,
+                                          check_jumprelu_threshold_grad,
+                                          check_matryoshka_loss,
+                                          check_pair_absorption,
+)
 from saelab.teach.exercises.base import NotWrittenYet, graded, solutions_on, todo
 from saelab.teach.exercises.build import (
                                           check_decoder_constraint,
@@ -57,6 +62,7 @@ solutions = SimpleNamespace(
     attribution_estimates=steering.attribution_estimates,
     batchtopk=after.batchtopk, inference_threshold=after.inference_threshold,
     matryoshka_loss=after.matryoshka_loss, jumprelu_threshold_grad=after.jumprelu_threshold_grad,
+    pair_absorption=after.pair_absorption,
 )
 """The reference solutions, by exercise function name (e.g. `solutions.auxk_loss`)."""
 
@@ -69,4 +75,5 @@ __all__ = [
     "check_recovery_curve", "check_threshold_for_l0", "check_dashboard_examples", "check_find_concept_latent",
     "check_fit_power_law", "check_compute_envelope", "check_steering_hook", "check_ablate_rows",
     "check_attribution_estimates", "check_batchtopk", "check_matryoshka_loss", "check_jumprelu_threshold_grad",
+    "check_pair_absorption",
 ]

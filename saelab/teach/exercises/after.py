@@ -1,7 +1,13 @@
 """Notebook 08 (after the paper): BatchTopK's selection and inference threshold (8.1), JumpReLU's straight-through
-threshold gradient (8.2) and the Matryoshka loss (8.3). Reference solutions and checks that name the mistake."""
+threshold gradient (8.2), the Matryoshka loss (8.3) and feature absorption for one parent/child pair (8.4). Reference
+solutions and checks that name the mistake, and the synthetic hierarchy that section 7 trains its SAEs on."""
 
 from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -137,3 +143,185 @@ def check_jumprelu_threshold_grad(fn) -> None:
     want = jumprelu_threshold_grad(pre, theta, eps, g)
     assert close(got, want), f"gradient {got.tolist()}, expected {want.tolist()}"
     passed("jumprelu_threshold_grad")
+
+
+# ---- section 7: absorption on a synthetic hierarchy -----------------------------------------------------------
+def hierarchy_data(n_samples: int, seed: int = 0):
+    """The ground-truth benchmark's data (`saelab.studies.synthetic_bench`: 512 features in 64 dimensions, 32
+    parents with 4 children each, child_prob 0.75, Zipf exponent 0.5, 32 co-firing pairs, mean L0 ~7.5) with
+    `n_samples` samples."""
+    from saelab.acts.synthetic import make_toy
+    from saelab.studies.synthetic_bench import SyntheticBenchConfig
+
+    return make_toy(replace(SyntheticBenchConfig().data, n_samples=n_samples, seed=seed))
+
+
+def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n_latents: int = 512,
+                       device="cpu", seed: int = 0):
+    """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
+    recipe (batch 1024, lr 2e-3, no input normalisation; Matryoshka with four doubling prefixes)."""
+    from saelab.acts.cache import cache_from_tensor
+    from saelab.studies.frontier import FAMILIES
+    from saelab.training.trainer import TrainConfig, Trainer
+
+    if family not in ("topk", "batchtopk", "matryoshka"):
+        raise ValueError(f"family must be topk, batchtopk or matryoshka (trained at k), got {family!r}")
+    recipe = {key: v for key, v in FAMILIES[family].items() if key != "lr"}
+    if family == "matryoshka":
+        recipe["matryoshka_widths"] = "doubling:4"
+    cfg = TrainConfig(n_latents=n_latents, k=k, batch_size=1024, epochs=epochs, lr=2e-3, normalize="none",
+                      eval_every=10**9, checkpoint_every=0, keep_checkpoints=0, progress=False, seed=seed,
+                      dead_tokens=20 * 1024, **recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, cache_from_tensor(x_BD, Path(tmp) / "cache", name="hierarchy"), Path(tmp) / "run",
+                          device=str(device))
+        trainer.train()
+    return trainer.sae
+
+
+@torch.no_grad()
+def dense_z(sae, x_BD: torch.Tensor) -> torch.Tensor:
+    """The SAE's codes of x as a dense [B, n] matrix on the CPU."""
+    from saelab.sae.kernels import dense_codes
+
+    enc = sae.encode(x_BD.to(sae.W_dec.device))
+    return dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
+
+
+def parent_firing(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
+                  parent_F: torch.Tensor):
+    """Per parent/child pair, how often the parent's latent (best decoder cosine) fires where the parent is on
+    with none of its children ('alone') and where it is on with this child; a pandas DataFrame."""
+    import pandas as pd
+
+    from saelab.evals.ground_truth import cosines
+
+    latent_of = cosines(W_dec_ND, features_FD).argmax(1)
+    on, fires = coeffs_BF > 0, z_BN > 0
+    rows = []
+    for child in (parent_F >= 0).nonzero().squeeze(1).tolist():
+        par = int(parent_F[child])
+        alone = on[:, par] & ~on[:, parent_F == par].any(1)
+        both = on[:, par] & on[:, child]
+        lat = fires[:, int(latent_of[par])]
+        rows.append({"parent": par, "child": child, "n_alone": int(alone.sum()), "n_with_child": int(both.sum()),
+                     "fires_alone": float(lat[alone].float().mean()),
+                     "fires_with_child": float(lat[both].float().mean())})
+    return pd.DataFrame(rows)
+
+
+# ---- 8.4 absorption for one parent/child pair -------------------------------------------------------------------
+def pair_absorption(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
+                    parent: int, child: int, carries: float = 0.1) -> float:
+    """Over the samples where both true features fire: the share in which the parent's latent (its best-matching
+    decoder row by cosine) is silent while the child's latent fires and carries the parent's direction (cosine with
+    the parent >= `carries`). 0 when both match the same latent; nan when the two never fire together."""
+    F = features_FD / features_FD.norm(dim=1, keepdim=True)
+    cos = F @ (W_dec_ND / W_dec_ND.norm(dim=1, keepdim=True)).T  # [F, N]
+    lp, lc = cos[parent].argmax(), cos[child].argmax()
+    both = (coeffs_BF[:, parent] > 0) & (coeffs_BF[:, child] > 0)
+    absorbed = both & (z_BN[:, lp] == 0) & (z_BN[:, lc] > 0) & (cos[parent, lc] >= carries)
+    return float(absorbed.sum() / both.sum())
+
+
+PAR, CHILD = 1, 4
+"""The pair that every case of `check_pair_absorption` asks about."""
+
+
+def _absorption_case(kind: str, seed: int):
+    """(z_BN, W_dec_ND, features_FD, coeffs_BF): orthonormal features, decoder rows at random positions (so latent
+    indices differ from feature indices) and codes and coefficients that fire at random, so every mistake counts
+    different samples. `kind` sets the child's latent: 'absorbing' (carries the parent, cosine 0.45), 'no carry'
+    (cosine 0.05), 'shared' (the parent's latent is the child's best match too), 'never together' (the two features
+    never co-fire), 'norms' (absorbing, decoder rows of different norms)."""
+    g = torch.Generator().manual_seed(seed)
+    F, d, N, B = 6, 16, 10, 240
+    feats = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:F]
+    p, c, rest = feats[PAR], feats[CHILD], feats[F - 1]
+    W = torch.randn(N, d, generator=g)
+    pair = feats[[PAR, CHILD]]
+    W = W - (W @ pair.T) @ pair  # other latents are orthogonal to the pair's features
+    W = W / W.norm(dim=1, keepdim=True)
+    lp, lc = torch.randperm(N, generator=g)[:2].tolist()
+    W[lp] = p
+    W[lc] = torch.nn.functional.normalize(c + (0.05 if kind == "no carry" else 0.5) * p, dim=0)
+    if kind == "shared":  # the child's best match is the parent's latent; lc is second best and carries the parent
+        W[lp] = torch.nn.functional.normalize(p + c, dim=0)
+        W[lc] = torch.nn.functional.normalize(0.6 * c + 0.3 * p + 0.74 * rest, dim=0)
+    if kind == "norms":
+        W = W * (0.5 + 1.5 * torch.rand(N, 1, generator=g))
+        W[lc] *= 0.15 / W[lc].norm()
+    on = torch.rand(B, F, generator=g) < 0.5
+    if kind == "never together":
+        on[:, CHILD] &= ~on[:, PAR]
+    coeffs = on * (0.5 + torch.rand(B, F, generator=g))
+    z = (torch.rand(B, N, generator=g) < 0.5) * (0.1 + torch.rand(B, N, generator=g))
+    return z, W, feats, coeffs
+
+
+def _share(z, W, feats, coeffs, over="both", child_fires=True, cosine=True, one_to_one=False, axis=1,
+           normalise=True) -> float:
+    """`pair_absorption` with one known mistake switched on."""
+    Fn = feats / feats.norm(dim=1, keepdim=True) if normalise else feats
+    Wn = W / W.norm(dim=1, keepdim=True) if normalise else W
+    cos = Fn @ Wn.T
+    latent_of = cos.argmax(1) if axis == 1 else cos.argmax(0)
+    lp, lc = int(latent_of[PAR]), int(latent_of[CHILD])
+    if one_to_one and lc == lp:
+        lc = int(cos[CHILD].clone().index_fill_(0, torch.tensor([lp]), -math.inf).argmax())
+    on_p, on_c = coeffs[:, PAR] > 0, coeffs[:, CHILD] > 0
+    both = on_p & on_c
+    hit = (z[:, lp] == 0) & ((z[:, lc] > 0) if child_fires else True) & bool(not cosine or cos[PAR, lc] >= 0.1)
+    if over == "all":
+        return float(hit.float().mean())
+    where = {"both": both, "both/B": both, "parent": on_p}[over]
+    denom = len(z) if over == "both/B" else int(where.sum())
+    return float((hit & both).sum()) / denom if denom else math.nan
+
+
+_MISTAKES = [
+    ({"over": "all"}, "you counted over ALL samples: take the share over the samples where both true features fire "
+                      "(the parent's and the child's coefficients > 0)"),
+    ({"over": "both/B"}, "divide by the number of samples where both true features fire, not by all samples"),
+    ({"over": "parent"}, "divide by the samples where BOTH fire, not by all the samples where the parent fires"),
+    ({"child_fires": False}, "absorbed means the child's latent FIRES in place of the silent parent's latent: "
+                             "require the child's latent to be active too"),
+    ({"cosine": False}, "the child's latent must carry the parent's direction (its decoder row's cosine with the "
+                        "parent >= 0.1); without that, a silent parent latent is a miss, not absorption"),
+    ({"one_to_one": True}, "the parent and the child share their best-matching latent here, so no other latent "
+                           "absorbed the parent: the share must be 0 (match each feature to its own best latent, "
+                           "not one-to-one)"),
+    ({"normalise": False}, "compare directions by cosine: normalise the decoder rows (and the features) before the "
+                           "dot products"),
+    ({"axis": 0}, "match each TRUE feature to its best latent: the argmax of the [F, N] cosines runs over the "
+                  "latents; over the other axis you got each latent's best feature"),
+]
+"""(the mistake, its message); a check names the first whose answer the learner's reproduces, in this order."""
+
+
+def check_pair_absorption(fn) -> None:
+    """`fn(z_BN, W_dec_ND, features_FD, coeffs_BF, parent, child) -> float`, against saelab's
+    `saelab.evals.ground_truth.absorption` on built cases (see `_absorption_case`), naming the mistake."""
+    from saelab.evals.ground_truth import absorption
+
+    kinds = ("absorbing", "no carry", "shared", "never together", "norms")
+    for kind, seed in [(k, s) for s in (0, 1) for k in kinds]:
+        case = _absorption_case(kind, seed)
+        parent_F = torch.full((case[2].shape[0],), -1)
+        parent_F[CHILD] = PAR
+        pairs = absorption(*case, parent_F)["pairs"]
+        want = pairs[0][2] if pairs else math.nan
+        try:
+            got = fn(*(t.clone() for t in case), PAR, CHILD)
+        except ZeroDivisionError:
+            raise AssertionError(f"case '{kind}': the pair never fires together; return nan (no samples to take a "
+                                 "share of), e.g. by dividing tensors") from None
+        got = float(got)
+        diagnose(got, [(v, f"case '{kind}': {message}") for flags, message in _MISTAKES
+                       if not close(v := _share(*case, **flags), want)])
+        if kind == "shared":
+            assert close(got, 0.0), f"case '{kind}': the parent and the child share one latent: the share must be 0"
+        if kind == "never together":
+            assert math.isnan(got), f"case '{kind}': the pair never fires together: return nan, got {got}"
+        assert close(got, want), f"case '{kind}': share {got:.4f}, expected {want:.4f}"
+    passed("pair_absorption")

@@ -75,6 +75,20 @@ GUESS = {"relu": 0.25, "jumprelu": 0.4}
 L0 10.7 (2026-12-02); the search refits from there."""
 
 
+def _recipe(family: str) -> dict:
+    recipe = {key: v for key, v in FAMILIES[family].items() if key != "lr"}
+    if family == "matryoshka":
+        recipe["matryoshka_widths"] = "doubling:4"
+    return recipe
+
+
+def bench_train_config(cfg: SyntheticBenchConfig, family: str, k: int) -> TrainConfig:
+    """The benchmark's recipe for one family at k (the penalised families at their coefficient's default)."""
+    return TrainConfig(n_latents=cfg.n_latents, k=k, batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr,
+                       normalize="none", eval_every=10**9, checkpoint_every=0, keep_checkpoints=0, progress=False,
+                       seed=cfg.seed, dead_tokens=20 * cfg.batch_size, **_recipe(family))
+
+
 def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, device="cpu"):
     """Train and score every family; returns a pandas DataFrame (one row per family). The default data holds
     120,000 training samples after the 8,192 held out."""
@@ -92,9 +106,7 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]
     target = float((c[cfg.held_out:] > 0).sum(1).float().mean())  # the data's own mean L0
     k = max(1, round(target))
-    base = TrainConfig(n_latents=cfg.n_latents, k=k, batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr,
-                       normalize="none", eval_every=10**9, checkpoint_every=0, keep_checkpoints=0, progress=False,
-                       seed=cfg.seed, dead_tokens=20 * cfg.batch_size)
+    base = bench_train_config(cfg, "topk", k)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = cache_from_tensor(train, Path(tmp) / "cache", name="synthetic-hierarchy")
@@ -115,9 +127,7 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
             return row
 
         for fam in [f.strip() for f in cfg.families.split(",") if f.strip()]:
-            recipe = {k2: v for k2, v in FAMILIES[fam].items() if k2 != "lr"}
-            if fam == "matryoshka":
-                recipe["matryoshka_widths"] = "doubling:4"
+            recipe = _recipe(fam)
             if fam in PENALTIES:
                 coef = PENALTIES[fam][0]
                 chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe: {

@@ -161,17 +161,12 @@ def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n
     """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
     recipe (batch 1024, lr 2e-3, no input normalisation; Matryoshka with four doubling prefixes)."""
     from saelab.acts.cache import cache_from_tensor
-    from saelab.studies.frontier import FAMILIES
-    from saelab.training.trainer import TrainConfig, Trainer
+    from saelab.studies.synthetic_bench import SyntheticBenchConfig, bench_train_config
+    from saelab.training.trainer import Trainer
 
     if family not in ("topk", "batchtopk", "matryoshka"):
         raise ValueError(f"family must be topk, batchtopk or matryoshka (trained at k), got {family!r}")
-    recipe = {key: v for key, v in FAMILIES[family].items() if key != "lr"}
-    if family == "matryoshka":
-        recipe["matryoshka_widths"] = "doubling:4"
-    cfg = TrainConfig(n_latents=n_latents, k=k, batch_size=1024, epochs=epochs, lr=2e-3, normalize="none",
-                      eval_every=10**9, checkpoint_every=0, keep_checkpoints=0, progress=False, seed=seed,
-                      dead_tokens=20 * 1024, **recipe)
+    cfg = bench_train_config(replace(SyntheticBenchConfig(), n_latents=n_latents, epochs=epochs, seed=seed), family, k)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, cache_from_tensor(x_BD, Path(tmp) / "cache", name="hierarchy"), Path(tmp) / "run",
                           device=str(device))

@@ -448,3 +448,16 @@ def test_a_folder_saved_before_the_regroup_loads_and_reconstructs_as_then(name):
                                    rtol=1e-5, atol=1e-5)
         if sae.cfg.activation == "topk":  # which latents: the same sets (order within a row is not compared)
             assert torch.equal(enc.top_idx_BK.sort(-1).values, expected[f"{name}.top_idx"].sort(-1).values)
+
+
+def test_a_saelab_run_folder_loads_its_sae_and_a_sparsify_checkpoint_still_loads_as_one(tmp_path):
+    from saelab.sae.formats import load_sae
+
+    sae = SAE(SAEConfig(d_in=8, n_latents=16, k=2))
+    sae.save(tmp_path / "run" / "sae")
+    (tmp_path / "run" / "log.jsonl").write_text("")
+    got = load_sae(tmp_path / "run")
+    assert torch.equal(got.W_dec, sae.W_dec) and got.cfg.source is None
+    sae.save(tmp_path / "run" / "other")
+    with pytest.raises(ValueError, match="pick one"):  # two hook points: a checkpoint's, refused as before
+        load_sae(tmp_path / "run")

@@ -64,6 +64,7 @@ def load_sae(source: str | Path, hookpoint: str | None = None, device=None, revi
              **provenance) -> SAE:
     """Load an SAE from any supported layout into saelab's `SAE`: a local path, or hf://owner/repo[/subfolder].
 
+    A saelab run folder (`saelab train --out`, a `saelab frontier` point: one holding `sae/`) loads its SAE.
     `hookpoint` picks one SAE of a sparsify checkpoint (e.g. 'layers.8'). `provenance` overrides what the
     files say or lack (model=, site=, layer=), e.g. for a folder whose hook name saelab cannot read.
     The result keeps where it came from in `sae.cfg` (source, hook, model, site, layer).
@@ -77,6 +78,9 @@ def load_sae(source: str | Path, hookpoint: str | None = None, device=None, revi
             raise FileNotFoundError(f"{source} does not exist (for a Hugging Face Hub repo write "
                                     f"{HUB_PREFIX}{source})")
     kind = detect_format(path)
+    if kind == "sparsify_checkpoint" and hookpoint is None and hookpoints(path) == ["sae"] \
+            and detect_format(path / "sae") == "saelab":
+        path, kind = path / "sae", "saelab"  # a saelab run folder (`saelab train --out`, a frontier point)
     if kind == "openai":
         sae = from_openai(path, device=device)
     elif kind == "saelab":

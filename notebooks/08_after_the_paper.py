@@ -394,9 +394,10 @@ verdict("TopK reconstructs better than ReLU + L1 (the paper's own)", "topk", "re
 # %% [markdown]
 # ## 7 · Feature absorption, seen exactly
 #
-# Chanin et al. (2024) found latents in language-model SAEs that read as a clean "starts with S" yet stay silent on
-# some S-words, "short" for one: there a more specific latent fires instead, and its decoder row has taken in part of
-# the "starts with S" direction. Wherever a specific feature implies a general one, one latent can do the work of two,
+# Chanin et al. (2024) show, on a first-letter task, that seemingly monosemantic latents "fail to fire in cases where
+# they clearly should" (their abstract). Picture a latent that reads as a clean "starts with S" yet stays silent on
+# some S-words, "short" say (our illustration, not their example): there a more specific latent fires instead, and its
+# decoder row has taken in part of the "starts with S" direction. Wherever a specific feature implies a general one, one latent can do the work of two,
 # which is exactly what a sparsity budget rewards; the general latent then *looks* like "starts with S" but misses
 # words at random, and no dashboard shows it. That is feature absorption, the failure Matryoshka SAEs were designed
 # against.

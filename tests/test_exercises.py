@@ -52,18 +52,44 @@ def _per_latent_recovery(W, F):
     return (F @ Wn.T).max(0).values
 
 
+def _recovery_raw_features(W, F):
+    return (F @ (W / W.norm(dim=1, keepdim=True)).T).max(1).values
+
+
+def _recovery_columns(W, F):
+    return ((F / F.norm(dim=1, keepdim=True)) @ (W / W.norm(dim=0, keepdim=True)).T).max(1).values
+
+
+def _recovery_in_place(W, F):
+    W /= W.norm(dim=1, keepdim=True)
+    F /= F.norm(dim=1, keepdim=True)
+    return (F @ W.T).max(1).values
+
+
+def _recovery_squeezed(W, F):
+    return E.solutions.feature_recovery(W, F).squeeze()
+
+
 @pytest.mark.parametrize("wrong,message", [(_dot_recovery, "not cosines"), (_abs_recovery, "OPPOSITE way"),
-                                           (_per_latent_recovery, "one per TRUE feature")])
+                                           (_per_latent_recovery, "one per TRUE feature"),
+                                           (_recovery_raw_features, "normalise the true features too"),
+                                           (_recovery_columns, "COLUMNS"), (_recovery_in_place, "in place"),
+                                           (lambda W, F: E.solutions.feature_recovery(W, F).tolist(),
+                                            "return a tensor"),
+                                           (_recovery_squeezed, "one true feature and one decoder row.*shape")])
 def test_feature_recovery_check(wrong, message):
     E.check_feature_recovery(E.solutions.feature_recovery)
     _rejects(E.check_feature_recovery, wrong, message)
 
 
 def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates=True, best_first=True,
-           threshold=None, dead_if_any_zero=False):
+           threshold=None, dead_if_any_zero=False, normalise_features=True, strict=False, in_place=False):
     """latent_roles with one mistake switched on."""
     def fn(W, F, acts, thr=0.9):
         t = thr if threshold is None else threshold
+        if in_place:
+            W /= W.norm(dim=1, keepdim=True)
+        F = F / F.norm(dim=1, keepdim=True) if normalise_features else F
         cos = (W / W.norm(dim=1, keepdim=True) if normalise else W) @ F.T
         best, feat = (cos if signed else cos.abs()).max(1)
         alive = (acts != 0).all(0) if dead_if_any_zero else (acts > 0).any(0)
@@ -73,7 +99,7 @@ def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates
         order = best.argsort(descending=True, stable=True).tolist() if best_first else range(len(best))
         taken = set()
         for j in order:
-            if (alive[j] or dead_claims) and best[j] >= t:
+            if (alive[j] or dead_claims) and (best[j] > t if strict else best[j] >= t):
                 role = "duplicate" if duplicates and int(feat[j]) in taken else "feature"
                 taken.add(int(feat[j]))
                 if alive[j]:
@@ -88,6 +114,8 @@ def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates
     (_roles(duplicates=False), "is a 'duplicate'"), (_roles(best_first=False), "the lower index"),
     (_roles(threshold=0.9), "use the threshold argument"), (_roles(dead_if_any_zero=True), "EVERY row"),
     (lambda W, F, a, t=0.9: ["feature"] * F.shape[0], "one per LATENT"),
+    (_roles(normalise_features=False), "normalise the features too"), (_roles(strict=True), ">=, not >"),
+    (_roles(in_place=True), "in place"),
 ])
 def test_latent_roles_check(wrong, message):
     E.check_latent_roles(E.solutions.latent_roles)
@@ -139,8 +167,29 @@ def _mlp_output(model, ids, layer):
     return got["a"]
 
 
-@pytest.mark.parametrize("wrong,message", [(_block_input, "INPUT of block"), (_next_block, "off by one"),
-                                           (_hook_left_behind, "handle.remove"), (_mlp_output, "MLP")])
+def _hidden_states_after(model, ids, layer):
+    with torch.no_grad():
+        return model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+
+
+def _no_finally(model, ids, layer):
+    got = {}
+    handle = find_blocks(model)[layer].register_forward_hook(
+        lambda m, i, o: got.setdefault("a", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model(input_ids=ids)
+    handle.remove()
+    return got["a"]
+
+
+@pytest.mark.parametrize("wrong,message", [
+    (_block_input, "INPUT of block"), (_next_block, "off by one"), (_hook_left_behind, "handle.remove"),
+    (_mlp_output, "MLP"),
+    (lambda model, ids, layer: E.solutions.residual_after_block(model, ids, 2), "captured block 2 again"),
+    (_hidden_states_after, "final norm"),
+    (lambda model, ids, layer: E.solutions.residual_after_block(model, ids[:1], layer), "batch of 3.*shape"),
+    (_no_finally, "in a finally"),
+])
 def test_residual_after_block_check(tiny_lm, wrong, message):
     E.check_residual_after_block(E.solutions.residual_after_block, tiny_lm, 2)
     with pytest.raises(AssertionError, match=message):
@@ -162,10 +211,29 @@ def _topk_columns(pre, k):
     return torch.zeros_like(pre).scatter(0, top.indices, top.values.relu())
 
 
+def _topk_threshold(pre, k):
+    return torch.where(pre >= pre.topk(k, dim=-1).values[:, -1:], pre, 0.0).relu()
+
+
+def _topk_in_place(pre, k):
+    pre[pre < pre.topk(k, dim=-1).values[:, -1:]] = 0.0
+    return pre.relu()
+
+
+def _topk_squeezed(pre, k):
+    top = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, top.indices.squeeze(), top.values.squeeze().relu())
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_topk_no_relu, "ReLU"), (_topk_columns, "COLUMN"),
     (lambda p, k: E.solutions.topk_activation(p, k - 1), "not k - 1"),
     (lambda p, k: E.solutions.topk_activation(p, k + 1), "not k \\+ 1"),
+    (lambda p, k: E.solutions.topk_activation(p, 5), "with k = 1: row .* k the argument"),  # k ignored
+    (_topk_threshold, "keep exactly k even when several entries tie"),
+    (_topk_in_place, "in place"),
+    (_topk_squeezed, "with k = 1: your function raised RuntimeError"),
+    (lambda p, k: E.solutions.topk_activation(p.detach(), k), "carries no gradient"),
 ])
 def test_topk_activation_check(wrong, message):
     E.check_topk_activation(E.solutions.topk_activation)
@@ -177,6 +245,13 @@ def test_topk_activation_check(wrong, message):
     (lambda r, x: (r - x).pow(2).sum(-1).mean() / (x - x.mean()).pow(2).sum(-1).mean(), "mean VECTOR"),
     (lambda r, x: (r - x).pow(2).sum(-1).mean(), "plain MSE"),
     (lambda r, x: ((r - x).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(-1)).mean(), "per-token ratios"),
+    (lambda r, x: float(E.solutions.normalized_mse(r, x)), "return a tensor, not a float"),
+    (lambda r, x: E.solutions.normalized_mse(r, x).item(), "return a tensor, not a float"),
+    (lambda r, x: E.solutions.normalized_mse(r, x).detach(), "carries no gradient"),
+    (lambda r, x: E.solutions.normalized_mse(x, r), "SECOND argument"),
+    (lambda r, x: (r - x).pow(2).sum(-1).mean() / x.var(0).sum(), "\\(B - 1\\) / B"),
+    (lambda r, x: (r - x).pow(2).sum(-1).mean() / (x - x.mean(-1, keepdim=True)).pow(2).sum(-1).mean(), "dim=-1"),
+    (lambda r, x: E.solutions.normalized_mse(r, x).reshape(1), "expected shape \\(\\)"),
 ])
 def test_normalized_mse_check(wrong, message):
     E.check_normalized_mse(E.solutions.normalized_mse)
@@ -200,6 +275,25 @@ def _auxk(mask=True, detach=True, bias=None, normalize=True, use_k=True, relu=Tr
     return fn
 
 
+def _auxk_fixed_k(x, recon, pre, dead, W, k_aux):
+    return E.solutions.auxk_loss(x, recon, pre, dead, W, 2)
+
+
+def _auxk_no_clamp(x, recon, pre, dead, W, k_aux):
+    top = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1)
+    z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+    return E.solutions.normalized_mse(z @ W, (x - recon).detach())
+
+
+def _auxk_in_place(x, recon, pre, dead, W, k_aux):
+    pre.masked_fill_(~dead, float("-inf"))
+    return E.solutions.auxk_loss(x, recon, pre, dead, W, k_aux)
+
+
+def _auxk_detached_decoder(x, recon, pre, dead, W, k_aux):
+    return E.solutions.auxk_loss(x, recon, pre, dead, W.detach(), k_aux)
+
+
 def _auxk_with_bias(x, recon, pre, dead, W, k_aux):
     b_pre = x.mean(0) * 0 + 50.0  # the case's decoder bias
     return _auxk(bias=b_pre)(x, recon, pre, dead, W, k_aux)
@@ -210,7 +304,14 @@ def _auxk_with_bias(x, recon, pre, dead, W, k_aux):
                                            (_auxk_with_bias, "decoder bias"),
                                            (_auxk(normalize=False), "plain MSE"),
                                            (_auxk(use_k=False), "top k_aux"),
-                                           (_auxk(relu=False), "apply the ReLU")])
+                                           (_auxk(relu=False), "apply the ReLU"),
+                                           (_auxk_fixed_k, "with k_aux = 1: your result differs"),
+                                           (_auxk_no_clamp, "k_aux = 40, more than the 16 latents: your function "
+                                                            "raised"),
+                                           (_auxk_in_place, "changed pre_BN in place"),
+                                           (lambda *a: float(E.solutions.auxk_loss(*a)), "return a tensor"),
+                                           (lambda *a: E.solutions.auxk_loss(*a).detach(), "carries no gradient"),
+                                           (_auxk_detached_decoder, "no gradient reaches W_dec_ND")])
 def test_auxk_loss_check(wrong, message):
     E.check_auxk_loss(E.solutions.auxk_loss)
     _rejects(E.check_auxk_loss, wrong, message)

@@ -130,3 +130,14 @@ def expect_gradient(out, leaves: dict, what: str) -> None:
     grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
     for (name, _), g in zip(leaves.items(), grads):
         assert g is not None and bool(g.abs().sum() > 0), f"{what}: no gradient reaches {name}"
+
+
+def run_case(what: str, fn, *args, **kwargs):
+    """Call the learner's `fn` on one case; an exception becomes an AssertionError that names the case (`what`, e.g.
+    "with k = 1") and the error, so the learner sees which input broke it. A stub still stops as a stub."""
+    try:
+        return fn(*args, **kwargs)
+    except (NotWrittenYet, AssertionError):
+        raise
+    except Exception as err:
+        raise AssertionError(f"{what}: your function raised {type(err).__name__}: {err}") from err

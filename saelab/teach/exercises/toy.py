@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, exercise, expect_shape, passed
+from saelab.teach.exercises.base import diagnose, exercise, passed, run_case, same_output
 from saelab.teach.toy import feature_recovery
 
 ROLES = ("feature", "duplicate", "dead", "other")
@@ -18,7 +18,12 @@ def latent_roles(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, acts_BN: tor
     W = W_dec_ND.detach().float()
     W = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     F = features_FD.float() / features_FD.float().norm(dim=1, keepdim=True)
-    best_cos, best_f = (W @ F.T).max(dim=1)
+    return _assign_roles(W @ F.T, acts_BN, threshold)
+
+
+def _assign_roles(cos_NF: torch.Tensor, acts_BN: torch.Tensor, threshold: float) -> list[str]:
+    """latent_roles from the [latents, features] cosines."""
+    best_cos, best_f = cos_NF.max(dim=1)
     alive = (acts_BN > 0).any(dim=0)
     roles = ["dead" if not a else "other" for a in alive.tolist()]
     claimants = (alive & (best_cos >= threshold)).nonzero().squeeze(1).tolist()
@@ -32,27 +37,57 @@ def latent_roles(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, acts_BN: tor
 
 @exercise("0.1", feature_recovery)
 def check_feature_recovery(fn) -> None:
-    """`fn(W_dec_ND, features_FD) -> [F]`: per true feature, the largest cosine with any decoder row."""
+    """`fn(W_dec_ND, features_FD) -> [F]`: per true feature, the largest cosine with any decoder row.
+
+    Varies: decoder rows of different norms and signs, true features that are not unit vectors, one feature and one
+    row, more features than rows, a random case; the input tensors must come back unchanged (the notebook passes the
+    SAE's own decoder)."""
     F = torch.eye(3, 4)  # three true features along axes 0, 1, 2
     W = torch.tensor([[3.0, 0.0, 0.0, 0.0],   # feature 0, at norm 3
                       [0.0, -1.0, 0.0, 0.0],  # MINUS feature 1
                       [0.0, 0.6, 0.0, 0.8],   # partly feature 1
                       [0.0, 0.0, 0.5, 0.5],   # halfway to feature 2 (cosine 0.707)
                       [0.0, 0.0, 0.0, 1.0]])
-    got = fn(W.clone(), F.clone())
+    got = _recovery(fn, W, F, "on the first case")
     want = feature_recovery(W, F)
+    Wc = W / W.norm(dim=0, keepdim=True).clamp_min(1e-12)
     diagnose(got, [(torch.tensor([3.0, 0.6, 0.5]),
                     "the values are dot products, not cosines: normalise the decoder rows (a row of norm 3 "
                     "is not 3x as similar)"),
                    (torch.tensor([1.0, 1.0, 0.7071]),
                     "feature 1 scores 1 because a row points the OPPOSITE way: do not take abs(); with "
-                    "non-negative coefficients a flipped direction does not reconstruct the feature")], atol=1e-3)
+                    "non-negative coefficients a flipped direction does not reconstruct the feature"),
+                   ((F @ Wc.T).max(1).values,
+                    "you normalised the decoder's COLUMNS (dim=0): each row is one latent's direction, so divide each "
+                    "row by its own norm (dim=1)")], atol=1e-3)
     if tuple(torch.as_tensor(got).shape) == (5,):
         raise AssertionError("you returned one value per decoder row (5): return one per TRUE feature (3), the max "
                              "over the decoder rows")
-    expect_shape(got, (3,), "one value per true feature")
-    assert close(got, want, atol=1e-4), f"expected {want.tolist()}, got {torch.as_tensor(got).tolist()}"
+    same_output(got, want, "on the first case (3 features along axes 0-2, 5 decoder rows)", atol=1e-4)
+    scale = torch.tensor([[2.0], [0.5], [1.0]])
+    got = _recovery(fn, W, F * scale, "with true features of norms 2, 0.5 and 1")
+    diagnose(got, [(((F * scale) @ (W / W.norm(dim=1, keepdim=True)).T).max(1).values,
+                   "with true features of norms 2, 0.5 and 1 your values scale with those norms: normalise the true "
+                   "features too (a cosine divides by both norms)")], atol=1e-4)
+    same_output(got, want, "with true features of norms 2, 0.5 and 1 (the cosines do not change)", atol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    for what, (f, n, d) in {"with one true feature and one decoder row": (1, 1, 4),
+                            "with more true features (9) than decoder rows (4)": (9, 4, 5),
+                            "on a random case (12 features, 40 rows of random norms, d = 8)": (12, 40, 8)}.items():
+        Wr = torch.randn(n, d, generator=g) * (0.2 + 3 * torch.rand(n, 1, generator=g))
+        Fr = torch.randn(f, d, generator=g)
+        same_output(_recovery(fn, Wr, Fr, what), feature_recovery(Wr, Fr), what, atol=1e-4)
     passed("feature_recovery")
+
+
+def _recovery(fn, W, F, what):
+    """Run the learner's feature_recovery on copies; the inputs must come back unchanged."""
+    W_in, F_in = W.clone(), F.clone()
+    got = run_case(what, fn, W_in, F_in)
+    assert torch.equal(W_in, W), f"{what}: your function changed W_dec_ND in place (e.g. W /= norm): normalise a " \
+        "copy, since the notebook passes the SAE's own decoder"
+    assert torch.equal(F_in, F), f"{what}: your function changed features_FD in place: normalise a copy"
+    return got
 
 
 def _roles_case():
@@ -90,9 +125,13 @@ _ROLE_HINTS = {
 
 @exercise("0.2", latent_roles)
 def check_latent_roles(fn) -> None:
-    """`fn(W_dec_ND, features_FD, acts_BN, threshold) -> [N] roles`, each one of ROLES."""
+    """`fn(W_dec_ND, features_FD, acts_BN, threshold) -> [N] roles`, each one of ROLES.
+
+    Varies: a hand-made case where each latent has a known role (at thresholds 0.9 and 0.5), a cosine exactly at the
+    threshold (1.0), every latent dead, a single latent and a single row of codes, and a random case with true features
+    of random norms; the inputs must come back unchanged."""
     W, F, acts = _roles_case()
-    got = [str(r) for r in fn(W.clone(), F.clone(), acts.clone(), 0.9)]
+    got = _roles(fn, W, F, acts, 0.9, "on the hand-made case")
     want = latent_roles(W, F, acts, 0.9)
     if len(got) == F.shape[0]:
         raise AssertionError(f"you returned {len(got)} roles, one per true feature: return one per LATENT (decoder "
@@ -111,19 +150,48 @@ def check_latent_roles(fn) -> None:
         if got[j] != want[j]:
             raise AssertionError(f"latent {j}: expected {want[j]!r}, got {got[j]!r}. {_ROLE_HINTS[j]}")
     assert got == want, f"expected {want}, got {got}"
-    low = [str(r) for r in fn(W.clone(), F.clone(), acts.clone(), 0.5)]
+    low = _roles(fn, W, F, acts, 0.5, "with threshold=0.5")
     if low[3] != "feature":
         raise AssertionError("with threshold=0.5, latent 3 (cosine 0.6 to feature 1) is feature 1's latent, but you "
                              f"labelled it {low[3]!r}: use the threshold argument, not a fixed 0.9")
     assert low == latent_roles(W, F, acts, 0.5), f"threshold 0.5: expected {latent_roles(W, F, acts, 0.5)}, got {low}"
+    Fx, Wx = torch.eye(2, 3), torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # cosines exactly 1
+    ax = torch.ones(5, 3)
+    exact = _roles(fn, Wx, Fx, ax, 1.0, "with threshold=1.0 and rows exactly on the features")
+    if exact != latent_roles(Wx, Fx, ax, 1.0):
+        raise AssertionError(f"with threshold=1.0, latents 0 and 2 lie exactly on features 0 and 1 (cosine 1.0): "
+                             f"expected {latent_roles(Wx, Fx, ax, 1.0)}, got {exact}. A cosine of at least the "
+                             "threshold counts (>=, not >)")
+    for what, (Wc, Fc, ac) in {
+        "with every latent dead (acts_BN all zero)": (W, F, torch.zeros_like(acts)),
+        "with a single latent and a single row of codes": (Wx[:1], Fx, ax[:1, :1]),
+    }.items():
+        got_c, want_c = _roles(fn, Wc, Fc, ac, 0.9, what), latent_roles(Wc, Fc, ac, 0.9)
+        assert got_c == want_c, f"{what}: expected {want_c}, got {got_c}"
     g = torch.Generator().manual_seed(1)  # a random case: more latents than features, some dead
     Wr, Fr = torch.randn(40, 8, generator=g), torch.randn(12, 8, generator=g)
-    Fr = Fr / Fr.norm(dim=1, keepdim=True)  # true features are unit vectors, as in make_toy
+    Fr = Fr / Fr.norm(dim=1, keepdim=True)
     Wr[:12] = Fr + 0.15 * torch.randn(12, 8, generator=g)
     Wr[12:20] = 2.0 * Fr[:8] + 0.3 * torch.randn(8, 8, generator=g)
+    Fr = Fr * (0.3 + 2.0 * torch.rand(12, 1, generator=g))  # true features of random norms: cosines do not change
     ar = torch.rand(64, 40, generator=g) * (torch.rand(64, 40, generator=g) < 0.2)
     ar[:, [3, 15, 30]] = 0.0
-    got_r, want_r = [str(r) for r in fn(Wr, Fr, ar, 0.9)], latent_roles(Wr, Fr, ar, 0.9)
-    assert got_r == want_r, "a random case (40 latents, 12 features, 3 dead) disagrees at latents " \
+    what = "on a random case (40 latents, 12 true features of random norms, 3 latents dead)"
+    got_r, want_r = _roles(fn, Wr, Fr, ar, 0.9, what), latent_roles(Wr, Fr, ar, 0.9)
+    W_unit = Wr / Wr.norm(dim=1, keepdim=True)
+    if got_r != want_r and got_r == _assign_roles(W_unit @ Fr.T, ar, 0.9):
+        raise AssertionError(f"{what}: your roles follow the true features' norms: normalise the features too (a "
+                             "cosine divides by both norms; make_toy's happen to be unit vectors, others need not be)")
+    assert got_r == want_r, f"{what}: you disagree at latents " \
         f"{[j for j, (a, b) in enumerate(zip(got_r, want_r)) if a != b]}: expected {want_r}, got {got_r}"
     passed("latent_roles")
+
+
+def _roles(fn, W, F, acts, threshold, what) -> list[str]:
+    """Run the learner's latent_roles on copies; the inputs must come back unchanged."""
+    W_in, F_in, a_in = W.clone(), F.clone(), acts.clone()
+    got = [str(r) for r in run_case(what, fn, W_in, F_in, a_in, threshold)]
+    assert torch.equal(W_in, W) and torch.equal(F_in, F) and torch.equal(a_in, acts), \
+        f"{what}: your function changed its inputs in place (e.g. W /= norm): work on copies, since the notebook " \
+        "passes the SAE's own decoder"
+    return got

@@ -825,16 +825,27 @@ def test_notebook_07_solutions_pass_their_checks(tiny_lm, number, check, needs_l
 
 
 # ---- 02 build your own ---------------------------------------------------------------------------------------
-def _sae_variant(encoder="transpose", normalize=True, centre=True, sub_pre=True, add_pre=True, clamp=True):
+def _sae_variant(encoder="transpose", normalize=True, centre=True, sub_pre=True, add_pre=True, clamp=True,
+                 draw="seed", use_k=True, b_enc="zeros", detach=False):
+    """MyTopKSAE with one mistake switched on."""
     B = E.build
 
     class Variant(B.MyTopKSAE):
         def __init__(self, d, n, k, seed=0):
             super().__init__(d, n, k, seed)
-            if encoder == "random":
-                g = torch.Generator().manual_seed(seed + 99)
-                with torch.no_grad():
+            g = torch.Generator().manual_seed(seed + 99)
+            with torch.no_grad():
+                if encoder == "random":
                     self.W_enc.copy_(torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1))
+                if draw != "seed":  # torch's global state, or a fixed seed whatever the argument
+                    W = torch.randn(n, d) if draw == "global" else torch.randn(n, d, generator=torch.Generator())
+                    self.W_dec.copy_(torch.nn.functional.normalize(W, dim=1))
+                    self.W_enc.copy_(self.W_dec)
+                if b_enc == "random":
+                    self.b_enc.copy_(0.1 * torch.randn(n, generator=g))
+            if b_enc == "tensor":  # not registered as a parameter
+                del self.b_enc
+                self.b_enc = torch.zeros(n, requires_grad=True)
 
         def forward(self, x, k=None):
             x_n = x
@@ -843,7 +854,9 @@ def _sae_variant(encoder="transpose", normalize=True, centre=True, sub_pre=True,
                 norm = x_n.norm(dim=-1, keepdim=True)
                 x_n = x_n / (norm.clamp_min(1e-8) if clamp else norm)
             pre = ((x_n - self.b_pre) if sub_pre else x_n) @ self.W_enc.T + self.b_enc
-            z = E.solutions.topk_activation(pre, k or self.k)
+            if detach:
+                pre = pre.detach()
+            z = E.solutions.topk_activation(pre, (k or self.k) if use_k else self.k)
             return z @ self.W_dec + (self.b_pre if add_pre else 0), x_n, pre, z
     return Variant
 
@@ -853,7 +866,13 @@ def _sae_variant(encoder="transpose", normalize=True, centre=True, sub_pre=True,
                                            (_sae_variant(centre=False), "not centred"),
                                            (_sae_variant(sub_pre=False), "subtract b_pre"),
                                            (_sae_variant(add_pre=False), "add b_pre back"),
-                                           (_sae_variant(clamp=False), "clamp the norm")])
+                                           (_sae_variant(clamp=False), "clamp the norm"),
+                                           (_sae_variant(draw="global"), "global random state"),
+                                           (_sae_variant(draw="fixed"), "use the seed argument"),
+                                           (_sae_variant(use_k=False), "use the k argument"),
+                                           (_sae_variant(b_enc="random"), "b_enc should start at zero"),
+                                           (_sae_variant(b_enc="tensor"), "b_enc is not an nn.Parameter"),
+                                           (_sae_variant(detach=True), "no gradient reaches W_enc")])
 def test_my_sae_check(wrong, message):
     E.check_my_sae(E.solutions.MyTopKSAE)
     _rejects(E.check_my_sae, wrong, message)
@@ -871,11 +890,29 @@ def _renorm_columns(W):
     W.data /= W.data.norm(dim=0, keepdim=True)
 
 
+def _renorm_global(W):
+    W.data /= W.data.norm()
+
+
+def _project_the_weights(W):
+    W.data -= (W.grad * W.data).sum(-1, keepdim=True) * W.data  # the weights instead of their gradient
+
+
+def _project_unit_rows_only(W):
+    """Skips rows past the first 8 (a loop over a fixed range instead of every row)."""
+    g = W.grad[:8]
+    g -= (g * W.data[:8]).sum(-1, keepdim=True) * W.data[:8]
+
+
 @pytest.mark.parametrize("project,renorm,message", [
     (_grad_removed, E.solutions.renormalize_decoder_, "whole gradient is gone"),
     (_grad_dim0, E.solutions.renormalize_decoder_, "summed over rows"),
     (lambda W: None, E.solutions.renormalize_decoder_, "gradient is unchanged"),
     (E.solutions.constrain_decoder_grad_, _renorm_columns, "ROW by its norm"),
+    (E.solutions.constrain_decoder_grad_, lambda W: None, "every row must have norm 1"),  # the decoder drifts
+    (E.solutions.constrain_decoder_grad_, _renorm_global, "every row must have norm 1"),
+    (_project_the_weights, E.solutions.renormalize_decoder_, "changed W_dec itself"),
+    (_project_unit_rows_only, E.solutions.renormalize_decoder_, "the projected gradient"),
 ])
 def test_decoder_constraint_check(project, renorm, message):
     E.check_decoder_constraint(E.solutions.constrain_decoder_grad_, E.solutions.renormalize_decoder_)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from saelab.sae.input_norm import normalize
-from saelab.teach.exercises.base import diagnose, exercise, passed
+from saelab.teach.exercises.base import diagnose, exercise, expect_gradient, passed, run_case, same_output
 from saelab.teach.exercises.training import auxk_loss, normalized_mse, topk_activation
 
 
@@ -96,33 +96,28 @@ def train_my_sae(sae, x_TD: torch.Tensor, steps: int, batch: int, lr: float, k_a
 # ---- checks --------------------------------------------------------------------------------------------------
 @exercise("2.4", MyTopKSAE)
 def check_my_sae(cls) -> None:
-    """`cls(d, n, k, seed)` must build the paper's initialisation and forward pass."""
+    """`cls(d, n, k, seed)` must build the paper's initialisation and forward pass.
+
+    Varies: (d, n, k) = (12, 48, 4), (5, 7, 1) and (6, 6, 6) (k = n); the seed (the same seed gives the same weights,
+    another seed other weights); forward's k argument (Multi-TopK in 2.6 calls `sae(x, k=4 * sae.k)`); batches of 16
+    rows (one all zero) and of one row. Every output is compared with the reference built from the same weights, and
+    the gradient of the reconstruction must reach all four parameters."""
     d, n, k = 12, 48, 4
-    sae = cls(d, n, k, seed=3)
-    for name, shape in (("W_enc", (n, d)), ("W_dec", (n, d)), ("b_enc", (n,)), ("b_pre", (d,))):
-        got = tuple(getattr(sae, name).shape) if hasattr(sae, name) else None
-        assert got == shape, f"self.{name} should be an nn.Parameter of shape {shape}, got {got}"
-    norms = sae.W_dec.detach().norm(dim=1)
-    assert torch.allclose(norms, torch.ones(n), atol=1e-5), \
-        f"decoder rows have norms {float(norms.min()):.3f}-{float(norms.max()):.3f}: start them at unit norm"
-    if not torch.allclose(sae.W_enc.detach(), sae.W_dec.detach(), atol=1e-6):
-        raise AssertionError("W_enc is not the decoder's transpose: initialise the encoder as W_dec (rows here), "
-                             "the paper's fix against dead latents (section 2.4)")
-    assert sae.W_enc.data_ptr() != sae.W_dec.data_ptr(), "W_enc and W_dec share memory: clone, then train apart"
+    sae = run_case(f"building cls({d}, {n}, {k}, seed=3)", cls, d, n, k, seed=3)
+    _check_init(sae, cls, d, n, k, seed=3)
     g = torch.Generator().manual_seed(0)
     x = 3.0 + 2.0 * torch.randn(16, d, generator=g)
     x[-1] = 0.0  # an all-zero sample (the toy data has some: no feature active)
     with torch.no_grad():
         sae.b_pre.copy_(0.1 * torch.randn(d, generator=g))
         sae.b_enc.copy_(0.05 * torch.randn(n, generator=g))
-        out = sae(x)
+        out = run_case("calling forward(x)", sae, x)
         assert isinstance(out, tuple) and len(out) == 4, "return (recon, x_n, pre, z) from forward"
         recon, x_n, pre, z = out
         if not torch.isfinite(x_n).all():
             raise AssertionError("x_n has NaN or inf for an all-zero sample: its norm is 0, so clamp the norm before "
                                  "dividing (norm.clamp_min(1e-8)); normalize_tokens does")
-        ref = MyTopKSAE(d, n, k)
-        ref.load_state_dict({name: getattr(sae, name).detach() for name in ("W_enc", "W_dec", "b_enc", "b_pre")})
+        ref = _reference_like(sae)
         want = ref(x)
         raw_pre = (x - sae.b_pre) @ sae.W_enc.T + sae.b_enc
         diagnose(x_n, [(x, "x_n is the raw input: normalise each token (subtract its mean over d, divide by its "
@@ -137,17 +132,78 @@ def check_my_sae(cls) -> None:
         assert torch.allclose(z, want[3], atol=1e-5), "z should be topk_activation(pre, k) (exercise 2.1)"
         diagnose(recon, [(z @ sae.W_dec, "add b_pre back after decoding: recon = z @ W_dec + b_pre")])
         assert torch.allclose(recon, want[0], atol=1e-5), "recon should be z @ W_dec + b_pre"
+        for kk in (1, 12, n):
+            what = f"forward(x, k={kk}) with self.k = {k}"
+            got = run_case(what, sae, x, k=kk)
+            if torch.equal(got[3] != 0, z != 0):
+                raise AssertionError(f"{what} kept the same latents as forward(x): use the k argument when it is "
+                                     "given (k or self.k); exercise 2.6's Multi-TopK calls sae(x, k=4 * sae.k)")
+            same_output(tuple(got), tuple(ref(x, k=kk)), f"{what} (recon, x_n, pre, z)")
+    for (dd, nn_, kk), rows in (((5, 7, 1), 16), ((6, 6, 6), 16), ((5, 7, 1), 1)):
+        what = f"with d = {dd}, n = {nn_}, k = {kk} and a batch of {rows} row{'s' * (rows > 1)}"
+        other = run_case(f"building cls({dd}, {nn_}, {kk}, seed=0)", cls, dd, nn_, kk, seed=0)
+        _check_init(other, cls, dd, nn_, kk, seed=0)
+        with torch.no_grad():
+            other.b_pre.copy_(0.1 * torch.randn(dd, generator=g))
+            other.b_enc.copy_(0.05 * torch.randn(nn_, generator=g))
+            xs = 1.0 + torch.randn(rows, dd, generator=g)
+            same_output(tuple(run_case(what, other, xs)), tuple(_reference_like(other)(xs)),
+                        f"{what} (recon, x_n, pre, z)")
+    params = {name: getattr(sae, name) for name in ("W_enc", "W_dec", "b_enc", "b_pre")}
+    expect_gradient(run_case("forward(x) with gradients on", sae, x)[0], params,
+                    "the reconstruction (exercise 2.6 trains all four parameters through it)")
     passed("MyTopKSAE")
+
+
+def _check_init(sae, cls, d: int, n: int, k: int, seed: int) -> None:
+    """The paper's initialisation: unit-norm decoder rows, the encoder its transpose (apart in memory), zero biases,
+    drawn from the seed's generator; all four registered as parameters."""
+    registered = dict(sae.named_parameters())
+    for name, shape in (("W_enc", (n, d)), ("W_dec", (n, d)), ("b_enc", (n,)), ("b_pre", (d,))):
+        got = tuple(getattr(sae, name).shape) if hasattr(sae, name) else None
+        assert got == shape, f"self.{name} should be an nn.Parameter of shape {shape}, got {got}"
+        assert name in registered, f"self.{name} is not an nn.Parameter: wrap it in nn.Parameter(...), or " \
+            "sae.parameters() (and so Adam) never sees it"
+    assert getattr(sae, "k", None) == k, f"self.k should be {k}, the k given to the constructor"
+    norms = sae.W_dec.detach().norm(dim=1)
+    assert torch.allclose(norms, torch.ones(n), atol=1e-5), \
+        f"decoder rows have norms {float(norms.min()):.3f}-{float(norms.max()):.3f}: start them at unit norm"
+    if not torch.allclose(sae.W_enc.detach(), sae.W_dec.detach(), atol=1e-6):
+        raise AssertionError("W_enc is not the decoder's transpose: initialise the encoder as W_dec (rows here), "
+                             "the paper's fix against dead latents (section 2.4)")
+    assert sae.W_enc.data_ptr() != sae.W_dec.data_ptr(), "W_enc and W_dec share memory: clone, then train apart"
+    for name in ("b_enc", "b_pre"):
+        assert not getattr(sae, name).detach().any(), f"self.{name} should start at zero"
+    again = cls(d, n, k, seed=seed)
+    assert torch.equal(again.W_dec.detach(), sae.W_dec.detach()), \
+        f"two SAEs built with seed={seed} have different decoders: draw from torch.Generator().manual_seed(seed), " \
+        "not from torch's global random state"
+    other = cls(d, n, k, seed=seed + 1)
+    assert not torch.equal(other.W_dec.detach(), sae.W_dec.detach()), \
+        f"seed={seed} and seed={seed + 1} give the same decoder: use the seed argument"
+
+
+def _reference_like(sae) -> MyTopKSAE:
+    """The reference SAE holding `sae`'s four parameters."""
+    n, d = sae.W_dec.shape
+    ref = MyTopKSAE(d, n, sae.k)
+    ref.load_state_dict({name: getattr(sae, name).detach() for name in ("W_enc", "W_dec", "b_enc", "b_pre")})
+    return ref
 
 
 @exercise("2.5", constrain_decoder_grad_, renormalize_decoder_)
 def check_decoder_constraint(project, renormalize) -> None:
-    """Exercise 2.5: the projection leaves no gradient along any row; the renormalisation makes rows unit norm."""
+    """Exercise 2.5: the projection leaves no gradient along any row and changes nothing else; the renormalisation
+    makes every row unit norm and keeps its direction. Varies the shape (10 x 6, one row,
+    fewer rows than dimensions, many more), rows whose gradient is already orthogonal (unchanged) or zero, and row
+    norms from 0.01 to 100."""
     g = torch.Generator().manual_seed(0)
     W = nn.Parameter(torch.nn.functional.normalize(torch.randn(10, 6, generator=g), dim=1))
     grad = torch.randn(10, 6, generator=g)
-    W.grad = grad.clone()
-    project(W)
+    W.grad, before = grad.clone(), W.data.clone()
+    run_case("calling constrain_decoder_grad_", project, W)
+    assert torch.equal(W.data, before), "constrain_decoder_grad_ changed W_dec itself: it changes only W_dec.grad " \
+        "(the optimiser step, then the renormalisation, change the weights)"
     along = (W.grad * W.data).sum(-1)
     diagnose(W.grad, [(torch.zeros_like(grad), "the whole gradient is gone: remove only its component ALONG each "
                                                 "row, (g . w) w"),
@@ -157,13 +213,34 @@ def check_decoder_constraint(project, renormalize) -> None:
     assert float(along.abs().max()) < 1e-5, "the projected gradient still has a component along some rows"
     assert torch.allclose(W.grad, grad - (grad * W.data).sum(-1, keepdim=True) * W.data, atol=1e-5), \
         "remove (g . w) w from each row's gradient g, and nothing else"
+    for what, (n, d) in {"with one row (1 x 4)": (1, 4), "with fewer rows than dimensions (3 x 8)": (3, 8),
+                         "with many more rows than dimensions (64 x 3)": (64, 3)}.items():
+        W = nn.Parameter(torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1))
+        grad = torch.randn(n, d, generator=g)
+        if n > 2:  # a row whose gradient is already orthogonal to it (unchanged), and a row with no gradient
+            grad[1] -= (grad[1] @ W.data[1]) * W.data[1]
+            grad[2] = 0.0
+        W.grad, before = grad.clone(), W.data.clone()
+        run_case(what, project, W)
+        assert torch.equal(W.data, before), f"{what}: constrain_decoder_grad_ changed W_dec itself: it changes only " \
+            "W_dec.grad (the renormalisation comes after the optimiser step)"
+        same_output(W.grad, grad - (grad * before).sum(-1, keepdim=True) * before,
+                    f"{what}: the projected gradient", atol=1e-5)
+    W = nn.Parameter(torch.nn.functional.normalize(torch.randn(10, 6, generator=g), dim=1))
     with torch.no_grad():
         W.data *= torch.linspace(0.5, 2.0, 10)[:, None]
     direction = W.data / W.data.norm(dim=1, keepdim=True)
-    renormalize(W)
+    run_case("calling renormalize_decoder_", renormalize, W)
     assert torch.allclose(W.data.norm(dim=1), torch.ones(10), atol=1e-5), \
         "after renormalize_decoder_ every row must have norm 1 (divide each ROW by its norm, dim=-1, in place)"
     assert torch.allclose(W.data, direction, atol=1e-5), "renormalising must keep each row's direction"
+    for what, (n, d) in {"with one row (1 x 4)": (1, 4), "with row norms from 0.01 to 100 (16 x 5)": (16, 5),
+                         "with many more rows than dimensions (64 x 3)": (64, 3)}.items():
+        rows = torch.randn(n, d, generator=g)
+        rows = rows / rows.norm(dim=1, keepdim=True) * torch.logspace(-2, 2, n)[:, None]
+        W = nn.Parameter(rows.clone())
+        run_case(what, renormalize, W)
+        same_output(W.data, rows / rows.norm(dim=1, keepdim=True), f"{what}: the renormalised rows", atol=1e-5)
     passed("decoder constraint")
 
 

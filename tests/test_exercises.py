@@ -977,6 +977,108 @@ def test_training_check_rejects_wrong_assemblies_by_name(toy_x, loop, cls, messa
         E.check_training(loop, cls, toy_x, steps=150, multi_topk_steps=150)
 
 
+def _loop(mistake):
+    """The reference training loop with one mistake switched on (all of them caught on the dead-latent case)."""
+    from saelab.teach.exercises.build import constrain_decoder_grad_, normalize_tokens, renormalize_decoder_
+
+    def fn(sae, x_TD, steps, batch, lr, k_aux, dead_steps, aux_coef=1 / 32, multi_topk=False, seed=0):
+        g = torch.Generator().manual_seed(0 if mistake == "seed ignored" else seed)
+        with torch.no_grad():
+            sae.b_pre.copy_(normalize_tokens(x_TD[:8192]).mean(0))
+        opt = torch.optim.Adam(sae.parameters(), lr=2e-3 if mistake == "lr ignored" else lr, betas=(0.9, 0.999),
+                               eps=6.25e-10)
+        since = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
+        history = []
+        for _ in range(steps):
+            rows = 512 if mistake == "batch ignored" else batch
+            pick = torch.randint(len(x_TD), (rows,)) if mistake == "global rng" else \
+                torch.randint(len(x_TD), (rows,), generator=g)
+            recon, x_n, pre, z = sae(x_TD[pick])
+            loss = E.solutions.normalized_mse(recon, x_n)
+            since += 1
+            if mistake != "count never reset":
+                since[(z > 0).any(0)] = 0
+            dead = {"no tracking": ~(z > 0).any(0),  # "dead" = did not fire in this batch
+                    "every latent dead": torch.ones_like(since, dtype=torch.bool)}.get(
+                mistake, since > (50 if mistake == "dead_steps ignored" else dead_steps))
+            ka = 32 if mistake == "k_aux ignored" else k_aux
+            coef = 1 / 32 if mistake == "aux_coef ignored" else aux_coef
+            total = loss
+            if mistake != "no AuxK" and ka and dead.any():
+                total = loss + coef * E.solutions.auxk_loss(x_n, recon, pre, dead, sae.W_dec, ka)
+            opt.zero_grad()
+            total.backward()
+            constrain_decoder_grad_(sae.W_dec)
+            opt.step()
+            renormalize_decoder_(sae.W_dec)
+            history.append(float(total.detach() if mistake == "total loss returned" else loss.detach()))
+        return history[:-1] if mistake == "one loss short" else history
+    return fn
+
+
+@pytest.mark.parametrize("mistake,message", [
+    ("no AuxK", "never received a gradient: add aux_coef \\* auxk_loss"),
+    ("no tracking", "at step 1 latent .* without firing .* after only 1 step"),
+    ("every latent dead", "at step 1 latent .* without firing"),
+    ("count never reset", "received a gradient without firing .* Count, per latent"),
+    ("dead_steps ignored", "reached them only from step 51: use the dead_steps argument"),
+    ("k_aux ignored", "with k_aux=0, latent .* use the k_aux argument"),
+    ("aux_coef ignored", "with aux_coef=0, latent .* aux_coef argument"),
+    ("seed ignored", "use the seed argument"),
+    ("global rng", "torch.Generator\\(\\).manual_seed\\(seed\\)"),
+    ("total loss returned", "without the AuxK or Multi-TopK terms"),
+    ("lr ignored", "use the lr argument"),
+    ("batch ignored", "use the batch argument"),
+    ("one loss short", "one training loss per step"),
+])
+def test_training_check_rejects_loops_that_mishandle_dead_latents_or_ignore_an_argument(toy_x, mistake, message):
+    """Each is caught on the dead-latent case, before the (minute-long) comparison with Trainer."""
+    with pytest.raises(AssertionError, match=message):
+        E.check_training(_loop(mistake), E.solutions.MyTopKSAE, toy_x, steps=150, multi_topk_steps=150)
+
+
+def test_the_dead_latent_case_separates_auxk_from_no_auxk():
+    """On DeadCase (96 of 128 latents start dead), saelab's Trainer and the reference loop revive most of them with
+    AuxK and none without; the reference loop passes the case's step-by-step reading."""
+    import tempfile
+    from pathlib import Path
+
+    from saelab.acts.cache import cache_from_tensor
+    from saelab.teach.exercises.loop_watch import DeadCase, LoopWatch, check_dead_latent_handling, revived_share
+    from saelab.training.trainer import TrainConfig, Trainer
+
+    case = DeadCase()
+    x, held = case.data()
+    shares = {}
+    for k_aux in (case.k_aux, 0):
+        sae = E.solutions.MyTopKSAE(case.d, case.n, case.k)
+        case.kill_(sae)
+        watch = LoopWatch(sae)
+        with watch.watching():
+            history = E.solutions.train_my_sae(sae, x, steps=case.steps, batch=case.batch, lr=case.lr, k_aux=k_aux,
+                                               dead_steps=case.dead_steps)
+        if k_aux:
+            check_dead_latent_handling(watch, history, case)
+        with torch.no_grad():
+            shares[("reference loop", k_aux)] = revived_share((sae(held)[3] > 0).any(0), case)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(n_latents=case.n, k=case.k, k_aux=k_aux, batch_size=case.batch, lr=case.lr,
+                              epochs=case.steps * case.batch / len(x), warmup_frac=0.0, decay_frac=0.0,
+                              bias_init="mean", dead_tokens=case.dead_steps * case.batch, eval_every=10**9,
+                              checkpoint_every=0, progress=False)
+            trainer = Trainer(cfg, cache_from_tensor(x, Path(tmp) / "cache", name="dead"), Path(tmp) / "run")
+            case.kill_(trainer.sae)
+            trainer.train()
+            with torch.no_grad():
+                out = trainer.sae.encode(held)
+            fired = torch.zeros(case.n, dtype=torch.bool)
+            fired[out.top_idx_BK[out.top_acts_BK > 0]] = True
+            shares[("Trainer", k_aux)] = revived_share(fired, case)
+    for who in ("reference loop", "Trainer"):
+        assert shares[(who, case.k_aux)] > 0.6, shares  # measured 0.84 and 0.94
+        assert shares[(who, 0)] == 0.0, shares
+
+
 # ---- every notebook -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")), ids=lambda p: p.stem)
 def test_every_notebook_has_stubbed_checked_exercises(path):

@@ -16,6 +16,13 @@ from torch import nn
 
 from saelab.sae.input_norm import normalize
 from saelab.teach.exercises.base import diagnose, exercise, expect_gradient, passed, run_case, same_output
+from saelab.teach.exercises.loop_watch import (
+    DeadCase,
+    LoopWatch,
+    check_aux_off,
+    check_dead_latent_handling,
+    revived_share,
+)
 from saelab.teach.exercises.training import auxk_loss, normalized_mse, topk_activation
 
 
@@ -248,31 +255,41 @@ def check_decoder_constraint(project, renormalize) -> None:
 def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int = 512, lr: float = 2e-3,
                    n: int = 256, k: int = 8, k_aux: int = 32, dead_steps: int = 50,
                    multi_topk_steps: int = 0) -> None:
-    """Exercise 2.6: train the learner's SAE with the learner's loop and saelab's `Trainer` with the same settings
-    (constant lr, b_pre the mean, the same data); their held-out normalized MSE must agree within 10%.
+    """Exercise 2.6: the learner's loop on a toy case where 3/4 of the latents start dead, then beside saelab's
+    `Trainer` with the same settings (constant lr, b_pre the mean, the same data): their held-out normalized MSE must
+    agree within 10%.
 
-    While the learner's loop runs, `torch.optim.Adam` is watched: at every `opt.step()` the decoder's gradient must
-    have no component along its rows (the projection ran first) and the rows must be unit norm (the previous step
-    renormalised), with the paper's betas and epsilon. `multi_topk_steps` > 0 also trains with `multi_topk=True`
-    and compares the reconstruction at 4k with `Trainer`'s Multi-TopK SAE."""
+    Every run is watched (`LoopWatch`): at each `opt.step()` the decoder's gradient must have no component along its
+    rows and the rows must be unit norm (else the decoder drifts), Adam with the paper's betas and epsilon and the
+    given lr, batches of the given size, one loss and one optimiser step per step. The dead case (`DeadCase`) varies
+    k_aux (0 switches AuxK off), aux_coef (0 too) and the seed (the same seed repeats the run, another changes it);
+    in its full run only latents that have not fired for about dead_steps steps may get a gradient without firing,
+    they must get it (AuxK), each returned loss must be that step's normalized MSE, and at least 20% of the dead
+    latents must fire again on held-out samples (saelab's Trainer revives most of them with AuxK and none without:
+    tests/test_exercises.py). `multi_topk_steps` > 0 also trains with `multi_topk=True` and compares the
+    reconstruction at 4k with `Trainer`'s Multi-TopK SAE."""
     import tempfile
     from pathlib import Path
 
     from saelab.acts.cache import cache_from_tensor
     from saelab.training.trainer import TrainConfig, Trainer
 
+    revived = _check_dead_latents(train_fn, sae_cls)  # first: it takes seconds, the comparison below a minute
     x_TD = x_TD.float()
     held, train = x_TD[:2048], x_TD[2048:]
-    sae = sae_cls(x_TD.shape[1], n, k, seed=0)
-    with _AdamSpy.watching(sae) as spy:
-        history = train_fn(sae, train, steps=steps, batch=batch, lr=lr, k_aux=k_aux, dead_steps=dead_steps)
-    assert len(history) == steps, f"return one training loss per step ({steps}), got {len(history)}"
-    spy.verdict()
+    sae = run_case(f"building sae_cls({x_TD.shape[1]}, {n}, {k}, seed=0)", sae_cls, x_TD.shape[1], n, k, seed=0)
+    watch = LoopWatch(sae)
+    with watch.watching():
+        history = run_case("running your loop", train_fn, sae, train, steps=steps, batch=batch, lr=lr, k_aux=k_aux,
+                           dead_steps=dead_steps)
+    _check_run(watch, history, sae, steps, batch, lr)
     with torch.no_grad():
         recon, x_n, _, z = sae(held)
         mine = float(normalized_mse(recon, x_n))
-        norms = sae.W_dec.norm(dim=1)
         dead_mine = float(((z > 0).sum(0) == 0).float().mean())
+    if mine != mine:
+        raise AssertionError("the held-out normalized MSE is NaN: look for a division by a zero norm (all-zero "
+                             "samples)")
     with tempfile.TemporaryDirectory() as tmp:
         cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
         cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
@@ -284,13 +301,7 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
 
         ref = reconstruction_metrics(trainer.sae, held)
     report = {"yours": mine, "Trainer": ref["nmse"], "your never-fired share": dead_mine,
-              "Trainer's never-fired share": ref["dead_eval_frac"]}
-    if not all(h == h for h in history) or mine != mine:
-        raise AssertionError("the loss became NaN: look for a division by a zero norm (all-zero samples) or a "
-                             "normalized MSE over an empty set of dead latents")
-    if float((norms - 1).abs().max()) > 1e-3:
-        raise AssertionError(f"your decoder rows ended at norms {float(norms.min()):.3f}-{float(norms.max()):.3f}: "
-                             "call renormalize_decoder_ after every optimiser step")
+              "Trainer's never-fired share": ref["dead_eval_frac"], "dead latents your loop revived": revived}
     if mine > 1.1 * ref["nmse"]:
         hints = []
         fresh = sae_cls(x_TD.shape[1], n, k, seed=0)
@@ -313,62 +324,63 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     print({key: round(value, 4) for key, value in report.items()})
 
 
-class _AdamSpy:
-    """Replaces `torch.optim.Adam` while the learner's loop runs and records, at each `step()`, how much of the
-    decoder's gradient lies along its rows and how far the rows are from unit norm."""
+def _check_run(watch: LoopWatch, history, sae, steps: int, batch: int, lr: float) -> None:
+    """What every run must do: one loss per step, one optimiser step per step, Adam as the paper with the given lr,
+    batches of the given size, the decoder constrained at every step and unit norm at the end, no NaN."""
+    assert len(history) == steps, f"return one training loss per step ({steps}), got {len(history)}"
+    watch.verdict(lr)
+    if watch.steps and watch.steps != steps:
+        raise AssertionError(f"your loop made {watch.steps} optimiser steps for steps={steps}: one opt.step() per step")
+    first = watch.training_calls()[:1]
+    if first and first[0].rows != batch:
+        raise AssertionError(f"your loop's training batches have {first[0].rows} rows, but the check passed "
+                             f"batch={batch}: use the batch argument")
+    if not all(float(h) == float(h) for h in history):
+        raise AssertionError("the loss became NaN: look for a division by a zero norm (all-zero samples) or a "
+                             "normalized MSE over an empty set of dead latents")
+    norms = sae.W_dec.detach().norm(dim=1)
+    if float((norms - 1).abs().max()) > 1e-3:
+        raise AssertionError(f"your decoder rows ended at norms {float(norms.min()):.3f}-{float(norms.max()):.3f}: "
+                             "the decoder drifts; call renormalize_decoder_ after every optimiser step")
 
-    def __init__(self, sae):
-        self.sae, self.along, self.off_norm, self.settings, self.steps = sae, [], [], [], 0
 
-    @classmethod
-    def watching(cls, sae):
-        from contextlib import contextmanager
+def _check_dead_latents(train_fn, sae_cls) -> float:
+    """Run the learner's loop on `DeadCase` (3/4 of the latents start dead): AuxK switched off by k_aux = 0 and by
+    aux_coef = 0, the seed, then the full run. Returns the share of the dead latents that fire again."""
+    case = DeadCase()
+    x, held = case.data()
 
-        spy = cls(sae)
-        original = torch.optim.Adam
+    def run(what: str, steps: int, **changes):
+        sae = sae_cls(case.d, case.n, case.k, seed=0)
+        case.kill_(sae)
+        watch = LoopWatch(sae)
+        kwargs = dict(steps=steps, batch=case.batch, lr=case.lr, k_aux=case.k_aux, dead_steps=case.dead_steps)
+        with watch.watching():
+            history = run_case(what, train_fn, sae, x, **{**kwargs, **changes})
+        return sae, watch, [float(h) for h in history]
 
-        class Watched(original):
-            def __init__(self, params, *args, **kwargs):
-                super().__init__(params, *args, **kwargs)
-                spy.settings.append((tuple(self.defaults["betas"]), self.defaults["eps"]))
-
-            @torch.no_grad()
-            def step(self, closure=None):
-                W = spy.sae.W_dec
-                if W.grad is not None:
-                    rows = W.detach()
-                    along = (W.grad * rows).sum(-1).abs() / W.grad.norm(dim=-1).clamp_min(1e-12)
-                    spy.along.append(float(along.max()))
-                    spy.off_norm.append(float((rows.norm(dim=-1) - 1).abs().max()))
-                spy.steps += 1
-                return super().step(closure)
-
-        @contextmanager
-        def patched():
-            torch.optim.Adam = Watched
-            try:
-                yield spy
-            finally:
-                torch.optim.Adam = original
-        return patched()
-
-    def verdict(self) -> None:
-        if not self.steps:
-            print("note: your loop did not step torch.optim.Adam (another optimiser, or Adam imported under another "
-                  "name), so the check could not watch the decoder constraint at each step; it still compares the "
-                  "result with Trainer")
-            return
-        if self.settings and self.settings[0] != ((0.9, 0.999), 6.25e-10):
-            (b1, b2), eps = self.settings[0]
-            raise AssertionError(f"Adam with betas ({b1}, {b2}) and eps {eps:g}: the paper uses betas (0.9, 0.999) "
-                                 "and eps 6.25e-10")
-        if self.off_norm and max(self.off_norm[1:] or [0.0]) > 1e-3:
-            raise AssertionError(f"at opt.step() some decoder rows are {max(self.off_norm[1:]):.3f} away from unit "
-                                 "norm: call renormalize_decoder_ after every optimiser step")
-        if self.along and max(self.along[1:] or self.along) > 1e-3:
-            raise AssertionError(f"at opt.step() the decoder gradient still points along its rows (up to "
-                                 f"{max(self.along):.2f} of a row's gradient): call constrain_decoder_grad_(sae.W_dec) "
-                                 "after loss.backward() and before opt.step()")
+    where = f"on a toy case where {case.n_dead} of {case.n} latents start dead"
+    short = case.dead_steps + 10
+    _, watch, off = run(f"{where}, with k_aux=0", short, k_aux=0)
+    check_aux_off(watch, case, f"{where}, with k_aux=0", "use the k_aux argument (k_aux=0 switches AuxK off)")
+    _, watch, _ = run(f"{where}, with aux_coef=0", short, aux_coef=0.0)
+    check_aux_off(watch, case, f"{where}, with aux_coef=0", "multiply the AuxK loss by the aux_coef argument")
+    if run(f"{where}, with k_aux=0 again", short, k_aux=0)[2] != off:
+        raise AssertionError("two runs with the same arguments and seed=0 returned different losses: draw the "
+                             "batches from torch.Generator().manual_seed(seed), not from torch's global random state")
+    if run(f"{where}, with k_aux=0 and seed=1", short, k_aux=0, seed=1)[2] == off:
+        raise AssertionError("seed=1 returned the same losses as seed=0: use the seed argument for the batches")
+    sae, watch, history = run(where, case.steps)
+    _check_run(watch, history, sae, case.steps, case.batch, case.lr)
+    check_dead_latent_handling(watch, history, case)
+    with torch.no_grad():
+        fired = (sae(held)[3] > 0).any(0)
+    share = revived_share(fired, case)
+    if share < 0.2:
+        raise AssertionError(f"{where}: after {case.steps} steps only {share:.0%} of them fire on held-out samples "
+                             "(saelab's Trainer on this case: about 90% with AuxK, none without): AuxK must give the dead "
+                             "latents a gradient towards the residual they can model")
+    return share
 
 
 def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_aux, dead_steps) -> dict:

@@ -18,7 +18,7 @@
 # - why position 0 (and a few rare tokens) have huge activation norms, and what we do about them;
 # - what an activation cache looks like on disk (sharded safetensors + a verified manifest), and why a killed harvest can resume.
 #
-# **Learner time**: about 21 minutes (11 reading at ~130 words a minute, 10 for the essential exercises), beside the compute time below.
+# **Learner time**: about 22 minutes (12 reading at ~130 words a minute, 10 for the essential exercises), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): under a minute in fast mode (`SAELAB_FAST=1`, as in CI) and 5.3 minutes at full size, 5 of them the harvest of the series' 414k tokens (about 1,400 tokens/s here; machines of this kind have measured 600-1,200, so allow up to 12 minutes); seconds when the cache exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -27,7 +27,10 @@
 # sample), about 45/45/10% of its characters, all shipped in pinned PyPI wheels (`saelab assets licenses` credits each).
 # The figures quoted below are from our full-size run on the mixture (2026-12-02), unless they say otherwise.
 #
-# **Paper**: Gao et al. (2024), section 2.1 (setup: the residual stream, 64-token contexts, the layer).
+# **Paper**: Gao et al. (2024), section 2.1 (setup: the residual stream, 64-token contexts, the layer). This project
+# could not check that section against the paper's text: the section number, the 64-token contexts and GPT-4's 5/6
+# below come from third-party summaries (openai/sparse_autoencoder's code does say its larger GPT-2 small SAEs were
+# trained on layer 8). The norms, counts and timings are saelab's own measurements.
 
 # %% tags=["parameters"]
 # Parameters

@@ -19,7 +19,7 @@
 # 3. the sparsity-reconstruction trade-off: TopK against the classic ReLU + L1 SAE at a matched L0;
 # 4. what AuxK and the transpose initialisation do to dead latents.
 #
-# **Learner time**: about 100 minutes (25 reading at ~130 words a minute, 75 for the essential exercises), beside the compute time below.
+# **Learner time**: about 103 minutes (28 reading at ~130 words a minute, 75 for the essential exercises), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 7.7 minutes at full size after notebook 01 (no harvest: it opens 01's cache), of which about 1 minute trains your own loop on the real cache, 1.4 minutes the course's TopK SAE (the first time only; the whole notebook took 6.3 minutes on a second run) and 5.1 minutes the nine comparison runs of parts 3 and 4.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -27,7 +27,12 @@
 # **Paper**: Gao et al. (2024), section 2.1 (setup, normalized MSE, input normalisation), 2.2 (the ReLU + L1
 # baseline), 2.3 (TopK, and its frontier against ReLU, Figure 2a), 2.4 (dead latents: AuxK, initialisation),
 # appendix A.1 (initialisation) and A.2 (AuxK details). Section numbers follow arXiv 2406.04093v1 as quoted in
-# third-party copies of its text (the PDF itself was not reachable when this was checked).
+# third-party copies of its text (the PDF itself was not reachable when this was checked). Checked against a
+# verbatim excerpt: sections 2.2 (equation 1), 2.3 (equation 2, Figure 2a) and 2.4 (up to 90% dead latents with no
+# mitigation, its Figure 15; 7% in its 16M-latent SAE; AuxK detailed in A.2). Not checked against the paper's text:
+# what section 2.1 says about normalized MSE and input normalisation, appendix A.1, Adam's settings, $\alpha = 1/32$
+# and Multi-TopK's $L(k) + L(4k)/8$ in section 5.3 (Adam's settings match the released training loop's; the others
+# match third-party summaries). Every other number is saelab's own measurement and says which run it comes from.
 
 # %% tags=["parameters"]
 # Parameters
@@ -35,7 +40,7 @@ import os
 
 FAST = os.environ.get("SAELAB_FAST", "") not in ("", "0", "false")
 MODEL = "smollm2-135m"
-CORPUS = "english-mix"                         # the main job's mixture; the figures below: "wiki-en" (0.2.0)
+CORPUS = "english-mix"                         # the main job's mixture (each figure below names its data)
 MAX_TOKENS = 8_000 if FAST else 400_000      # the cache notebook 01 harvested (the main job's): no new harvest
 EVAL_TOKENS = 4_000 if FAST else 16_000      # its validation tokens
 BUILD_STEPS = 150 if FAST else 300           # steps of your own SAE's loop on the toy data (part 1b)
@@ -75,8 +80,11 @@ check_topk_activation(topk_activation)
 # %% [markdown]
 # <details><summary>Hint</summary>
 #
-# `pre_BN.topk(k, dim=-1)` gives the values and indices of the k largest entries per row. Start from a tensor of
-# zeros shaped like `pre_BN` and write the (ReLU'd) values at those indices: `Tensor.scatter` along the last dim.
+# Two steps. First find, for every row, *which* k entries are largest and what they are: which dimension holds a
+# row's n latents, and what shapes come back (values and positions, both `[B, k]`)? Then build the dense output:
+# everything zero except those positions, where the kept values go, after the ReLU. Look in the PyTorch docs for a
+# tensor method that writes values at given positions along one dimension. The check also tries k = 1, k = n, a batch
+# of one row and ties, and backpropagates through your output.
 # </details>
 #
 # <details><summary>Solution</summary>
@@ -127,7 +135,8 @@ sae_diagram(auxk=True)
 
 # %% [markdown]
 # ### Exercise 2.3 — the AuxK loss (medium, essential, 15 min)
-# A latent that has not fired for a long time is **dead**: it gets no gradient and never recovers. AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
+# A latent that has not fired for a long time is **dead**: it gets no gradient from the reconstruction, so nothing
+# pulls it back (it returns only if the other latents' changes happen to let its pre-activation into the top k). AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
 # The residual has no bias, so the dead latents' reconstruction is `z_aux @ W_dec` **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.
 
 # %%
@@ -244,8 +253,10 @@ check_decoder_constraint(constrain_decoder_grad_, renormalize_decoder_)
 # %% [markdown]
 # <details><summary>Hint</summary>
 #
-# For one row $w$ with gradient $g$, the component along $w$ (a unit vector) is $(g \cdot w)\,w$. Do it for all rows
-# at once with broadcasting: one dot product per row, over d. The renormalisation is the same "per row, over d".
+# Picture one unit row $w$ and its gradient $g$: which part of $g$ would change the row's length, and how do you
+# split a vector into a part along $w$ and a part perpendicular to it? Then do all rows at once: `W_dec` and
+# `W_dec.grad` are `[n, d]`; a per-row number is `[n, 1]` (`keepdim=True`) and broadcasts back over d. Both functions
+# must change the tensors in place (`-=`, `/=`), since the optimiser holds them.
 # </details>
 #
 # <details><summary>Solution</summary>
@@ -263,10 +274,11 @@ check_decoder_constraint(constrain_decoder_grad_, renormalize_decoder_)
 # (saelab uses the geometric median; the mean keeps the loop short). Then, each step: a random batch (from
 # `torch.Generator().manual_seed(seed)`), the forward pass, your `normalized_mse` against `x_n`, plus with
 # `multi_topk` the paper's $L(k) + L(4k)/8$ (section 5.3); count how long each latent has not fired, and add
-# `aux_coef` times your `auxk_loss` on the latents dead for more than `dead_steps` steps; Adam as the paper
-# (betas (0.9, 0.999), eps 6.25e-10); exercise 2.5's two steps around `opt.step()`. The check trains your loop
-# and `Trainer` with the same settings (constant learning rate, `b_pre` the mean) and compares them on held-out
-# samples.
+# `aux_coef` times your `auxk_loss` on the latents dead for more than `dead_steps` steps (`k_aux=0` switches AuxK
+# off); Adam as the paper (betas (0.9, 0.999), eps 6.25e-10); exercise 2.5's two steps around `opt.step()`. The check
+# first runs your loop on a toy case where most latents start dead and only AuxK can bring them back, then trains
+# your loop and `Trainer` with the same settings (constant learning rate, `b_pre` the mean) and compares them on
+# held-out samples.
 
 # %%
 from saelab.teach.toy import ToyConfig, make_toy
@@ -321,9 +333,13 @@ train_loop, SAEClass = check_training(train_my_sae, MyTopKSAE, toy.x_BD, steps=B
 # ```
 # </details>
 #
-# **Reading it.** The check watched your optimiser: at every `opt.step()` the decoder gradient had to be free of
-# components along its rows and the rows at unit norm, with the paper's Adam settings; with `multi_topk=True` your SAE
-# had to reconstruct at $4k$ as well as `Trainer`'s Multi-TopK SAE (within 15%). Your loop and `Trainer` end within a few percent of each other: the maths is the same, and what
+# **Reading it.** The check watched your optimiser and your SAE's forward pass: at every `opt.step()` the decoder
+# gradient had to be free of components along its rows and the rows at unit norm, with the paper's Adam settings and
+# your `lr`; on its dead-latent case (96 of 128 latents start with their encoder rows scaled down 20x, so they never
+# reach the top k), only latents that had not fired for about `dead_steps` steps could get a gradient without firing,
+# they had to get one (AuxK), and at least 20% had to fire again by the end (saelab's `Trainer` brings back 94% with
+# AuxK and none without, in our runs: `tests/test_exercises.py`); with `multi_topk=True` your SAE had to reconstruct at
+# $4k$ as well as `Trainer`'s Multi-TopK SAE (within 15%). Your loop and `Trainer` end within a few percent of each other: the maths is the same, and what
 # `Trainer` adds is speed (sparse kernels that touch only the $k$ selected latents per token), the geometric-median
 # $b_{pre}$, a warmup and a decay, checkpoints and data parallelism. Break your loop on purpose to see what each part
 # does: skip `renormalize_decoder_` and the check reports the drifted norms; initialise `W_enc` independently at
@@ -333,7 +349,7 @@ train_loop, SAEClass = check_training(train_my_sae, MyTopKSAE, toy.x_BD, steps=B
 #
 # `saelab.SAE` (in `saelab/sae/model.py`) implements the same maths with sparse kernels: the forward pass needs one dense product for the pre-activations, and the backward pass touches only the $k$ (+ $k_{aux}$) selected latents per token. The initialisation follows the paper: unit-norm random decoder rows, **encoder = decoder transpose**, $b_{pre}$ = geometric median of a data sample; decoder rows stay unit norm (the gradient's parallel component is removed before each step).
 #
-# **Input normalisation.** Before encoding, the paper (section 2.1) subtracts each token's mean over $d_{model}$ and scales the token to unit norm; the reconstruction error, and so the normalized MSE, is measured in that normalised space. saelab does the same by default (`normalize="per_token_unit_norm"`): it makes every token count alike in the loss, however large its activation norm. The released GPT-2 SAEs use a layer norm (`"layernorm"`: the same direction, at norm $\sqrt{d-1}$); `"dataset_unit_norm"` scales all tokens by one dataset-wide factor instead. On the main job (396k tokens, 2,509 steps) the two measured alike: held-out normalized MSE 0.1559 (per token) vs 0.1556 (one scale), and the per-token SAE cost the LM 4% less (Δ CE 0.237 vs 0.247 nats). `heldout_metrics` also reports `nmse_activation_space`, the same ratio on the raw activations.
+# **Input normalisation.** Before encoding, the paper (section 2.1) subtracts each token's mean over $d_{model}$ and scales the token to unit norm; the reconstruction error, and so the normalized MSE, is measured in that normalised space. saelab does the same by default (`normalize="per_token_unit_norm"`): it makes every token count alike in the loss, however large its activation norm. The released GPT-2 SAEs use a layer norm (`"layernorm"`: the same direction, at norm $\sqrt{d-1}$); `"dataset_unit_norm"` scales all tokens by one dataset-wide factor instead. On saelab 0.2's main job (the Wikipedia summaries alone, 396k tokens, 2,509 steps; our measurement, README "Input normalisation") the two measured alike: held-out normalized MSE 0.1559 (per token) vs 0.1556 (one scale), and the per-token SAE cost the LM 4% less (Δ CE 0.237 vs 0.247 nats). Today's main job trains on the English mixture with the per-token normalisation and reports held-out normalized MSE 0.1671 on the test half (README). `heldout_metrics` also reports `nmse_activation_space`, the same ratio on the raw activations.
 
 # %%
 from saelab import SAE, SAEConfig
@@ -394,7 +410,8 @@ print(f"{MY_STEPS} steps of 1024 tokens in {time.perf_counter() - t0:.0f} s; tra
 # **The learning rate.** saelab's default (`lr=None`) scales Adam's learning rate as $2 \cdot 10^{-4} / \sqrt{n / 2^{14}}$
 # (4e-4 at n = 4096; the constants are EleutherAI sparsify's, the $1/\sqrt{n}$ scaling is usually credited to the paper,
 # which we could not check), a rate meant for runs of billions of tokens. Our runs are a few hundred to a
-# few thousand steps, where a larger step does much better: at n = 4096 on 120k SmolLM2 tokens, 232 steps reached
+# few thousand steps, where a larger step does much better: at n = 4096 on 120k SmolLM2 tokens (saelab 0.2's
+# Wikipedia data; our runs), 232 steps reached
 # held-out normalized MSE 0.31 with lr 4e-4 and 0.22 with 2e-3 (`saelab/presets.py` records the runs). So the main
 # job uses 3e-3 with batch 2048; a much larger step kills latents (4e-3 at batch 2048 left 3.4% dead).
 #
@@ -479,7 +496,7 @@ for aux in (True, False):
               f"nmse {m['nmse']:.4f}")
 
 # %% [markdown]
-# **Reading the table.** Our full-size run (4,096 latents, 1 epoch of 398k tokens, 2026-12-02) gave: with the transpose initialisation few latents died (0.2% dead in training with AuxK, 2.4% without; 1.2% and 3.4% never fired on held-out text); without it about half died (48.9% with AuxK, 55.0% without), and the normalized MSE was worse (0.261 against 0.234). So the initialisation matters most at this scale, and AuxK's effect is small but visible: the paper's ablation (up to 90% dead with neither fix, Figure 15) needs far more latents and tokens. In fast mode (1024 latents, a few steps) the rows are too short to tell, so do not read a winner into them. `saelab scale --ablation` trains many latents on few tokens, where AuxK's effect shows, with and without both fixes (the README's scaling-laws section has its table).
+# **Reading the table.** Our full-size run (4,096 latents, 1 epoch of 398k tokens, 2026-12-02) gave: with the transpose initialisation few latents died (0.2% dead in training with AuxK, 2.4% without; 1.2% and 3.4% never fired on held-out text); without it about half died (48.9% with AuxK, 55.0% without), and the normalized MSE was worse (0.261 against 0.234). So the initialisation matters most at this scale, and AuxK's effect is small but visible; the paper's "up to 90% dead latents when no mitigations are applied" (section 2.4, its Figure 15) is not reproduced at this scale. In fast mode (1024 latents, a few steps) the rows are too short to tell, so do not read a winner into them. `saelab scale --ablation` trains many latents on few tokens, where AuxK's effect shows, with and without both fixes (the README's scaling-laws section has its table).
 #
 # ## Recap
 # - A TopK SAE sets sparsity with its activation: L0 ≤ k, no L1 penalty and so much less shrinkage; its normalized MSE is measured against always predicting the mean activation, in the normalised input space.

@@ -94,3 +94,15 @@ def test_the_guides_links_resolve():
         for target in re.findall(r"\]\(([^)#]+\.md)\)", doc.read_text()):
             if not target.startswith("http"):
                 assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_the_readmes_notebook_table_shows_learner_time_and_every_exercise():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_table", ROOT / "scripts" / "notebook_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    readme = (ROOT / "README.md").read_text()
+    assert table.updated_readme(readme) == readme, \
+        "README.md's notebook table is stale: run `.venv/bin/python scripts/notebook_table.py`"
+    assert "learner time" in readme and "compute: full size" in readme

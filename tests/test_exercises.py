@@ -83,7 +83,8 @@ def test_feature_recovery_check(wrong, message):
 
 
 def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates=True, best_first=True,
-           threshold=None, dead_if_any_zero=False, normalise_features=True, strict=False, in_place=False):
+           threshold=None, dead_if_any_zero=False, normalise_features=True, strict=False, in_place=False,
+           alive_share=None):
     """latent_roles with one mistake switched on."""
     def fn(W, F, acts, thr=0.9):
         t = thr if threshold is None else threshold
@@ -93,6 +94,8 @@ def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates
         cos = (W / W.norm(dim=1, keepdim=True) if normalise else W) @ F.T
         best, feat = (cos if signed else cos.abs()).max(1)
         alive = (acts != 0).all(0) if dead_if_any_zero else (acts > 0).any(0)
+        if alive_share is not None:  # "alive" = fires on more than this share of the rows
+            alive = (acts > 0).float().mean(0) > alive_share
         if not dead:
             alive = torch.ones_like(alive)
         roles = ["other" if a else "dead" for a in alive.tolist()]
@@ -116,6 +119,7 @@ def _roles(normalise=True, signed=True, dead=True, dead_claims=False, duplicates
     (lambda W, F, a, t=0.9: ["feature"] * F.shape[0], "one per LATENT"),
     (_roles(normalise_features=False), "normalise the features too"), (_roles(strict=True), ">=, not >"),
     (_roles(in_place=True), "in place"),
+    (_roles(alive_share=0.01), "a rare latent is alive"),
 ])
 def test_latent_roles_check(wrong, message):
     E.check_latent_roles(E.solutions.latent_roles)

@@ -127,8 +127,8 @@ _ROLE_HINTS = {
 def check_latent_roles(fn) -> None:
     """`fn(W_dec_ND, features_FD, acts_BN, threshold) -> [N] roles`, each one of ROLES.
 
-    Varies: a hand-made case where each latent has a known role (at thresholds 0.9 and 0.5), a cosine exactly at the
-    threshold (1.0), every latent dead, a single latent and a single row of codes, and a random case with true features
+    Varies: a hand-made case where each latent has a known role (at thresholds 0.9 and 0.5), a latent that fires on
+    one row of 512 (alive), a cosine exactly at the threshold (1.0), every latent dead, a single latent and a single row of codes, and a random case with true features
     of random norms; the inputs must come back unchanged."""
     W, F, acts = _roles_case()
     got = _roles(fn, W, F, acts, 0.9, "on the hand-made case")
@@ -155,6 +155,14 @@ def check_latent_roles(fn) -> None:
         raise AssertionError("with threshold=0.5, latent 3 (cosine 0.6 to feature 1) is feature 1's latent, but you "
                              f"labelled it {low[3]!r}: use the threshold argument, not a fixed 0.9")
     assert low == latent_roles(W, F, acts, 0.5), f"threshold 0.5: expected {latent_roles(W, F, acts, 0.5)}, got {low}"
+    rare = acts.repeat(13, 1)[:512]  # 512 rows; latent 5 now fires on exactly one of them
+    rare[:, 5] = 0.0
+    rare[100, 5] = 0.3
+    got_rare = _roles(fn, W, F, rare, 0.9, "with 512 rows of codes, latent 5 firing on one of them")
+    if got_rare[5] == "dead":
+        raise AssertionError("latent 5 fires on one of the 512 rows of acts_BN (0.2%) and you called it dead: a latent "
+                             "is dead only when it NEVER fires; a rare latent is alive")
+    assert got_rare == want, f"with latent 5 firing on one row of 512: expected {want}, got {got_rare}"
     Fx, Wx = torch.eye(2, 3), torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # cosines exactly 1
     ax = torch.ones(5, 3)
     exact = _roles(fn, Wx, Fx, ax, 1.0, "with threshold=1.0 and rows exactly on the features")

@@ -975,6 +975,7 @@ def test_training_check_passes_the_reference_close_to_trainer(toy_x, capsys):
     (_loop_without("constrain_decoder_grad_"), E.solutions.MyTopKSAE, "still points along its rows"),
     (_loop_with_torch_adam_defaults, E.solutions.MyTopKSAE, "eps 6.25e-10"),
     (_loop_ignoring_multi_topk, E.solutions.MyTopKSAE, "L\\(4k\\) / 8"),
+    (E.solutions.train_my_sae, _sae_variant(sub_pre=False), "your SAE class .*subtract b_pre"),
 ])
 def test_training_check_rejects_wrong_assemblies_by_name(toy_x, loop, cls, message):
     with pytest.raises(AssertionError, match=message):
@@ -988,7 +989,8 @@ def _loop(mistake):
     def fn(sae, x_TD, steps, batch, lr, k_aux, dead_steps, aux_coef=1 / 32, multi_topk=False, seed=0):
         g = torch.Generator().manual_seed(0 if mistake == "seed ignored" else seed)
         with torch.no_grad():
-            sae.b_pre.copy_(normalize_tokens(x_TD[:8192]).mean(0))
+            sae.b_pre.copy_(x_TD[:8192].mean(0) if mistake == "b_pre from the raw samples" else
+                            normalize_tokens(x_TD[:8192]).mean(0))
         opt = torch.optim.Adam(sae.parameters(), lr=2e-3 if mistake == "lr ignored" else lr, betas=(0.9, 0.999),
                                eps=6.25e-10)
         since = torch.zeros(sae.W_dec.shape[0], dtype=torch.long)
@@ -999,6 +1001,9 @@ def _loop(mistake):
                 torch.randint(len(x_TD), (rows,), generator=g)
             recon, x_n, pre, z = sae(x_TD[pick])
             loss = E.solutions.normalized_mse(recon, x_n)
+            if multi_topk:
+                four_k = E.solutions.normalized_mse(sae(x_TD[pick], k=4 * sae.k)[0], x_n)
+                loss = loss + four_k * (1.0 if mistake == "L(4k) unweighted" else 1 / 8)
             since += 1
             if mistake != "count never reset":
                 since[(z > 0).any(0)] = 0
@@ -1034,9 +1039,12 @@ def _loop(mistake):
     ("lr ignored", "use the lr argument"),
     ("batch ignored", "use the batch argument"),
     ("one loss short", "one training loss per step"),
+    ("b_pre from the raw samples", "mean of the RAW samples"),
+    ("L(4k) unweighted", "weighted 1/8"),
 ])
 def test_training_check_rejects_loops_that_mishandle_dead_latents_or_ignore_an_argument(toy_x, mistake, message):
-    """Each is caught on the dead-latent case, before the (minute-long) comparison with Trainer."""
+    """Each is caught on the dead-latent case, before the (minute-long) comparison with Trainer, except the Multi-TopK
+    weight (its own run at the end)."""
     with pytest.raises(AssertionError, match=message):
         E.check_training(_loop(mistake), E.solutions.MyTopKSAE, toy_x, steps=150, multi_topk_steps=150)
 

@@ -109,6 +109,12 @@ def check_my_sae(cls) -> None:
     another seed other weights); forward's k argument (Multi-TopK in 2.6 calls `sae(x, k=4 * sae.k)`); batches of 16
     rows (one all zero) and of one row. Every output is compared with the reference built from the same weights, and
     the gradient of the reconstruction must reach all four parameters."""
+    _check_sae_class(cls)
+    passed("MyTopKSAE")
+
+
+def _check_sae_class(cls) -> None:
+    """check_my_sae without its confirmation (exercise 2.6 runs it on the class it is given)."""
     d, n, k = 12, 48, 4
     sae = run_case(f"building cls({d}, {n}, {k}, seed=3)", cls, d, n, k, seed=3)
     _check_init(sae, cls, d, n, k, seed=3)
@@ -159,7 +165,6 @@ def check_my_sae(cls) -> None:
     params = {name: getattr(sae, name) for name in ("W_enc", "W_dec", "b_enc", "b_pre")}
     expect_gradient(run_case("forward(x) with gradients on", sae, x)[0], params,
                     "the reconstruction (exercise 2.6 trains all four parameters through it)")
-    passed("MyTopKSAE")
 
 
 def _check_init(sae, cls, d: int, n: int, k: int, seed: int) -> None:
@@ -274,6 +279,10 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     from saelab.acts.cache import cache_from_tensor
     from saelab.training.trainer import TrainConfig, Trainer
 
+    try:
+        _check_sae_class(sae_cls)
+    except AssertionError as err:
+        raise AssertionError(f"your SAE class (exercise 2.4; run check_my_sae on it): {err}") from err
     revived = _check_dead_latents(train_fn, sae_cls)  # first: it takes seconds, the comparison below a minute
     x_TD = x_TD.float()
     held, train = x_TD[:2048], x_TD[2048:]
@@ -344,6 +353,21 @@ def _check_run(watch: LoopWatch, history, sae, steps: int, batch: int, lr: float
                              "the decoder drifts; call renormalize_decoder_ after every optimiser step")
 
 
+def _check_b_pre_start(watch: LoopWatch, x_TD: torch.Tensor) -> None:
+    """b_pre, as the first forward pass saw it, must be the mean of the normalised samples."""
+    if watch.b_pre_start is None:
+        return
+    want = normalize_tokens(x_TD[:8192]).mean(0)
+    got = watch.b_pre_start
+    if torch.allclose(got, want, atol=1e-4):
+        return
+    if torch.allclose(got, x_TD[:8192].mean(0), atol=1e-4):
+        raise AssertionError("b_pre starts at the mean of the RAW samples: the SAE encodes and reconstructs the "
+                             "normalised input x_n, so set b_pre to normalize_tokens(x_TD[:8192]).mean(0)")
+    raise AssertionError(f"b_pre starts {float((got - want).norm()):.3g} away from the mean of the normalised samples: "
+                         "set it to normalize_tokens(x_TD[:8192]).mean(0) before the first step")
+
+
 def _check_dead_latents(train_fn, sae_cls) -> float:
     """Run the learner's loop on `DeadCase` (3/4 of the latents start dead): AuxK switched off by k_aux = 0 and by
     aux_coef = 0, the seed, then the full run. Returns the share of the dead latents that fire again."""
@@ -372,14 +396,15 @@ def _check_dead_latents(train_fn, sae_cls) -> float:
         raise AssertionError("seed=1 returned the same losses as seed=0: use the seed argument for the batches")
     sae, watch, history = run(where, case.steps)
     _check_run(watch, history, sae, case.steps, case.batch, case.lr)
+    _check_b_pre_start(watch, x)
     check_dead_latent_handling(watch, history, case)
     with torch.no_grad():
         fired = (sae(held)[3] > 0).any(0)
     share = revived_share(fired, case)
     if share < 0.2:
         raise AssertionError(f"{where}: after {case.steps} steps only {share:.0%} of them fire on held-out samples "
-                             "(saelab's Trainer on this case: about 90% with AuxK, none without): AuxK must give the dead "
-                             "latents a gradient towards the residual they can model")
+                             "(saelab's Trainer on this case: about 90% with AuxK, none without): AuxK must give the "
+                             "dead latents a gradient towards the residual they can model")
     return share
 
 
@@ -407,6 +432,10 @@ def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_
             x_ref, _ = trainer.sae.preprocess(held)
             out = trainer.sae.encode(held, k=4 * k)
             ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
+    if mine < 0.85 * ref:
+        raise AssertionError(f"with multi_topk=True your SAE reconstructs at 4k = {4 * k} with normalized MSE "
+                             f"{mine:.4f}, far better than Trainer's Multi-TopK SAE ({ref:.4f}): the 4k term is "
+                             "weighted 1/8, L(k) + L(4k) / 8 (section 5.3)")
     if mine > 1.15 * ref:
         raise AssertionError(f"with multi_topk=True your SAE reconstructs at 4k = {4 * k} with normalized MSE "
                              f"{mine:.4f}, "

@@ -42,6 +42,8 @@ class LoopWatch:
     """Per step: which encoder rows had a non-zero gradient at opt.step()."""
     calls: list = field(default_factory=list)
     steps: int = 0
+    b_pre_start: torch.Tensor | None = None
+    """b_pre as the first forward pass saw it."""
 
     @contextmanager
     def watching(self):
@@ -81,6 +83,8 @@ class LoopWatch:
         if not (isinstance(output, tuple) and len(output) == 4 and args):
             return
         training = bool(getattr(output[0], "requires_grad", False))
+        if self.b_pre_start is None and hasattr(self.sae, "b_pre"):
+            self.b_pre_start = self.sae.b_pre.detach().cpu().clone()
         with torch.no_grad():
             recon, x_n, pre, z = (t.detach() for t in output)
             self.calls.append(_Call(self.steps, len(args[0]), training, (z > 0).any(0).cpu(),

@@ -128,8 +128,8 @@ def check_latent_roles(fn) -> None:
     """`fn(W_dec_ND, features_FD, acts_BN, threshold) -> [N] roles`, each one of ROLES.
 
     Varies: a hand-made case where each latent has a known role (at thresholds 0.9 and 0.5), a latent that fires on
-    one row of 512 (alive), a cosine exactly at the threshold (1.0), every latent dead, a single latent and a single row of codes, and a random case with true features
-    of random norms; the inputs must come back unchanged."""
+    one row of 512 (alive), a cosine exactly at the threshold (1.0), every latent dead, a single latent and a single
+    row of codes, and a random case with true features of random norms; the inputs must come back unchanged."""
     W, F, acts = _roles_case()
     got = _roles(fn, W, F, acts, 0.9, "on the hand-made case")
     want = latent_roles(W, F, acts, 0.9)

@@ -3,10 +3,11 @@ from the pieces of exercises 2.1-2.3 and checked against saelab's `Trainer` on t
 
 Exercises: 2.4 `MyTopKSAE` (transpose initialisation, the forward pass with the paper's per-token input
 normalisation), 2.5 `constrain_decoder_grad_` / `renormalize_decoder_` (the unit-norm decoder), 2.6 (hard)
-`train_my_sae` (Adam as the paper, AuxK on dead latents, Multi-TopK). `check_training` trains the learner's loop
-and `Trainer` with the same settings and names what is missing when the two disagree; while the learner's loop runs it
-watches `torch.optim.Adam` (the decoder constraint at every step, the optimiser's settings). `save_my_sae` writes the
-learner's SAE as a saelab SAE folder for the later notebooks.
+`train_my_sae` (Adam as the paper, AuxK on dead latents, Multi-TopK). `check_training` runs the learner's loop on a
+toy case where most latents start dead (`loop_watch.DeadCase`), then beside `Trainer` with the same settings, and names
+what is missing when they disagree; every run is watched step by step (`loop_watch.LoopWatch`: Adam's settings, the
+decoder constraint, which latents get a gradient). `save_my_sae` writes the learner's SAE as a saelab SAE folder for
+the later notebooks.
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ def _auxk_with_bias(x, recon, pre, dead, W, k_aux):
                                            (_auxk(normalize=False), "plain MSE"),
                                            (_auxk(use_k=False), "top k_aux"),
                                            (_auxk(relu=False), "apply the ReLU"),
-                                           (_auxk_fixed_k, "with k_aux = 1: your result differs"),
+                                           (_auxk_fixed_k, "with k_aux = 1: your result is the one for k_aux = 2"),
                                            (_auxk_no_clamp, "k_aux = 40, more than the 16 latents: your function "
                                                             "raised"),
                                            (_auxk_in_place, "changed pre_BN in place"),

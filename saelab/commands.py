@@ -317,35 +317,45 @@ def cmd_frontier(args) -> int:
     # the frontier chooses settings (an L1 coefficient, a matched L0): it reads the validation documents
     tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "validation",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
-    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens)
+    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens, seeds=args.seeds)
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
+    if args.seeds > 1:
+        print(f"summary over {args.seeds} seeds (mean, 95% t-interval): {Path(args.out) / 'frontier_summary.csv'}; "
+              f"every family against TopK, paired by seed: {Path(args.out) / 'frontier_comparisons.csv'}")
     if args.synthetic:
         from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
         base = fast_synthetic_config() if fast_mode() else SyntheticBenchConfig()
-        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu")  # as the frontier trains its SAEs
+        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu", args.seeds)  # on CPU, as the frontier
     return 0
 
 
-def _write_synthetic(cfg, out, device) -> None:
+def _write_synthetic(cfg, out, device, seeds: int = 1) -> None:
     from saelab.files import atomic_write
     from saelab.lm.models import resolve_device
-    from saelab.studies.synthetic_bench import run_synthetic_bench
+    from saelab.studies.synthetic_bench import run_synthetic_bench, synthetic_comparisons, synthetic_summary
 
-    df = run_synthetic_bench(cfg, device=resolve_device(device))
+    df = run_synthetic_bench(cfg, device=resolve_device(device), seeds=seeds)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out) / "synthetic.csv", lambda p: df.to_csv(p, index=False))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(out) / 'synthetic.csv'}")
+    if seeds > 1:
+        summary, comparisons = synthetic_summary(df), synthetic_comparisons(df)
+        atomic_write(Path(out) / "synthetic_summary.csv", lambda p: summary.to_csv(p, index=False))
+        atomic_write(Path(out) / "synthetic_comparisons.csv", lambda p: comparisons.to_csv(p, index=False))
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"summary over {seeds} seeds (mean, 95% t-interval): {Path(out) / 'synthetic_summary.csv'}; every "
+              f"family against TopK, paired by seed: {Path(out) / 'synthetic_comparisons.csv'}")
 
 
 def cmd_synthetic(args) -> int:
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
     _write_synthetic(build_dataclass(SyntheticBenchConfig, args, "", base=fast_synthetic_config() if fast_mode()
-                                     else SyntheticBenchConfig()), args.out, args.device)
+                                     else SyntheticBenchConfig()), args.out, args.device, args.seeds)
     return 0
 
 

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out activation cache folder (None: named by the settings under $SAELAB_HOME/acts)")
     t.add_argument("--eval-tokens", type=int, default=None,
                    help="held-out tokens for evaluation (None: 16000, or 4000 with SAELAB_FAST=1)")
+    t.add_argument("--delta-ce-contexts", type=int, default=None,
+                   help="test contexts (64 tokens) on which the report states delta CE, KL and loss recovered, spliced "
+                        "at the trained positions and at every position (None: 256, or 8 with SAELAB_FAST=1; 0: off)")
     t.add_argument("--on-the-fly", action="store_true",
                    help="train straight from the model through a shuffle buffer, no training cache on disk: one "
                         "pass over --harvest.max_tokens tokens (--train.epochs does not apply)")

@@ -92,3 +92,36 @@ def seed_list(n: int, first: int = 0) -> list[int]:
     if n < 1:
         raise ValueError(f"--seeds must be at least 1, got {n}")
     return list(range(first, first + n))
+
+
+def bootstrap_medians(rows: Sequence[dict], keys: Sequence[str], group: Sequence[str], n_boot: int = 2000,
+                      seed: int = 0, level: float = LEVEL) -> dict:
+    """Percentile bootstrap of the median of each of `keys` over `rows`, resampling whole groups (rows sharing the
+    `group` fields, e.g. the ablations at one sampled token position, which are not independent of each other), and
+    of the difference of the first two keys' medians. Returns {key: (lo, hi), 'difference': (lo, hi)}."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(g) for g in group), []).append(r)
+    blocks = list(groups.values())
+    out: dict = {}
+    if len(blocks) < 2:
+        return {**{k: (math.nan, math.nan) for k in keys}, "difference": (math.nan, math.nan)}
+    rng = np.random.default_rng(seed)
+    stats = {k: [] for k in keys}
+    diffs = []
+    for _ in range(n_boot):
+        pick = [r for i in rng.integers(0, len(blocks), len(blocks)) for r in blocks[i]]
+        meds = {}
+        for k in keys:
+            vals = np.array([r[k] for r in pick if r.get(k) is not None and r[k] == r[k]], float)
+            meds[k] = float(np.median(vals)) if len(vals) else math.nan
+            stats[k].append(meds[k])
+        if len(keys) >= 2:
+            diffs.append(meds[keys[0]] - meds[keys[1]])
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    for k in keys:
+        out[k] = tuple(float(v) for v in np.nanpercentile(stats[k], q))
+    out["difference"] = tuple(float(v) for v in np.nanpercentile(diffs, q)) if diffs else (math.nan, math.nan)
+    return out

@@ -10,7 +10,8 @@
                       that share is at least 0.9. Exact here, because the truth says where the parent is active.
                       Scored only over pairs whose parent and child both have a latent (best cosine >= MATCHED_AT);
                       `pairs_recovered` is their share of the co-firing pairs, `pairs_unrecovered` the count of the
-                      others, and `absorption_all_pairs` the mean over every pair without the floor (saelab 0.3's figure).
+                      others, and `absorption_all_pairs` the mean over every pair without the floor (saelab 0.3's
+                      figure).
     dead, duplicates  latents that never fire on the samples; live latents whose best-matching true feature is also
                       another live latent's best match at cosine >= 0.9
 

@@ -2,11 +2,11 @@
 
 Downstream loss (`downstream`: spliced at the positions each SAE trained on and at every position, SAEBench's
 default, each stored under its own name), probe loss (`probes`, beside the controls that probe directions that are
-not an SAE's), N2G explanations (`n2g`) and ablation sparsity (`ablation`) on the test half of the held-out documents of the embedded corpus (the SAEs' recorded split), and on
-request SAEBench's first-letter absorption (`absorption`: on its own spelling prompts over the tokenizer's
-alphabetic tokens; about 4 minutes of SmolLM2 at its defaults on a 2-core CPU, shared by every SAE at the same
-layer) and SAEBench's core metrics under SAEBench's names (`core`: `saelab.evals.core`), written as report.json
-and report.html.
+not an SAE's), N2G explanations (`n2g`) and ablation sparsity (`ablation`) on the test half of the held-out
+documents of the embedded corpus (the SAEs' recorded split), and on request SAEBench's first-letter absorption
+(`absorption`: on its own spelling prompts over the tokenizer's alphabetic tokens; about 4 minutes of SmolLM2 at its
+defaults on a 2-core CPU, shared by every SAE at the same layer) and SAEBench's core metrics under SAEBench's names
+(`core`: `saelab.evals.core`), written as report.json and report.html.
 """
 
 from __future__ import annotations

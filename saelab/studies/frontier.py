@@ -267,7 +267,7 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
             recipe = FAMILIES[fam]
             if fam in PENALTIES and first:
                 coef = PENALTIES[fam][0]
-                chosen, _ = matched_points(sbase, fam, targets, lambda c, fam=fam, coef=coef: {
+                chosen, _ = matched_points(sbase, fam, targets, lambda c, fam=fam, coef=coef, sbase=sbase: {
                     coef: c, **train_and_score(short_config(sbase, cfg.steps_frac, **{**FAMILIES[fam], coef: c}))},
                     cfg.tol, cfg.rounds)
                 coefs.update({(fam, t): row[coef] for t, row in chosen.items()})
@@ -425,9 +425,9 @@ def frontier_figures(df):
     if has("delta_ce"):  # the paper's section 4.1 view: the LM's cost at equal error
         fig = go.Figure()
         for fam, part in df.groupby("family", sort=False):
-            part = part.sort_values(f"nmse_mean" if several else "nmse")
-            fig.add_scatter(x=col(part, "nmse"), y=col(part, "delta_ce"), mode="lines+markers", name=NAMES.get(fam, fam),
-                            error_x=bars(part, "nmse"), error_y=bars(part, "delta_ce"))
+            part = part.sort_values("nmse_mean" if several else "nmse")
+            fig.add_scatter(x=col(part, "nmse"), y=col(part, "delta_ce"), mode="lines+markers",
+                            name=NAMES.get(fam, fam), error_x=bars(part, "nmse"), error_y=bars(part, "delta_ce"))
         fig.update_layout(title="Downstream cost at equal reconstruction (paper section 4.1)" + note, height=420,
                           xaxis_title="held-out normalized MSE", yaxis_title="delta CE (nats)", xaxis_type="log")
         figs.append(fig)
@@ -436,7 +436,7 @@ def frontier_figures(df):
             continue
         fig = go.Figure()
         for fam, part in df.groupby("family", sort=False):
-            part = part.sort_values(f"l0_mean" if several else "l0")
+            part = part.sort_values("l0_mean" if several else "l0")
             fig.add_scatter(x=col(part, "l0"), y=col(part, y), mode="lines+markers", name=NAMES.get(fam, fam),
                             error_y=bars(part, y))
         fig.update_layout(title=f"{ytitle} against L0, every family for the same steps" + note,

@@ -138,7 +138,8 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
                 recipe = _recipe(fam)
                 if fam in PENALTIES and seed == seed_values[0]:
                     coef = PENALTIES[fam][0]
-                    chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe: {
+                    chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe,
+                                               base=base: {
                         coef: c_, **train_and_score(replace(base, **{**recipe, coef: c_}))}, tol=0.15,
                         rounds=cfg.rounds,
                         start=GUESS[fam] * (target / 32) ** (1 / PENALTIES[fam][2]))  # GUESS[fam] at this target

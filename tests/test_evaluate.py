@@ -530,3 +530,15 @@ def test_probe_controls_share_the_saes_space_and_count(tiny_lm):
     assert same["n"] == len(r["tasks"]) and same["lo"] <= same["mean"] <= same["hi"]
     assert same["verdict"] == "within noise" or abs(same["mean"]) < 0.05
     assert 0 <= comp["random_directions"]["wins"] <= len(r["tasks"])
+
+
+def test_downstream_conventions_names_both_splices(tiny_lm, tokens):
+    """The main job's report: an exact SAE costs nothing under either convention; only the trained-positions splice
+    leaves positions clean."""
+    from saelab.evals.downstream import downstream_conventions
+
+    r = downstream_conventions(tiny_lm, identity_sae(tiny_lm.d_model), tokens, tokens, progress=False)
+    assert set(r) == {"trained_positions", "every_position"}
+    assert r["every_position"]["n_positions_left_clean"] == 0 < r["trained_positions"]["n_positions_left_clean"]
+    for d in r.values():
+        assert d["delta_loss"] == pytest.approx(0, abs=1e-4) and d["loss_recovered"] == pytest.approx(1, abs=1e-4)

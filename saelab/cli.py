@@ -99,11 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out activation cache folder (None: named by the settings under $SAELAB_HOME/acts)")
     t.add_argument("--eval-tokens", type=int, default=None,
                    help="held-out tokens for evaluation (None: 16000, or 4000 with SAELAB_FAST=1)")
+    t.add_argument("--delta-ce-contexts", type=int, default=None,
+                   help="test contexts (64 tokens) on which the report states delta CE, KL and loss recovered, spliced "
+                        "at the trained positions and at every position (None: 256, or 8 with SAELAB_FAST=1; 0: off)")
     t.add_argument("--on-the-fly", action="store_true",
                    help="train straight from the model through a shuffle buffer, no training cache on disk: one "
                         "pass over --harvest.max_tokens tokens (--train.epochs does not apply)")
     t.add_argument("--shuffle-buffer", type=int, default=65536,
                    help="tokens mixed in the on-the-fly shuffle buffer (more: better mixed, more memory)")
+    seeds_arg(t, "train the SAE (in --out/seed-S/)")
     add_dataclass_args(t, HarvestConfig, "harvest.", harvest_defaults(), exclude=("harvest.device",))
     add_dataclass_args(t, TrainConfig, "train.", train_defaults())
     t.set_defaults(func=commands.cmd_train)
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--synthetic", action="store_true",
                    help="also train every family on synthetic data with known features and score them "
                         "(synthetic.csv; `saelab synthetic` alone, under a minute)")
+    seeds_arg(f, "train every point")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=commands.cmd_frontier)
 
@@ -160,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy = command("synthetic", "every SAE family on synthetic activations with known features (a hierarchy, Zipf-like "
                  "frequencies): MCC, recovered share, exact absorption, dead and duplicate latents at matched L0")
     sy.add_argument("--out", default="runs/synthetic", help="output folder: synthetic.csv")
+    seeds_arg(sy, "train every family")
     add_dataclass_args(sy, SyntheticBenchConfig, "", fast_synthetic_config() if fast_mode() else SyntheticBenchConfig())
     sy.set_defaults(func=commands.cmd_synthetic)
 
@@ -174,10 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation", action="store_true",
                    help="instead: dead latents with and without AuxK and the transpose initialisation "
                         "(its own defaults: n 4096,16384, k 8, 1 epoch)")
+    seeds_arg(g, "train the grid")
     add_dataclass_args(g, ScaleConfig, "", scale_defaults(fast_mode()))
     g.set_defaults(func=commands.cmd_scale)
     return p
 
+
+
+def seeds_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """--seeds N: repeat the command's training once per seed and summarise over them."""
+    parser.add_argument("--seeds", type=int, default=1,
+                        help=f"{what} once per seed (the run's seed, +1, ...: each draws the SAE's initialisation "
+                             "and batch order; the evaluation data stay fixed), then write each metric's mean and "
+                             "95%% t-interval over seeds beside the per-seed rows")
 
 def _unknown_flags_message(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
     """Name the flags argparse did not know, with the nearest known spelling of each."""

@@ -135,13 +135,55 @@ def cmd_train(args) -> int:
     if args.on_the_fly:  # a resumed stream is replayed: its buffer and rank split must be the same
         settings.update(shuffle_buffer=args.shuffle_buffer, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    if args.seeds > 1:  # one run a seed in --out/seed-S, then the summary over them in --out
+        from saelab.evals.intervals import seed_list
+
+        code = 0
+        for seed in seed_list(args.seeds, tcfg.seed):
+            one = replace(tcfg, seed=seed)
+            folder = str(Path(args.out) / f"seed-{seed}")
+            with run_lock(folder, "training run") if main_rank else nullcontext():
+                if main_rank:
+                    check_run_folder(folder, {**settings, "train": asdict(one)}, one.epochs)
+                code = max(code, _train_job(args, hcfg, one, eval_tokens, out=folder))
+        if main_rank:
+            _train_seed_summary(Path(args.out), seed_list(args.seeds, tcfg.seed))
+        return code
     with run_lock(args.out, "training run") if main_rank else nullcontext():
         if main_rank:
             check_run_folder(args.out, settings, tcfg.epochs)
         return _train_job(args, hcfg, tcfg, eval_tokens)
 
 
-def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
+TRAIN_SUMMARY = ("nmse", "nmse_activation_space", "l0", "dead_train_frac", "dead_eval_frac",
+                 "delta_ce_trained_positions", "kl_trained_positions", "loss_recovered_trained_positions",
+                 "delta_ce_every_position", "kl_every_position", "loss_recovered_every_position")
+
+
+def _train_seed_summary(out: Path, seeds: list[int]) -> None:
+    """seeds.csv (each seed's test figures) and seeds_summary.csv (their mean and 95% t-interval) in `out`."""
+    import pandas as pd
+
+    from saelab.evals.intervals import summarize
+    from saelab.files import atomic_write_text
+
+    rows = []
+    for seed in seeds:
+        m = json.loads((out / f"seed-{seed}" / "report" / "metrics.json").read_text())
+        row = {"seed": seed, **{k: m["final"].get(k) for k in TRAIN_SUMMARY if k in m["final"]}}
+        for conv, d in m.get("downstream", {}).items():
+            row.update({f"delta_ce_{conv}": d["delta_loss"], f"kl_{conv}": d["kl"],
+                        f"loss_recovered_{conv}": d["loss_recovered"]})
+        rows.append(row)
+    per_seed = pd.DataFrame(rows)
+    summary = summarize(per_seed.assign(run="test"), ["run"], TRAIN_SUMMARY)
+    atomic_write_text(out / "seeds.csv", per_seed.to_csv(index=False))
+    atomic_write_text(out / "seeds_summary.csv", summary.to_csv(index=False))
+    print(per_seed.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"over {len(seeds)} seeds (mean, 95% t-interval): {out / 'seeds_summary.csv'}")
+
+
+def _train_job(args, hcfg, tcfg, eval_tokens: int, out: str | None = None) -> int:
     import torch.distributed as dist
 
     from saelab.acts.harvest import harvest, load_harvest_lm
@@ -152,7 +194,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
     t0 = time.time()
     device = _init_distributed(hcfg.device)
     hcfg = replace(hcfg, device=device)
-    out = Path(args.out)
+    out = Path(out or args.out)
     lm = load_harvest_lm(hcfg)  # loaded once for both harvests (or the stream)
     # validation: the curves logged while training; test (other documents): the figures reported at the end
     eval_cache = harvest(replace(hcfg, split="validation", max_tokens=eval_tokens), args.eval_cache, lm=lm)
@@ -183,6 +225,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
             return 0
     final = trainer.heldout_metrics(test_cache)
     validation = trainer.heldout_metrics()
+    downstream = _main_job_downstream(args, hcfg, lm, trainer.sae)
     t_total = time.time() - t0
     m = eval_cache.manifest
     rows = {
@@ -196,16 +239,38 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         "test L0": final["l0"],
         "dead latents (train tracker)": f"{final['dead_train_frac']:.2%} (no firing in {trainer.dead_tokens} tokens)",
         "never fired on test": f"{final['dead_eval_frac']:.2%}",
+        **{f"delta CE / KL / loss recovered, {conv.replace('_', ' ')} ({d['n_predictions']} test predictions)":
+           f"{d['delta_loss']:.3f} / {d['kl']:.3f} / {d['loss_recovered']:.3f}" for conv, d in downstream.items()},
         "harvest time (s)": round(t_harvest, 1) if not args.on_the_fly else "(interleaved with training)",
         "total time (s)": round(t_total, 1),
         "SAE": str(out / "sae"),
         "report": str(out / "report"),
     }
-    metrics = {"final": final, "validation": validation, "summary": {k: v for k, v in rows.items()},
+    metrics = {"final": final, "validation": validation, "downstream": downstream,
+               "summary": {k: v for k, v in rows.items()},
                "harvest": asdict(hcfg), "train": asdict(tcfg), "seconds": {"harvest": t_harvest, "total": t_total}}
     write_report(out / "report", metrics, out / "log.jsonl")
     print(summary_table(rows))
     return 0
+
+
+def _main_job_downstream(args, hcfg, lm, sae) -> dict:
+    """Delta CE, KL and loss recovered of the main job's SAE on test contexts under both splice conventions
+    (`saelab.evals.downstream.downstream_conventions`): {} when --delta-ce-contexts is 0."""
+    import torch
+
+    from saelab.acts.corpus import build_contexts, load_corpus
+    from saelab.evals.downstream import downstream_conventions
+
+    n = args.delta_ce_contexts if args.delta_ce_contexts is not None else (8 if fast_mode() else 256)
+    if not n:
+        return {}
+    corpus = load_corpus(hcfg.corpus, config=hcfg.corpus_config, split=hcfg.corpus_split)
+    test = build_contexts(corpus, lm.tokenizer, hcfg.context, "test", n).tokens_NT
+    mean_from = build_contexts(corpus, lm.tokenizer, hcfg.context, "train", n).tokens_NT  # the ablation mean
+    sae = sae.to(lm.device)
+    return downstream_conventions(lm, sae, torch.from_numpy(test).long(), torch.from_numpy(mean_from).long(),
+                                  progress=False)
 
 
 def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
@@ -341,35 +406,45 @@ def cmd_frontier(args) -> int:
     # the frontier chooses settings (an L1 coefficient, a matched L0): it reads the validation documents
     tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "validation",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
-    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens)
+    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens, seeds=args.seeds)
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
+    if args.seeds > 1:
+        print(f"summary over {args.seeds} seeds (mean, 95% t-interval): {Path(args.out) / 'frontier_summary.csv'}; "
+              f"every family against TopK, paired by seed: {Path(args.out) / 'frontier_comparisons.csv'}")
     if args.synthetic:
         from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
         base = fast_synthetic_config() if fast_mode() else SyntheticBenchConfig()
-        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu")  # as the frontier trains its SAEs
+        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu", args.seeds)  # on CPU, as the frontier
     return 0
 
 
-def _write_synthetic(cfg, out, device) -> None:
+def _write_synthetic(cfg, out, device, seeds: int = 1) -> None:
     from saelab.files import atomic_write
     from saelab.lm.models import resolve_device
-    from saelab.studies.synthetic_bench import run_synthetic_bench
+    from saelab.studies.synthetic_bench import run_synthetic_bench, synthetic_comparisons, synthetic_summary
 
-    df = run_synthetic_bench(cfg, device=resolve_device(device))
+    df = run_synthetic_bench(cfg, device=resolve_device(device), seeds=seeds)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write(Path(out) / "synthetic.csv", lambda p: df.to_csv(p, index=False))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(out) / 'synthetic.csv'}")
+    if seeds > 1:
+        summary, comparisons = synthetic_summary(df), synthetic_comparisons(df)
+        atomic_write(Path(out) / "synthetic_summary.csv", lambda p: summary.to_csv(p, index=False))
+        atomic_write(Path(out) / "synthetic_comparisons.csv", lambda p: comparisons.to_csv(p, index=False))
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"summary over {seeds} seeds (mean, 95% t-interval): {Path(out) / 'synthetic_summary.csv'}; every "
+              f"family against TopK, paired by seed: {Path(out) / 'synthetic_comparisons.csv'}")
 
 
 def cmd_synthetic(args) -> int:
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
     _write_synthetic(build_dataclass(SyntheticBenchConfig, args, "", base=fast_synthetic_config() if fast_mode()
-                                     else SyntheticBenchConfig()), args.out, args.device)
+                                     else SyntheticBenchConfig()), args.out, args.device, args.seeds)
     return 0
 
 
@@ -388,12 +463,10 @@ def _json_safe(value):
 
 def cmd_scale(args) -> int:
     from saelab.acts.cache import ActivationCache
-    from saelab.files import atomic_write_text
+    from saelab.evals.intervals import seed_list
     from saelab.lm.models import resolve_device
-    from saelab.pages import write_html_page
     from saelab.presets import default_caches
-    from saelab.studies.scaling_grid import ScaleConfig, dead_latent_ablation, loss_curves, run_grid, scale_defaults
-    from saelab.studies.scaling_laws import dead_latent_figure, fit_grid, scaling_figures
+    from saelab.studies.scaling_grid import ScaleConfig, scale_defaults
 
     cfg = build_dataclass(ScaleConfig, args, "", base=scale_defaults(fast_mode(), args.ablation))
     base = replace(train_defaults(), progress=False)
@@ -405,15 +478,44 @@ def cmd_scale(args) -> int:
     if device != "cpu":
         print(f"saelab scale: training on {device}")
     out = Path(args.out)
-    if args.ablation:
-        table = dead_latent_ablation(cfg, base, train, held, out, device=device)
-        cols = ["variant", "n", "k", "nmse", "dead_train_frac", "dead_eval_frac", "seconds", "status"]
-        atomic_write_text(out / "dead_latents.csv", table[cols].to_csv(index=False))
-        write_html_page(out / "dead_latents.html", "saelab: dead latents with and without AuxK and tied init",
-                        [dead_latent_figure(table)])
-        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        print(f"table: {out / 'dead_latents.csv'}  plot: {out / 'dead_latents.html'}")
-        return 1 if (table.status != "ok").any() else 0
+    seeds = seed_list(args.seeds, base.seed)
+    codes, tables, fits = [], [], []
+    for seed in seeds:  # each seed is its own grid (the seed is one of a grid's settings): grid-<id>/
+        if len(seeds) > 1:
+            print(f"saelab scale: seed {seed}")
+        one = _scale_ablation if args.ablation else _scale_grid
+        code, table, fit = one(cfg, replace(base, seed=seed), train, held, out, device)
+        codes.append(code)
+        tables.append(table.assign(seed=seed))
+        fits.append(fit)
+    if len(seeds) > 1:
+        _scale_seed_summary(tables, fits, out, args.ablation)
+    return max(codes)
+
+
+def _scale_ablation(cfg, base, train, held, out, device):
+    from saelab.files import atomic_write_text
+    from saelab.pages import write_html_page
+    from saelab.studies.scaling_grid import dead_latent_ablation
+    from saelab.studies.scaling_laws import dead_latent_figure
+
+    table = dead_latent_ablation(cfg, base, train, held, out, device=device)
+    cols = ["variant", "n", "k", "nmse", "dead_train_frac", "dead_eval_frac", "seconds", "status"]
+    name = "dead_latents" if base.seed == 0 else f"dead_latents_seed{base.seed}"
+    atomic_write_text(out / f"{name}.csv", table[cols].to_csv(index=False))
+    write_html_page(out / f"{name}.html", "saelab: dead latents with and without AuxK and tied init",
+                    [dead_latent_figure(table)])
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"table: {out / (name + '.csv')}  plot: {out / (name + '.html')}")
+    return (1 if (table.status != "ok").any() else 0), table[cols], None
+
+
+def _scale_grid(cfg, base, train, held, out, device):
+    from saelab.files import atomic_write_text
+    from saelab.pages import write_html_page
+    from saelab.studies.scaling_grid import loss_curves, run_grid
+    from saelab.studies.scaling_laws import fit_grid, scaling_figures
+
     table, folder = run_grid(cfg, base, train, held, out, device=device)
     curves = loss_curves(folder, train.d_model)
     fits = fit_grid(table, curves)
@@ -435,5 +537,43 @@ def cmd_scale(args) -> int:
     if len(failed):
         print(f"saelab scale: {len(failed)} point(s) failed (rerun to retry):\n"
               + failed[["n", "k", "error"]].to_string(index=False), file=sys.stderr)
-        return 1
-    return 0
+        return 1, table, fits
+    return 0, table, fits
+
+
+def _scale_seed_summary(tables, fits, out: Path, ablation: bool) -> None:
+    """Over seeds: every point's rows (seeds_points.csv), each point's mean and 95% t-interval (seeds_summary.csv),
+    and for a grid each fit's numbers per seed and summarised (seeds_fits.csv, seeds_fits_summary.csv)."""
+    import pandas as pd
+
+    from saelab.evals.intervals import summarize
+    from saelab.files import atomic_write_text
+    from saelab.pages import write_html_page
+    from saelab.studies.scaling_laws import seeds_figure
+
+    points = pd.concat(tables, ignore_index=True)
+    points = points[points.status == "ok"]
+    by = ["variant", "n", "k"] if ablation else ["n", "k"]
+    summary = summarize(points, by, ["nmse", "l0", "dead_train_frac", "dead_eval_frac"])
+    atomic_write_text(out / "seeds_points.csv", points.to_csv(index=False))
+    atomic_write_text(out / "seeds_summary.csv", summary.to_csv(index=False))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    written = [out / "seeds_points.csv", out / "seeds_summary.csv"]
+    if not ablation:
+        rows = []
+        for table, fit in zip(tables, fits):
+            seed = int(table.seed.iloc[0])
+            for k, f in fit["per_k"].items():
+                rows.append({"seed": seed, "k": k, "fit": "L(N)", "b": f["b"], "c": f["c"]})
+            for k, h in fit["holdout"].items():
+                rows.append({"seed": seed, "k": k, "fit": "holdout", "relative_error": h["relative_error"]})
+            for k, c in fit["compute"].items():
+                rows.append({"seed": seed, "k": k, "fit": "L(C)", "b": c["b"], "c": c["c"]})
+        per_seed = pd.DataFrame(rows)
+        fits_summary = summarize(per_seed, ["fit", "k"], ["b", "c", "relative_error"]) if rows else per_seed
+        atomic_write_text(out / "seeds_fits.csv", per_seed.to_csv(index=False))
+        atomic_write_text(out / "seeds_fits_summary.csv", fits_summary.to_csv(index=False))
+        write_html_page(out / "seeds.html", "saelab scaling grid over seeds", [seeds_figure(summary)])
+        print(fits_summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        written += [out / "seeds_fits.csv", out / "seeds_fits_summary.csv", out / "seeds.html"]
+    print(f"over {points.seed.nunique()} seeds (mean, 95% t-interval): " + ", ".join(map(str, written)))

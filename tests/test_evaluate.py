@@ -492,3 +492,53 @@ def test_the_suite_runs_saebenchs_absorption_on_request_and_refuses_unknown_metr
     assert row["absorption_letters_passing"] == got["letters_passing"] and "delta_loss" not in row
     with pytest.raises(ValueError, match="unknown metrics \\['absorbtion'\\].*absorption"):
         suite.run_suite(tiny_lm, {"a": a}, replace(cfg, metrics="absorbtion"), progress=False)
+
+
+def test_the_suite_reports_both_splice_conventions_and_saebenchs_core_metrics(tiny_lm):
+    from dataclasses import replace
+
+    import saelab.evals.suite as suite
+
+    a = identity_sae(tiny_lm.d_model)  # reconstructs exactly: every core metric at its best value
+    cfg = replace(suite.fast_suite_config(), corpus="synthetic", metrics="core", downstream_contexts=3)
+    report = suite.run_suite(tiny_lm, {"a": a}, cfg, progress=False)
+    r = report["saes"]["a"]
+    trained, every = r["downstream_trained_positions"], r["downstream_every_position"]
+    assert trained["n_positions_left_clean"] > 0 and every["n_positions_left_clean"] == 0
+    assert every["n_predictions"] > trained["n_predictions"]  # every position counts every prediction
+    assert r["downstream"] is trained  # --splice_positions trained (the default) names the headline one
+    core = r["core"]
+    for key, best in (("explained_variance", 1), ("explained_variance_legacy", 1), ("cossim", 1), ("l2_ratio", 1),
+                      ("relative_reconstruction_bias", 1), ("ce_loss_score", 1), ("kl_div_score", 1)):
+        assert core[key] == pytest.approx(best, abs=1e-4), key
+    assert core["tokens"] > r["core_trained_positions"]["tokens"]  # position 0 is scored at every position
+    assert core["l0"] == pytest.approx(tiny_lm.d_model, rel=0.05) and 0 < core["frac_alive"] <= 1
+    row = suite.summary_rows(report)[0]
+    assert {"delta_loss_every_position", "delta_loss_trained_positions", "core_explained_variance"} <= set(row)
+
+
+def test_probe_controls_share_the_saes_space_and_count(tiny_lm):
+    sae = identity_sae(tiny_lm.d_model)  # its latents are +-the normalised residual coordinates
+    cfg = ProbeConfig(docs_per_topic=6, docs_per_language=20, news_docs=20, token_contexts=40, ctx_len=32)
+    r = probe_losses(tiny_lm, {"identity": sae}, cfg, SpliceSite(layer=LAYER), progress=False)
+    assert {"residual", "residual_normalised", "random_directions", "pca", "identity"} == set(r["mean"])
+    for task in r["tasks"].values():  # the identity SAE's probes are the normalised coordinates' probes
+        assert task["identity"]["loss"] == pytest.approx(task["residual_normalised"]["loss"], abs=0.05)
+    comp = r["comparisons"]["identity"]
+    assert set(comp) == {"residual", "residual_normalised", "random_directions", "pca"}
+    same = comp["residual_normalised"]
+    assert same["n"] == len(r["tasks"]) and same["lo"] <= same["mean"] <= same["hi"]
+    assert same["verdict"] == "within noise" or abs(same["mean"]) < 0.05
+    assert 0 <= comp["random_directions"]["wins"] <= len(r["tasks"])
+
+
+def test_downstream_conventions_names_both_splices(tiny_lm, tokens):
+    """The main job's report: an exact SAE costs nothing under either convention; only the trained-positions splice
+    leaves positions clean."""
+    from saelab.evals.downstream import downstream_conventions
+
+    r = downstream_conventions(tiny_lm, identity_sae(tiny_lm.d_model), tokens, tokens, progress=False)
+    assert set(r) == {"trained_positions", "every_position"}
+    assert r["every_position"]["n_positions_left_clean"] == 0 < r["trained_positions"]["n_positions_left_clean"]
+    for d in r.values():
+        assert d["delta_loss"] == pytest.approx(0, abs=1e-4) and d["loss_recovered"] == pytest.approx(1, abs=1e-4)

@@ -110,3 +110,45 @@ def test_a_point_saved_before_the_ema_options_is_reused(tmp_path, caches):
     assert cfg_path.stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="other settings"):
         train_point(replace(tcfg, ema_decay=0.99), caches[0], tmp_path / "p")
+
+
+def test_a_two_seed_frontier_summarises_its_per_seed_rows(tmp_path, caches, tiny_lm):
+    """--seeds 2 (fast sizes): every point once per seed, the penalised family at the first seed's coefficient, and a
+    summary whose means and t-intervals are those of the per-seed rows."""
+    import math
+
+    import pandas as pd
+    import torch
+
+    train, held = caches
+    cfg = FrontierConfig(families="topk,relu", target_l0s="4,8", steps_frac=0.125, rounds=1, probes=False,
+                         absorption=False)
+    tokens = torch.randint(0, 100, (4, 16))
+    df = run_frontier(cfg, BASE, train, held, tmp_path, lm=tiny_lm, tokens_NT=tokens, progress=False,
+                      log=lambda m: 0, seeds=2)
+    assert sorted(df.seed.unique()) == [0, 1] and len(df) == 8
+    assert (tmp_path / "seed-1" / "topk-k4" / "sae" / "cfg.json").exists()
+    relu = df[df.family == "relu"].pivot(index="target_l0", columns="seed", values="coef")
+    assert (relu[0] == relu[1]).all()  # later seeds keep the first seed's coefficient
+    topk = df[df.family == "topk"].pivot(index="target_l0", columns="seed", values="nmse")
+    assert (topk[0] != topk[1]).all()  # another seed: another initialisation and batch order
+    summary = pd.read_csv(tmp_path / "frontier_summary.csv")
+    for row in summary.itertuples():
+        part = df[(df.family == row.family) & (df.target_l0 == row.target_l0)]
+        assert row.n_seeds == 2
+        for m in ("nmse", "l0", "delta_ce"):
+            a, b = part[m].tolist()
+            half = 12.706205 * abs(a - b) / 2  # t(0.975, 1) * (|a - b| / sqrt 2) / sqrt 2
+            assert getattr(row, f"{m}_mean") == pytest.approx((a + b) / 2)
+            assert getattr(row, f"{m}_hi") == pytest.approx((a + b) / 2 + half, rel=1e-6, abs=1e-9)
+            assert getattr(row, f"{m}_lo") == pytest.approx((a + b) / 2 - half, rel=1e-6, abs=1e-9)
+    comp = pd.read_csv(tmp_path / "frontier_comparisons.csv")
+    assert set(comp.family) == {"relu"} and set(comp.metric) == {"nmse", "delta_ce"}
+    c = comp[(comp.metric == "nmse") & (comp.target_l0 == 8)].iloc[0]
+    diffs = [df[(df.family == "relu") & (df.target_l0 == 8) & (df.seed == s)].nmse.item()
+             - df[(df.family == "topk") & (df.target_l0 == 8) & (df.seed == s)].nmse.item() for s in (0, 1)]
+    assert c.diff_mean == pytest.approx(sum(diffs) / 2)
+    assert c.verdict_lower in ("reproduced", "opposite", "within noise")
+    assert not math.isnan(c.diff_lo)
+    figs = frontier_figures(df)  # means over seeds with their intervals as error bars
+    assert figs and figs[0].data[0].error_y.array is not None

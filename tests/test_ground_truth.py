@@ -1,6 +1,8 @@
 """Ground truth: an SAE scored against the features that made its data (saelab.evals.ground_truth), the toy's
 hierarchy, and agreement with SAE Lens's own synthetic evaluator."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -78,6 +80,33 @@ def test_absorption_needs_the_childs_latent_to_carry_the_parent():
     assert a["mean"] == 1.0 and len(a["pairs"]) == len(kids)
 
 
+def test_a_parent_that_was_never_learned_is_not_scored_as_absorbed():
+    """Issue 38, bug 3: the parent's 'latent' was its argmax decoder row with no floor, so a parent no latent learned
+    was matched to another feature's latent, whose silence counted as absorption. Here the dictionary has no row
+    for the parents: each parent's best row is an unrelated feature's latent that leans slightly toward it (cosine
+    0.37, below the floor 0.5), and the children's rows carry their parent a little (cosine 0.29 >= 0.1)."""
+    x, F, c, parent = _orthonormal_data(2000)
+    kids = (parent >= 0).nonzero().squeeze(1)
+    parents = sorted(set(parent[kids].tolist()))
+    others = [f for f in range(len(F)) if f not in parents and f not in kids.tolist()]
+    W = F.clone()
+    for i, par in enumerate(parents):
+        W[par] = F[others[i]] + 0.4 * F[par]  # no latent for the parent: its best row is this one (0.37)
+    for child in kids.tolist():
+        W[child] = F[child] + 0.3 * F[int(parent[child])]  # the child's row carries its parent a little
+    W = W / W.norm(dim=1, keepdim=True)
+    z = c.clone()
+    z[:, parents] = c[:, [others[i] for i in range(len(parents))]]  # those rows fire with their own feature only
+    a = absorption(z, W, F, c, parent)
+    assert a["unrecovered_pairs"] == len(a["pairs"]) > 0 and a["recovered_pairs"] == 0
+    assert a["mean"] != a["mean"]  # NaN: no pair has both latents, so there is no absorption to state
+    assert a["mean_all_pairs"] > 0.5  # what the floorless score said: mostly "absorbed"
+    W[parents] = F[parents]  # now the parents are learned and stay silent where a child fires: real absorption
+    a = absorption(z, W, F, c, parent)
+    assert a["recovered_pairs"] == len(a["pairs"]) and a["mean"] == pytest.approx(a["mean_all_pairs"])
+    assert a["mean"] > 0.5
+
+
 def test_dead_and_duplicate_latents_are_counted():
     F = _unit_rows(16, 32, 0)
     W = torch.cat([F, F[:2], _unit_rows(2, 32, 1)])  # 16 true, 2 duplicates, 2 others
@@ -85,6 +114,20 @@ def test_dead_and_duplicate_latents_are_counted():
     z[:, -1] = 0  # one latent never fires
     out = dead_and_duplicates(z, W, F)
     assert out["dead"] == pytest.approx(1 / 20) and out["duplicates"] == pytest.approx(4 / 20)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_sae_does_not_start_with_the_toys_true_features(seed):
+    """saelab 0.3 drew the toy's features and an SAE's initial decoder from the same random stream: at seed 0 an SAE
+    with at least as many latents as features began with the true dictionary (recovered 1.0 before any step)."""
+    from saelab.studies.synthetic_bench import SyntheticBenchConfig
+
+    for data in (ToyConfig(n_samples=16), replace(SyntheticBenchConfig().data, n_samples=16, seed=seed)):
+        F = make_toy(replace(data, seed=seed)).features_FD
+        for n in (F.shape[0], 2 * F.shape[0]):
+            sae = SAE(SAEConfig(d_in=F.shape[1], n_latents=n, k=4, normalize="none"), seed=seed)
+            assert recovered(sae.W_dec.detach(), F) < 0.05, (seed, n)
+            assert mcc(sae.W_dec.detach(), F) < 0.6, (seed, n)
 
 
 def test_toy_hierarchy_children_fire_only_with_their_parent_and_the_default_is_unchanged():

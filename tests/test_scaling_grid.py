@@ -180,3 +180,24 @@ def test_fit_grid_on_a_grid_table():
     fits = fit_grid(pd.DataFrame(rows), pd.DataFrame(columns=["n", "k", "flops", "nmse"]))
     assert set(fits["per_k"]) == {8, 16} and set(fits["holdout"]) == {8, 16} and "joint" in fits
     assert abs(fits["holdout"][8]["relative_error"]) < 0.05
+
+
+def test_scale_over_two_seeds_writes_each_seeds_grid_and_the_summary(tmp_path, caches):
+    """`saelab scale --seeds 2`: one grid a seed (the seed is a grid setting), and a summary whose means are the
+    per-seed rows'."""
+    from saelab.cli import main
+
+    train, held = caches
+    rc = main(["scale", "--train-cache", str(train.folder), "--eval-cache", str(held.folder), "--out", str(tmp_path),
+               "--ns", "32,64,128,256", "--ks", "4", "--epochs", "0.5", "--eval_every", "2", "--lr_ref", "2e-3",
+               "--lr_ref_n", "64", "--seeds", "2", "--device", "cpu"])
+    assert rc == 0
+    assert len(list(tmp_path.glob("grid-*"))) == 2
+    points = pd.read_csv(tmp_path / "seeds_points.csv")
+    assert sorted(points.seed.unique()) == [0, 1] and len(points) == 8
+    summary = pd.read_csv(tmp_path / "seeds_summary.csv")
+    for row in summary.itertuples():
+        part = points[(points.n == row.n) & (points.k == row.k)]
+        assert row.n_seeds == 2 and abs(row.nmse_mean - part.nmse.mean()) < 1e-9
+        assert row.nmse_lo <= row.nmse_mean <= row.nmse_hi
+    assert (tmp_path / "seeds_fits.csv").exists() and (tmp_path / "seeds.html").exists()

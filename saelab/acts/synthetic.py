@@ -75,12 +75,20 @@ class ToyData:
     """Per feature, the index of its parent (-1: none), when the data has a hierarchy."""
 
 
+FEATURE_STREAM = 7_919_000_003
+"""Offset of the features' random stream from `ToyConfig.seed` (far from any seed an SAE is trained with)."""
+
+
 def make_toy(cfg: ToyConfig | None = None) -> ToyData:
     """Samples x = c @ F (+ noise): c sparse with magnitudes uniform in [0.5, 1.5], F random unit rows; with a
     hierarchy, children fire only inside their parent's samples (and at most one child of a parent at a time)."""
     cfg = cfg or ToyConfig()
     g = torch.Generator().manual_seed(cfg.seed)
-    F = torch.randn(cfg.n_features, cfg.d, generator=g)
+    torch.randn(cfg.n_features, cfg.d, generator=g)  # drawn and dropped: the coefficients stay saelab 0.3's draws
+    # The features come from their own stream. saelab 0.3 drew them first from `seed`, and an SAE initialised with the
+    # same seed (`SAE(cfg, seed)` draws its decoder rows as torch.randn(n, d) too) started with its first rows equal to
+    # the true features: at seed 0 and n_latents >= n_features the dictionary began solved (issue 38).
+    F = torch.randn(cfg.n_features, cfg.d, generator=torch.Generator().manual_seed(cfg.seed + FEATURE_STREAM))
     F /= F.norm(dim=1, keepdim=True)
     if not cfg.n_parents and not cfg.zipf_exponent and not cfg.correlated_pairs:  # the teaching default, unchanged
         on = torch.rand(cfg.n_samples, cfg.n_features, generator=g) < cfg.mean_active / cfg.n_features

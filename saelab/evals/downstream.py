@@ -7,6 +7,16 @@ reconstruction. On held-out text:
     KL                = mean over positions of KL(p_clean || p_spliced)
     loss recovered    = (CE(ablated) - CE(spliced)) / (CE(ablated) - CE(clean))
                         with the site zero-ablated or mean-ablated (the usual baselines)
+
+Two conventions for which positions are spliced (`downstream_conventions` gives both, each named for what it is):
+- trained positions (saelab's default): only the positions the SAE's training harvest kept (not position 0, the
+  attention sink, nor the norm outliers such as document separators); the others stay clean, and CE and KL are read
+  from the first spliceable position on.
+- every position (SAEBench's core default, `exclude_special_tokens_from_reconstruction=False`, and SAE Lens's
+  evaluation): the SAE replaces the activation at every position, and CE and KL count every prediction. Zero- and
+  mean-ablation then also ablate every position. Where saelab differs from SAEBench 0.6.0 here: its KL also counts
+  the last position's distribution (which predicts no target in the context), and its contexts start with a BOS
+  token; saelab's contexts are the harvest's (no BOS), and KL is averaged over the positions that predict a token.
 """
 
 from __future__ import annotations
@@ -99,3 +109,22 @@ def downstream_loss(lm: LM, sae: SAE, tokens_NT: torch.Tensor, where: SpliceSite
         "n_predictions": r["n_predictions"], "n_positions_spliced": r["n_spliced"],
         "n_positions_left_clean": r["n_left_clean"],
     }
+
+
+CONVENTIONS = {"trained_positions": "trained", "every_position": "all"}
+"""The two splice conventions, by the name each result is stored under -> `SpliceSite.of`'s `positions`."""
+
+
+@torch.no_grad()
+def downstream_conventions(lm: LM, sae: SAE, tokens_NT: torch.Tensor, mean_tokens_NT: torch.Tensor | None = None,
+                           batch_size: int = 16, progress: bool = True) -> dict:
+    """`downstream_loss` under both splice conventions: {'trained_positions': ..., 'every_position': ...}.
+    `mean_tokens_NT`: other contexts (e.g. training-split ones) whose mean activation at the site, over the
+    convention's positions, is the mean-ablation baseline (default: `tokens_NT` itself)."""
+    out = {}
+    for name, positions in CONVENTIONS.items():
+        where = SpliceSite.of(sae, lm, positions=positions)
+        mean_D = site_mean(lm, mean_tokens_NT if mean_tokens_NT is not None else tokens_NT, where)
+        out[name] = downstream_loss(lm, sae, tokens_NT, where, mean_D=mean_D, batch_size=batch_size,
+                                    progress=progress)
+    return out

@@ -8,6 +8,10 @@
                       parent's latent (its best-matching decoder row) is silent while the child's latent fires and its
                       decoder row carries the parent's direction (cosine >= `carries`); a pair is fully absorbed when
                       that share is at least 0.9. Exact here, because the truth says where the parent is active.
+                      Scored only over pairs whose parent and child both have a latent (best cosine >= MATCHED_AT);
+                      `pairs_recovered` is their share of the co-firing pairs, `pairs_unrecovered` the count of the
+                      others, and `absorption_all_pairs` the mean over every pair without the floor (saelab 0.3's
+                      figure).
     dead, duplicates  latents that never fire on the samples; live latents whose best-matching true feature is also
                       another live latent's best match at cosine >= 0.9
 
@@ -23,6 +27,11 @@ from saelab.sae.kernels import dense_codes
 
 RECOVERED_AT = 0.9
 FULLY_ABSORBED_AT = 0.9
+MATCHED_AT = 0.5
+"""A true feature has a latent of its own for absorption when its best decoder row's cosine is at least this. Far above
+chance between distinct directions (random unit features in 64 dimensions: the largest cosine among 512 is ~0.45) and
+below what an absorbing child's row keeps (a child row that took in an orthogonal parent direction of equal weight has
+cosine 1/sqrt(2) = 0.71 with the child), so the floor drops features that were never learned, not absorbing ones."""
 CARRIES = 0.1
 """A latent 'carries' a direction when its decoder row's cosine with it is at least this (SAEBench's absorbing-latent
 cosine bound, 0.1)."""
@@ -53,14 +62,21 @@ def recovered(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, threshold: floa
 
 
 def absorption(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
-               parent_F: torch.Tensor, carries: float = CARRIES) -> dict:
-    """Absorption per parent/child pair (see the module docstring): {'mean': mean share over pairs that co-fire,
-    'fully_absorbed': share of those pairs at >= FULLY_ABSORBED_AT, 'pairs': [(parent, child, share, n)]}."""
+               parent_F: torch.Tensor, carries: float = CARRIES, floor: float = MATCHED_AT) -> dict:
+    """Absorption per parent/child pair (see the module docstring), scored only over the pairs whose parent and child
+    each have a latent: their best-matching decoder row at cosine >= `floor`. A pair whose parent (or child) was never
+    learned has no latent of its own; its argmax row is some other feature's, whose silence would count as absorption
+    (saelab 0.3 did so), so such pairs are counted apart, as unrecovered.
+
+    Returns {'mean': mean share over recovered pairs that co-fire, 'fully_absorbed': share of those at >=
+    FULLY_ABSORBED_AT, 'recovered_pairs' / 'unrecovered_pairs': counts of co-firing pairs, 'mean_all_pairs': the mean
+    over every co-firing pair as scored before the floor (for comparison), 'pairs': [(parent, child, share, n)],
+    'recovered': [whether each of those pairs passed the floor]}."""
     cos = cosines(W_dec_ND, features_FD)  # [F, N]
-    latent_of = cos.argmax(1)  # each true feature's latent
+    best, latent_of = cos.max(1)  # each true feature's latent and its cosine
     fires = z_BN > 0
     on = coeffs_BF > 0
-    pairs = []
+    pairs, recovered = [], []
     for child in (parent_F >= 0).nonzero().squeeze(1).tolist():
         par = int(parent_F[child])
         both = on[:, par] & on[:, child]
@@ -70,11 +86,15 @@ def absorption(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Te
         lp, lc = int(latent_of[par]), int(latent_of[child])
         absorbed = both & ~fires[:, lp] & fires[:, lc] if lc != lp and float(cos[par, lc]) >= carries else \
             torch.zeros_like(both)
+        recovered.append(float(best[par]) >= floor and float(best[child]) >= floor)
         pairs.append((par, child, float(absorbed.sum()) / n, n))
-    shares = [p[2] for p in pairs]
-    return {"mean": sum(shares) / len(shares) if shares else float("nan"),
-            "fully_absorbed": sum(s >= FULLY_ABSORBED_AT for s in shares) / len(shares) if shares else float("nan"),
-            "pairs": pairs}
+    shares = [p[2] for p, ok in zip(pairs, recovered) if ok]
+    nan = float("nan")
+    return {"mean": sum(shares) / len(shares) if shares else nan,
+            "fully_absorbed": sum(s >= FULLY_ABSORBED_AT for s in shares) / len(shares) if shares else nan,
+            "recovered_pairs": len(shares), "unrecovered_pairs": len(pairs) - len(shares),
+            "mean_all_pairs": sum(p[2] for p in pairs) / len(pairs) if pairs else nan, "pairs": pairs,
+            "recovered": recovered}
 
 
 def dead_and_duplicates(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> dict:
@@ -102,5 +122,8 @@ def ground_truth_scores(sae, x_BD: torch.Tensor, features_FD: torch.Tensor, coef
            "l0": float((z > 0).sum(1).float().mean())}
     if parent_F is not None and bool((parent_F >= 0).any()):
         a = absorption(z, W, features_FD, coeffs_BF, parent_F)
-        out.update(absorption=a["mean"], fully_absorbed=a["fully_absorbed"])
+        n_pairs = a["recovered_pairs"] + a["unrecovered_pairs"]
+        out.update(absorption=a["mean"], fully_absorbed=a["fully_absorbed"],
+                   pairs_recovered=a["recovered_pairs"] / n_pairs if n_pairs else float("nan"),
+                   pairs_unrecovered=a["unrecovered_pairs"], absorption_all_pairs=a["mean_all_pairs"])
     return out

@@ -6,6 +6,16 @@ latent is chosen on a fit split, and its cross-entropy is reported on a test spl
 probes on the d_model residual coordinates are the baseline: a good SAE should isolate task
 features into single latents better than the raw basis does.
 
+That baseline differs from an SAE in two ways at once: the space (an SAE probes directions of its normalised input,
+the residual basis raw coordinates) and the count (an SAE offers n candidate directions, the basis d). With
+`ProbeConfig.controls` (the default), three controls separate them, each probed the same way on the same rows:
+- 'residual_normalised': the d coordinates of the residual after the first SAE's input normalisation (same space);
+- 'random_directions': as many random unit directions in that space as the first SAE has latents (same space, same
+  count; a fixed seed);
+- 'pca': the d principal directions of that space, fitted (label-free) on the probe rows themselves.
+An SAE "beats" a baseline only where the per-task differences' interval (`compare_to_controls`, paired over tasks)
+excludes zero.
+
 What a latent's feature f is (`ProbeConfig.features`):
 - 'pre_activations' (default): z_i = (W_enc (x_n - b_pre) + b_enc)_i, the latent's dense pre-activation, a
   value on every token whether or not the latent is among the token's top k. Issue 27 gives this as the
@@ -13,7 +23,7 @@ What a latent's feature f is (`ProbeConfig.features`):
   not presented as a quotation.
 - 'post_topk_codes': the SAE's sparse code (0 wherever the latent is outside the token's top k), the
   definition saelab used before 0.2. It scores a latent only on the tokens where it wins a top-k slot,
-  which biases SAEs against the dense residual basis (measured: README, "Matched comparisons").
+  which biases SAEs against the dense residual basis (measured: docs/matched-comparisons.md).
 A screen keeps the 64 features most correlated with the label on the fit split before the Newton fits
 (`best_probe`'s `screen`), for speed; a test finds the same best feature with and without it on synthetic data.
 
@@ -164,6 +174,9 @@ class ProbeConfig:
     """Seed of the sampled documents and of the probes' fit / test split."""
     features: Literal["pre_activations", "post_topk_codes"] = "pre_activations"
     """What a latent's probe sees: its dense pre-activation, or its post-TopK sparse code (saelab 0.1's)."""
+    controls: bool = True
+    """Also probe the controls: normalised residual coordinates, as many random unit directions as the first SAE
+    has latents, and the PCA directions (see the module docstring)."""
 
 
 TOKEN_TASKS = ("digit", "year", "capitalised_word_start", "punctuation")
@@ -271,10 +284,17 @@ def latent_features(sae: SAE, x_BD: torch.Tensor, features: str = "pre_activatio
 
 @torch.no_grad()
 def _features(lm: LM, saes: dict[str, SAE], tokens_NT: torch.Tensor, lens_N: torch.Tensor | None,
-              where: SpliceSite, batch_size: int, pool: bool, features: str = "pre_activations"):
+              where: SpliceSite, batch_size: int, pool: bool, features: str = "pre_activations",
+              controls: bool = False):
     """Per basis name ('residual' + each SAE): pooled [N, F] (pool) or per-token [N*T, F] features,
     and the [N, T] mask of positions used."""
     feats: dict[str, list] = {"residual": [], **{k: [] for k in saes}}
+    first = next(iter(saes.values()), None)
+    if controls and first is not None:
+        g = torch.Generator().manual_seed(CONTROL_SEED)
+        R = torch.randn(first.cfg.n_latents, first.cfg.d_in, generator=g)
+        R /= R.norm(dim=1, keepdim=True)  # random unit directions, as many as the first SAE's latents
+        feats.update(residual_normalised=[], random_directions=[])
     masks = []
     for s in range(0, len(tokens_NT), batch_size):
         x = run_to_site(lm, tokens_NT[s:s + batch_size], where.site, where.layer).float().cpu()
@@ -284,6 +304,10 @@ def _features(lm: LM, saes: dict[str, SAE], tokens_NT: torch.Tensor, lens_N: tor
             mask &= torch.arange(T)[None] < lens_N[s:s + batch_size, None]
         masks.append(mask)
         bases = {"residual": x}
+        if "random_directions" in feats:
+            x_n = first.preprocess(x.reshape(-1, D).to(first.W_enc.device, first.W_enc.dtype))[0].float().cpu()
+            bases["residual_normalised"] = x_n.reshape(B, T, D)
+            bases["random_directions"] = (x_n @ R.T).reshape(B, T, -1)
         for name, sae in saes.items():
             bases[name] = latent_features(sae, x.reshape(-1, D), features).reshape(B, T, -1)
         for name, f in bases.items():
@@ -292,7 +316,12 @@ def _features(lm: LM, saes: dict[str, SAE], tokens_NT: torch.Tensor, lens_N: tor
                 feats[name].append((f * m).sum(1) / m.sum(1).clamp_min(1))
             else:
                 feats[name].append(f[mask])
-    return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(masks)
+    out = {k: torch.cat(v) for k, v in feats.items()}
+    if "residual_normalised" in out:  # the principal directions of the normalised residual, fitted on these rows
+        z = out["residual_normalised"].double()
+        z = z - z.mean(0)
+        out["pca"] = (z @ torch.linalg.svd(z, full_matrices=False).Vh.T).float()
+    return out, torch.cat(masks)
 
 
 def probe_losses(lm: LM, saes: dict[str, SAE], cfg: ProbeConfig | None = None, where: SpliceSite | None = None,
@@ -309,13 +338,15 @@ def probe_losses(lm: LM, saes: dict[str, SAE], cfg: ProbeConfig | None = None, w
     texts, doc_labels = document_tasks(cfg, heldout_context(saes.values()))
     toks, lens = _tokenize_docs(texts, lm.tokenizer, cfg.ctx_len)
     check_choices(cfg)
-    doc_feats, _ = _features(lm, saes, toks, lens, where, cfg.batch_size, pool=True, features=cfg.features)
+    doc_feats, _ = _features(lm, saes, toks, lens, where, cfg.batch_size, pool=True, features=cfg.features,
+                             controls=cfg.controls)
     # token-level tasks: the Wikipedia (en) documents' own contexts
     en = np.flatnonzero(next(lab for k, lab in doc_labels.items() if k.startswith("topic=")) >= 0)
     rng = np.random.default_rng(cfg.seed)
     en_rows = torch.from_numpy(np.sort(rng.choice(en, min(cfg.token_contexts, len(en)), replace=False)))
     tt, tl = toks[en_rows], lens[en_rows]
-    tok_feats, tok_mask = _features(lm, saes, tt, tl, where, cfg.batch_size, pool=False, features=cfg.features)
+    tok_feats, tok_mask = _features(lm, saes, tt, tl, where, cfg.batch_size, pool=False, features=cfg.features,
+                                    controls=cfg.controls)
     tok_labels = {k: torch.from_numpy(v)[tok_mask] for k, v in token_labels(tt.numpy(), lm.tokenizer).items()}
     tok_context = torch.arange(len(tt))[:, None].expand_as(tok_mask)[tok_mask]  # fit/test split by context
     tasks: dict[str, dict] = {}
@@ -336,7 +367,30 @@ def probe_losses(lm: LM, saes: dict[str, SAE], cfg: ProbeConfig | None = None, w
             tasks[task] = {name: best_probe(f, y, seed=cfg.seed, groups_M=groups) for name, f in feats.items()}
         except ValueError:  # too few positives to put some on both sides of the split
             skipped.append(task)
-    names = ["residual", *saes]
+    names = [*(b for b in CONTROLS if b in doc_feats), *saes]
     mean = {n: float(np.mean([t[n]["loss"] for t in tasks.values()])) for n in names}
     prior = float(np.mean([next(iter(t.values()))["prior_loss"] for t in tasks.values()]))
-    return {"tasks": tasks, "mean": mean, "mean_prior": prior, "config": cfg.__dict__, "skipped": skipped}
+    return {"tasks": tasks, "mean": mean, "mean_prior": prior, "config": cfg.__dict__, "skipped": skipped,
+            "comparisons": compare_to_controls(tasks, list(saes))}
+
+
+CONTROLS = ("residual", "residual_normalised", "random_directions", "pca")
+CONTROL_SEED = 1234
+"""Seed of the random directions control (fixed: every SAE and every run is compared with the same directions)."""
+
+
+def compare_to_controls(tasks: dict[str, dict], saes: list[str]) -> dict:
+    """Per SAE and control: the SAE's loss minus the control's, paired over tasks (negative: the SAE's best latent
+    probes better), as a 95% t-interval over tasks, with the verdict on 'the SAE is lower' and its count of wins."""
+    from saelab.evals.intervals import compare, verdict
+
+    out: dict = {}
+    for name in saes:
+        for base in CONTROLS:
+            rows = [t for t in tasks.values() if base in t and name in t]
+            if not rows:
+                continue
+            d = compare([t[name]["loss"] for t in rows], [t[base]["loss"] for t in rows])
+            out.setdefault(name, {})[base] = {**d, "verdict": verdict(d, "<"),
+                                             "wins": sum(t[name]["loss"] < t[base]["loss"] for t in rows)}
+    return out

@@ -1,10 +1,12 @@
 """The paper's evaluation suite on one or several SAEs, side by side: `run_suite` and `saelab eval`.
 
-Downstream loss (`downstream`), probe loss (`probes`), N2G explanations (`n2g`) and ablation sparsity
-(`ablation`) on the test half of the held-out documents of the embedded corpus (the SAEs' recorded split), and on
-request SAEBench's first-letter absorption (`absorption`: on its own spelling prompts over the tokenizer's
-alphabetic tokens; about 4 minutes of SmolLM2 at its defaults on a 2-core CPU, shared by every SAE at the same
-layer), written as report.json and report.html.
+Downstream loss (`downstream`: spliced at the positions each SAE trained on and at every position, SAEBench's
+default, each stored under its own name), probe loss (`probes`, beside the controls that probe directions that are
+not an SAE's), N2G explanations (`n2g`) and ablation sparsity (`ablation`) on the test half of the held-out
+documents of the embedded corpus (the SAEs' recorded split), and on request SAEBench's first-letter absorption
+(`absorption`: on its own spelling prompts over the tokenizer's alphabetic tokens; about 4 minutes of SmolLM2 at its
+defaults on a 2-core CPU, shared by every SAE at the same layer) and SAEBench's core metrics under SAEBench's names
+(`core`: `saelab.evals.core`), written as report.json and report.html.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from saelab.acts.corpus import DEFAULT_CORPUS, build_contexts, load_corpus
 from saelab.config import check_choices
 from saelab.evals.ablation import ablation_sparsity, position_ablation_sparsity
 from saelab.evals.absorption import AbsorptionConfig, fast_absorption_config, first_letter_absorption
-from saelab.evals.downstream import downstream_loss
+from saelab.evals.downstream import CONVENTIONS, downstream_loss
 from saelab.evals.n2g import N2GConfig, n2g_evaluation
 from saelab.evals.probes import ProbeConfig, probe_losses
 from saelab.evals.splice import SpliceSite, encode_contexts, heldout_context, site_mean
@@ -38,8 +40,8 @@ class SuiteConfig:
     corpus: str = DEFAULT_CORPUS
     """Corpus whose test documents (the second half of the held-out ones) are evaluated; its training documents
     build the N2G explanations and the mean-ablation mean. Default: the main job's English mixture."""
-    downstream_contexts: int = 64
-    """Held-out contexts (64 tokens) for the downstream loss."""
+    downstream_contexts: int = 256
+    """Held-out contexts (64 tokens) for the downstream loss (both splice conventions) and the core metrics."""
     splice_positions: Literal["trained", "all"] = "trained"
     """Which positions the splice replaces: those each SAE trained on (its harvest's rule, by default not position 0
     nor norm outliers) or every position."""
@@ -52,8 +54,9 @@ class SuiteConfig:
     ablation_sampling: Literal["positions", "latents"] = "positions"
     """Ablation sparsity sampled by token position (every latent active at a sampled token is ablated, so latents
     count by how often they fire) or by latent (a uniform sample of live latents, each at a few contexts)."""
-    ablation_positions: int = 16
-    """Token positions sampled ('positions'; each ablates the k latents active there)."""
+    ablation_positions: int = 32
+    """Token positions sampled ('positions'; each ablates the k latents active there); the report's interval on the
+    median is a bootstrap over these positions."""
     ablation_latents: int = 32
     """Latents whose ablation sparsity is measured ('latents': a random sample of those that fire)."""
     ablation_contexts: int = 4
@@ -66,7 +69,9 @@ class SuiteConfig:
     """SAEBench's first-letter absorption (saelab.evals.absorption)."""
     metrics: str = "downstream,probe,n2g,ablation"
     """Comma-separated metrics to run: downstream, probe, n2g, ablation, absorption (not in the default: it adds
-    about 4 minutes on SmolLM2)."""
+    about 4 minutes on SmolLM2), core (SAEBench's core metrics: explained variance, cosine similarity, l2 ratio,
+    relative reconstruction bias, L0, L1, feature density; `--metrics core` alone runs them with the downstream
+    loss they read)."""
     seed: int = 0
     """Seed of the sampled latents (N2G explanations, ablation)."""
 
@@ -105,13 +110,29 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     out: dict = {"config": asdict(cfg), "site": asdict(where), "sites": {n: asdict(w) for n, w in sites.items()},
                  "saes": {}, "seconds": {}}
     t0 = time.time()
-    if "downstream" in wanted:
+    if "downstream" in wanted or "core" in wanted:
         toks = held[: cfg.downstream_contexts]
-        mean_D = mean_D if mean_D is not None else site_mean(lm, build[: cfg.downstream_contexts], where)
         for name, sae in saes.items():
-            out["saes"].setdefault(name, {})["downstream"] = downstream_loss(
-                lm, sae, toks, sites[name], mean_D=mean_D, progress=progress)
+            res = out["saes"].setdefault(name, {})
+            for conv, positions in CONVENTIONS.items():  # both splice conventions, each under its own name
+                site = SpliceSite.of(sae, lm, positions=positions)
+                mean = mean_D if mean_D is not None and positions == cfg.splice_positions else \
+                    site_mean(lm, build[: cfg.downstream_contexts], site)
+                res[f"downstream_{conv}"] = downstream_loss(lm, sae, toks, site, mean_D=mean, progress=progress)
+            res["downstream"] = res[f"downstream_{CHOSEN[cfg.splice_positions]}"]  # the one --splice_positions names
         out["seconds"]["downstream"] = time.time() - t0
+    if "core" in wanted:
+        from saelab.evals.core import core_metrics, downstream_names
+
+        t = time.time()
+        for name, sae in saes.items():
+            res = out["saes"][name]
+            res["core"] = {**core_metrics(lm, sae, held[: cfg.downstream_contexts], SpliceSite.of(sae, lm, "all")),
+                           **downstream_names(res["downstream_every_position"])}
+            res["core_trained_positions"] = core_metrics(lm, sae, held[: cfg.downstream_contexts], sites[name]
+                                                         if cfg.splice_positions == "trained" else
+                                                         SpliceSite.of(sae, lm, "trained"))
+        out["seconds"]["core"] = time.time() - t
     if "probe" in wanted:
         t = time.time()
         r = probe_losses(lm, saes, cfg.probes, where, progress=progress)
@@ -153,6 +174,14 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
                     "random_sparsity", math.nan)]
                 res["ablation"] = {"median": _median(vals), "mean": _mean(vals), "random_median": _median(rand),
                                    "random_mean": _mean(rand), "n": len(vals), "sampling": cfg.ablation_sampling}
+                from saelab.evals.intervals import bootstrap_medians
+
+                # 95% percentile bootstrap over the sampled positions (or latents): the ablations at one position
+                # share its context, so whole positions are resampled
+                group = ("context", "index") if cfg.ablation_sampling == "positions" else ("latent",)
+                boot = bootstrap_medians(rows, ("sparsity", "random_sparsity"), group, seed=cfg.seed)
+                res["ablation"].update(median_interval=boot["sparsity"], random_median_interval=boot["random_sparsity"],
+                                       median_minus_random_interval=boot["difference"])
                 for key in ("own_share", "sparsity_later", "random_own_share", "random_sparsity_later"):
                     got = [r[key] for r in rows if r.get(key, math.nan) == r.get(key, math.nan)]
                     if got:
@@ -162,7 +191,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     return out
 
 
-METRICS = ("downstream", "probe", "n2g", "ablation", "absorption")
+METRICS = ("downstream", "probe", "n2g", "ablation", "absorption", "core")
+CHOSEN = {"trained": "trained_positions", "all": "every_position"}
+CORE_SUMMARY = ("explained_variance", "explained_variance_legacy", "cossim", "l2_ratio", "relative_reconstruction_bias",
+                "l0", "frac_alive", "ce_loss_score", "kl_div_score")
 
 
 def _median(v):
@@ -182,6 +214,13 @@ def summary_rows(report: dict) -> list[dict]:
             d = r["downstream"]
             row.update({"delta_loss": d["delta_loss"], "kl": d["kl"], "loss_recovered": d["loss_recovered"],
                         "loss_recovered_vs_mean": d["loss_recovered_mean"]})
+            for conv in CONVENTIONS:  # both conventions, named
+                if f"downstream_{conv}" in r:
+                    d = r[f"downstream_{conv}"]
+                    row.update({f"delta_loss_{conv}": d["delta_loss"], f"kl_{conv}": d["kl"],
+                                f"loss_recovered_{conv}": d["loss_recovered"]})
+        if "core" in r:
+            row.update({f"core_{k}": r["core"][k] for k in CORE_SUMMARY if k in r["core"]})
         if "probe_loss" in r:
             row["probe_loss"] = r["probe_loss"]
         if "n2g" in r and "f1" in r["n2g"]:

@@ -72,7 +72,7 @@ class FrontierConfig:
     """A penalised family's trial counts as at its target when its held-out L0 is within this (relative)."""
     rounds: int = 2
     """Rounds of refitting the penalised families' coefficients after the first guesses (0: guesses only)."""
-    delta_ce_contexts: int = 64
+    delta_ce_contexts: int = 256
     """Held-out contexts (64 tokens) spliced into the LM for delta CE (0: skip delta CE)."""
     probes: bool = True
     """Also score the mean 1-D probe loss (saelab.evals.probes; needs the embedded corpus)."""
@@ -219,11 +219,21 @@ def score_point(name: str, tcfg: TrainConfig, sae, eval_cache: ActivationCache, 
 
 def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: ActivationCache, eval_cache: ActivationCache,
                  out: str | Path, lm=None, tokens_NT: torch.Tensor | None = None, progress: bool = True, log=print,
-                 device: str = "cpu"):
+                 device: str = "cpu", seeds: int = 1):
     """Train (or reuse) every family's points in `out/<name>`, score them; returns a pandas DataFrame with one row
-    per family and target (the chosen points) and writes frontier.csv, and every trial to trials.csv (atomically)."""
+    per family, target and seed (the chosen points) and writes frontier.csv, and every trial to trials.csv
+    (atomically).
+
+    seeds: train every point once per seed (`base.seed`, `base.seed + 1`, ...; each seed draws the SAE's
+    initialisation and the order of the training batches, while the held-out tokens, delta CE contexts, probe tasks
+    and spelling prompts stay the same). The first seed's points live in `out/<name>` (as without seeds), the others
+    in `out/seed-<s>/<name>`. The penalised families search their coefficient on the first seed only; later seeds
+    retrain at the coefficient chosen for each target, so their L0 varies a little around it. With more than one
+    seed, frontier_summary.csv holds each point's mean and 95% t-interval over seeds and frontier_comparisons.csv
+    every family against TopK (paired by seed)."""
     import pandas as pd
 
+    from saelab.evals.intervals import seed_list
     from saelab.files import atomic_write
 
     out = Path(out)
@@ -233,32 +243,49 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
     if unknown or not families or not targets:
         raise ValueError(f"frontier: families must be among {', '.join(FAMILIES)} (got {cfg.families!r}) and "
                          f"target_l0s a list of numbers (got {cfg.target_l0s!r})")
+    seed_values = seed_list(seeds, base.seed)
     rows, saes, trial_rows = [], {}, []
+    coefs: dict[tuple[str, float], float] = {}  # (family, target) -> the first seed's chosen coefficient
 
-    def train_and_score(tcfg: TrainConfig) -> dict:
-        name = point_name(tcfg)
-        sae = train_point(tcfg, train_cache, out / name, progress, device=device)
-        dead_tokens = json.loads((out / name / "sae" / "cfg.json").read_text()).get("dead_tokens")
-        row = score_point(name, tcfg, sae, eval_cache, dead_tokens)
-        saes[name] = sae
-        trial_rows.append(row)
-        log(f"frontier: {name} -> held-out L0 {row['l0']:.1f}, normalized MSE {row['nmse']:.4f}")
-        return row
+    for seed in seed_values:
+        first = seed == seed_values[0]
+        prefix = "" if first else f"seed-{seed}/"
+        sbase = replace(base, seed=seed)
 
-    for fam in families:
-        recipe = FAMILIES[fam]
-        if fam in PENALTIES:
-            coef = PENALTIES[fam][0]
-            chosen, _ = matched_points(base, fam, targets, lambda c, fam=fam, coef=coef: {
-                coef: c, **train_and_score(short_config(base, cfg.steps_frac, **{**FAMILIES[fam], coef: c}))},
-                cfg.tol, cfg.rounds)
-        else:
-            chosen = {t: train_and_score(short_config(base, cfg.steps_frac, **recipe, k=int(t))) for t in targets}
-        for t, row in chosen.items():
-            rows.append({"target_l0": t, **{k: v for k, v in row.items() if k not in PENALTIES_KEYS},
-                         "matched": abs(row["l0"] / t - 1) <= cfg.tol})
+        def train_and_score(tcfg: TrainConfig, prefix=prefix, seed=seed) -> dict:
+            name = point_name(tcfg)
+            key = prefix + name
+            sae = train_point(tcfg, train_cache, out / key, progress, device=device)
+            dead_tokens = json.loads((out / key / "sae" / "cfg.json").read_text()).get("dead_tokens")
+            row = {**score_point(name, tcfg, sae, eval_cache, dead_tokens), "seed": seed, "key": key}
+            saes[key] = sae
+            trial_rows.append(row)
+            log(f"frontier: {key} -> held-out L0 {row['l0']:.1f}, normalized MSE {row['nmse']:.4f}")
+            return row
+
+        for fam in families:
+            recipe = FAMILIES[fam]
+            if fam in PENALTIES and first:
+                coef = PENALTIES[fam][0]
+                chosen, _ = matched_points(sbase, fam, targets, lambda c, fam=fam, coef=coef, sbase=sbase: {
+                    coef: c, **train_and_score(short_config(sbase, cfg.steps_frac, **{**FAMILIES[fam], coef: c}))},
+                    cfg.tol, cfg.rounds)
+                coefs.update({(fam, t): row[coef] for t, row in chosen.items()})
+            elif fam in PENALTIES:  # later seeds: the first seed's coefficient for each target
+                coef = PENALTIES[fam][0]
+                done: dict[float, dict] = {}
+                for t in targets:
+                    c = coefs[(fam, t)]
+                    if c not in done:
+                        done[c] = train_and_score(short_config(sbase, cfg.steps_frac, **{**recipe, coef: c}))
+                chosen = {t: done[coefs[(fam, t)]] for t in targets}
+            else:
+                chosen = {t: train_and_score(short_config(sbase, cfg.steps_frac, **recipe, k=int(t))) for t in targets}
+            for t, row in chosen.items():
+                rows.append({"target_l0": t, **{k: v for k, v in row.items() if k not in PENALTIES_KEYS},
+                             "matched": abs(row["l0"] / t - 1) <= cfg.tol})
     df = pd.DataFrame(rows)
-    used = {n: saes[n] for n in dict.fromkeys(df.point)}
+    used = {n: saes[n] for n in dict.fromkeys(df.key)}
     if lm is not None and tokens_NT is not None and len(tokens_NT):
         from saelab.evals.downstream import downstream_losses
         from saelab.evals.splice import SpliceSite, sae_replacement
@@ -266,25 +293,75 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
         where = SpliceSite.of(next(iter(used.values())), lm)
         res = downstream_losses(lm, tokens_NT, {n: sae_replacement(s) for n, s in used.items()}, where,
                                 progress=progress)
-        df["delta_ce"] = [res[n]["delta_loss"] for n in df.point]
-        df["kl"] = [res[n]["kl"] for n in df.point]
+        df["delta_ce"] = [res[n]["delta_loss"] for n in df.key]
+        df["kl"] = [res[n]["kl"] for n in df.key]
     if lm is not None and cfg.probes:
         from saelab.evals.probes import probe_losses
 
-        mean = probe_losses(lm, used, progress=progress)["mean"]
-        df["probe_loss"] = [mean[n] for n in df.point]
-        df["probe_loss_residual"] = mean["residual"]  # the same probes on the residual stream's coordinates
+        mean: dict[str, float] = {}
+        for seed in seed_values:  # one seed's SAEs at a time: the token features of 20 SAEs take gigabytes
+            part = {k: s for k, s in used.items() if int(df.seed[df.key == k].iloc[0]) == seed}
+            mean.update(probe_losses(lm, part, progress=progress)["mean"])
+        df["probe_loss"] = [mean[n] for n in df.key]
+        for basis in BASELINES:  # the same probes on directions that are not an SAE's (the controls)
+            if basis in mean:
+                df[f"probe_loss_{basis}"] = mean[basis]
     if lm is not None and cfg.absorption:
         from saelab.evals.absorption import first_letter_absorption
 
         rep = first_letter_absorption(lm, used, cfg.absorption_settings, progress=progress)["saes"]
         for col, key in (("absorption", "absorption_over_passing"), ("full_absorption", "full_absorption_over_passing"),
                          ("absorption_letters", "letters_passing"), ("absorption_readable", "readable")):
-            df[col] = [rep[n][key] for n in df.point]
+            df[col] = [rep[n][key] for n in df.key]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "frontier.csv", lambda p: df.to_csv(p, index=False))
     atomic_write(out / "trials.csv", lambda p: pd.DataFrame(trial_rows).to_csv(p, index=False))
+    if len(seed_values) > 1:
+        summary, comparisons = frontier_summary(df), family_comparisons(df)
+        atomic_write(out / "frontier_summary.csv", lambda p: summary.to_csv(p, index=False))
+        atomic_write(out / "frontier_comparisons.csv", lambda p: comparisons.to_csv(p, index=False))
     return df
+
+
+BASELINES = ("residual", "residual_normalised", "random_directions", "pca")
+"""The probe controls `saelab.evals.probes` scores beside the SAEs (see its docstring)."""
+SUMMARY_METRICS = ("l0", "nmse", "delta_ce", "kl", "probe_loss", "absorption", "full_absorption", "dead_train_frac",
+                   "never_fired_frac")
+
+
+def frontier_summary(df):
+    """Per family and target: n_seeds and each metric's mean with its 95% t-interval over seeds (`saelab.evals.
+    intervals.summarize`)."""
+    from saelab.evals.intervals import summarize
+
+    return summarize(df, ["family", "target_l0"], SUMMARY_METRICS)
+
+
+def family_comparisons(df, reference: str = "topk", metrics=("nmse", "delta_ce")):
+    """Every family against `reference` at each target, paired by seed: the mean difference (family minus
+    reference), its 95% t-interval, the relative difference, and the verdict on 'the family is lower' (`saelab.evals.
+    intervals.verdict`). The penalised families' points sit near, not at, the target: read their `l0` beside."""
+    import pandas as pd
+
+    from saelab.evals.intervals import compare, verdict
+
+    rows = []
+    ref = df[df.family == reference]
+    for (fam, target), part in df[df.family != reference].groupby(["family", "target_l0"], sort=False):
+        base = ref[ref.target_l0 == target].set_index("seed")
+        part = part.set_index("seed")
+        seeds = [s for s in part.index if s in base.index]
+        if not seeds:
+            continue
+        for m in metrics:
+            if m not in part or part[m].isna().all():
+                continue
+            d = compare([part.loc[s, m] for s in seeds], [base.loc[s, m] for s in seeds])
+            rows.append({"family": fam, "reference": reference, "target_l0": target, "metric": m,
+                         "n_seeds": d["n"], "l0_mean": float(part.loc[seeds, "l0"].mean()),
+                         "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"], "relative": d["relative"],
+                         "verdict_lower": verdict(d, "<")})
+    return pd.DataFrame(rows)
 
 
 def at_l0(trials, family: str, target: float, metric: str = "nmse") -> float:
@@ -319,27 +396,50 @@ NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka Bat
 
 def frontier_figures(df):
     """Delta CE against normalized MSE, then one plotly figure per metric against the held-out L0, one line per family
-    (missing metrics are skipped)."""
+    (missing metrics are skipped). With several seeds (a `seed` column), each point is the mean over seeds with its
+    95% t-interval as error bars."""
     import plotly.graph_objects as go
 
     df = df.assign(l0_spread=df.l0_p90 / df.l0_p10.clip(lower=1)) if "l0_p90" in df else df
+    several = "seed" in df and df.seed.nunique() > 1
+    if several:
+        from saelab.evals.intervals import summarize
+
+        df = summarize(df, ["family", "target_l0"], [*SUMMARY_METRICS, "l0_spread"])
+
+    def col(part, m):
+        return part[f"{m}_mean"] if several else part[m]
+
+    def bars(part, m):
+        if not several:
+            return None
+        return dict(type="data", symmetric=False, array=(part[f"{m}_hi"] - part[f"{m}_mean"]).tolist(),
+                    arrayminus=(part[f"{m}_mean"] - part[f"{m}_lo"]).tolist())
+
+    def has(m):
+        name = f"{m}_mean" if several else m
+        return name in df and df[name].notna().any()
+
+    note = " (mean over seeds, 95% t-interval)" if several else ""
     figs = []
-    if "delta_ce" in df and df.delta_ce.notna().any():  # the paper's section 4.1 view: the LM's cost at equal error
+    if has("delta_ce"):  # the paper's section 4.1 view: the LM's cost at equal error
         fig = go.Figure()
         for fam, part in df.groupby("family", sort=False):
-            part = part.sort_values("nmse")
-            fig.add_scatter(x=part.nmse, y=part.delta_ce, mode="lines+markers", name=NAMES.get(fam, fam))
-        fig.update_layout(title="Downstream cost at equal reconstruction (paper section 4.1)", height=420,
+            part = part.sort_values("nmse_mean" if several else "nmse")
+            fig.add_scatter(x=col(part, "nmse"), y=col(part, "delta_ce"), mode="lines+markers",
+                            name=NAMES.get(fam, fam), error_x=bars(part, "nmse"), error_y=bars(part, "delta_ce"))
+        fig.update_layout(title="Downstream cost at equal reconstruction (paper section 4.1)" + note, height=420,
                           xaxis_title="held-out normalized MSE", yaxis_title="delta CE (nats)", xaxis_type="log")
         figs.append(fig)
     for y, ytitle, scale in METRICS:
-        if y not in df or df[y].isna().all():
+        if not has(y):
             continue
         fig = go.Figure()
         for fam, part in df.groupby("family", sort=False):
-            part = part.sort_values("l0")
-            fig.add_scatter(x=part.l0, y=part[y], mode="lines+markers", name=NAMES.get(fam, fam))
-        fig.update_layout(title=f"{ytitle} against L0, every family for the same steps", xaxis_title="held-out L0",
-                          yaxis_title=ytitle, xaxis_type="log", yaxis_type=scale, height=420)
+            part = part.sort_values("l0_mean" if several else "l0")
+            fig.add_scatter(x=col(part, "l0"), y=col(part, y), mode="lines+markers", name=NAMES.get(fam, fam),
+                            error_y=bars(part, y))
+        fig.update_layout(title=f"{ytitle} against L0, every family for the same steps" + note,
+                          xaxis_title="held-out L0", yaxis_title=ytitle, xaxis_type="log", yaxis_type=scale, height=420)
         figs.append(fig)
     return figs

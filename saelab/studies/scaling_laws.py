@@ -234,3 +234,18 @@ def scaling_figures(points, curves, fits: dict):
         fig.update_yaxes(type="log", title="normalized MSE")
         figs.append(fig)
     return figs
+
+
+def seeds_figure(summary):
+    """Held-out normalized MSE against n, one line per k: the mean over seeds with its 95% t-interval."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, part in summary.groupby("k"):
+        part = part.sort_values("n")
+        fig.add_scatter(x=part.n, y=part.nmse_mean, mode="lines+markers", name=f"k = {k}",
+                        error_y=dict(type="data", symmetric=False, array=(part.nmse_hi - part.nmse_mean).tolist(),
+                                     arrayminus=(part.nmse_mean - part.nmse_lo).tolist()))
+    fig.update_layout(title="Held-out normalized MSE over seeds (mean, 95% t-interval)", xaxis_type="log",
+                      yaxis_type="log", xaxis_title="latents n", yaxis_title="held-out normalized MSE", height=420)
+    return fig

@@ -89,13 +89,18 @@ def bench_train_config(cfg: SyntheticBenchConfig, family: str, k: int) -> TrainC
                        seed=cfg.seed, dead_tokens=20 * cfg.batch_size, **_recipe(family))
 
 
-def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, device="cpu"):
-    """Train and score every family; returns a pandas DataFrame (one row per family). The default data holds
-    120,000 training samples after the 8,192 held out."""
+def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, device="cpu", seeds: int = 1):
+    """Train and score every family; returns a pandas DataFrame (one row per family and seed). The default data holds
+    120,000 training samples after the 8,192 held out.
+
+    seeds: every family once per seed (`cfg.seed`, `cfg.seed + 1`, ...: the SAE's initialisation and batch order; the
+    data, held-out samples included, stay the same). The penalised families search their coefficient on the first
+    seed and keep it for the others. `synthetic_summary` gives each family's mean and 95% t-interval over seeds."""
     import pandas as pd
 
     from saelab.acts.cache import cache_from_tensor
     from saelab.acts.synthetic import make_toy
+    from saelab.evals.intervals import seed_list
 
     cfg = cfg or SyntheticBenchConfig()
     saelens = cfg.generator == "saelens"
@@ -106,38 +111,80 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]
     target = float((c[cfg.held_out:] > 0).sum(1).float().mean())  # the data's own mean L0
     k = max(1, round(target))
-    base = bench_train_config(cfg, "topk", k)
     rows = []
+    coefs: dict[str, float] = {}  # the first seed's chosen coefficient of each penalised family
     with tempfile.TemporaryDirectory() as tmp:
         cache = cache_from_tensor(train, Path(tmp) / "cache", name="synthetic-hierarchy")
 
         def train_and_score(tcfg: TrainConfig) -> dict:
-            folder = Path(tmp) / f"run-{family_of(tcfg)}-{tcfg.l1_coef:g}-{tcfg.l0_coef:g}"
+            folder = Path(tmp) / f"run-{family_of(tcfg)}-{tcfg.l1_coef:g}-{tcfg.l0_coef:g}-{tcfg.seed}"
             trainer = Trainer(tcfg, cache, folder, device=device)
             trainer.train()
             sae = trainer.sae
             r = reconstruction_metrics(sae, held)
-            row = {"family": family_of(tcfg), "k": tcfg.k, "coef": {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef
-                                                                     }.get(tcfg.activation), "l0": r["l0"],
+            row = {"family": family_of(tcfg), "seed": tcfg.seed, "k": tcfg.k,
+                   "coef": {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef}.get(tcfg.activation), "l0": r["l0"],
                    "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F)}
             if saelens:
                 row.update(saelens_scores(sae, held, data.features_FD, held_c))
-            log(f"synthetic: {row['family']} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
+            log(f"synthetic: {row['family']} seed {tcfg.seed} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
                 f"absorption {row.get('absorption', float('nan')):.3f}")
             return row
 
-        for fam in [f.strip() for f in cfg.families.split(",") if f.strip()]:
-            recipe = _recipe(fam)
-            if fam in PENALTIES:
-                coef = PENALTIES[fam][0]
-                chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe: {
-                    coef: c_, **train_and_score(replace(base, **{**recipe, coef: c_}))}, tol=0.15, rounds=cfg.rounds,
-                    start=GUESS[fam] * (target / 32) ** (1 / PENALTIES[fam][2]))  # GUESS[fam] at this target
-                rows.append({**chosen[target], "target_l0": target})
-            else:
-                rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
+        seed_values = seed_list(seeds, cfg.seed)
+        for seed in seed_values:
+            base = bench_train_config(replace(cfg, seed=seed), "topk", k)
+            for fam in [f.strip() for f in cfg.families.split(",") if f.strip()]:
+                recipe = _recipe(fam)
+                if fam in PENALTIES and seed == seed_values[0]:
+                    coef = PENALTIES[fam][0]
+                    chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe,
+                                               base=base: {
+                        coef: c_, **train_and_score(replace(base, **{**recipe, coef: c_}))}, tol=0.15,
+                        rounds=cfg.rounds,
+                        start=GUESS[fam] * (target / 32) ** (1 / PENALTIES[fam][2]))  # GUESS[fam] at this target
+                    coefs[fam] = chosen[target][coef]
+                    rows.append({**chosen[target], "target_l0": target})
+                elif fam in PENALTIES:
+                    coef = PENALTIES[fam][0]
+                    rows.append({**train_and_score(replace(base, **{**recipe, coef: coefs[fam]})), "target_l0": target})
+                else:
+                    rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
     df = pd.DataFrame(rows)
-    columns = [c_ for c_ in ("family", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption", "fully_absorbed",
-                             "dead", "duplicates", "k", "coef") if c_ in df]
+    columns = [c_ for c_ in ("family", "seed", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption",
+                             "fully_absorbed", "pairs_recovered", "pairs_unrecovered", "absorption_all_pairs", "dead",
+                             "duplicates", "k", "coef") if c_ in df]
     return df[columns + [c_ for c_ in df if c_.startswith("saelens_")]]  # SAE Lens's scores, when it made the data
 
+
+SUMMARY_METRICS = ("l0", "nmse", "mcc", "recovered", "absorption", "fully_absorbed", "pairs_recovered",
+                   "absorption_all_pairs", "dead", "duplicates")
+
+
+def synthetic_summary(df):
+    """Per family: n_seeds and each score's mean with its 95% t-interval over seeds."""
+    from saelab.evals.intervals import summarize
+
+    return summarize(df, ["family"], [*SUMMARY_METRICS, *[c for c in df if c.startswith("saelens_")]])
+
+
+def synthetic_comparisons(df, reference: str = "topk", metrics=("absorption", "nmse", "mcc", "recovered")):
+    """Every family against `reference`, paired by seed: mean difference (family minus reference), its 95%
+    t-interval, relative difference and the verdict on 'the family is lower' (`saelab.evals.intervals`)."""
+    import pandas as pd
+
+    from saelab.evals.intervals import compare, verdict
+
+    ref = df[df.family == reference].set_index("seed")
+    rows = []
+    for fam, part in df[df.family != reference].groupby("family", sort=False):
+        part = part.set_index("seed")
+        seeds = [s for s in part.index if s in ref.index]
+        for m in metrics:
+            if m not in part or not seeds:
+                continue
+            d = compare([part.loc[s, m] for s in seeds], [ref.loc[s, m] for s in seeds])
+            rows.append({"family": fam, "reference": reference, "metric": m, "n_seeds": d["n"],
+                         "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"], "relative": d["relative"],
+                         "verdict_lower": verdict(d, "<")})
+    return pd.DataFrame(rows)

@@ -507,8 +507,48 @@ def _linear_space(n, loss):
     return tuple(p)
 
 
+def _log_a(n, loss):
+    a, b, c = E.solutions.fit_power_law(n, loss)
+    return math.log(a), b, c
+
+
+def _a_of_relative_n(n, loss):
+    """Fits n / n[0] (to keep the numbers small) and forgets to convert a back."""
+    n = np.asarray(n, float)
+    return E.solutions.fit_power_law(n / n.min(), loss)
+
+
+def _a_from_the_line(n, loss):
+    """b and c right; a from a straight line through log L (one output of three wrong)."""
+    _, b, c = E.solutions.fit_power_law(n, loss)
+    return _straight_line(n, loss)[0], b, c
+
+
+def _without_the_largest_n(n, loss):
+    """Leaves out the largest n, as if the check's points were the notebook's grid with its held-out n."""
+    return E.solutions.fit_power_law(np.asarray(n)[:-1], np.asarray(loss)[:-1])
+
+
+def _notebook_fit(n, loss):
+    """The notebook's folded solution (fits log a with bounds; a learner's way, not the library's)."""
+    from scipy.optimize import curve_fit
+
+    n, loss = np.asarray(n, float), np.asarray(loss, float)
+    c_max = 0.999 * loss.min()
+    (log_a, b, c), _ = curve_fit(lambda n, log_a, b, c: np.log(np.exp(log_a) * n ** -b + c), n, np.log(loss),
+                                 p0=(0.0, 0.5, 0.5 * c_max), bounds=([-20, 0, 0], [20, 5, c_max]))
+    return float(np.exp(log_a)), float(b), float(c)
+
+
+def test_fit_power_law_check_accepts_the_notebook_solution():
+    assert E.check_fit_power_law(_notebook_fit) is _notebook_fit
+
+
 @pytest.mark.parametrize("wrong,message", [(_straight_line, "no irreducible term"), (_negated, "b > 0"),
-                                           (_linear_space, "fit log L")])
+                                           (_linear_space, "fit log L"), (_log_a, "is log a"),
+                                           (_a_of_relative_n, r"coefficient for n / 64"),
+                                           (_a_from_the_line, "coefficient a differs"),
+                                           (_without_the_largest_n, "differs")])
 def test_fit_power_law_check(wrong, message):
     E.check_fit_power_law(E.solutions.fit_power_law)
     _rejects(E.check_fit_power_law, wrong, message)
@@ -519,12 +559,31 @@ def _envelope_by_tokens(c):
         ["flops", "nmse", "n"]].sort_values("flops")
 
 
+def _envelope_rows(c, order=("flops", "nmse"), n_from=None, against="best"):
+    """A running minimum over `order`, with one mistake switched on: n taken from the unsorted frame, each
+    evaluation compared with the previous one only, or the rows taken in the order given."""
+    import pandas as pd
+
+    d = c.sort_values(list(order), kind="stable") if order else c
+    rows, best, prev = [], float("inf"), float("inf")
+    for i, r in enumerate(d.itertuples()):
+        if r.nmse < (best if against == "best" else prev):
+            rows.append({"flops": r.flops, "nmse": r.nmse, "n": c.n.iloc[i] if n_from == "unsorted" else r.n})
+        best, prev = min(best, r.nmse), r.nmse
+    return pd.DataFrame(rows, columns=["flops", "nmse", "n"])
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_envelope_by_tokens, "ordered the evaluations by tokens"),
     (lambda c: c.loc[c.groupby("n").tokens.idxmax()][["flops", "nmse", "n"]].sort_values("flops"), "final evaluation"),
     (lambda c: c.sort_values("flops")[["flops", "nmse", "n"]], "running minimum"),
     (lambda c: c.sort_values("flops")[["flops", "nmse"]], "no 'n'"),
     (lambda c: c.iloc[:0][["flops", "nmse", "n"]], "empty"),
+    (lambda c: _envelope_rows(c, n_from="unsorted"), "column 'n'"),
+    (lambda c: _envelope_rows(c, against="previous"), "the one just before it"),
+    (lambda c: _envelope_rows(c, order=()), "order the rows come"),
+    (lambda c: _envelope_rows(c, order=("flops",)), "same compute"),
+    (lambda c: _envelope_rows(c).sort_values("nmse"), "order of compute"),
 ])
 def test_compute_envelope_check(wrong, message):
     from saelab.studies.scaling_laws import compute_envelope

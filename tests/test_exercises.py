@@ -333,21 +333,26 @@ def test_effect_sparsity_check(wrong, message):
 
 
 # ---- 04 progressive recovery ---------------------------------------------------------------------------------
-def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="lowest"):
+def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="lowest", order="ks", top="max"):
     """recovery_curve with one mistake switched on."""
     def fn(pre, x, W, b, ks):
+        ks = sorted(ks) if order == "sorted" else list(ks)
+        largest = max(ks) if top == "max" else ks[-1]
         curve = []
         for k in ks:
-            z = E.solutions.topk_activation(pre, k) if relu else _topk_no_relu(pre, k)
+            top_k = min(k, largest)
+            z = E.solutions.topk_activation(pre, top_k) if relu else _topk_no_relu(pre, top_k)
             err = (z @ W + (b if bias else 0) - x).pow(2).sum(-1)
             base = {"mean vector": (x - x.mean(0)).pow(2).sum(-1), "none": torch.ones(len(x)),
                     "norm": x.pow(2).sum(-1), "scalar mean": (x - x.mean()).pow(2).sum(-1)}[baseline]
             curve.append(float((err / base).mean()) if per_token else float(err.mean() / base.mean()))
         i = int(np.argmin(curve))
         rises = [j + 1 for j in range(len(ks) - 1) if curve[j + 1] > curve[j]]
+        last_low = max(j for j, v in enumerate(curve) if v <= min(curve))
         return curve, {"lowest": ks[i], "index": i, "after": ks[min(i + 1, len(ks) - 1)],
                        "highest": ks[int(np.argmax(curve))], "value": curve[i],
-                       "first rise or first": ks[rises[0] - 1] if rises else ks[0]}[turn]
+                       "first rise or first": ks[rises[0] - 1] if rises else ks[0], "last of equal": ks[last_low],
+                       "array": np.array(ks[i])}[turn]
     return fn
 
 
@@ -358,10 +363,16 @@ def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="
     (_curve(turn="index"), "POSITION"), (_curve(turn="after"), "AFTER the curve turned"),
     (_curve(turn="highest"), "HIGHEST"), (_curve(turn="value"), "not a normalized MSE"),
     (_curve(turn="first rise or first"), "keeps falling"),
+    (_curve(order="sorted"), r"order of sorted\(ks\)"), (_curve(top="last"), r"one topk at max\(ks\)"),
+    (_curve(turn="last of equal"), "FIRST of the lowest"),
 ])
 def test_recovery_curve_check(wrong, message):
     E.check_recovery_curve(E.solutions.recovery_curve)
     _rejects(E.check_recovery_curve, wrong, message)
+
+
+def test_recovery_curve_check_accepts_a_numpy_turn_and_per_k_topk():
+    E.check_recovery_curve(_curve(turn="array"))
 
 
 def test_recovery_curve_matches_saelab_topk_decode():
@@ -385,10 +396,22 @@ def test_recovery_curve_matches_saelab_topk_decode():
     (lambda p, t: float(torch.quantile(p.flatten(), t / p.shape[1])), "not the L0 / n one"),
     (lambda p, t: float(p.flatten().topk(int(t)).values[-1]), "PER ROW"),
     (lambda p, t: float(p.topk(int(t), dim=-1).values[:, -1].mean()), "AVERAGE over rows"),
+    (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - int(t) / p.shape[1])), "rounded down"),
+    (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - t / 4096)), "not another SAE's"),
+    (lambda p, t: float(torch.quantile(p[:, :200].flatten().double(), 1 - t / 256)), "gives L0"),
 ])
 def test_threshold_for_l0_check(wrong, message):
     E.check_threshold_for_l0(E.solutions.threshold_for_l0)
     _rejects(E.check_threshold_for_l0, wrong, message)
+
+
+@pytest.mark.parametrize("variant", [
+    lambda p, t: float(p.flatten().topk(int(round(len(p) * t))).values[-1]),  # the B*L0-th value: one fewer above it
+    lambda p, t: torch.quantile(p.flatten(), 1 - t / p.shape[1], interpolation="higher"),  # a 0-d tensor
+    lambda p, t: float(torch.quantile(p.flatten(), 1 - t / p.shape[1], interpolation="lower")),
+])
+def test_threshold_for_l0_check_accepts_other_quantile_conventions(variant):
+    E.check_threshold_for_l0(variant)
 
 
 # ---- 05 exploring latents ------------------------------------------------------------------------------------

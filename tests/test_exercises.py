@@ -415,14 +415,22 @@ def test_threshold_for_l0_check_accepts_other_quantile_conventions(variant):
 
 
 # ---- 05 exploring latents ------------------------------------------------------------------------------------
-def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pairs="c,t"):
-    """dashboard_examples with one mistake switched on; intervals take the first examples of each group."""
+def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pairs="c,t", sample="first",
+          n_fixed=None, per_fixed=None):
+    """dashboard_examples with one mistake switched on; intervals take the first examples of each group unless
+    `sample` is "random" (seeded, as the reference) or "global" (the global random state, ignoring the seed)."""
     def fn(a, m, n_intervals, per_interval, seed=0):
+        n_intervals, per_interval = n_fixed or n_intervals, per_fixed or per_interval
+        gen = torch.Generator().manual_seed(seed)
         N, T = a.shape
         split = (lambda i: (i // N, i % N)) if pairs == "by N" else (lambda i: (i // T, i % T))
         flat = a.flatten()
         if top == "any":
             tops = [split(int(i)) for i in flat.topk(m).indices]
+        elif top == "first position":  # each context at its first firing position, not its strongest
+            first = (a > 0).float().argmax(1)
+            v = a[torch.arange(N), first]
+            tops = [(int(c), int(first[c])) for c in v.argsort(descending=True)[:m] if v[c] > 0]
         elif pairs == "by N":  # the strongest positions, one per (mis-computed) context
             tops, seen = [], set()
             for i in flat.argsort(descending=True).tolist():
@@ -445,6 +453,8 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
         out = []
         for g in groups:
             picked, seen = [], set()
+            if sample != "first":
+                g = g[torch.randperm(len(g), generator=gen if sample == "random" else None)]
             for i in g.tolist():
                 if (not dedup or i // T not in seen) and len(picked) < per_interval:
                     seen.add(i // T)
@@ -464,10 +474,19 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
     (_dash(pairs="by N"), "divide by T"),
     (_dash(intervals="value"), "Split by RANK"), (_dash(intervals="with zeros"), "zeros are not part"),
     (_dash(dedup=False), "at most one example per context"), (_dash(order="highest first"), "lowest activations"),
+    (_dash(top="first position"), "not context 1's strongest position"),
+    (_dash(), "seeds 0, 1, 2 and 3 gave the same"), (_dash(sample="global"), "two calls with seed = 0"),
+    (_dash(sample="random", n_fixed=3), "return n_intervals = 1 lists"),
+    (_dash(sample="random", per_fixed=3), r"per_interval = 1:.* = 1 examples; you returned 3"),
 ])
 def test_dashboard_examples_check(wrong, message):
     E.check_dashboard_examples(E.solutions.dashboard_examples)
     _rejects(E.check_dashboard_examples, wrong, message)
+
+
+def test_dashboard_examples_check_accepts_another_random_sample():
+    """Any seeded random sample passes: the check tests properties, not the reference's draw."""
+    E.check_dashboard_examples(_dash(sample="random"))
 
 
 def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1"):

@@ -489,10 +489,11 @@ def test_dashboard_examples_check_accepts_another_random_sample():
     E.check_dashboard_examples(_dash(sample="random"))
 
 
-def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1"):
+def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1",
+             fires_by="acts"):
     """find_concept_latent with one mistake switched on."""
     def scores(idx, acts, concept, n, how, ge):
-        on = acts >= 0 if ge else acts > 0
+        on = (acts >= 0 if ge else acts > 0) & ((idx > 0) if fires_by == "idx" else True)  # "idx": skips latent 0
         fires = torch.bincount(idx[on], minlength=n).float()
         hits = torch.bincount(idx[on & concept[:, None]], minlength=n).float()
         total = torch.zeros(n).index_add_(0, idx.flatten(), acts.flatten())
@@ -504,7 +505,8 @@ def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="
 
     def pr(text, latent, ge):
         idx, acts, concept = text
-        fires = ((idx == latent) & ((acts >= 0) if ge else (acts > 0))).any(-1)
+        fires = ((idx == latent) & ((acts >= 0) if ge else (acts > 0)) & ((idx > 0) if fires_by == "idx" else True)
+                 ).any(-1)
         both = float((fires & concept).sum())
         return both / max(1, int(concept.sum())), both / max(1, int(fires.sum()))
 
@@ -524,10 +526,20 @@ def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="
     (_concept(choose_on="test"), "the TEST text"), (_concept(score_on="build"), "BUILD text it was chosen on"),
     (_concept(swap=True), "swapped"), (_concept(test_geq=True), "20 slots with activation 0"),
     (_concept(score="precision"), "precision or recall alone"),
+    (_concept(fires_by="idx"), r"not by idx > 0"),
 ])
 def test_find_concept_latent_check(wrong, message):
     E.check_find_concept_latent(E.solutions.find_concept_latent)
     _rejects(E.check_find_concept_latent, wrong, message)
+
+
+def test_find_concept_latent_cases_state_the_reference_answers():
+    """The check's hand-counted answers are what the reference computes."""
+    from saelab.teach.exercises import explore
+
+    for _, build, test, n, want in explore._concept_cases():
+        got = explore.find_concept_latent(build, test, n)
+        assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], abs=1e-6)
 
 
 # ---- 06 scaling laws -----------------------------------------------------------------------------------------

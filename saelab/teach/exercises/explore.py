@@ -315,9 +315,50 @@ _LATENT_MISTAKES = {
 }
 
 
+def _concept_cases():
+    """(what, build, test, n_latents, (latent, F1, precision, recall)) beyond the main case.
+
+    One slot per token (K = 1), the answer latent 0 (the same index as the padding, whose activation is 0):
+    build 120 tokens, the concept on 30; latent 0 fires on 24 of them and 3 others (F1 48/57), latent 3 on the 6 other
+    concept tokens only (F1 1/3), latent 5 on 40 others. Test 80 tokens, the concept on 40; latent 0 fires on 30 of them and
+    6 others (precision 0.75, recall 30/36). Then 50 latents, the answer the last one (49), K = 3: build 100 tokens,
+    the concept on 20; latent 49 fires on 18 of them and 1 other (F1 36/39), latent 10 everywhere, latent 20 on 5
+    concept tokens; test 60 tokens, the concept on 15, latent 49 on 12 of them and 4 others."""
+    C, O = list(range(0, 120, 4)), [t for t in range(120) if t % 4]
+    b1 = _sparse_text(120, 4, {0: [(C[:24] + O[:3], 0.8)], 3: [(C[24:], 1.5)], 5: [(O[3:43], 2.0)]},
+                      K=1)
+    C, O = list(range(0, 80, 2)), [t for t in range(80) if t % 2]
+    t1 = _sparse_text(80, 2, {0: [(C[:30] + O[:6], 0.5)], 5: [(O[6:30], 1.0)]}, K=1)
+    C, O = list(range(0, 100, 5)), [t for t in range(100) if t % 5]
+    b2 = _sparse_text(100, 5, {10: [(C + O, 3.0)], 49: [(C[:18] + O[:1], 1.0)], 20: [(C[:5], 4.0)]}, K=3)
+    C, O = list(range(0, 60, 4)), [t for t in range(60) if t % 4]
+    t2 = _sparse_text(60, 4, {10: [(C + O, 3.0)], 49: [(C[:12] + O[:4], 1.0)]}, K=3)
+    return [("one slot per token (K = 1), the best latent 0 (the padding's index)", b1, t1, 6,
+             (0, 48 / 57, 0.75, 30 / 36)),
+            ("50 latents, the best the last one (49), K = 3", b2, t2, 50, (49, 36 / 39, 0.8, 0.75))]
+
+
+def _same_concept(out, want, what: str) -> None:
+    """Every returned value, by name, against the expected (latent, build F1, test precision, test recall)."""
+    assert isinstance(out, tuple | list) and len(out) == 4, \
+        f"{what}: return four things: (latent, build F1, test precision, test recall)"
+    latent = int(out[0])
+    if latent != want[0] and want[0] == 0:
+        raise AssertionError(f"{what}: you chose latent {latent}; latent 0 fits the concept best. Latent 0 is a latent "
+                             "like any other: padding slots also hold index 0 but with activation 0, so tell firing "
+                             "by acts > 0, not by idx > 0")
+    assert latent == want[0], f"{what}: the best latent on the build text is {want[0]}; you chose {latent}"
+    for name, got, w in zip(("its F1 on the build text", "its precision on the test text",
+                             "its recall on the test text"), out[1:], want[1:]):
+        assert abs(float(got) - w) < 1e-4, f"{what}: {name} is {w:.4f}; you returned {float(got):.4f}"
+
+
 @exercise("5.2", find_concept_latent)
 def check_find_concept_latent(fn) -> None:
-    """`fn(build, test, n_latents) -> (latent, build F1, test precision, test recall)`."""
+    """`fn(build, test, n_latents) -> (latent, build F1, test precision, test recall)`.
+
+    Varies the texts (lengths, how often the concept holds, K = 1 to 6 slots a token), n_latents (6 to 50) and which
+    latent is best (0, the padding's index; 2; the last one, 49); compares all four returned values."""
     build, test = _concept_case()
     out = fn(tuple(t.clone() for t in build), tuple(t.clone() for t in test), 8)
     assert isinstance(out, tuple | list) and len(out) == 4, \
@@ -345,4 +386,7 @@ def check_find_concept_latent(fn) -> None:
     assert abs(p - 0.9) < 1e-4 and abs(r - 0.75) < 1e-4, \
         f"on the test text latent 2 fires on 45 of the 50 concept tokens and on 15 others: expected precision 0.9, " \
         f"recall 0.75; got ({p:.3f}, {r:.3f})"
+    for what, b, t, n, want in _concept_cases():
+        out = fn(tuple(x.clone() for x in b), tuple(x.clone() for x in t), n)
+        _same_concept(out, want, f"with {what}")
     passed("find_concept_latent")

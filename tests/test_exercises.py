@@ -293,6 +293,19 @@ def _probe(bias=True, log=torch.log, accuracy=False, steps=300):
     return fn
 
 
+def _probe_adam_unstandardised(x, y):
+    """Adam (lr 0.1, 500 steps) on the raw feature: fine near 0, stalls on a feature far from 0."""
+    a = torch.zeros((), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([a, b], lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(a * x.float() + b, y.float()).backward()
+        opt.step()
+    with torch.no_grad():
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(a * x.float() + b, y.float()))
+
+
 def _probe_unfitted(x, y):
     prior = float(y.mean())
     return -(prior * math.log(prior) + (1 - prior) * math.log(1 - prior)) + 0 * float(x.sum())
@@ -303,30 +316,39 @@ def test_a_learner_style_probe_passes():
 
 
 @pytest.mark.parametrize("wrong,message", [(_probe(bias=False), "no bias"), (_probe(log=torch.log2), "bits"),
-                                           (_probe(accuracy=True), "accuracy"), (_probe_unfitted, "fitted")])
+                                           (_probe(accuracy=True), "accuracy"), (_probe_unfitted, "fitted"),
+                                           (_probe_adam_unstandardised, "standardise x")])
 def test_probe_loss_1d_check(wrong, message):
     E.check_probe_loss_1d(E.solutions.probe_loss_1d)
     _rejects(E.check_probe_loss_1d, wrong, message)
 
 
-def _sparsity(centre, square=True, denom="TV"):
+def _sparsity(centre, square=True, denom="TV", in_place=False):
     def fn(d):
-        e = d.double()
+        e = d if in_place else d.double()
         if centre == "median":
-            e = e - e.median(-1, keepdim=True).values
+            e = e.sub_(e.median(-1, keepdim=True).values) if in_place else e - e.median(-1, keepdim=True).values
         elif centre == "mean":
             e = e - e.mean(-1, keepdim=True)
-        e = e.flatten()
+        elif centre == "global":
+            e = e - e.median()
+        elif centre == "positions":
+            e = e - e.median(0, keepdim=True).values
+        e = e.double().flatten()
         r = e.abs().sum() / e.norm()
         r = r ** 2 if square else r
-        return float(r / (e.numel() if denom == "TV" else (d.shape[1] if denom == "V" else 1)))
+        return float(r / {"TV": e.numel(), "V": d.shape[1], "16V": 16 * d.shape[1], None: 1}[denom])
     return fn
 
 
 @pytest.mark.parametrize("wrong,message", [(_sparsity(None), "median"), (_sparsity("mean"), "MEAN"),
                                            (_sparsity("median", square=False), "square the ratio"),
                                            (_sparsity("median", denom=None), "number of entries"),
-                                           (_sparsity("median", denom="V"), "not V alone")])
+                                           (_sparsity("median", denom="V"), "not V alone"),
+                                           (_sparsity("global"), "ONE median of the whole"),
+                                           (_sparsity("positions"), "over the positions"),
+                                           (_sparsity("median", denom="16V"), "not the paper's 16"),
+                                           (_sparsity("median", in_place=True), "changed its input in place")])
 def test_effect_sparsity_check(wrong, message):
     E.check_effect_sparsity(E.solutions.effect_sparsity)
     _rejects(E.check_effect_sparsity, wrong, message)

@@ -111,9 +111,27 @@ def _bce(p: float, y: torch.Tensor, log=math.log) -> float:
     return float(-(y * log(p) + (1 - y) * log(1 - p)).mean())
 
 
+def _probe_cases():
+    """(what, x_M, y_M) beyond the main case: balanced labels and a weak feature; a feature with a large offset and
+    scale (x = 50 f + 1000: an unstandardised fit stalls); 5% positives on 300 rows; 40 rows in float64."""
+    g = torch.Generator().manual_seed(5)
+    half = (torch.rand(1500, generator=g) < 0.5).float()
+    far = (torch.rand(1000, generator=g) < 0.3).float()
+    rare = (torch.rand(300, generator=g) < 0.05).float()
+    small = (torch.arange(40) % 3 == 0).double()
+    return [("50% positives and a weak feature (M = 1500)", 0.8 * half + torch.randn(1500, generator=g), half),
+            ("x = 50 f + 1000, a feature far from 0 and wide (30% positives)",
+             50 * (1.5 * far + torch.randn(1000, generator=g)) + 1000, far),
+            ("5% positives on M = 300 rows", 2 * rare + torch.randn(300, generator=g), rare),
+            ("40 rows in float64", small + torch.randn(40, generator=g, dtype=torch.float64), small)]
+
+
 @exercise("3.2", probe_loss_1d)
 def check_probe_loss_1d(fn) -> None:
-    """`fn(x_M, y_M) -> float`: the cross-entropy in nats of the best 1-D logistic probe."""
+    """`fn(x_M, y_M) -> float`: the cross-entropy in nats of the best 1-D logistic probe.
+
+    Varies the feature (useless, good, negated, weak, far from 0 and wide), the base rate (5% to 50%), M (40 to
+    2000) and the dtype; compares the loss with the reference fit (Newton's method to convergence) within 0.02."""
     g = torch.Generator().manual_seed(0)
     y = (torch.rand(2000, generator=g) < 0.2).float()  # 20% positives
     useless = torch.randn(2000, generator=g)
@@ -141,37 +159,98 @@ def check_probe_loss_1d(fn) -> None:
         f"{flipped:.3f}: let the weight a be negative"
     assert abs(got_good - want_good) < 0.02, f"the best probe scores {want_good:.3f} nats, yours {got_good:.3f}: fit " \
         "longer or with a larger learning rate (or Newton's method)"
+    for what, x, y in _probe_cases():
+        got, want = float(fn(x.clone(), y.clone())), probe_loss_1d(x, y)
+        if abs(got - want) >= 0.02 and x.abs().mean() > 100:
+            raise AssertionError(f"with {what}: the best probe scores {want:.3f} nats, yours {got:.3f}: standardise x "
+                                 "first ((x - mean) / std), or the fit stalls when x is far from 0")
+        assert abs(got - want) < 0.02, f"with {what}: the best probe scores {want:.3f} nats, yours {got:.3f} (the " \
+            f"base rate alone: {_bce(float(y.float().mean()), y.float()):.3f})"
     passed("probe_loss_1d")
+
+
+def _sparsity_cases():
+    """(what, logit_diff_TV) beyond the main case: one position, the paper's T = 16 with a dense change, an even V
+    whose rows are mostly unmoved (both middle values 0, so every median convention agrees), float64 input, and a
+    change on a single logit."""
+    g = torch.Generator().manual_seed(1)
+    few = torch.zeros(3, 50)
+    few[:, :10] = torch.randn(3, 10, generator=g) * 3
+    single = torch.zeros(5, 9)
+    single[2, 4] = -1.5
+    return [("one position (T = 1, V = 7)", torch.randn(1, 7, generator=g)),
+            ("T = 16, V = 101, every logit moved", torch.randn(16, 101, generator=g) + torch.randn(16, 1, generator=g)),
+            ("T = 3, V = 50 (even), 10 logits a row moved", few),
+            ("a float64 input (T = 2, V = 33)", torch.randn(2, 33, generator=g, dtype=torch.float64) ** 3),
+            ("one logit of [5, 9] moved", single)]
+
+
+_MEDIAN_MISTAKES = {
+    "global": "you subtracted ONE median of the whole [T, V] matrix: subtract each position's own median (over its V "
+              "logits, dim=-1)",
+    "positions": "you took the median over the positions (dim 0): take each position's median over the vocabulary "
+                 "(dim=-1)"}
+
+
+def _sparsity_variant(e: torch.Tensor, centre: str) -> float:
+    """The sparsity with the median taken another way: of the whole matrix ("global") or over the positions."""
+    e = e.double()
+    e = {"global": e - e.median(), "positions": e - e.median(0, keepdim=True).values}[centre].flatten()
+    return float((e.abs().sum() / e.norm()) ** 2 / e.numel())
 
 
 @exercise("3.3", effect_sparsity)
 def check_effect_sparsity(fn) -> None:
-    """`fn(logit_diff_TV) -> float`: section 4.5's sparsity of an ablation's effect on the logits."""
+    """`fn(logit_diff_TV) -> float`: section 4.5's sparsity of an ablation's effect on the logits.
+
+    Varies the shape (T = 1 to 16, V = 7 to 101, even and odd), the dtype (float32, float64) and the effect (a few
+    logits, every logit, one logit, constant shifts of a position); compares the number with the reference and
+    checks the input is left as it was."""
     g = torch.Generator().manual_seed(0)
     T, V = 4, 51  # odd V: every median convention (lower middle, average of the two middle) agrees
     diff = torch.zeros(T, V)
     diff[:, :3] = torch.randn(T, 3, generator=g) * 2  # a few tokens move
-    diff[1] += 0.7  # position 1's logits all shift by a constant: no probability changes
+    diff += 0.3  # every position's logits shift by a constant (position 1's by 1.0): no probability changes
+    diff[1] += 0.7
     diff[2, 10:] += torch.randn(V - 10, generator=g).abs() * 0.01
-    got = float(fn(diff.clone()))
+    given = diff.clone()
+    got = float(fn(given))
+    assert torch.equal(given, diff), "your function changed its input in place (e.g. -= on it): work on a copy, the " \
+        "caller's logit differences must stay as they were"
     e = diff.double()
     mean_c = (e - e.mean(-1, keepdim=True)).flatten()
     raw = e.flatten()
     med = (e - e.median(-1, keepdim=True).values).flatten()
     diagnose(got, [(float((raw.abs().sum() / raw.norm()) ** 2 / raw.numel()),
-                    "position 1's logits all moved by 0.7, which changes no probability: subtract each position's "
-                    "median (over the vocabulary) first"),
+                    "every position's logits moved by a constant (0.3, position 1's by 1.0), which changes no "
+                    "probability: subtract each position's median (over the vocabulary) first"),
+                   (_sparsity_variant(diff, "global"), _MEDIAN_MISTAKES["global"]),
                    (float((mean_c.abs().sum() / mean_c.norm()) ** 2 / mean_c.numel()),
                     "you subtracted each position's MEAN; the paper subtracts the median (robust to the few large "
                     "effects)"),
+                   (_sparsity_variant(diff, "positions"), _MEDIAN_MISTAKES["positions"]),
                    (float(med.abs().sum() / med.norm() / med.numel()), "square the ratio: (L1 / L2)^2"),
                    (float((med.abs().sum() / med.norm()) ** 2), "divide by the number of entries T * V, so that 1 "
                                                                 "means every entry moved by the same amount"),
                    (float((med.abs().sum() / med.norm()) ** 2 / V), "divide by T * V (all positions' entries), "
-                                                                    "not V alone")], atol=1e-6)
+                                                                    "not V alone"),
+                   (float((med.abs().sum() / med.norm()) ** 2 / (16 * V)), "you divided by 16 V: T is the number of "
+                                                                           "rows of the input (here 4), not the "
+                                                                           "paper's 16")], atol=1e-6)
     want = effect_sparsity(diff)
     assert abs(got - want) < 1e-6, f"expected {want:.5f}, got {got:.5f}"
     one = torch.zeros(T, V)
     one[0, 0] = 5.0
     assert abs(float(fn(one)) - 1 / (T * V)) < 1e-9, "an effect on a single logit has sparsity 1 / (T V)"
+    for what, case in _sparsity_cases():
+        given = case.clone()
+        got, want = fn(given), effect_sparsity(case)
+        assert torch.equal(given, case), f"with {what}: your function changed its input in place: work on a copy"
+        assert isinstance(got, float | torch.Tensor) and torch.as_tensor(got).numel() == 1, \
+            f"with {what}: return one number, got {got!r}"
+        if abs(float(got) - want) > 1e-6 * max(1.0, want) and len(case) > 1:
+            diagnose(float(got), [(_sparsity_variant(case, c), f"with {what}: {m}") for c, m in _MEDIAN_MISTAKES.items()],
+                     atol=1e-6)
+        assert abs(float(got) - want) <= 1e-6 * max(1.0, want), \
+            f"with {what} (shape {tuple(case.shape)}): expected {want:.6g}, got {float(got):.6g}"
     passed("effect_sparsity")

@@ -230,6 +230,44 @@ def _splice_variant(**flags):
     return lambda m, ids, layer, rec, error_scale=0.0: EV._splice(m, ids, layer, rec, error_scale, **flags)
 
 
+def _fixed_rec(x):
+    return -2.0 * x.flip(-1)  # a bad, deterministic "reconstruction"
+
+
+def _splice_without_finally(m, ids, layer, rec, error_scale=0.0):
+    """Removes its hook after the forward pass, but not when the forward pass fails."""
+    def hook(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        x = hidden[:, 1:]
+        r = rec(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        new = torch.cat([hidden[:, :1], r + error_scale * (x - r)], dim=1)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = find_blocks(m)[layer].register_forward_hook(hook)
+    with torch.no_grad():
+        logits = m(input_ids=ids, use_cache=False).logits.float()
+    handle.remove()
+    return float(torch.nn.functional.cross_entropy(logits[:, 1:-1].flatten(0, 1), ids[:, 2:].flatten()))
+
+
+def _splice_swallowing_errors(m, ids, layer, rec, error_scale=0.0):
+    from saelab.teach.exercises import evaluation as EV
+
+    try:
+        return EV._splice(m, ids, layer, rec, error_scale)
+    except Exception:  # noqa: BLE001 - the mistake under test
+        return float("nan")
+
+
+def _splice_at(fixed_layer=None, fixed_rec=None):
+    """The splice with an argument ignored: always block `fixed_layer`, or always `fixed_rec` (an SAE of the
+    notebook instead of the `reconstruct` it is given)."""
+    from saelab.teach.exercises import evaluation as EV
+
+    return lambda m, ids, layer, rec, error_scale=0.0: EV._splice(m, ids, fixed_layer or layer, fixed_rec or rec,
+                                                                  error_scale)
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_splice_variant(clean=True), "did not change"),
     (_splice_variant(splice_from=0), "position 0 too"),
@@ -240,6 +278,8 @@ def _splice_variant(**flags):
     (_splice_variant(leave_hook=True), "still registered"),
     (lambda m, ids, layer, rec, error_scale=0.0: _splice_variant()(m, ids, layer, rec, float(error_scale >= 1.0)),
      "linear in error_scale"),
+    (_splice_without_finally, "when the forward pass fails"), (_splice_swallowing_errors, "let the error through"),
+    (_splice_at(fixed_layer=8), "not block `layer` = 4"), (_splice_at(fixed_rec=_fixed_rec), "call the `reconstruct`"),
 ])
 def test_spliced_loss_check(smollm, wrong, message):
     from types import SimpleNamespace
@@ -247,7 +287,7 @@ def test_spliced_loss_check(smollm, wrong, message):
     from saelab.teach.exercises import evaluation as EV
 
     ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
-    fixed = SimpleNamespace(reconstruct=lambda x: -2.0 * x.flip(-1))  # a bad, deterministic "reconstruction"
+    fixed = SimpleNamespace(reconstruct=_fixed_rec)
     E.check_spliced_loss(E.solutions.spliced_loss, smollm, fixed, ids, 8)
     assert EV._splice(smollm.model, ids, 8, fixed.reconstruct, 0.0) != pytest.approx(EV._clean_loss(smollm.model, ids),
                                                                                        rel=1e-2)

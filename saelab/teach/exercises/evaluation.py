@@ -60,19 +60,66 @@ def _clean_loss(model, ids, score_from=1) -> float:
     return float(F.cross_entropy(logits[:, score_from:-1].flatten(0, 1), ids[:, score_from + 1:].flatten()))
 
 
+class _ReconstructFailed(RuntimeError):
+    """Raised by the check's failing `reconstruct`, to see that a hook goes even when the forward pass fails."""
+
+
+def _fail(_x):
+    raise _ReconstructFailed("the check's reconstruct fails on purpose")
+
+
+def _hook_ids(model: torch.nn.Module) -> set:
+    return {(id(m), key) for m in model.modules() for key in [*m._forward_hooks, *m._forward_pre_hooks]}
+
+
+def _remove_new_hooks(model: torch.nn.Module, before: set) -> None:
+    """Remove the hooks a learner's function left behind, so later forward passes of the notebook run clean."""
+    for m in model.modules():
+        for hooks in (m._forward_hooks, m._forward_pre_hooks):
+            for key in [k for k in hooks if (id(m), k) not in before]:
+                del hooks[key]
+
+
+def _check_splice_case(fn, model, ids, layer: int, rec, scale: float, what: str, base_layer: int, base_rec) -> None:
+    """One varied call against the reference; a miss that matches an ignored argument names it."""
+    got, want = float(fn(model, ids, layer, rec, error_scale=scale)), _splice(model, ids, layer, rec, scale)
+    if abs(got - want) < 1e-3 * max(1.0, abs(want)):
+        return
+    mistakes = []
+    if layer != base_layer:
+        mistakes.append((_splice(model, ids, base_layer, rec, scale),
+                         f"{what}: you spliced block {base_layer}, not block `layer` = {layer}: hook "
+                         "find_blocks(model)[layer], the argument"))
+    if rec is not base_rec:
+        mistakes.append((_splice(model, ids, layer, base_rec, scale),
+                         f"{what}: that is the loss with the SAE's own reconstruction: call the `reconstruct` you "
+                         "are given (the notebook also passes the identity and other SAEs), not an SAE of the "
+                         "notebook"))
+    if scale != 0.0:
+        mistakes.append((_splice(model, ids, layer, rec, 0.0), f"{what}: error_scale = {scale} is ignored"))
+    diagnose(got, mistakes, atol=1e-4, rtol=1e-4)
+    raise AssertionError(f"{what}: spliced cross-entropy {got:.4f}, expected {want:.4f}")
+
+
 @exercise("3.1", spliced_loss)
 def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None:
     """`fn(model, input_ids_BT, layer, reconstruct, error_scale=0.0) -> float` must splice and score as the paper's
-    downstream loss does (positions >= 1; cross-entropy in nats) and leave no hook behind."""
+    downstream loss does (positions >= 1; cross-entropy in nats) and leave no hook behind, even when the forward pass
+    fails.
+
+    Varies error_scale (0, 0.25, 0.5, 1), the layer (`layer` and another), `reconstruct` (the SAE's, the identity,
+    half the SAE's, one that raises) and the batch (four contexts, one); compares each loss with the reference."""
     from saelab.teach.exercises.harvest import _hooks_left
 
     ids = torch.as_tensor(tokens_NT[:4]).long().to(lm.device)
     recon = lambda x: sae.reconstruct(x)  # noqa: E731
     model = lm.model
-    before = _hooks_left(model)
+    before, before_ids = _hooks_left(model), _hook_ids(model)
     got = float(fn(model, ids, layer, recon))
-    assert _hooks_left(model) == before, ("your hook is still registered after the call: remove it (handle.remove() "
-                                          "in a finally block), or every later forward pass stays spliced")
+    if _hooks_left(model) != before:
+        _remove_new_hooks(model, before_ids)  # the notebook's later cells must not run spliced
+        raise AssertionError("your hook is still registered after the call: remove it (handle.remove() in a finally "
+                             "block), or every later forward pass stays spliced")
     clean = _clean_loss(model, ids)
     want = _splice(model, ids, layer, recon, 0.0)
     right = abs(got - want) < 1e-4 * max(1.0, abs(want))
@@ -103,6 +150,27 @@ def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None
     assert abs(half - half_want) < 1e-3 * max(1.0, half_want), \
         (f"with error_scale=0.5 you got {half:.4f}, expected {half_want:.4f}: add error_scale * (x - reconstruct(x)), "
          "linear in error_scale (not only at 0 and 1)")
+    try:
+        fn(model, ids, layer, _fail)
+    except Exception:  # noqa: BLE001 - any error may come out; what matters is the hook
+        returned = False
+    else:
+        returned = True
+    left = _hooks_left(model) != before
+    _remove_new_hooks(model, before_ids)
+    assert not left, ("when the forward pass fails (here `reconstruct` raised an error), your hook stays registered "
+                      "and every later forward pass of the model stays spliced: remove it in a `finally:` block")
+    assert not returned, ("`reconstruct` raised an error, yet your function returned a loss: let the error through "
+                          "(a failed splice must not look like a result)")
+    other = layer // 2 if layer > 1 else layer + 1
+    half_sae = lambda x: 0.5 * sae.reconstruct(x)  # noqa: E731
+    for what, case_ids, case_layer, rec, scale in (
+            ("with reconstruct = the identity (the splice changes nothing: the clean loss)", ids, layer,
+             lambda x: x, 0.0),
+            (f"at layer {other} with error_scale = 0.25", ids, other, recon, 0.25),
+            ("on a batch of one context, with reconstruct = 0.5 * sae.reconstruct(x)", ids[:1], layer, half_sae, 0.0)):
+        _check_splice_case(fn, model, case_ids, case_layer, rec, scale, what, layer, recon)
+    assert _hooks_left(model) == before, "your hook is still registered after a call: remove it (handle.remove())"
     passed(f"spliced_loss (spliced {got:.3f} nats, clean {clean:.3f})")
 
 
@@ -226,8 +294,8 @@ def check_effect_sparsity(fn) -> None:
                     "probability: subtract each position's median (over the vocabulary) first"),
                    (_sparsity_variant(diff, "global"), _MEDIAN_MISTAKES["global"]),
                    (float((mean_c.abs().sum() / mean_c.norm()) ** 2 / mean_c.numel()),
-                    "you subtracted each position's MEAN; the paper subtracts the median (robust to the few large "
-                    "effects)"),
+                    "you subtracted each position's MEAN: subtract its median (robust to the few large effects, which "
+                    "drag a mean)"),
                    (_sparsity_variant(diff, "positions"), _MEDIAN_MISTAKES["positions"]),
                    (float(med.abs().sum() / med.norm() / med.numel()), "square the ratio: (L1 / L2)^2"),
                    (float((med.abs().sum() / med.norm()) ** 2), "divide by the number of entries T * V, so that 1 "

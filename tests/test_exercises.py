@@ -460,7 +460,7 @@ def test_recovery_curve_matches_saelab_topk_decode():
     (lambda p, t: float(p.topk(int(t), dim=-1).values[:, -1].mean()), "AVERAGE over rows"),
     (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - int(t) / p.shape[1])), "rounded down"),
     (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - t / 4096)), "not another SAE's"),
-    (lambda p, t: float(torch.quantile(p[:, :200].flatten().double(), 1 - t / 256)), "gives L0"),
+    (lambda p, t: float(torch.quantile(p[:, :200].flatten().double(), 1 - t / 256)), "all n latents of all B rows"),
 ])
 def test_threshold_for_l0_check(wrong, message):
     E.check_threshold_for_l0(E.solutions.threshold_for_l0)
@@ -540,6 +540,7 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
     (_dash(), "seeds 0, 1, 2 and 3 gave the same"), (_dash(sample="global"), "two calls with seed = 0"),
     (_dash(sample="random", n_fixed=3), "return n_intervals = 1 lists"),
     (_dash(sample="random", per_fixed=3), r"per_interval = 1:.* = 1 examples; you returned 3"),
+    (lambda a, m, n_intervals, per_interval: _dash(sample="random")(a, m, n_intervals, per_interval), "takes no `seed`"),
 ])
 def test_dashboard_examples_check(wrong, message):
     E.check_dashboard_examples(E.solutions.dashboard_examples)
@@ -695,7 +696,7 @@ def _envelope_rows(c, order=("flops", "nmse"), n_from=None, against="best"):
     (lambda c: c.sort_values("flops")[["flops", "nmse", "n"]], "running minimum"),
     (lambda c: c.sort_values("flops")[["flops", "nmse"]], "no 'n'"),
     (lambda c: c.iloc[:0][["flops", "nmse", "n"]], "empty"),
-    (lambda c: _envelope_rows(c, n_from="unsorted"), "column 'n'"),
+    (lambda c: _envelope_rows(c, n_from="unsorted"), "its n column is not"),
     (lambda c: _envelope_rows(c, against="previous"), "the one just before it"),
     (lambda c: _envelope_rows(c, order=()), "order the rows come"),
     (lambda c: _envelope_rows(c, order=("flops",)), "same compute"),

@@ -100,7 +100,7 @@ def _same_curve(out, case, ks: list[int], what: str) -> None:
                              f"itself ({ks})")
     short = [recovery_curve(pre, x, W, b, [min(k, ks[-1])])[0][0] for k in ks]
     if max(ks) != ks[-1] and close(curve, short, atol=1e-5, rtol=1e-3):
-        raise AssertionError(f"{what}: with ks = {ks} the k' beyond the last one, {ks[-1]}, score as TopK({ks[-1]}): "
+        raise AssertionError(f"{what}: the k' larger than the last one in ks, {ks[-1]}, score as TopK({ks[-1]}): "
                              "one topk at max(ks) serves every k' (ks need not be sorted)")
     for k, c, w in zip(ks, curve, want):
         assert close(c, w, atol=1e-5, rtol=1e-3), \
@@ -214,7 +214,8 @@ def check_threshold_for_l0(fn) -> None:
                              f"(pre_BN.shape[-1] = {pre.shape[-1]}), not another SAE's")
     for target, theta in thetas.items():
         assert abs(l0s[target] - target) <= 0.02 * target + 0.05, \
-            f"theta = {theta:.3f} gives L0 {l0s[target]:.2f}, target {target}"
+            f"theta = {theta:.3f} gives L0 {l0s[target]:.2f} on the check's [400, 256] batch, target {target}: B * " \
+            "target_l0 of its B * n values (all n latents of all B rows) must lie above theta"
     for what, p, target in _l0_cases():
         theta = float(fn(p.clone(), target))
         B, n = p.shape

@@ -167,7 +167,13 @@ def _same_envelope(got, curves, what: str) -> None:
                              "loss can go up between evaluations)")
     assert len(got) == len(want), f"{what}: your envelope has {len(got)} points, the expected one {len(want)} " \
         f"({len(_as_pairs(got) & _as_pairs(want))} of yours are on it)"
-    same_output(got[["flops", "nmse", "n"]].reset_index(drop=True), want.reset_index(drop=True), what)
+    same_output(got[["flops", "nmse"]].reset_index(drop=True), want[["flops", "nmse"]].reset_index(drop=True), what)
+    n_got, n_want = np.asarray(got["n"], float), np.asarray(want["n"], float)
+    if not np.array_equal(n_got, n_want):
+        i = int(np.flatnonzero(n_got != n_want)[0])
+        raise AssertionError(f"{what}: the envelope's flops and nmse are right, but its n column is not: point {i} "
+                             f"(flops {float(want.flops.iloc[i]):.3g}) comes from the run with n = {int(n_want[i])}, "
+                             f"you say {n_got[i]:g}; take each point's n from the same row as its flops and nmse")
 
 
 @exercise("6.2", compute_envelope)

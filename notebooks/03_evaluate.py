@@ -282,7 +282,8 @@ check_probe_loss_1d(probe_loss_1d)
 #     return loss
 #
 # opt.step(closure)
-# return float(closure())
+# with torch.no_grad():
+#     return float(torch.nn.functional.binary_cross_entropy_with_logits(a * z + b, y_M.float()))
 # ```
 # </details>
 #

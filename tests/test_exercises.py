@@ -284,17 +284,36 @@ def _splice_at(fixed_layer=None, fixed_rec=None):
 def test_spliced_loss_check(smollm, wrong, message):
     from types import SimpleNamespace
 
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
+    fixed = SimpleNamespace(reconstruct=_fixed_rec)
+    try:
+        _rejects(lambda fn: E.check_spliced_loss(fn, smollm, fixed, ids, 8), wrong, message)
+    finally:  # a leaked hook must not spoil the other tests' model
+        for blk in find_blocks(smollm.model):
+            blk._forward_hooks.clear()
+
+
+def test_spliced_loss_check_accepts_the_reference_and_cleans_up_a_leaked_hook(smollm):
+    """The reference passes (once: each call runs a dozen forward passes of the real model); a learner's hook left
+    behind after a failed forward pass is removed by the check, so the notebook's model runs clean again."""
+    from types import SimpleNamespace
+
+    from saelab.lm.sites import find_blocks as blocks
     from saelab.teach.exercises import evaluation as EV
+    from saelab.teach.exercises.harvest import _hooks_left
 
     ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
     fixed = SimpleNamespace(reconstruct=_fixed_rec)
     E.check_spliced_loss(E.solutions.spliced_loss, smollm, fixed, ids, 8)
     assert EV._splice(smollm.model, ids, 8, fixed.reconstruct, 0.0) != pytest.approx(EV._clean_loss(smollm.model, ids),
                                                                                        rel=1e-2)
+    before = _hooks_left(smollm.model)
     try:
-        _rejects(lambda fn: E.check_spliced_loss(fn, smollm, fixed, ids, 8), wrong, message)
-    finally:  # a leaked hook must not spoil the other tests' model
-        for blk in find_blocks(smollm.model):
+        with pytest.raises(AssertionError, match="when the forward pass fails"):
+            E.check_spliced_loss(_splice_without_finally, smollm, fixed, ids, 8)
+        assert _hooks_left(smollm.model) == before
+    finally:
+        for blk in blocks(smollm.model):
             blk._forward_hooks.clear()
 
 
@@ -711,6 +730,47 @@ def test_compute_envelope_check(wrong, message):
     curves = scaling._toy_curves()  # the check's curves put every n on the envelope, in order of n
     env = compute_envelope(curves, skip_frac=0.0)
     assert list(dict.fromkeys(env.n)) == [256, 1024, 4096]
+
+
+def _folded_solution(path, number):
+    """Exercise `number`'s folded Solution pasted into its stub (signature, docstring and all), as a learner would."""
+    import pandas as pd
+    from scipy.optimize import curve_fit
+
+    from saelab.sae.losses import normalized_mse
+
+    text = path.read_text()
+    stub = re.search(r"^def (\w+)\((.*?)\)( -> [^:]+)?:\n(?:    .*\n)*?    todo\(\"" + re.escape(number) + r"\"\)",
+                     text, re.M)
+    assert stub, f"no stub for exercise {number}"
+    after = text[stub.end():]
+    code = re.search(r"```python\n(.*?)```", after[after.find("<summary>Solution</summary>"):], re.S).group(1)
+    body = "\n".join("    " + line[2:] if line.startswith("# ") else "" for line in code.splitlines())
+    namespace = {"torch": torch, "np": np, "pd": pd, "curve_fit": curve_fit, "normalized_mse": normalized_mse,
+                 "__name__": "notebook"}
+    exec(f"def {stub.group(1)}({stub.group(2)}):\n{body}\n", namespace)
+    return namespace[stub.group(1)]
+
+
+@pytest.mark.parametrize("notebook,number,check", [
+    ("03_evaluate", "3.2", "check_probe_loss_1d"), ("03_evaluate", "3.3", "check_effect_sparsity"),
+    ("04_progressive_recovery", "4.1", "check_recovery_curve"),
+    ("04_progressive_recovery", "4.2", "check_threshold_for_l0"),
+    ("05_explore_latents", "5.1", "check_dashboard_examples"),
+    ("05_explore_latents", "5.2", "check_find_concept_latent"),
+    ("06_scaling_laws", "6.1", "check_fit_power_law"), ("06_scaling_laws", "6.2", "check_compute_envelope")])
+def test_notebooks_03_to_06_folded_solutions_pass_their_checks(notebook, number, check):
+    """What a learner pastes from a folded Solution passes the (harder) check, not only the library's reference."""
+    fn = _folded_solution(NOTEBOOKS / f"{notebook}.py", number)
+    assert getattr(E, check)(fn) is fn
+
+
+def test_notebook_03_folded_splice_solution_passes_its_check(smollm):
+    from types import SimpleNamespace
+
+    fn = _folded_solution(NOTEBOOKS / "03_evaluate.py", "3.1")
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
+    assert E.check_spliced_loss(fn, smollm, SimpleNamespace(reconstruct=_fixed_rec), ids, 8) is fn
 
 
 # ---- 07 steering and attribution -----------------------------------------------------------------------------

@@ -150,6 +150,14 @@ def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None
     assert abs(half - half_want) < 1e-3 * max(1.0, half_want), \
         (f"with error_scale=0.5 you got {half:.4f}, expected {half_want:.4f}: add error_scale * (x - reconstruct(x)), "
          "linear in error_scale (not only at 0 and 1)")
+    other = layer // 2 if layer > 1 else layer + 1
+    half_sae = lambda x: 0.5 * sae.reconstruct(x)  # noqa: E731
+    for what, case_ids, case_layer, rec, scale in (
+            ("with reconstruct = the identity (the splice changes nothing: the clean loss)", ids, layer,
+             lambda x: x, 0.0),
+            (f"at layer {other} with error_scale = 0.25", ids, other, recon, 0.25),
+            ("on a batch of one context, with reconstruct = 0.5 * sae.reconstruct(x)", ids[:1], layer, half_sae, 0.0)):
+        _check_splice_case(fn, model, case_ids, case_layer, rec, scale, what, layer, recon)
     try:
         fn(model, ids, layer, _fail)
     except Exception:  # noqa: BLE001 - any error may come out; what matters is the hook
@@ -162,14 +170,6 @@ def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None
                       "and every later forward pass of the model stays spliced: remove it in a `finally:` block")
     assert not returned, ("`reconstruct` raised an error, yet your function returned a loss: let the error through "
                           "(a failed splice must not look like a result)")
-    other = layer // 2 if layer > 1 else layer + 1
-    half_sae = lambda x: 0.5 * sae.reconstruct(x)  # noqa: E731
-    for what, case_ids, case_layer, rec, scale in (
-            ("with reconstruct = the identity (the splice changes nothing: the clean loss)", ids, layer,
-             lambda x: x, 0.0),
-            (f"at layer {other} with error_scale = 0.25", ids, other, recon, 0.25),
-            ("on a batch of one context, with reconstruct = 0.5 * sae.reconstruct(x)", ids[:1], layer, half_sae, 0.0)):
-        _check_splice_case(fn, model, case_ids, case_layer, rec, scale, what, layer, recon)
     assert _hooks_left(model) == before, "your hook is still registered after a call: remove it (handle.remove())"
     passed(f"spliced_loss (spliced {got:.3f} nats, clean {clean:.3f})")
 

@@ -529,6 +529,8 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
             edges = torch.linspace(0, float(flat.max()), n_intervals + 1)
             groups = [ranked[(flat[ranked] >= lo) & (flat[ranked] < hi if j < n_intervals - 1 else True)]
                       for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+        elif intervals == "chunk":  # fewer than n_intervals chunks when the count does not divide
+            groups = torch.chunk(ranked, n_intervals)
         else:
             groups = torch.tensor_split(ranked, n_intervals)
         out = []
@@ -559,6 +561,7 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
     (_dash(), "seeds 0, 1, 2 and 3 gave the same"), (_dash(sample="global"), "two calls with seed = 0"),
     (_dash(sample="random", n_fixed=3), "return n_intervals = 1 lists"),
     (_dash(sample="random", per_fixed=3), r"per_interval = 1:.* = 1 examples; you returned 3"),
+    (_dash(sample="random", intervals="chunk"), "return n_intervals = 4 lists of examples, got 3"),
     (lambda a, m, n_intervals, per_interval: _dash(sample="random")(a, m, n_intervals, per_interval), "takes no `seed`"),
 ])
 def test_dashboard_examples_check(wrong, message):

@@ -105,7 +105,7 @@ for name, sae in {**saes, **({"yours": yours} if yours is not None else {})}.ite
 # recovered* is $(CE_{\text{ablated}} - CE_{\text{spliced}}) / (CE_{\text{ablated}} - CE_{\text{clean}})$: 1 is perfect, 0 is no
 # better than ablating. The mean for mean-ablation is measured on training-split text, not on the scored tokens.
 # Positions the SAE was not trained on (position 0, an attention sink, and norm outliers such as
-# `<|endoftext|>`) are left clean and counted. Splicing every position is the other convention (issue 27 gives it for the paper); `SpliceSite.of(sae, lm,
+# `<|endoftext|>`) are left clean and counted. Splicing every position is the other convention (saelab's issue 27 gives it as the paper's; not checked against its text); `SpliceSite.of(sae, lm,
 # positions="all")` (or `saelab eval --splice_positions all`) does that. Measured at full size (README), it raises
 # TopK's Δloss from 0.233 to 0.294 nats and ReLU + L1's from 0.667 to 1.457: the SAEs never saw those tokens. Compare
 # Δloss across libraries only under one convention.

@@ -274,8 +274,8 @@ for fig in scaling_figures(points, curves, fits):
 #   budget. With the main job's decay instead of a constant rate (`schedule="decay"`) the
 #   README's CLI grid measured lower exponents (0.35 against 0.40): the decayed end of each run sits below its middle
 #   on the same envelope.
-# - **Not reproduced: the numbers, and why.** The paper trains every n to convergence on billions of tokens. Here every
-#   n sees the same 1.59M tokens (776 tokens a latent at n = 2048): the curves flatten early, with a high floor c.
+# - **Not reproduced: the numbers, and why.** For L(N) the paper trains every n to convergence (section 3.1.2); its
+#   16M-latent SAE saw 40 billion tokens (its abstract). Here every n sees the same 1.59M tokens (776 tokens a latent at n = 2048): the curves flatten early, with a high floor c.
 #   Dead latents stay rare at this size (at most 3.2% never fired on held-out tokens, at n = 2048, k = 16; 0.9% dead in
 #   training).
 # - **Dead latents**: `saelab scale --ablation --schedule decay` (as the README's table was measured) trains many

@@ -679,8 +679,9 @@ def _notebook_fit(n, loss):
     return float(np.exp(log_a)), float(b), float(c)
 
 
-def test_fit_power_law_check_accepts_the_notebook_solution():
+def test_fit_power_law_check_accepts_the_notebook_solution_and_an_array():
     assert E.check_fit_power_law(_notebook_fit) is _notebook_fit
+    E.check_fit_power_law(lambda n, loss: np.array(_notebook_fit(n, loss)))  # curve_fit's popt, returned as is
 
 
 @pytest.mark.parametrize("wrong,message", [(_straight_line, "no irreducible term"), (_negated, "b > 0"),

@@ -24,9 +24,11 @@
 #    explanation on text from another corpus (5.2).
 #
 # **Paper**: Gao et al. (2024), section 4.3 (N2G explanations: precision and recall of an explanation on held-out
-# text) and appendix on visualisations; the dashboards follow Neuronpedia and sae_vis.
+# text) and its appendix on visualisations; the dashboards follow Neuronpedia and sae_vis. How saelab scores an
+# explanation (notebook 03) is its reading of section 4.3, not checked sentence by sentence against the paper's text;
+# every figure quoted below is saelab's own measurement.
 #
-# **Learner time**: about 29 minutes (14 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 25), beside the compute time below.
+# **Learner time**: about 30 minutes (15 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 25), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about a minute in fast
 # mode (`SAELAB_FAST=1`) and 1.1 minutes at full size after notebook 02, computing the latent statistics (stored next
@@ -122,7 +124,7 @@ table.head(10)[["latent", "f1", "precision", "recall", "density", "explanation"]
 # once, at its strongest position. Its **quantile intervals** show the rest of the distribution, where names usually
 # fail: rank the positions where the latent fires by activation, cut the ranking into `n_intervals` groups of equal
 # size (lowest first), and show up to `per_interval` examples from each group, again at most one per context, chosen
-# at random.
+# at random with a generator seeded by `seed` (the same seed shows the same examples).
 #
 # Write `dashboard_examples` for one latent's activations `acts_NT` (`[contexts, positions]`, 0 where it does not
 # fire); examples are (context, position) pairs. The cell then prints both for the latent picked above, as the

@@ -19,8 +19,9 @@
 #   γ); the floor depends on k.
 # - **L(C)**: with a compute budget C, the best loss any n reaches by C (the lower envelope of all training curves)
 #   is again a power law; the n on the envelope is the compute-optimal size for that budget.
-# - **Dead latents** grow with n unless something revives them: the paper's AuxK loss and initialising the encoder
-#   as the decoder's transpose keep them near zero.
+# - **Dead latents** grow with n unless something revives them. The paper's two remedies, initialising the encoder
+#   as the decoder's transpose and the AuxK loss (section 2.4, appendix A.2), keep them few, not at zero: even in
+#   its largest SAE, 16 million latents, 7% of the latents are dead (as third-party quotations of its text give it).
 #
 # You will run a grid of TopK SAEs over n and k on the main job's activations, fit each law with its uncertainty,
 # **predict** the loss of an n you have not trained yet and then train it, and see which findings hold at this scale.
@@ -35,7 +36,7 @@
 # convergence; then the irreducible loss and the joint L(N, k)); section 2.4 for dead latents. Section numbers follow
 # third-party quotations of the arXiv v1 text (the paper itself was not reachable when this was checked).
 #
-# **Learner time**: about 30 minutes (15 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 15), beside the compute time below.
+# **Learner time**: about 31 minutes (16 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 15), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): under a minute in
 # fast mode (`SAELAB_FAST=1`) and 7.5 minutes at full size the first time (the notebook's grid: n = 128 to 2048 × k =
@@ -104,8 +105,9 @@ points.drop(columns=["error"])
 #
 # Write `fit_power_law(n, loss)` returning `(a, b, c)` of $L = a\,n^{-b} + c$, where $c$ (the irreducible loss) is
 # at least 0 and below the smallest loss. Measured losses are noisy and span a range: choose the fit so that a 20%
-# error on the first point does not bend the whole law. The check runs your fit on such noisy points and explains the
-# usual mistakes.
+# error on the first point does not bend the whole law. The check runs your fit on such noisy points and on laws of
+# other shapes (four points, no floor, n up to a million), compares a, b and c with a least-squares fit on log L, and
+# explains the usual mistakes.
 
 # %%
 import numpy as np
@@ -175,7 +177,8 @@ points.drop(columns=["error"])
 # a run of a smaller budget. Write `compute_envelope(curves)`: from a DataFrame of evaluations (columns `n`, `flops`,
 # `nmse`; `flops` is the training compute spent so far, $6 \cdot 2dn \cdot$ tokens), return the rows that form the
 # lower envelope of loss against compute, in order of compute, with columns `flops`, `nmse` and `n`. The check runs
-# it on made-up curves of three n first; the next cell then uses it on the grid.
+# it on made-up curves of three n (in order, shuffled, noisy; one run alone; two evaluations at equal FLOPs) and
+# compares every column; the next cell then uses it on the grid.
 
 # %%
 import pandas as pd
@@ -266,17 +269,18 @@ for fig in scaling_figures(points, curves, fits):
 #   1.8e12 and 2.2e12 FLOPs, within evaluation noise. (The README's CLI grid, on 0.2's data, has the same picture up
 #   to 2048 and two later hand-overs that came after the smaller run had ended, which only say that a larger n ends
 #   lower.)
-# - **The L(C) exponent** is 0.34 ± 0.01 at k = 32 and 0.37 ± 0.01 at k = 16, against the paper's 0.084 on GPT-4: a
-#   different model, data and budget. With the main job's decay instead of a constant rate (`schedule="decay"`) the
+# - **The L(C) exponent** is 0.34 ± 0.01 at k = 32 and 0.37 ± 0.01 at k = 16, against the paper's 0.084 on GPT-4
+#   (section 3.1.1, Figure 1; a number we could not check against the paper's text): a different model, data and
+#   budget. With the main job's decay instead of a constant rate (`schedule="decay"`) the
 #   README's CLI grid measured lower exponents (0.35 against 0.40): the decayed end of each run sits below its middle
 #   on the same envelope.
-# - **Not reproduced: the numbers, and why.** The paper trains every n to convergence on billions of tokens. Here every
-#   n sees the same 1.59M tokens (776 tokens a latent at n = 2048): the curves flatten early, with a high floor c.
+# - **Not reproduced: the numbers, and why.** For L(N) the paper trains every n to convergence (section 3.1.2); its
+#   16M-latent SAE saw 40 billion tokens (its abstract). Here every n sees the same 1.59M tokens (776 tokens a latent at n = 2048): the curves flatten early, with a high floor c.
 #   Dead latents stay rare at this size (at most 3.2% never fired on held-out tokens, at n = 2048, k = 16; 0.9% dead in
 #   training).
 # - **Dead latents**: `saelab scale --ablation --schedule decay` (as the README's table was measured) trains many
 #   latents on few tokens with and without AuxK and the transpose initialisation. At n = 4096, each fix halves the dead
-#   fraction and both together do best; notebook 02's part 4 shows the transpose initialisation's effect on the main
+#   fraction and both together do best (saelab's measurement, README; the paper's own figure is its 7% at 16M); notebook 02's part 4 shows the transpose initialisation's effect on the main
 #   job's data.
 
 # %% [markdown]

@@ -335,6 +335,44 @@ def _splice_variant(**flags):
     return lambda m, ids, layer, rec, error_scale=0.0: EV._splice(m, ids, layer, rec, error_scale, **flags)
 
 
+def _fixed_rec(x):
+    return -2.0 * x.flip(-1)  # a bad, deterministic "reconstruction"
+
+
+def _splice_without_finally(m, ids, layer, rec, error_scale=0.0):
+    """Removes its hook after the forward pass, but not when the forward pass fails."""
+    def hook(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        x = hidden[:, 1:]
+        r = rec(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        new = torch.cat([hidden[:, :1], r + error_scale * (x - r)], dim=1)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = find_blocks(m)[layer].register_forward_hook(hook)
+    with torch.no_grad():
+        logits = m(input_ids=ids, use_cache=False).logits.float()
+    handle.remove()
+    return float(torch.nn.functional.cross_entropy(logits[:, 1:-1].flatten(0, 1), ids[:, 2:].flatten()))
+
+
+def _splice_swallowing_errors(m, ids, layer, rec, error_scale=0.0):
+    from saelab.teach.exercises import evaluation as EV
+
+    try:
+        return EV._splice(m, ids, layer, rec, error_scale)
+    except Exception:  # noqa: BLE001 - the mistake under test
+        return float("nan")
+
+
+def _splice_at(fixed_layer=None, fixed_rec=None):
+    """The splice with an argument ignored: always block `fixed_layer`, or always `fixed_rec` (an SAE of the
+    notebook instead of the `reconstruct` it is given)."""
+    from saelab.teach.exercises import evaluation as EV
+
+    return lambda m, ids, layer, rec, error_scale=0.0: EV._splice(m, ids, fixed_layer or layer, fixed_rec or rec,
+                                                                  error_scale)
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_splice_variant(clean=True), "did not change"),
     (_splice_variant(splice_from=0), "position 0 too"),
@@ -345,21 +383,42 @@ def _splice_variant(**flags):
     (_splice_variant(leave_hook=True), "still registered"),
     (lambda m, ids, layer, rec, error_scale=0.0: _splice_variant()(m, ids, layer, rec, float(error_scale >= 1.0)),
      "linear in error_scale"),
+    (_splice_without_finally, "when the forward pass fails"), (_splice_swallowing_errors, "let the error through"),
+    (_splice_at(fixed_layer=8), "not block `layer` = 4"), (_splice_at(fixed_rec=_fixed_rec), "call the `reconstruct`"),
 ])
 def test_spliced_loss_check(smollm, wrong, message):
     from types import SimpleNamespace
 
-    from saelab.teach.exercises import evaluation as EV
-
     ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
-    fixed = SimpleNamespace(reconstruct=lambda x: -2.0 * x.flip(-1))  # a bad, deterministic "reconstruction"
-    E.check_spliced_loss(E.solutions.spliced_loss, smollm, fixed, ids, 8)
-    assert EV._splice(smollm.model, ids, 8, fixed.reconstruct, 0.0) != pytest.approx(EV._clean_loss(smollm.model, ids),
-                                                                                       rel=1e-2)
+    fixed = SimpleNamespace(reconstruct=_fixed_rec)
     try:
         _rejects(lambda fn: E.check_spliced_loss(fn, smollm, fixed, ids, 8), wrong, message)
     finally:  # a leaked hook must not spoil the other tests' model
         for blk in find_blocks(smollm.model):
+            blk._forward_hooks.clear()
+
+
+def test_spliced_loss_check_accepts_the_reference_and_cleans_up_a_leaked_hook(smollm):
+    """The reference passes (once: each call runs a dozen forward passes of the real model); a learner's hook left
+    behind after a failed forward pass is removed by the check, so the notebook's model runs clean again."""
+    from types import SimpleNamespace
+
+    from saelab.lm.sites import find_blocks as blocks
+    from saelab.teach.exercises import evaluation as EV
+    from saelab.teach.exercises.harvest import _hooks_left
+
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
+    fixed = SimpleNamespace(reconstruct=_fixed_rec)
+    E.check_spliced_loss(E.solutions.spliced_loss, smollm, fixed, ids, 8)
+    assert EV._splice(smollm.model, ids, 8, fixed.reconstruct, 0.0) != pytest.approx(EV._clean_loss(smollm.model, ids),
+                                                                                       rel=1e-2)
+    before = _hooks_left(smollm.model)
+    try:
+        with pytest.raises(AssertionError, match="when the forward pass fails"):
+            E.check_spliced_loss(_splice_without_finally, smollm, fixed, ids, 8)
+        assert _hooks_left(smollm.model) == before
+    finally:
+        for blk in blocks(smollm.model):
             blk._forward_hooks.clear()
 
 
@@ -398,6 +457,19 @@ def _probe(bias=True, log=torch.log, accuracy=False, steps=300):
     return fn
 
 
+def _probe_adam_unstandardised(x, y):
+    """Adam (lr 0.1, 500 steps) on the raw feature: fine near 0, stalls on a feature far from 0."""
+    a = torch.zeros((), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([a, b], lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(a * x.float() + b, y.float()).backward()
+        opt.step()
+    with torch.no_grad():
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(a * x.float() + b, y.float()))
+
+
 def _probe_unfitted(x, y):
     prior = float(y.mean())
     return -(prior * math.log(prior) + (1 - prior) * math.log(1 - prior)) + 0 * float(x.sum())
@@ -408,51 +480,65 @@ def test_a_learner_style_probe_passes():
 
 
 @pytest.mark.parametrize("wrong,message", [(_probe(bias=False), "no bias"), (_probe(log=torch.log2), "bits"),
-                                           (_probe(accuracy=True), "accuracy"), (_probe_unfitted, "fitted")])
+                                           (_probe(accuracy=True), "accuracy"), (_probe_unfitted, "fitted"),
+                                           (_probe_adam_unstandardised, "standardise x")])
 def test_probe_loss_1d_check(wrong, message):
     E.check_probe_loss_1d(E.solutions.probe_loss_1d)
     _rejects(E.check_probe_loss_1d, wrong, message)
 
 
-def _sparsity(centre, square=True, denom="TV"):
+def _sparsity(centre, square=True, denom="TV", in_place=False):
     def fn(d):
-        e = d.double()
+        e = d if in_place else d.double()
         if centre == "median":
-            e = e - e.median(-1, keepdim=True).values
+            e = e.sub_(e.median(-1, keepdim=True).values) if in_place else e - e.median(-1, keepdim=True).values
         elif centre == "mean":
             e = e - e.mean(-1, keepdim=True)
-        e = e.flatten()
+        elif centre == "global":
+            e = e - e.median()
+        elif centre == "positions":
+            e = e - e.median(0, keepdim=True).values
+        e = e.double().flatten()
         r = e.abs().sum() / e.norm()
         r = r ** 2 if square else r
-        return float(r / (e.numel() if denom == "TV" else (d.shape[1] if denom == "V" else 1)))
+        return float(r / {"TV": e.numel(), "V": d.shape[1], "16V": 16 * d.shape[1], None: 1}[denom])
     return fn
 
 
 @pytest.mark.parametrize("wrong,message", [(_sparsity(None), "median"), (_sparsity("mean"), "MEAN"),
                                            (_sparsity("median", square=False), "square the ratio"),
                                            (_sparsity("median", denom=None), "number of entries"),
-                                           (_sparsity("median", denom="V"), "not V alone")])
+                                           (_sparsity("median", denom="V"), "not V alone"),
+                                           (_sparsity("global"), "ONE median of the whole"),
+                                           (_sparsity("positions"), "over the positions"),
+                                           (_sparsity("median", denom="16V"), "not the paper's 16"),
+                                           (_sparsity("median", in_place=True), "changed its input in place")])
 def test_effect_sparsity_check(wrong, message):
     E.check_effect_sparsity(E.solutions.effect_sparsity)
     _rejects(E.check_effect_sparsity, wrong, message)
 
 
 # ---- 04 progressive recovery ---------------------------------------------------------------------------------
-def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="lowest"):
+def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="lowest", order="ks", top="max"):
     """recovery_curve with one mistake switched on."""
     def fn(pre, x, W, b, ks):
+        ks = sorted(ks) if order == "sorted" else list(ks)
+        largest = max(ks) if top == "max" else ks[-1]
         curve = []
         for k in ks:
-            z = E.solutions.topk_activation(pre, k) if relu else _topk_no_relu(pre, k)
+            top_k = min(k, largest)
+            z = E.solutions.topk_activation(pre, top_k) if relu else _topk_no_relu(pre, top_k)
             err = (z @ W + (b if bias else 0) - x).pow(2).sum(-1)
             base = {"mean vector": (x - x.mean(0)).pow(2).sum(-1), "none": torch.ones(len(x)),
                     "norm": x.pow(2).sum(-1), "scalar mean": (x - x.mean()).pow(2).sum(-1)}[baseline]
             curve.append(float((err / base).mean()) if per_token else float(err.mean() / base.mean()))
         i = int(np.argmin(curve))
         rises = [j + 1 for j in range(len(ks) - 1) if curve[j + 1] > curve[j]]
+        last_low = max(j for j, v in enumerate(curve) if v <= min(curve))
         return curve, {"lowest": ks[i], "index": i, "after": ks[min(i + 1, len(ks) - 1)],
                        "highest": ks[int(np.argmax(curve))], "value": curve[i],
-                       "first rise or first": ks[rises[0] - 1] if rises else ks[0]}[turn]
+                       "first rise or first": ks[rises[0] - 1] if rises else ks[0], "last of equal": ks[last_low],
+                       "array": np.array(ks[i])}[turn]
     return fn
 
 
@@ -463,10 +549,16 @@ def _curve(relu=True, bias=True, baseline="mean vector", per_token=False, turn="
     (_curve(turn="index"), "POSITION"), (_curve(turn="after"), "AFTER the curve turned"),
     (_curve(turn="highest"), "HIGHEST"), (_curve(turn="value"), "not a normalized MSE"),
     (_curve(turn="first rise or first"), "keeps falling"),
+    (_curve(order="sorted"), r"order of sorted\(ks\)"), (_curve(top="last"), r"one topk at max\(ks\)"),
+    (_curve(turn="last of equal"), "FIRST of the lowest"),
 ])
 def test_recovery_curve_check(wrong, message):
     E.check_recovery_curve(E.solutions.recovery_curve)
     _rejects(E.check_recovery_curve, wrong, message)
+
+
+def test_recovery_curve_check_accepts_a_numpy_turn_and_per_k_topk():
+    E.check_recovery_curve(_curve(turn="array"))
 
 
 def test_recovery_curve_matches_saelab_topk_decode():
@@ -490,21 +582,41 @@ def test_recovery_curve_matches_saelab_topk_decode():
     (lambda p, t: float(torch.quantile(p.flatten(), t / p.shape[1])), "not the L0 / n one"),
     (lambda p, t: float(p.flatten().topk(int(t)).values[-1]), "PER ROW"),
     (lambda p, t: float(p.topk(int(t), dim=-1).values[:, -1].mean()), "AVERAGE over rows"),
+    (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - int(t) / p.shape[1])), "rounded down"),
+    (lambda p, t: float(torch.quantile(p.flatten().double(), 1 - t / 4096)), "not another SAE's"),
+    (lambda p, t: float(torch.quantile(p[:, :200].flatten().double(), 1 - t / 256)), "all n latents of all B rows"),
 ])
 def test_threshold_for_l0_check(wrong, message):
     E.check_threshold_for_l0(E.solutions.threshold_for_l0)
     _rejects(E.check_threshold_for_l0, wrong, message)
 
 
+@pytest.mark.parametrize("variant", [
+    lambda p, t: float(p.flatten().topk(int(round(len(p) * t))).values[-1]),  # the B*L0-th value: one fewer above it
+    lambda p, t: torch.quantile(p.flatten(), 1 - t / p.shape[1], interpolation="higher"),  # a 0-d tensor
+    lambda p, t: float(torch.quantile(p.flatten(), 1 - t / p.shape[1], interpolation="lower")),
+])
+def test_threshold_for_l0_check_accepts_other_quantile_conventions(variant):
+    E.check_threshold_for_l0(variant)
+
+
 # ---- 05 exploring latents ------------------------------------------------------------------------------------
-def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pairs="c,t"):
-    """dashboard_examples with one mistake switched on; intervals take the first examples of each group."""
+def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pairs="c,t", sample="first",
+          n_fixed=None, per_fixed=None):
+    """dashboard_examples with one mistake switched on; intervals take the first examples of each group unless
+    `sample` is "random" (seeded, as the reference) or "global" (the global random state, ignoring the seed)."""
     def fn(a, m, n_intervals, per_interval, seed=0):
+        n_intervals, per_interval = n_fixed or n_intervals, per_fixed or per_interval
+        gen = torch.Generator().manual_seed(seed)
         N, T = a.shape
         split = (lambda i: (i // N, i % N)) if pairs == "by N" else (lambda i: (i // T, i % T))
         flat = a.flatten()
         if top == "any":
             tops = [split(int(i)) for i in flat.topk(m).indices]
+        elif top == "first position":  # each context at its first firing position, not its strongest
+            first = (a > 0).float().argmax(1)
+            v = a[torch.arange(N), first]
+            tops = [(int(c), int(first[c])) for c in v.argsort(descending=True)[:m] if v[c] > 0]
         elif pairs == "by N":  # the strongest positions, one per (mis-computed) context
             tops, seen = [], set()
             for i in flat.argsort(descending=True).tolist():
@@ -522,11 +634,15 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
             edges = torch.linspace(0, float(flat.max()), n_intervals + 1)
             groups = [ranked[(flat[ranked] >= lo) & (flat[ranked] < hi if j < n_intervals - 1 else True)]
                       for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+        elif intervals == "chunk":  # fewer than n_intervals chunks when the count does not divide
+            groups = torch.chunk(ranked, n_intervals)
         else:
             groups = torch.tensor_split(ranked, n_intervals)
         out = []
         for g in groups:
             picked, seen = [], set()
+            if sample != "first":
+                g = g[torch.randperm(len(g), generator=gen if sample == "random" else None)]
             for i in g.tolist():
                 if (not dedup or i // T not in seen) and len(picked) < per_interval:
                     seen.add(i // T)
@@ -546,16 +662,28 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
     (_dash(pairs="by N"), "divide by T"),
     (_dash(intervals="value"), "Split by RANK"), (_dash(intervals="with zeros"), "zeros are not part"),
     (_dash(dedup=False), "at most one example per context"), (_dash(order="highest first"), "lowest activations"),
+    (_dash(top="first position"), "not context 1's strongest position"),
+    (_dash(), "seeds 0, 1, 2 and 3 gave the same"), (_dash(sample="global"), "two calls with seed = 0"),
+    (_dash(sample="random", n_fixed=3), "return n_intervals = 1 lists"),
+    (_dash(sample="random", per_fixed=3), r"per_interval = 1:.* = 1 examples; you returned 3"),
+    (_dash(sample="random", intervals="chunk"), "return n_intervals = 4 lists of examples, got 3"),
+    (lambda a, m, n_intervals, per_interval: _dash(sample="random")(a, m, n_intervals, per_interval), "takes no `seed`"),
 ])
 def test_dashboard_examples_check(wrong, message):
     E.check_dashboard_examples(E.solutions.dashboard_examples)
     _rejects(E.check_dashboard_examples, wrong, message)
 
 
-def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1"):
+def test_dashboard_examples_check_accepts_another_random_sample():
+    """Any seeded random sample passes: the check tests properties, not the reference's draw."""
+    E.check_dashboard_examples(_dash(sample="random"))
+
+
+def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="test", swap=False, score="f1",
+             fires_by="acts"):
     """find_concept_latent with one mistake switched on."""
     def scores(idx, acts, concept, n, how, ge):
-        on = acts >= 0 if ge else acts > 0
+        on = (acts >= 0 if ge else acts > 0) & ((idx > 0) if fires_by == "idx" else True)  # "idx": skips latent 0
         fires = torch.bincount(idx[on], minlength=n).float()
         hits = torch.bincount(idx[on & concept[:, None]], minlength=n).float()
         total = torch.zeros(n).index_add_(0, idx.flatten(), acts.flatten())
@@ -567,7 +695,8 @@ def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="
 
     def pr(text, latent, ge):
         idx, acts, concept = text
-        fires = ((idx == latent) & ((acts >= 0) if ge else (acts > 0))).any(-1)
+        fires = ((idx == latent) & ((acts >= 0) if ge else (acts > 0)) & ((idx > 0) if fires_by == "idx" else True)
+                 ).any(-1)
         both = float((fires & concept).sum())
         return both / max(1, int(concept.sum())), both / max(1, int(fires.sum()))
 
@@ -587,10 +716,20 @@ def _concept(pick="f1", geq=False, test_geq=False, choose_on="build", score_on="
     (_concept(choose_on="test"), "the TEST text"), (_concept(score_on="build"), "BUILD text it was chosen on"),
     (_concept(swap=True), "swapped"), (_concept(test_geq=True), "20 slots with activation 0"),
     (_concept(score="precision"), "precision or recall alone"),
+    (_concept(fires_by="idx"), r"not by idx > 0"),
 ])
 def test_find_concept_latent_check(wrong, message):
     E.check_find_concept_latent(E.solutions.find_concept_latent)
     _rejects(E.check_find_concept_latent, wrong, message)
+
+
+def test_find_concept_latent_cases_state_the_reference_answers():
+    """The check's hand-counted answers are what the reference computes."""
+    from saelab.teach.exercises import explore
+
+    for _, build, test, n, want in explore._concept_cases():
+        got = explore.find_concept_latent(build, test, n)
+        assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], abs=1e-6)
 
 
 # ---- 06 scaling laws -----------------------------------------------------------------------------------------
@@ -612,8 +751,49 @@ def _linear_space(n, loss):
     return tuple(p)
 
 
+def _log_a(n, loss):
+    a, b, c = E.solutions.fit_power_law(n, loss)
+    return math.log(a), b, c
+
+
+def _a_of_relative_n(n, loss):
+    """Fits n / n[0] (to keep the numbers small) and forgets to convert a back."""
+    n = np.asarray(n, float)
+    return E.solutions.fit_power_law(n / n.min(), loss)
+
+
+def _a_from_the_line(n, loss):
+    """b and c right; a from a straight line through log L (one output of three wrong)."""
+    _, b, c = E.solutions.fit_power_law(n, loss)
+    return _straight_line(n, loss)[0], b, c
+
+
+def _without_the_largest_n(n, loss):
+    """Leaves out the largest n, as if the check's points were the notebook's grid with its held-out n."""
+    return E.solutions.fit_power_law(np.asarray(n)[:-1], np.asarray(loss)[:-1])
+
+
+def _notebook_fit(n, loss):
+    """The notebook's folded solution (fits log a with bounds; a learner's way, not the library's)."""
+    from scipy.optimize import curve_fit
+
+    n, loss = np.asarray(n, float), np.asarray(loss, float)
+    c_max = 0.999 * loss.min()
+    (log_a, b, c), _ = curve_fit(lambda n, log_a, b, c: np.log(np.exp(log_a) * n ** -b + c), n, np.log(loss),
+                                 p0=(0.0, 0.5, 0.5 * c_max), bounds=([-20, 0, 0], [20, 5, c_max]))
+    return float(np.exp(log_a)), float(b), float(c)
+
+
+def test_fit_power_law_check_accepts_the_notebook_solution_and_an_array():
+    assert E.check_fit_power_law(_notebook_fit) is _notebook_fit
+    E.check_fit_power_law(lambda n, loss: np.array(_notebook_fit(n, loss)))  # curve_fit's popt, returned as is
+
+
 @pytest.mark.parametrize("wrong,message", [(_straight_line, "no irreducible term"), (_negated, "b > 0"),
-                                           (_linear_space, "fit log L")])
+                                           (_linear_space, "fit log L"), (_log_a, "is log a"),
+                                           (_a_of_relative_n, r"coefficient for n / 64"),
+                                           (_a_from_the_line, "coefficient a differs"),
+                                           (_without_the_largest_n, "differs")])
 def test_fit_power_law_check(wrong, message):
     E.check_fit_power_law(E.solutions.fit_power_law)
     _rejects(E.check_fit_power_law, wrong, message)
@@ -624,12 +804,31 @@ def _envelope_by_tokens(c):
         ["flops", "nmse", "n"]].sort_values("flops")
 
 
+def _envelope_rows(c, order=("flops", "nmse"), n_from=None, against="best"):
+    """A running minimum over `order`, with one mistake switched on: n taken from the unsorted frame, each
+    evaluation compared with the previous one only, or the rows taken in the order given."""
+    import pandas as pd
+
+    d = c.sort_values(list(order), kind="stable") if order else c
+    rows, best, prev = [], float("inf"), float("inf")
+    for i, r in enumerate(d.itertuples()):
+        if r.nmse < (best if against == "best" else prev):
+            rows.append({"flops": r.flops, "nmse": r.nmse, "n": c.n.iloc[i] if n_from == "unsorted" else r.n})
+        best, prev = min(best, r.nmse), r.nmse
+    return pd.DataFrame(rows, columns=["flops", "nmse", "n"])
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_envelope_by_tokens, "ordered the evaluations by tokens"),
     (lambda c: c.loc[c.groupby("n").tokens.idxmax()][["flops", "nmse", "n"]].sort_values("flops"), "final evaluation"),
     (lambda c: c.sort_values("flops")[["flops", "nmse", "n"]], "running minimum"),
     (lambda c: c.sort_values("flops")[["flops", "nmse"]], "no 'n'"),
     (lambda c: c.iloc[:0][["flops", "nmse", "n"]], "empty"),
+    (lambda c: _envelope_rows(c, n_from="unsorted"), "its n column is not"),
+    (lambda c: _envelope_rows(c, against="previous"), "the one just before it"),
+    (lambda c: _envelope_rows(c, order=()), "order the rows come"),
+    (lambda c: _envelope_rows(c, order=("flops",)), "same compute"),
+    (lambda c: _envelope_rows(c).sort_values("nmse"), "order of compute"),
 ])
 def test_compute_envelope_check(wrong, message):
     from saelab.studies.scaling_laws import compute_envelope
@@ -640,6 +839,47 @@ def test_compute_envelope_check(wrong, message):
     curves = scaling._toy_curves()  # the check's curves put every n on the envelope, in order of n
     env = compute_envelope(curves, skip_frac=0.0)
     assert list(dict.fromkeys(env.n)) == [256, 1024, 4096]
+
+
+def _folded_solution(path, number):
+    """Exercise `number`'s folded Solution pasted into its stub (signature, docstring and all), as a learner would."""
+    import pandas as pd
+    from scipy.optimize import curve_fit
+
+    from saelab.sae.losses import normalized_mse
+
+    text = path.read_text()
+    stub = re.search(r"^def (\w+)\((.*?)\)( -> [^:]+)?:\n(?:    .*\n)*?    todo\(\"" + re.escape(number) + r"\"\)",
+                     text, re.M)
+    assert stub, f"no stub for exercise {number}"
+    after = text[stub.end():]
+    code = re.search(r"```python\n(.*?)```", after[after.find("<summary>Solution</summary>"):], re.S).group(1)
+    body = "\n".join("    " + line[2:] if line.startswith("# ") else "" for line in code.splitlines())
+    namespace = {"torch": torch, "np": np, "pd": pd, "curve_fit": curve_fit, "normalized_mse": normalized_mse,
+                 "__name__": "notebook"}
+    exec(f"def {stub.group(1)}({stub.group(2)}):\n{body}\n", namespace)
+    return namespace[stub.group(1)]
+
+
+@pytest.mark.parametrize("notebook,number,check", [
+    ("03_evaluate", "3.2", "check_probe_loss_1d"), ("03_evaluate", "3.3", "check_effect_sparsity"),
+    ("04_progressive_recovery", "4.1", "check_recovery_curve"),
+    ("04_progressive_recovery", "4.2", "check_threshold_for_l0"),
+    ("05_explore_latents", "5.1", "check_dashboard_examples"),
+    ("05_explore_latents", "5.2", "check_find_concept_latent"),
+    ("06_scaling_laws", "6.1", "check_fit_power_law"), ("06_scaling_laws", "6.2", "check_compute_envelope")])
+def test_notebooks_03_to_06_folded_solutions_pass_their_checks(notebook, number, check):
+    """What a learner pastes from a folded Solution passes the (harder) check, not only the library's reference."""
+    fn = _folded_solution(NOTEBOOKS / f"{notebook}.py", number)
+    assert getattr(E, check)(fn) is fn
+
+
+def test_notebook_03_folded_splice_solution_passes_its_check(smollm):
+    from types import SimpleNamespace
+
+    fn = _folded_solution(NOTEBOOKS / "03_evaluate.py", "3.1")
+    ids = torch.randint(0, 1000, (4, 24), generator=torch.Generator().manual_seed(0))
+    assert E.check_spliced_loss(fn, smollm, SimpleNamespace(reconstruct=_fixed_rec), ids, 8) is fn
 
 
 # ---- 07 steering and attribution -----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ def same_output(got, want, what: str, atol: float = 1e-5, rtol: float = 1e-4) ->
         assert isinstance(got, pd.DataFrame), f"{what}: return a DataFrame, got {_describe(got)}"
         for col in want.columns:
             assert col in got.columns, f"{what}: your DataFrame has no column {col!r}"
-            same_output(got[col].to_numpy(), want[col].to_numpy(), f"{what}, column {col!r}", atol, rtol)
+            same_output(got[col].to_numpy(copy=True), want[col].to_numpy(copy=True), f"{what}, column {col!r}", atol,
+                        rtol)
         return
     if isinstance(want, (tuple, list)):
         assert isinstance(got, (tuple, list)) and len(got) == len(want), \

@@ -105,14 +105,133 @@ def _check_top(top, acts, m) -> None:
     if len(top) != len(set(c for c, _ in top)):
         raise AssertionError(f"top examples {top} repeat a context: context 0 has a burst of three strong tokens, and "
                              "a dashboard shows each context once (its strongest position), then the next context")
+    best_v = acts.max(dim=1).values
+    for c, t in top:
+        if float(acts[c, t]) != float(best_v[c]):
+            raise AssertionError(f"top example ({c}, {t}) is not context {c}'s strongest position (activation "
+                                 f"{float(acts[c, t]):.3g}; its strongest is {float(best_v[c]):.3g}): show each context "
+                                 "at its strongest position")
     if top and top == sorted(top, key=lambda p: float(acts[p])) and len(top) > 1:
         raise AssertionError("strongest FIRST: sort the top examples by activation in descending order")
     assert top == want[:m], f"top {m}: expected {want[:m]}, got {top}"
 
 
+def _firing_case(N: int, T: int, firing: list[tuple[int, int]], seed: int) -> torch.Tensor:
+    """An [N, T] latent's activations, firing (> 0) exactly at `firing`, with distinct values (no ties)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.zeros(N, T)
+    values = (torch.randperm(1000, generator=g)[: len(firing)].float() + 1) / 100
+    for (c, t), v in zip(firing, values):
+        a[c, t] = v
+    return a
+
+
+def _dashboard_cases():
+    """(what, acts_NT, m, n_intervals, per_interval) beyond the main case. Equal values sit inside one group. In all but
+    the last case the firings divide evenly into the intervals (every way of cutting a ranking into equal groups
+    agrees); the last one does not, and is checked only by what every way of cutting shares."""
+    main = _dashboard_case()
+    g = torch.Generator().manual_seed(3)
+    spots = [(c, t) for c in range(11) for t in range(5)]  # context 11 never fires
+    many = _firing_case(12, 5, [spots[i] for i in torch.randperm(len(spots), generator=g)[:24].tolist()], 3)
+    top2 = many.flatten().topk(2).indices
+    many.view(-1)[top2] = 20.0  # the two strongest positions tie (the order between them is free)
+    one_context = _firing_case(1, 9, [(0, t) for t in (0, 2, 3, 5, 7, 8)], 4)
+    one_token = _firing_case(10, 1, [(c, 0) for c in (0, 2, 3, 5, 6, 9)], 5)
+    return [("m = 1, n_intervals = 1, per_interval = 1", main, 1, 1, 1),
+            ("m = 4, n_intervals = 5, per_interval = 10 (more than the contexts in an interval)", main, 4, 5, 10),
+            ("m = 15 (more than the contexts that fire) on 12 contexts of 5 tokens, the two strongest positions tied, "
+             "n_intervals = 4, per_interval = 2",
+             many, 15, 4, 2),
+            ("one context of 9 tokens, m = 3, n_intervals = 2, per_interval = 2", one_context, 3, 2, 2),
+            ("10 contexts of one token, m = 4, n_intervals = 3, per_interval = 3", one_token, 4, 3, 3),
+            ("6 firings in n_intervals = 4 (the groups cannot be equal: sizes 2, 2, 1, 1 or similar), per_interval = 2",
+             one_token, 2, 4, 2)]
+
+
+def _same_dashboard(out, acts, m: int, n_intervals: int, per_interval: int, what: str) -> None:
+    """The properties every right answer has, whatever the random sample and the order of equal values: the top's
+    values are the m strongest contexts' maxima, strongest first; each interval holds firings of its rank group, in
+    distinct contexts, as many as per_interval and the group allow."""
+    assert isinstance(out, tuple | list) and len(out) == 2, f"{what}: return two things: (top, intervals)"
+    top, intervals = _pairs(out[0]), [_pairs(iv) for iv in out[1]]
+    N, T = acts.shape
+    for c, t in top + [p for iv in intervals for p in iv]:
+        assert 0 <= c < N and 0 <= t < T, f"{what}: ({c}, {t}) is outside the [{N}, {T}] grid of (context, position)"
+    best_v = acts.max(dim=1).values
+    want = sorted(best_v[best_v > 0].tolist(), reverse=True)[:m]
+    assert len(top) == len(want), \
+        f"{what}: {int((best_v > 0).sum())} contexts fire, so {len(want)} top examples; you returned {len(top)}"
+    assert len({c for c, _ in top}) == len(top), f"{what}: your top examples {top} repeat a context"
+    for c, t in top:
+        assert float(acts[c, t]) == float(best_v[c]), \
+            f"{what}: top example ({c}, {t}) is not context {c}'s strongest position (activation " \
+            f"{float(acts[c, t]):.3g}, its strongest {float(best_v[c]):.3g})"
+    got_v = [float(acts[p]) for p in top]
+    assert got_v == want, f"{what}: your top examples have activations {[round(v, 3) for v in got_v]}; the " \
+        f"strongest contexts, strongest first, have {[round(v, 3) for v in want]}"
+    assert len(intervals) == n_intervals, \
+        f"{what}: return n_intervals = {n_intervals} lists of examples, got {len(intervals)}"
+    flat = acts.flatten()
+    fired = (flat > 0).nonzero().squeeze(1)
+    if len(fired) % n_intervals:  # uneven groups: where the extra firings go is a convention; the rest is not
+        for i, iv in enumerate(intervals):
+            assert all(float(acts[p]) > 0 for p in iv), f"{what}: interval {i} holds positions that do not fire"
+            assert len({c for c, _ in iv}) == len(iv) <= per_interval, \
+                f"{what}: interval {i} ({iv}) repeats a context or holds more than per_interval = {per_interval}"
+            assert iv, f"{what}: interval {i} is empty, though {len(fired)} firings fill {n_intervals} groups"
+        for i in range(n_intervals - 1):
+            assert max(float(acts[p]) for p in intervals[i]) < min(float(acts[p]) for p in intervals[i + 1]), \
+                f"{what}: interval {i} holds a stronger firing than interval {i + 1}: cut the ranking into groups"
+        return
+    groups = [set(g.tolist()) for g in torch.tensor_split(fired[flat[fired].argsort()], n_intervals)]
+    for i, (iv, group) in enumerate(zip(intervals, groups)):
+        outside = [(c, t) for c, t in iv if c * T + t not in group]
+        assert not outside, f"{what}: interval {i} (of {n_intervals}, lowest first) holds {outside}, which are not " \
+            f"among its {len(group)} firings (ranks {i * len(group)} to {(i + 1) * len(group) - 1} by activation)"
+        assert len({c for c, _ in iv}) == len(iv), f"{what}: interval {i} repeats a context: {iv}"
+        contexts = len({p // T for p in group})
+        assert len(iv) == min(per_interval, contexts), \
+            f"{what}: interval {i}'s firings span {contexts} contexts, so it shows min(per_interval, {contexts}) = " \
+            f"{min(per_interval, contexts)} examples; you returned {len(iv)}"
+
+
+def _seed_case() -> torch.Tensor:
+    """36 of 40 contexts fire 3 times: 54 firings in about 30 contexts per half, to sample 4 from."""
+    return _firing_case(40, 6, [(c, t) for c in range(36) for t in (0, 2, 5)], 6)
+
+
+def _check_seed(fn) -> None:
+    """The samples are drawn from `seed`: the same seed gives the same examples, other seeds other examples."""
+    acts = _seed_case()
+    try:
+        runs = [[_pairs(iv) for iv in fn(acts.clone(), 3, 2, 4, seed=s)[1]] for s in (0, 0, 1, 2, 3)]
+    except TypeError as e:
+        if "seed" not in str(e):
+            raise
+        raise AssertionError("your function takes no `seed`: keep the stub's signature, dashboard_examples(acts_NT, m, "
+                             "n_intervals, per_interval, seed=0), and draw the samples from it") from e
+    for r in runs:
+        _same_dashboard((fn(acts.clone(), 3, 2, 4, seed=0)[0], r), acts, 3, 2, 4,
+                        "40 contexts of 6 tokens, m = 3, n_intervals = 2, per_interval = 4")
+    if runs[0] != runs[1]:
+        raise AssertionError("two calls with seed = 0 returned different interval samples: draw them from a "
+                             "torch.Generator seeded with `seed` (torch.Generator().manual_seed(seed)), not from the "
+                             "global random state, so a dashboard shows the same examples each time")
+    if all(r == runs[0] for r in runs[2:]):
+        raise AssertionError("seeds 0, 1, 2 and 3 gave the same interval samples: each interval's examples are "
+                             "chosen at random (seeded by `seed`) among its firings, not the first ones of the "
+                             "group; the first ones are its weakest, and always the same")
+
+
 @exercise("5.1", dashboard_examples)
 def check_dashboard_examples(fn) -> None:
-    """`fn(acts_NT, m, n_intervals, per_interval) -> (top, intervals)`, pairs (context, position)."""
+    """`fn(acts_NT, m, n_intervals, per_interval, seed) -> (top, intervals)`, pairs (context, position).
+
+    Varies m (1, 4, 12, more than the contexts that fire), n_intervals (1 to 5), per_interval (1 to 10, more than an
+    interval's contexts), the shapes (one context; contexts of one token; 10 to 40 contexts), ties between the
+    strongest values (any order between them is right) and the seed (the same seed, the same samples; other seeds,
+    other samples). Checks every top example and every interval's sample by the properties any right sample has."""
     acts = _dashboard_case()
     out = fn(acts.clone(), 4, 3, 3)
     assert isinstance(out, tuple | list) and len(out) == 2, "return two things: (top, intervals)"
@@ -160,6 +279,9 @@ def check_dashboard_examples(fn) -> None:
         if len(iv) != min(3, len(contexts)):
             raise AssertionError(f"interval {i} spans {len(contexts)} contexts, so it should show "
                                  f"{min(3, len(contexts))} examples (per_interval = 3, one per context); got {len(iv)}")
+    for what, case, m, n_int, per in _dashboard_cases():
+        _same_dashboard(fn(case.clone(), m, n_int, per), case, m, n_int, per, f"with {what}")
+    _check_seed(fn)
     passed("dashboard_examples")
 
 
@@ -212,9 +334,50 @@ _LATENT_MISTAKES = {
 }
 
 
+def _concept_cases():
+    """(what, build, test, n_latents, (latent, F1, precision, recall)) beyond the main case.
+
+    One slot per token (K = 1), the answer latent 0 (the same index as the padding, whose activation is 0):
+    build 120 tokens, the concept on 30; latent 0 fires on 24 of them and 3 others (F1 48/57), latent 3 on the 6 other
+    concept tokens only (F1 1/3), latent 5 on 40 others. Test 80 tokens, the concept on 40; latent 0 fires on 30 of them and
+    6 others (precision 0.75, recall 30/36). Then 50 latents, the answer the last one (49), K = 3: build 100 tokens,
+    the concept on 20; latent 49 fires on 18 of them and 1 other (F1 36/39), latent 10 everywhere, latent 20 on 5
+    concept tokens; test 60 tokens, the concept on 15, latent 49 on 12 of them and 4 others."""
+    C, O = list(range(0, 120, 4)), [t for t in range(120) if t % 4]
+    b1 = _sparse_text(120, 4, {0: [(C[:24] + O[:3], 0.8)], 3: [(C[24:], 1.5)], 5: [(O[3:43], 2.0)]},
+                      K=1)
+    C, O = list(range(0, 80, 2)), [t for t in range(80) if t % 2]
+    t1 = _sparse_text(80, 2, {0: [(C[:30] + O[:6], 0.5)], 5: [(O[6:30], 1.0)]}, K=1)
+    C, O = list(range(0, 100, 5)), [t for t in range(100) if t % 5]
+    b2 = _sparse_text(100, 5, {10: [(C + O, 3.0)], 49: [(C[:18] + O[:1], 1.0)], 20: [(C[:5], 4.0)]}, K=3)
+    C, O = list(range(0, 60, 4)), [t for t in range(60) if t % 4]
+    t2 = _sparse_text(60, 4, {10: [(C + O, 3.0)], 49: [(C[:12] + O[:4], 1.0)]}, K=3)
+    return [("one slot per token (K = 1), the best latent 0 (the padding's index)", b1, t1, 6,
+             (0, 48 / 57, 0.75, 30 / 36)),
+            ("50 latents, the best the last one (49), K = 3", b2, t2, 50, (49, 36 / 39, 0.8, 0.75))]
+
+
+def _same_concept(out, want, what: str) -> None:
+    """Every returned value, by name, against the expected (latent, build F1, test precision, test recall)."""
+    assert isinstance(out, tuple | list) and len(out) == 4, \
+        f"{what}: return four things: (latent, build F1, test precision, test recall)"
+    latent = int(out[0])
+    if latent != want[0] and want[0] == 0:
+        raise AssertionError(f"{what}: you chose latent {latent}; latent 0 fits the concept best. Latent 0 is a latent "
+                             "like any other: padding slots also hold index 0 but with activation 0, so tell firing "
+                             "by acts > 0, not by idx > 0")
+    assert latent == want[0], f"{what}: the best latent on the build text is {want[0]}; you chose {latent}"
+    for name, got, w in zip(("its F1 on the build text", "its precision on the test text",
+                             "its recall on the test text"), out[1:], want[1:]):
+        assert abs(float(got) - w) < 1e-4, f"{what}: {name} is {w:.4f}; you returned {float(got):.4f}"
+
+
 @exercise("5.2", find_concept_latent)
 def check_find_concept_latent(fn) -> None:
-    """`fn(build, test, n_latents) -> (latent, build F1, test precision, test recall)`."""
+    """`fn(build, test, n_latents) -> (latent, build F1, test precision, test recall)`.
+
+    Varies the texts (lengths, how often the concept holds, K = 1 to 6 slots a token), n_latents (6 to 50) and which
+    latent is best (0, the padding's index; 2; the last one, 49); compares all four returned values."""
     build, test = _concept_case()
     out = fn(tuple(t.clone() for t in build), tuple(t.clone() for t in test), 8)
     assert isinstance(out, tuple | list) and len(out) == 4, \
@@ -242,4 +405,7 @@ def check_find_concept_latent(fn) -> None:
     assert abs(p - 0.9) < 1e-4 and abs(r - 0.75) < 1e-4, \
         f"on the test text latent 2 fires on 45 of the 50 concept tokens and on 15 others: expected precision 0.9, " \
         f"recall 0.75; got ({p:.3f}, {r:.3f})"
+    for what, b, t, n, want in _concept_cases():
+        out = fn(tuple(x.clone() for x in b), tuple(x.clone() for x in t), n)
+        _same_concept(out, want, f"with {what}")
     passed("find_concept_latent")

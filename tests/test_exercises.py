@@ -556,16 +556,52 @@ def _steer_hook_returns_nothing(model, sae, latent, alpha):
     return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
 
 
-def _steer_last_position_only(model, sae, latent, alpha):
+def _steer_hook(change, layer=None):
+    """A learner's hook on block `layer` (default sae.cfg.layer) that adds `change(sae, x, latent, alpha)` [B, T, D]
+    (positions >= 1 and the scale up to the learner)."""
+    def register(model, sae, latent, alpha):
+        def hook(module, inputs, output):
+            x = output[0] if isinstance(output, tuple) else output
+            x = x + change(sae, x, latent, alpha)
+            return (x, *output[1:]) if isinstance(output, tuple) else x
+
+        return find_blocks(model)[sae.cfg.layer if layer is None else layer].register_forward_hook(hook)
+    return register
+
+
+def _delta(**flags):
     from saelab.teach.exercises import steering as ST
 
-    def hook(module, inputs, output):
-        x = output[0] if isinstance(output, tuple) else output
-        delta = ST._steer_delta(sae, x, latent, alpha)
-        delta[:, :-1] = 0
-        return (x + delta, *output[1:]) if isinstance(output, tuple) else x + delta
+    return lambda sae, x, latent, alpha: ST._steer_delta(sae, x, latent, alpha, **flags)
 
-    return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
+
+def _last_position_only(sae, x, latent, alpha):
+    delta = _delta()(sae, x, latent, alpha)
+    delta[:, :-1] = 0
+    return delta
+
+
+def _first_sequence_only(sae, x, latent, alpha):  # written for a batch of one: x[0] is "the" sequence
+    delta = torch.zeros_like(x)
+    delta[0] = _delta()(sae, x[:1], latent, alpha)[0]
+    return delta
+
+
+def _where_selected(sae, x, latent, alpha):  # steers only where the SAE selects the latent
+    rows = x.reshape(-1, x.shape[-1])
+    enc = sae.encode(rows)
+    selected = (enc.top_idx_BK == latent).any(-1).reshape(x.shape[:-1])
+    return _delta()(sae, x, latent, alpha) * selected[..., None]
+
+
+def _steer_wrong_handle(model, sae, latent, alpha):  # the steering hook, and the handle of a second, idle one
+    block = find_blocks(model)[sae.cfg.layer]
+    _steer_variant()(model, sae, latent, alpha)
+    return block.register_forward_hook(lambda *args: None)
+
+
+def _steer_none_at_zero(model, sae, latent, alpha):
+    return _steer_variant()(model, sae, latent, alpha) if alpha else None
 
 
 def _clear_hooks(lm):
@@ -590,7 +626,21 @@ def _clear_hooks(lm):
     (_steer_variant(blocks="pre"), "PRE-hook"),
     (_steer_no_handle, "return the handle"),
     (_steer_hook_returns_nothing, "did not change the block's output"),
-    (_steer_last_position_only, "some positions >= 1 were not steered"),
+    (_steer_hook(_last_position_only), "some positions >= 1 were not steered"),
+    # a parameter ignored: alpha, its sign, the latent, the layer, the batch; the handle; alpha = 0
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, latent, 1.0)),
+     r"alpha 1.5.*you pushed by 1 decoder rows \(mapped back\), not by alpha = 1.5"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, latent, abs(alpha))), "alpha -2.5.*wrong sign"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, 5, alpha)),
+     "latent 63.*you steered latent 5, not latent 63"),
+    (_steer_hook(_delta(), layer=2), r"sae.cfg.layer 3.*you hooked block 2: the SAE reads the output of block "
+                                     r"sae.cfg.layer = 3"),
+    (_steer_hook(_first_sequence_only), "a batch of 2 sequences: sequence 1 of the batch was not steered"),
+    (_steer_hook(_where_selected), "some positions >= 1 were not steered: .*whether or not the SAE selects"),
+    (_steer_wrong_handle, r"after handle.remove\(\) a hook of yours is still registered"),
+    (_steer_none_at_zero, r"alpha 0, .*no hook is registered.*\(alpha 0 too"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta(b_pre=True)(sae, x, latent, alpha) if not alpha
+                 else _delta()(sae, x, latent, alpha)), "alpha 0, .*you added b_pre"),
 ])
 def test_steering_hook_check(tiny_lm, wrong, message):
     from saelab.teach.exercises.harvest import _hooks_left
@@ -604,10 +654,40 @@ def test_steering_hook_check(tiny_lm, wrong, message):
         _clear_hooks(tiny_lm)
 
 
+def test_steering_check_cases_vary_every_argument(tiny_lm):
+    from saelab.teach.exercises import steering as ST
+
+    cases = ST._steer_cases(tiny_lm)
+    assert {c.alpha for c in cases} >= {0.0} and min(c.alpha for c in cases) < 0 < max(c.alpha for c in cases)
+    assert len({c.layer for c in cases}) >= 3 and len({c.latent for c in cases}) == len(cases)
+    assert {c.batch for c in cases} == {1, 2} and 0 in {c.layer for c in cases}
+
+
 def _ablate_variant(**flags):
     from saelab.teach.exercises import steering as ST
 
-    return lambda sae, x, latent: ST._ablate_rows(sae, x, latent, **flags)
+    return lambda sae, x, latents: ST._ablate_rows(sae, x, latents, **flags)
+
+
+def _ablate_by_hand_per_token(sae, x, latents):
+    """7.1's route copied: a * s * W_dec[j] with s the centred norm, right for a per-token unit-norm SAE only."""
+    return _ablate_variant(scale="centred")(sae, x, latents)
+
+
+def _ablate_in_place(sae, x, latents):
+    x -= x - E.solutions.ablate_rows(sae, x.clone(), latents)  # the right rows, written into the caller's tensor
+    return x
+
+
+def _ablate_stacked_masks(sae, x, latents):  # right, but torch.stack of no masks fails on an empty set
+    enc = sae.encode(x)
+    drop = torch.stack([enc.top_idx_BK == j for j in latents]).any(0)
+    kept = enc.top_acts_BK.masked_fill(drop, 0.0)
+    return x + sae.decode(kept, enc.top_idx_BK, x) - sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
+
+
+def _ablate_first_latent(sae, x, latents):  # the exercise's old signature, one latent
+    return E.solutions.ablate_rows(sae, x, latents[:1])
 
 
 @pytest.mark.parametrize("wrong,message", [
@@ -615,13 +695,20 @@ def _ablate_variant(**flags):
     (_ablate_variant(sign=1.0), "wrong sign"),
     (_ablate_variant(acts="pre"), "pre-activation"),
     (_ablate_variant(acts="max"), "the same amount at every row"),
-    (_ablate_variant(scale="none"), "map the change back with each row's scale"),
-    (_ablate_variant(scale="raw"), "CENTRED row"),
-    (_ablate_variant(shift=True), "the row's mean too"),
+    (_ablate_variant(scale="none"), "map the change back to the rows' space"),
+    (_ablate_variant(scale="raw"), r"scaled by \|\|x\|\|"),
+    (_ablate_variant(shift=True), "the row's mean"),
     (_ablate_variant(b_pre=True), "subtracted b_pre"),
     (_ablate_variant(row="enc"), "ENCODER's row"),
-    (lambda sae, x, latent: x.clone(), "unchanged"),
-    (lambda sae, x, latent: _ablate_variant()(sae, x, latent) + 0.01 * (x.norm(dim=-1, keepdim=True) > 1e9),
+    (lambda sae, x, latents: x.clone(), "unchanged"),
+    # a parameter ignored (all but the first latent; the normalisation), the mechanism skipped, the input changed
+    (_ablate_first_latent, r"latents = \[6, 17, 3\]: you ablated only latent 6 of \[6, 17, 3\]"),
+    (_ablate_by_hand_per_token, "normalize = 'none'.*centred norm, 7.1's scale"),
+    (_ablate_variant(reselect=True), "another latent took the ablated one's place"),
+    (_ablate_in_place, "changed x_RD in place"),
+    (_ablate_stacked_masks, r"latents = \[\]: your function raised RuntimeError"),
+    (lambda sae, x, latents: E.solutions.ablate_rows(sae, x, latents)[:, :-1], r"shape \(40, 16\)"),
+    (lambda sae, x, latents: _ablate_variant()(sae, x, latents) + 0.01 * (x.norm(dim=-1, keepdim=True) > 1e9),
      None),
 ])
 def test_ablate_rows_check(wrong, message):
@@ -630,6 +717,14 @@ def test_ablate_rows_check(wrong, message):
         E.check_ablate_rows(wrong)
     else:
         _rejects(E.check_ablate_rows, wrong, message)
+
+
+def test_ablate_rows_by_hand_is_the_reference_on_every_normalisation():
+    from saelab.teach.exercises import steering as ST
+
+    for what, sae, x, latents in ST._ablate_cases():
+        torch.testing.assert_close(ST._ablate_rows(sae, x, latents), ST.ablate_rows(sae, x, latents),
+                                   atol=1e-4, rtol=1e-4, msg=what)
 
 
 def _attribution_variant(variant):
@@ -643,6 +738,17 @@ def _attribution_leaves_hook(model, sae, ids, metric):
     return E.solutions.attribution_estimates(model, sae, ids, metric)
 
 
+def _attribution_at_block(layer):
+    """The reference with the SAE placed at a fixed block whatever sae.cfg.layer says."""
+    def fn(model, sae, ids, metric):
+        from copy import deepcopy
+
+        moved = deepcopy(sae)
+        moved.cfg.layer = layer
+        return E.solutions.attribution_estimates(model, moved, ids, metric)
+    return fn
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_attribution_variant("sign"), "wrong sign"),
     (_attribution_variant("no_error"), "reconstruction alone: keep the error term"),
@@ -654,6 +760,9 @@ def _attribution_leaves_hook(model, sae, ids, metric):
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents), "no gradient reached the activations"),
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents + 1), "one estimate per latent"),
     (_attribution_leaves_hook, "still registered"),
+    # the batch: position 0 of every sequence; a parameter ignored (the layer)
+    (_attribution_variant("flat"), "a batch of two sequences.*position 0 of EVERY sequence"),
+    (_attribution_at_block(2), r"sae.cfg.layer 1, .*latent \d+'s estimate is"),
 ])
 def test_attribution_estimates_check(tiny_lm, wrong, message):
     try:

@@ -130,3 +130,14 @@ def expect_gradient(out, leaves: dict, what: str) -> None:
     grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
     for (name, _), g in zip(leaves.items(), grads):
         assert g is not None and bool(g.abs().sum() > 0), f"{what}: no gradient reaches {name}"
+
+
+def call_learner(fn, what: str, *args, **kwargs):
+    """`fn(*args, **kwargs)`, with an error the learner's function raises turned into a failed check that names the
+    case (`what`, e.g. "with latents = []"): an edge case should fail as a check, not as a bare traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as e:
+        raise AssertionError(f"{what}: your function raised {type(e).__name__}: {e}") from e

@@ -1060,26 +1060,49 @@ def test_series_runner_as_a_learner(tmp_path):
 
 
 # ---- 08 after the paper ----------------------------------------------------------------------------------------
-def _bt(per_row=False, total_k=False, negatives=False, scaled=False):
+def _bt(per_row=False, total_k=False, negatives=False, scaled=False, fixed_k=None, detach=False):
     """batchtopk with one mistake switched on."""
     def fn(pre, k):
+        k = fixed_k or k
         if per_row:
             return torch.where(pre >= pre.topk(k, dim=-1).values[:, -1:], pre, 0.0).clamp_min(0)
         cut = pre.flatten().topk(k if total_k else k * len(pre)).values[-1]
         keep = (pre >= cut) if negatives else (pre >= cut) & (pre > 0)
-        return torch.where(keep, pre * (2.0 if scaled else 1.0), 0.0)
+        return torch.where(keep, (pre.detach() if detach else pre) * (2.0 if scaled else 1.0), 0.0)
     return fn
+
+
+def _bt_sorted_off_by_one(pre, k):  # right wherever the (B*k + 1)-th largest value exists
+    cut = pre.flatten().sort(descending=True).values[k * len(pre)]
+    return torch.where((pre > cut) & (pre > 0), pre, 0.0)
+
+
+def _bt_numpy(pre, k):  # right values, rebuilt from numpy: no gradient
+    a = pre.detach().numpy().copy()
+    cut = np.sort(a.ravel())[::-1][k * len(a) - 1]
+    return torch.from_numpy(np.where((a >= cut) & (a > 0), a, 0.0))
 
 
 def _threshold(kind):
     def fn(codes):
+        pos = [c[c > 0] for c in codes]
         if kind == "mean":
-            return float(torch.stack([c[c > 0].mean() for c in codes]).mean())
+            return float(torch.stack([p.mean() for p in pos]).mean())
         if kind == "global min":
-            return float(min(c[c > 0].min() for c in codes))
+            return float(min(p.min() for p in pos))
         if kind == "with zeros":
             return float(torch.stack([c.min() for c in codes]).mean())
-        return float(max(c[c > 0].min() for c in codes))
+        if kind == "first":
+            return float(pos[0].min())
+        if kind == "last":
+            return float(pos[-1].min())
+        if kind == "pooled mean":
+            return float(torch.cat(pos).mean())
+        if kind == "weighted":
+            return float(sum(len(c) * p.min() for c, p in zip(codes, pos)) / sum(len(c) for c in codes))
+        if kind == "median":
+            return float(torch.stack([p.min() for p in pos]).median())
+        return float(max(p.min() for p in pos))
     return fn
 
 
@@ -1087,10 +1110,22 @@ def _threshold(kind):
     (_bt(per_row=True), E.solutions.inference_threshold, "that is TopK"),
     (_bt(total_k=True), E.solutions.inference_threshold, "you kept k values in all"),
     (_bt(scaled=True), E.solutions.inference_threshold, "no rescaling"),
+    (_bt(negatives=True), E.solutions.inference_threshold, "fewer positive pre-activations than B.k: a kept value "
+                                                           "is negative"),
     (E.solutions.batchtopk, _threshold("mean"), "averaged the kept activations"),
     (E.solutions.batchtopk, _threshold("global min"), "smallest over all batches"),
     (E.solutions.batchtopk, _threshold("with zeros"), "POSITIVE"),
     (E.solutions.batchtopk, _threshold("max"), "largest minimum"),
+    # a parameter ignored (k; all batches but the first), edge cases (k = n), a detached result, a pooled statistic
+    (_bt(fixed_k=4), E.solutions.inference_threshold, "k = 7: .* values kept; this batch keeps 168"),
+    (_bt_sorted_off_by_one, E.solutions.inference_threshold, "k = n = 16: your function raised IndexError"),
+    (_bt(detach=True), E.solutions.inference_threshold, "the codes carry no gradient"),
+    (_bt_numpy, E.solutions.inference_threshold, "the codes carry no gradient"),
+    (E.solutions.batchtopk, _threshold("first"), "the first batch only"),
+    (E.solutions.batchtopk, _threshold("last"), "the last batch only"),
+    (E.solutions.batchtopk, _threshold("pooled mean"), "averaged the kept activations"),
+    (E.solutions.batchtopk, _threshold("weighted"), "weighted each batch's minimum"),
+    (E.solutions.batchtopk, _threshold("median"), r"5 batches .*the threshold: your result differs"),
 ])
 def test_batchtopk_check(select, threshold, message):
     E.check_batchtopk(E.solutions.batchtopk, E.solutions.inference_threshold)
@@ -1104,9 +1139,28 @@ def test_batchtopk_check_rejects_negative_kept_values():
         E.check_batchtopk(lambda pre, k: _bt(negatives=True)(pre - 2.5, k), E.solutions.inference_threshold)
 
 
-def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False):
+def test_batchtopk_cases_cover_the_edges():
+    cases = A._batchtopk_cases()
+    assert {k for _, _, k in cases} >= {1, 16, 40} and min(len(pre) for _, pre, _ in cases) == 1
+    assert any(int((pre > 0).sum()) < k * len(pre) for _, pre, k in cases)  # fewer positives than B*k
+    for _, pre, k in cases:  # no tie at the cut among positive values: the answer does not hang on topk's choice
+        flat = pre.flatten().sort(descending=True).values
+        n_keep = min(k * len(pre), int((flat > 0).sum()))
+        assert n_keep == len(flat) or flat[n_keep - 1] > flat[n_keep] or float(flat[n_keep - 1]) <= 0
+
+
+def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False, fixed_widths=False,
+         detach_z=False, unbiased=False):
     def fn(z, W, b, x, widths):
-        base = (x - x.mean(0)).pow(2).sum(-1).mean() if normalise else 1.0
+        if fixed_widths:  # the doubling layout of the first case, whatever `widths` says
+            widths = [len(W) // 8, 3 * len(W) // 8, len(W)]
+        z = z.detach() if detach_z else z
+        if not normalise:
+            base = 1.0
+        elif unbiased:
+            base = x.var(0).sum()
+        else:
+            base = (x - x.mean(0)).pow(2).sum(-1).mean()
         lows = [0, *widths[:-1]] if groups else [0] * len(widths)
         terms = [(z[:, lo:m] @ W[lo:m] + (b if bias else 0) - x).pow(2).sum(-1).mean() / base
                  for lo, m in zip(lows, widths)]
@@ -1123,17 +1177,23 @@ def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, d
     (_mat(skip_last=True), "last width"),
     (_mat(normalise=False), "mean predictor"),
     (_mat(detach=True), "graph"),
+    # a parameter ignored (the widths), a detached input, a biased base only a small batch shows
+    (_mat(fixed_widths=True), r"widths \[24\] .*the loss: your result differs"),
+    (_mat(detach_z=True), "no gradient reaches z_BN"),
+    (_mat(unbiased=True), "B - 1"),
 ])
 def test_matryoshka_loss_check(wrong, message):
     E.check_matryoshka_loss(E.solutions.matryoshka_loss)
     _rejects(E.check_matryoshka_loss, wrong, message)
 
 
-def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False):
+def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False, grad=True, theta_mean=False, fixed_eps=None):
     def fn(pre, theta, eps, g):
+        eps = fixed_eps or eps
         u = (pre - theta) / eps
         window = ((u >= 0) if one_sided else (u > -half)) & (u < half)
-        per = sign * (theta if factor else 1.0) / eps * window.float() * g
+        t = theta.mean() if theta_mean else theta
+        per = sign * (t if factor else 1.0) / eps * window.float() * (g if grad else 1.0)
         return per.mean(0) if mean else per.sum(0)
     return fn
 
@@ -1144,6 +1204,10 @@ def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False):
     (_jr(one_sided=True), "two sides"),
     (_jr(half=1.0), "eps/2 each side"),
     (_jr(mean=True), "do not average"),
+    # a parameter ignored: grad_BN, each latent's own theta, eps
+    (_jr(grad=False), "upstream gradient grad_BN"),
+    (_jr(theta_mean=True), "its own threshold"),
+    (_jr(fixed_eps=0.1), r"eps = 0.3: your gradient: your result differs"),
 ])
 def test_jumprelu_threshold_grad_check(wrong, message):
     E.check_jumprelu_threshold_grad(E.solutions.jumprelu_threshold_grad)
@@ -1164,9 +1228,11 @@ def test_jumprelu_exercise_solution_agrees_with_the_training_code():
 A = E.after
 
 
-def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False):
+def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False,
+            fixed_carries=False):
     """A learner's pair_absorption with one mistake switched on."""
     def fn(z, W, F, coeffs, parent, child, carries=0.1):
+        carries = 0.1 if fixed_carries else carries
         if normalise:
             F, W = F / F.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
         cos = F @ W.T
@@ -1203,6 +1269,8 @@ def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1
     (_absorb(axis=0), "TRUE feature to its best latent"),
     (_absorb(normalise=False), "by cosine"),
     (_absorb(py_div=True), "return nan"),
+    # a parameter ignored: carries, the pair
+    (_absorb(fixed_carries=True), "carries = 0.5: use the `carries` argument"),
 ])
 def test_pair_absorption_check(wrong, message):
     A.check_pair_absorption(A.pair_absorption)

@@ -26,7 +26,7 @@
 # **Exercises**: 7.1 (medium, 15 min), 7.2 (easy, 10 min), 7.3 (**hard**, 25 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Learner time**: about 35 minutes (20 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
+# **Learner time**: about 37 minutes (22 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 40 s in fast mode (`SAELAB_FAST=1`) and 15 s at full size once notebook 02's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -150,8 +150,9 @@ print(f"\nchosen: latent {LATENT} (largest activation {MAX_ACT:.3g}); its decode
 # sink, which the SAE never trained on and `spliced` leaves clean), and return the hook's handle. The error term is
 # kept, so the hook adds to the block's output exactly the change that raising the latent's activation by `alpha`
 # makes to the SAE's output. Mind which space the decoder writes in: this SAE normalises each token before encoding
-# it (`sae.cfg.normalize` is `"per_token_unit_norm"`, paper section 2.1), so work out what a change there is in the
-# residual stream, token by token. The check builds small SAEs of its own and runs your function in four cases (other
+# it (`sae.cfg.normalize` is `"per_token_unit_norm"`, the paper's normalisation: saelab places it in its section 2.1,
+# whose sentence we could read only as others quote it), so work out what a change there is in the residual stream,
+# token by token. The check builds small SAEs of its own and runs your function in four cases (other
 # latents, a negative `alpha` and `alpha = 0`, the first, middle and last blocks, a batch of two sequences); it
 # compares your hook's effect with `steer` on the LM, checks that `handle.remove()` ends the steering, and names the
 # usual mistakes.

@@ -749,6 +749,12 @@ def _attribution_at_block(layer):
     return fn
 
 
+def _attribution_own_metric(model, sae, ids, metric):  # the metric argument ignored: the last token's log p
+    def last_token(logits):
+        return torch.log_softmax(logits[0, -2], -1)[int(ids[0, -1])]
+    return E.solutions.attribution_estimates(model, sae, ids, last_token)
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_attribution_variant("sign"), "wrong sign"),
     (_attribution_variant("no_error"), "reconstruction alone: keep the error term"),
@@ -763,6 +769,7 @@ def _attribution_at_block(layer):
     # the batch: position 0 of every sequence; a parameter ignored (the layer)
     (_attribution_variant("flat"), "a batch of two sequences.*position 0 of EVERY sequence"),
     (_attribution_at_block(2), r"sae.cfg.layer 1, .*latent \d+'s estimate is"),
+    (_attribution_own_metric, r"metric = a logit difference .*latent \d+'s estimate is"),
 ])
 def test_attribution_estimates_check(tiny_lm, wrong, message):
     try:
@@ -809,7 +816,8 @@ def test_attribution_reference_is_saelab_attribute_and_the_first_order_ablation(
 def _notebook_solution(path, number):
     """The function a learner gets by pasting exercise `number`'s folded Solution into its stub."""
     text = path.read_text()
-    stub = re.search(r"^def (\w+)\((.*?)\):\n(?:    #.*\n)*    todo\(\"" + re.escape(number) + r"\"\)", text, re.M)
+    stub = re.search(r"^def (\w+)\((.*?)\):\n(?:    (?:#|\"\"\").*\n)*    todo\(\"" + re.escape(number) + r"\"\)", text,
+                     re.M)
     assert stub, f"no stub for exercise {number}"
     after = text[stub.end():]
     hint, solution = after.find("<summary>Hint</summary>"), after.find("<summary>Solution</summary>")
@@ -1150,8 +1158,9 @@ def test_batchtopk_cases_cover_the_edges():
 
 
 def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False, fixed_widths=False,
-         detach_z=False, unbiased=False):
+         detach_z=False, unbiased=False, detach_b=False):
     def fn(z, W, b, x, widths):
+        b = b.detach() if detach_b else b
         if fixed_widths:  # the doubling layout of the first case, whatever `widths` says
             widths = [len(W) // 8, 3 * len(W) // 8, len(W)]
         z = z.detach() if detach_z else z
@@ -1180,6 +1189,7 @@ def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, d
     # a parameter ignored (the widths), a detached input, a biased base only a small batch shows
     (_mat(fixed_widths=True), r"widths \[24\] .*the loss: your result differs"),
     (_mat(detach_z=True), "no gradient reaches z_BN"),
+    (_mat(detach_b=True), "no gradient reaches b_dec_D"),
     (_mat(unbiased=True), "B - 1"),
 ])
 def test_matryoshka_loss_check(wrong, message):
@@ -1294,11 +1304,21 @@ def test_pair_absorption_agrees_with_saelab_on_a_trained_sae():
     assert len(table) == len(pairs) and table.fires_alone.between(0, 1).all()
 
 
-def test_notebook_08_solution_passes_its_check():
+def _notebook_08_solution_defs(number):
+    """The functions a learner gets from exercise `number`'s folded Solution when it defines them itself."""
     text = (NOTEBOOKS / "08_after_the_paper.py").read_text()
-    after = text[text.index('todo("8.4")'):]
+    after = text[text.index(f'todo("{number}")'):]
     after = after[after.index("<summary>Hint</summary>"):]
     code = re.search(r"```python\n(.*?)```", after[after.index("<summary>Solution</summary>"):], re.S).group(1)
     namespace = {"torch": torch}
     exec("\n".join(line[2:] for line in code.splitlines()), namespace)
-    A.check_pair_absorption(namespace["pair_absorption"])
+    return namespace
+
+
+def test_notebook_08_solutions_pass_their_checks():
+    """Each exercise's folded Solution, pasted into its stub, passes the hardened check."""
+    defs = _notebook_08_solution_defs("8.1")
+    E.check_batchtopk(defs["batchtopk"], defs["inference_threshold"])
+    E.check_jumprelu_threshold_grad(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.2"))
+    E.check_matryoshka_loss(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.3"))
+    A.check_pair_absorption(_notebook_08_solution_defs("8.4")["pair_absorption"])

@@ -1,6 +1,8 @@
 """Notebook 08 (after the paper): BatchTopK's selection and inference threshold (8.1), JumpReLU's straight-through
 threshold gradient (8.2), the Matryoshka loss (8.3) and feature absorption for one parent/child pair (8.4). Reference
-solutions and checks that name the mistake, and the synthetic hierarchy that section 7 trains its SAEs on."""
+solutions and checks that name the mistake, and the synthetic hierarchy that section 7 trains its SAEs on. Each check
+runs several cases that vary every argument of the learner's function (its docstring lists them), compares every
+output (and the gradient where training backpropagates through it), and names the case in its message."""
 
 from __future__ import annotations
 
@@ -11,7 +13,16 @@ from pathlib import Path
 
 import torch
 
-from saelab.teach.exercises.base import call_learner, close, diagnose, exercise, expect_shape, passed, same_output
+from saelab.teach.exercises.base import (
+    call_learner,
+    close,
+    diagnose,
+    exercise,
+    expect_shape,
+    passed,
+    same_output,
+    unlike,
+)
 
 
 # ---- 8.1 BatchTopK ------------------------------------------------------------------------------------------
@@ -30,12 +41,6 @@ def inference_threshold(codes: list[torch.Tensor]) -> float:
 def _pre(seed: int, B: int = 24, n: int = 64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, n, generator=g) * torch.rand(B, 1, generator=g).mul(2).add(0.2)  # tokens of different scale
-
-
-def _unlike(want, mistakes, what: str, **tol) -> list:
-    """The (wrong answer, message) pairs whose answer differs from `want` in this case, each message prefixed with
-    the case `what` (a mistake that gives the right answer here names nothing)."""
-    return [(v, f"{what}: {m}") for v, m in mistakes if not close(v, want, **tol)]
 
 
 def _batchtopk_cases() -> list[tuple[str, torch.Tensor, int]]:
@@ -63,7 +68,7 @@ def check_batchtopk(select, threshold) -> None:
         expect_shape(got, pre.shape, f"{what}: dense codes [B, n]")
         want = batchtopk(pre, k)
         values = got.detach()
-        diagnose(values, _unlike(want, [
+        diagnose(values, unlike(want, [
             (torch.where(pre >= pre.topk(min(k, pre.shape[1]), dim=-1).values[:, -1:], pre, 0.0).clamp_min(0),
              "every token kept exactly k: that is TopK; BatchTopK keeps the B*k largest of the WHOLE batch, so some "
              "tokens get more than k and some fewer"),
@@ -95,7 +100,7 @@ def check_batchtopk(select, threshold) -> None:
             f"{what}: return one number (a float), got {type(got).__name__}"
         got = float(got)
         positive = [c[c > 0] for c in codes]
-        diagnose(got, _unlike(want, [
+        diagnose(got, unlike(want, [
             (0.0, "the threshold is 0: take the smallest POSITIVE kept activation (zeros are not kept)"),
             (float(torch.stack([p.mean() for p in positive]).mean()),
              "you averaged the kept activations; the threshold is each batch's SMALLEST kept activation"),
@@ -170,7 +175,7 @@ def check_matryoshka_loss(fn) -> None:
         groups = [(z[:, lo:m] @ W[lo:m] + b - x).pow(2).sum(-1).mean() / base
                   for lo, m in zip([0, *widths[:-1]], widths)]
         unbiased = (x - x.mean(0)).pow(2).sum(-1).sum() / (len(x) - 1)
-        diagnose(value, _unlike(sum(each), [
+        diagnose(value, unlike(sum(each), [
             (sum((z[:, :m] @ W[:m] - x).pow(2).sum(-1).mean() / base for m in widths),
              "a prefix's reconstruction includes the decoder bias b_dec (each prefix is an SAE of its own)"),
             (sum(each) / len(widths), "you averaged the prefix losses; the paper sums them"),
@@ -238,7 +243,7 @@ def check_jumprelu_threshold_grad(fn) -> None:
         above = (((u >= 0) & (u < 0.5)).float())
         wide = ((u > -1) & (u < 1)).float()
         want = jumprelu_threshold_grad(pre, theta, eps, g)
-        diagnose(got, _unlike(want, [
+        diagnose(got, unlike(want, [
             ((-(1 / eps) * inside * g).sum(0), "that is the Heaviside step's pseudo-derivative; JumpReLU's carries a "
                                                "factor theta: -(theta/eps) K((pre - theta)/eps)"),
             (((theta / eps) * inside * g).sum(0), "the sign: raising theta switches an active latent off, so the "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saelab.teach.exercises.base import call_learner, close, diagnose, exercise, passed
+from saelab.teach.exercises.base import call_learner, close, diagnose, exercise, passed, unlike
 
 TEXT = "The cat sat on the mat. Paris is the capital of France."
 """The checks' text (any text works: the checks compare with saelab's own steering and attribution on it)."""
@@ -53,12 +53,6 @@ def _check_ids(lm, batch: int) -> torch.Tensor:
     rows = [lm.tokenizer(t, return_tensors="pt").input_ids[0] for t in (TEXT, TEXT2)[:batch]]
     length = min(len(r) for r in rows)
     return torch.stack([r[:length] for r in rows]).to(lm.device)
-
-
-def _unlike(want, mistakes, what: str, **tol) -> list:
-    """The (wrong answer, message) pairs whose answer differs from `want` in this case (a mistake that gives the
-    right answer here names nothing), each message prefixed with the case `what`."""
-    return [(v, f"{what}: {m}") for v, m in mistakes if not close(v, want, **tol)]
 
 
 # ---- 7.1 a steering hook ----------------------------------------------------------------------------------
@@ -276,7 +270,7 @@ def _explain_steer(got, want, clean, sae, case: _SteerCase, tol: dict) -> None:
                              "new output (a tuple with the new hidden states first when the block returns a tuple), "
                              "or None after changing it in place")
     D = lambda **flags: _steer_delta(sae, clean, latent, alpha, **flags)  # noqa: E731
-    diagnose(got, _unlike(want, [
+    diagnose(got, unlike(want, [
         (-want, "wrong sign: steering by alpha raises the latent's activation by alpha (a negative alpha lowers it), "
                 "so ADD alpha decoder rows"),
         (D(scale="none"),
@@ -435,7 +429,7 @@ def _explain_ablation(got, want, sae, x, latents, what) -> None:
                              "fire")
     A = lambda **flags: _ablate_rows(sae, x, latents, **flags)  # noqa: E731
     mode = sae.cfg.normalize
-    diagnose(got, _unlike(want, [
+    diagnose(got, unlike(want, [
         (A(keep_error=False),
          "you returned the SAE's reconstruction without the latents: that drops the error term x - x_hat as well, a "
          "bigger change than the ablation; keep x and remove only the latents' own contribution"),
@@ -622,7 +616,7 @@ def check_attribution_estimates(fn, lm) -> None:
             raise AssertionError(f"{what}: every estimate is 0: no gradient reached the activations. Make the "
                                  "selected activations a leaf (acts.clone().requires_grad_(True)), decode FROM that "
                                  "leaf inside the hook, call backward() on the metric and read acts.grad")
-        diagnose(got, _unlike(want, [(_attribution_variant(model, sae, ids, metric, variant), message)
+        diagnose(got, unlike(want, [(_attribution_variant(model, sae, ids, metric, variant), message)
                                      for variant, message in _ATTRIBUTION_MISTAKES], what, **tol), **tol)
         top = int((got - want).abs().argmax())
         raise AssertionError(f"{what}: latent {top}'s estimate is {float(got[top]):.4g}, expected "

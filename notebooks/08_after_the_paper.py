@@ -119,9 +119,9 @@ print(f"{held.n_tokens:,} held-out tokens; TopK SAE n = {topk_sae.cfg.n_latents}
 # kept values.
 #
 # Then `inference_threshold(codes)`: from a list of such code matrices, one per training batch (of any sizes), the θ
-# to use at inference, a float. The paper estimates it from one number per batch, averaged over the batches, each
-# batch's own threshold: which number of a batch's codes is that? The check runs your functions on batches of one to
-# 24 tokens, k from 1 to n, batches with few positive pre-activations, and lists of one to five batches.
+# to use at inference, a float. The paper averages one number per batch over the batches: that batch's own threshold,
+# read off its codes. Which number is it? The check runs your functions on batches of one to 24 tokens, k from 1 to n,
+# batches with few positive pre-activations, and lists of one to five batches.
 
 # %%
 from saelab.teach.exercises import check_batchtopk

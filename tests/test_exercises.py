@@ -639,6 +639,7 @@ def _clear_hooks(lm):
     (_steer_hook(_where_selected), "some positions >= 1 were not steered: .*whether or not the SAE selects"),
     (_steer_wrong_handle, r"after handle.remove\(\) a hook of yours is still registered"),
     (_steer_none_at_zero, r"alpha 0, .*no hook is registered.*\(alpha 0 too"),
+    (_steer_variant(b_pre=True, shift=True), "decode of the edit alone"),
     (_steer_hook(lambda sae, x, latent, alpha: _delta(b_pre=True)(sae, x, latent, alpha) if not alpha
                  else _delta()(sae, x, latent, alpha)), "alpha 0, .*you added b_pre"),
 ])
@@ -695,6 +696,7 @@ def _ablate_first_latent(sae, x, latents):  # the exercise's old signature, one 
     (_ablate_variant(sign=1.0), "wrong sign"),
     (_ablate_variant(acts="pre"), "pre-activation"),
     (_ablate_variant(acts="max"), "the same amount at every row"),
+    (_ablate_variant(acts="one"), "not times its activation a"),
     (_ablate_variant(scale="none"), "map the change back to the rows' space"),
     (_ablate_variant(scale="raw"), r"scaled by \|\|x\|\|"),
     (_ablate_variant(shift=True), "the row's mean"),
@@ -762,6 +764,7 @@ def _attribution_own_metric(model, sae, ids, metric):  # the metric argument ign
     (_attribution_variant("sums"), "positions where the latent is not active"),
     (_attribution_variant("pre"), "pre-activations"),
     (_attribution_variant("grad"), "gradient alone"),
+    (_attribution_variant("grad+"), "gradient alone"),
     (_attribution_variant("no_scale"), "misses the scale s"),
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents), "no gradient reached the activations"),
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents + 1), "one estimate per latent"),
@@ -1108,6 +1111,8 @@ def _threshold(kind):
             return float(torch.cat(pos).mean())
         if kind == "weighted":
             return float(sum(len(c) * p.min() for c, p in zip(codes, pos)) / sum(len(c) for c in codes))
+        if kind == "per token":
+            return float(torch.cat([torch.stack([r[r > 0].min() for r in c if (r > 0).any()]) for c in codes]).mean())
         if kind == "median":
             return float(torch.stack([p.min() for p in pos]).median())
         return float(max(p.min() for p in pos))
@@ -1134,6 +1139,7 @@ def _threshold(kind):
     (E.solutions.batchtopk, _threshold("pooled mean"), "averaged the kept activations"),
     (E.solutions.batchtopk, _threshold("weighted"), "weighted each batch's minimum"),
     (E.solutions.batchtopk, _threshold("median"), r"5 batches .*the threshold: your result differs"),
+    (E.solutions.batchtopk, _threshold("per token"), "each TOKEN's smallest"),
 ])
 def test_batchtopk_check(select, threshold, message):
     E.check_batchtopk(E.solutions.batchtopk, E.solutions.inference_threshold)
@@ -1158,7 +1164,7 @@ def test_batchtopk_cases_cover_the_edges():
 
 
 def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False, fixed_widths=False,
-         detach_z=False, unbiased=False, detach_b=False):
+         detach_z=False, unbiased=False, detach_b=False, bias_last_only=False, uncentred=False):
     def fn(z, W, b, x, widths):
         b = b.detach() if detach_b else b
         if fixed_widths:  # the doubling layout of the first case, whatever `widths` says
@@ -1168,11 +1174,13 @@ def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, d
             base = 1.0
         elif unbiased:
             base = x.var(0).sum()
+        elif uncentred:
+            base = x.pow(2).sum(-1).mean()
         else:
             base = (x - x.mean(0)).pow(2).sum(-1).mean()
         lows = [0, *widths[:-1]] if groups else [0] * len(widths)
-        terms = [(z[:, lo:m] @ W[lo:m] + (b if bias else 0) - x).pow(2).sum(-1).mean() / base
-                 for lo, m in zip(lows, widths)]
+        terms = [(z[:, lo:m] @ W[lo:m] + (b if bias and (m == widths[-1] or not bias_last_only) else 0) - x)
+                 .pow(2).sum(-1).mean() / base for lo, m in zip(lows, widths)]
         terms = terms[:-1] if skip_last else terms
         out = sum(terms) / (len(terms) if mean else 1)
         return torch.tensor(float(out.detach())) if detach else out
@@ -1190,6 +1198,8 @@ def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, d
     (_mat(fixed_widths=True), r"widths \[24\] .*the loss: your result differs"),
     (_mat(detach_z=True), "no gradient reaches z_BN"),
     (_mat(detach_b=True), "no gradient reaches b_dec_D"),
+    (_mat(bias_last_only=True), "not only the full dictionary"),
+    (_mat(uncentred=True), "batch MEAN"),
     (_mat(unbiased=True), "B - 1"),
 ])
 def test_matryoshka_loss_check(wrong, message):
@@ -1197,12 +1207,13 @@ def test_matryoshka_loss_check(wrong, message):
     _rejects(E.check_matryoshka_loss, wrong, message)
 
 
-def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False, grad=True, theta_mean=False, fixed_eps=None):
+def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False, grad=True, theta_mean=False, fixed_eps=None,
+        pre_factor=False):
     def fn(pre, theta, eps, g):
         eps = fixed_eps or eps
         u = (pre - theta) / eps
         window = ((u >= 0) if one_sided else (u > -half)) & (u < half)
-        t = theta.mean() if theta_mean else theta
+        t = theta.mean() if theta_mean else pre if pre_factor else theta
         per = sign * (t if factor else 1.0) / eps * window.float() * (g if grad else 1.0)
         return per.mean(0) if mean else per.sum(0)
     return fn
@@ -1218,6 +1229,7 @@ def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False, grad=True, 
     (_jr(grad=False), "upstream gradient grad_BN"),
     (_jr(theta_mean=True), "its own threshold"),
     (_jr(fixed_eps=0.1), r"eps = 0.3: your gradient: your result differs"),
+    (_jr(pre_factor=True), "the factor is theta, not the pre-activation"),
 ])
 def test_jumprelu_threshold_grad_check(wrong, message):
     E.check_jumprelu_threshold_grad(E.solutions.jumprelu_threshold_grad)
@@ -1239,7 +1251,7 @@ A = E.after
 
 
 def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False,
-            fixed_carries=False):
+            fixed_carries=False, zero_not_nan=False):
     """A learner's pair_absorption with one mistake switched on."""
     def fn(z, W, F, coeffs, parent, child, carries=0.1):
         carries = 0.1 if fixed_carries else carries
@@ -1265,6 +1277,8 @@ def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1
             return float((hit & both).sum()) / int((coeffs[:, parent] > 0).sum())
         if py_div:
             return int((hit & both).sum()) / int(both.sum())
+        if zero_not_nan and not bool(both.any()):
+            return 0.0
         return float((hit & both).sum() / both.sum())
     return fn
 
@@ -1281,6 +1295,7 @@ def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1
     (_absorb(py_div=True), "return nan"),
     # a parameter ignored: carries, the pair
     (_absorb(fixed_carries=True), "carries = 0.5: use the `carries` argument"),
+    (_absorb(zero_not_nan=True), "never together': the pair never fires together, .*return nan"),
 ])
 def test_pair_absorption_check(wrong, message):
     A.check_pair_absorption(A.pair_absorption)

@@ -91,8 +91,9 @@ def check_batchtopk(select, threshold) -> None:
             "with differentiable operations (torch.where, a mask times pre_BN), not from .detach(), .item() or numpy"
         grad = torch.autograd.grad(got.sum(), leaf, allow_unused=True)[0]
         assert grad is not None, f"{what}: no gradient reaches pre_BN from your codes"
-        same_output(grad, (want != 0).float(), f"{what}: the gradient of the codes' sum with respect to pre_BN "
-                                               "(1 at the kept entries, 0 elsewhere)")
+        decided = pre != 0  # at an exact 0 (kept or not, by a tie) the ReLU's subgradient is a convention
+        same_output(grad[decided], (want != 0).float()[decided], f"{what}: the gradient of the codes' sum with "
+                    "respect to pre_BN (1 at the kept entries, 0 elsewhere)")
     for what, codes in _threshold_cases():
         want = inference_threshold(codes)
         got = call_learner(threshold, what, [c.clone() for c in codes])
@@ -114,9 +115,20 @@ def check_batchtopk(select, threshold) -> None:
             (float(positive[-1].min()), "you used the last batch only: average the minima of EVERY batch in the list"),
             (float(sum(len(c) * p.min() for c, p in zip(codes, positive)) / sum(len(c) for c in codes)),
              "you weighted each batch's minimum by its number of tokens: the estimate is the plain mean over batches"),
+            (_token_minima(codes, pooled=True), "you averaged each TOKEN's smallest kept activation: the cut is the "
+                                                "batch's, so take each BATCH's smallest kept activation"),
+            (_token_minima(codes, pooled=False), "you averaged each TOKEN's smallest kept activation: the cut is the "
+                                                 "batch's, so take each BATCH's smallest kept activation"),
         ], what), atol=1e-6)
         same_output(got, want, f"{what}: the threshold")
     passed("batchtopk and inference_threshold")
+
+
+def _token_minima(codes, pooled: bool) -> float:
+    """The mistake of averaging each token's smallest kept activation (over all tokens, or per batch then over
+    batches)."""
+    per_batch = [torch.stack([row[row > 0].min() for row in c if bool((row > 0).any())]) for c in codes]
+    return float(torch.cat(per_batch).mean() if pooled else torch.stack([t.mean() for t in per_batch]).mean())
 
 
 def _threshold_cases() -> list[tuple[str, list[torch.Tensor]]]:
@@ -186,6 +198,13 @@ def check_matryoshka_loss(fn) -> None:
             (sum(e * base / unbiased for e in each),
              "the mean predictor's MSE divides by B, not B - 1 (torch.var is the unbiased estimate): it is the mean "
              "over the batch of ||x - mean(x)||^2"),
+            (sum(e * base / x.pow(2).sum(-1).mean() for e in each),
+             "the mean predictor's MSE is that of x around its batch MEAN, ||x - x.mean(0)||^2, not of x itself"),
+            (sum((z[:, :m] @ W[:m] + (b if m == widths[-1] else 0) - x).pow(2).sum(-1).mean() for m in widths) / base,
+             "every prefix is decoded with the decoder bias, not only the full dictionary: each is an SAE of its own"),
+            (sum(((z[:, :m] @ W[:m] + b - x).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(-1)).mean() for m in widths),
+             "normalized MSE is a ratio of means (the batch's mean squared error over the mean predictor's), not the "
+             "mean of per-token ratios"),
         ], what), atol=1e-5)
         same_output(value, sum(each), f"{what}: the loss")
         assert got.requires_grad, f"{what}: the loss must keep its graph (no .item(), no float(), no torch.no_grad)"
@@ -258,6 +277,9 @@ def check_jumprelu_threshold_grad(fn) -> None:
                                                "df/dtheta)"),
             ((-(theta.mean() / eps) * inside * g).sum(0), "each latent has its own threshold: the factor is theta_i, "
                                                           "not the mean threshold"),
+            ((-(pre / eps) * inside * g).sum(0), "the factor is theta, not the pre-activation: an entry switched off "
+                                                 "at the threshold loses f = pre = theta, and the estimate is taken "
+                                                 "at theta itself"),
         ], what))
         same_output(got, want, f"{what}: your gradient")
     passed("jumprelu_threshold_grad")
@@ -408,6 +430,8 @@ def _share(z, W, feats, coeffs, par=PAR, child=CHILD, carries=0.1, over="both", 
     hit = (z[:, lp] == 0) & ((z[:, lc] > 0) if child_fires else True) & bool(not cosine or cos[par, lc] >= carries)
     if over == "all":
         return float(hit.float().mean())
+    if over == "parent only":
+        return float((hit & on_p).sum()) / int(on_p.sum()) if int(on_p.sum()) else math.nan
     where = {"both": both, "both/B": both, "parent": on_p}[over]
     denom = len(z) if over == "both/B" else int(where.sum())
     return float((hit & both).sum()) / denom if denom else math.nan
@@ -418,6 +442,8 @@ _MISTAKES = [
                       "(the parent's and the child's coefficients > 0)"),
     ({"over": "both/B"}, "divide by the number of samples where both true features fire, not by all samples"),
     ({"over": "parent"}, "divide by the samples where BOTH fire, not by all the samples where the parent fires"),
+    ({"over": "parent only"}, "count only the samples where BOTH features fire: where the child is absent there is "
+                              "nothing to absorb (you counted every sample where the parent fires)"),
     ({"child_fires": False}, "absorbed means the child's latent FIRES in place of the silent parent's latent: "
                              "require the child's latent to be active too"),
     ({"carries": 0.1}, "use the `carries` argument as the cosine bound (0.1 is only its default)"),
@@ -460,6 +486,9 @@ def check_pair_absorption(fn) -> None:
             got = float(got)
         except (TypeError, ValueError, RuntimeError):
             raise AssertionError(f"{what}: return one number (a float), got {type(got).__name__}") from None
+        if "never together" in what:
+            assert math.isnan(got), (f"{what}: the pair never fires together, so there is no sample to take a share "
+                                     f"of: return nan (e.g. by dividing tensors, 0/0), got {got}")
         diagnose(got, [(v, f"{what}: {message}") for flags, message in _MISTAKES
                        if not close(v := _share(*case, **{"par": par, "child": child, "carries": carries, **flags}),
                                     want)])

@@ -286,6 +286,9 @@ def _explain_steer(got, want, clean, sae, case: _SteerCase, tol: dict) -> None:
         (D(b_pre=True),
          "you added b_pre: it is in the SAE's output with and without the edit, so it cancels from the change; add "
          "only alpha times the decoder row (mapped back)"),
+        (D(b_pre=True, shift=True),
+         "you added the SAE's decode of the edit alone: decode maps a POINT back (b_pre and the token's mean "
+         "included); the change is the difference of two decodes, alpha decoder rows times the token's scale s"),
         (D(scale="none", b_pre=True),
          "you added b_pre and left out the scale: the change is alpha decoder rows only, mapped back to the residual "
          "stream by the token's scale s"),
@@ -299,6 +302,11 @@ def _explain_steer(got, want, clean, sae, case: _SteerCase, tol: dict) -> None:
         if j != latent and close(got, _steer_delta(sae, clean, j, alpha), **tol):
             raise AssertionError(f"{what}: you steered latent {j}, not latent {latent}: use the `latent` argument "
                                  "(W_dec[latent])")
+    w = sae.W_dec[latent].detach().to(got.device, torch.float32)
+    c_t = (got[:, 1:] @ w) / (w @ w)  # [B, T-1]: how many decoder rows each position got
+    if close(got[:, 1:], c_t[..., None] * w, **tol) and float(c_t.std()) <= 1e-3 * float(c_t.abs().mean()):
+        raise AssertionError(f"{what}: every position got the same push ({float(c_t.mean()):.4g} decoder rows): the "
+                             "scale s is each token's own centred norm, a different number at each position")
     unit = _steer_delta(sae, clean, latent, 1.0)
     c = float((got * unit).sum() / (unit * unit).sum())
     if close(got, c * unit, **tol):
@@ -352,6 +360,8 @@ def _ablate_rows(sae, x_RD, latents, keep_error: bool = True, scale: str = "sae"
     for j in latents:
         if acts == "acts":
             a = (enc.top_acts_BK * (enc.top_idx_BK == j)).sum(-1)
+        elif acts == "one":  # 1 where the latent is selected, not its activation
+            a = ((enc.top_idx_BK == j) & (enc.top_acts_BK > 0)).any(-1).to(x_RD.dtype)
         elif acts == "pre":  # the dense pre-activation, also where the latent is not selected
             a = enc.pre_acts_BN[:, j].to(x_RD.device)
         else:  # "max": the latent's largest activation, subtracted at every row
@@ -441,6 +451,9 @@ def _explain_ablation(got, want, sae, x, latents, what) -> None:
         (A(acts="pre"),
          "you used the latent's pre-activation: where the SAE does not select it the activation is 0 (nothing to "
          "remove), and where it does, the activation is what the decoder used"),
+        (A(acts="one"),
+         "you subtracted the decoder row (mapped back) where the latent fires, not times its activation a: the "
+         "latent's contribution is a * W_dec[latent]"),
         (A(acts="max"),
          "you subtracted the same amount at every row: remove the activation the latent HAS at each row (0 where it "
          "is not among the selected k)"),
@@ -529,7 +542,8 @@ def _attribution_variant(model, sae, ids, metric, variant: str = "right") -> tor
     z, grad, pre, s = _attribution_parts(model, sae, ids, metric)
     return {"right": lambda: -(z * grad).sum(0), "sign": lambda: (z * grad).sum(0),
             "sums": lambda: -(z.sum(0) * grad.sum(0)), "pre": lambda: -(pre * grad).sum(0),
-            "grad": lambda: -(grad * (z != 0)).sum(0), "no_scale": lambda: -(z * grad / s).sum(0)}[variant]()
+            "grad": lambda: -(grad * (z != 0)).sum(0), "grad+": lambda: (grad * (z != 0)).sum(0),
+            "no_scale": lambda: -(z * grad / s).sum(0)}[variant]()
 
 
 _ATTRIBUTION_MISTAKES = [
@@ -549,6 +563,8 @@ _ATTRIBUTION_MISTAKES = [
             "the pre-activation, and only where it is selected"),
     ("grad", "you summed the gradient alone: the first-order change when a goes to 0 is the gradient TIMES the "
              "change, -a * dm/da"),
+    ("grad+", "you summed the gradient alone: the first-order change when a goes to 0 is the gradient TIMES the "
+              "change, -a * dm/da"),
     ("no_scale", "your gradient misses the scale s: decode into the residual stream, not the SAE's input space "
                  "(sae.decode(acts, idx, x, grad=True) maps back per token), so that dm/da = s * W_dec[j] . dm/dx"),
 ]

@@ -26,7 +26,7 @@
 # **Exercises**: 7.1 (medium, 15 min), 7.2 (easy, 10 min), 7.3 (**hard**, 25 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Learner time**: about 35 minutes (20 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
+# **Learner time**: about 37 minutes (22 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 40 s in fast mode (`SAELAB_FAST=1`) and 15 s at full size once notebook 02's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -150,9 +150,12 @@ print(f"\nchosen: latent {LATENT} (largest activation {MAX_ACT:.3g}); its decode
 # sink, which the SAE never trained on and `spliced` leaves clean), and return the hook's handle. The error term is
 # kept, so the hook adds to the block's output exactly the change that raising the latent's activation by `alpha`
 # makes to the SAE's output. Mind which space the decoder writes in: this SAE normalises each token before encoding
-# it (`sae.cfg.normalize` is `"per_token_unit_norm"`, paper section 2.1), so work out what a change there is in the
-# residual stream, token by token. The check builds a small SAE of its own, compares your hook's effect with
-# `steer` on the LM and names the usual mistakes.
+# it (`sae.cfg.normalize` is `"per_token_unit_norm"`, the paper's normalisation: saelab places it in its section 2.1,
+# whose sentence we could read only as others quote it), so work out what a change there is in the residual stream,
+# token by token. The check builds small SAEs of its own and runs your function in four cases (other
+# latents, a negative `alpha` and `alpha = 0`, the first, middle and last blocks, a batch of two sequences); it
+# compares your hook's effect with `steer` on the LM, checks that `handle.remove()` ends the steering, and names the
+# usual mistakes.
 #
 # Your hook is meant for forward passes over whole sequences: in a generation step with a KV cache the block sees
 # only the new token, and knowing whether it is position 0 needs the absolute position, which `spliced` tracks.
@@ -256,20 +259,28 @@ fig.show()
 # in text about the concept should get worse if the model *uses* the latent, not just carries it. Measure it on text
 # that did not choose the latent, so that the selection cannot flatter the result.
 #
-# ### Exercise 7.2 — ablation that keeps the error term (easy, optional, 10 min)
+# ### Exercise 7.2 — ablating a set of latents through the SAE's own decoder (easy, optional, 10 min)
 #
-# Write `ablate_rows(sae, x_RD, latent)`: activation rows `[R, D]` of the SAE's site
-# with `latent` ablated and the error term kept. Each row should lose exactly what the latent contributes to the
-# SAE's output at that row, and nothing else: rows where the SAE does not select the latent stay as they are.
-# `sae.encode(x_RD)` returns the selected latents' activations and indices, `top_acts_BK` and `top_idx_BK` `[R, k]`.
-# The check compares your rows with `ablate`'s; the cell after it splices your function into the LM with saelab's
-# hook (the positions `spliced` handles) for the measurement.
+# Exercise 7.1 worked out by hand what an edit changes in the residual stream, for this SAE's normalisation. SAEs from
+# other libraries normalise differently (not at all, with a layer norm, with one dataset-wide scale:
+# `sae.cfg.normalize`), and a circuit is tested by ablating several latents at once. Take the route that holds for
+# any SAE: let the SAE map codes back for you.
+#
+# Write `ablate_rows(sae, x_RD, latents)`: activation rows `[R, D]` of the SAE's site with every latent in the list
+# `latents` ablated (set to 0 wherever the SAE selects it; an empty list ablates nothing) and the error term kept:
+# each row loses exactly what those latents contribute to the SAE's output there, and nothing else. Use only what the
+# SAE gives you, without computing a scale yourself: `sae.encode(x_RD)` returns the selected latents' activations and
+# indices (`top_acts_BK`, `top_idx_BK`, `[R, k]`), and `sae.decode(acts, idx, x_RD)` maps codes back to the rows'
+# space whatever the normalisation. Work out why `b_pre` and the normalisation's shift need no care of yours here.
+# The check runs your function on SAEs with four normalisations, on sets of zero to three latents, a latent that
+# never fires and a single row, and compares with `ablate`; the cell after it splices your function into the LM
+# with saelab's hook (the positions `spliced` handles), for the chosen latent and for part 1's candidates together.
 
 # %%
 from saelab.teach.exercises import check_ablate_rows
 
 
-def ablate_rows(sae, x_RD, latent):
+def ablate_rows(sae, x_RD, latents):
     # YOUR CODE HERE (about 4 lines), then delete the next line
     todo("7.2")
 
@@ -280,19 +291,23 @@ ablate_fn = check_ablate_rows(ablate_rows)
 # %% [markdown]
 # <details><summary>Hint</summary>
 #
-# What is the latent's activation at each row (it has one only where it is among the `k` selected)? What it
-# contributes to the SAE's output is that activation times its decoder row, in the SAE's input space: map it back as
-# in exercise 7.1. Returning the reconstruction without the latent would remove the error term as well.
+# Write a row as its reconstruction plus its error term, `x = x_hat + (x - x_hat)`. Keep the error term and swap
+# `x_hat` for the reconstruction from edited codes: what is left of the change, and where do `b_pre` and the shift
+# go? To edit the codes, find the entries of `top_idx_BK` that belong to the list (`torch.isin`) and zero their
+# activations; do not select again after the edit (ablation keeps the other selected latents as they were).
 # </details>
 #
 # <details><summary>Solution</summary>
 #
 # ```python
 # enc = sae.encode(x_RD)
-# a_R = (enc.top_acts_BK * (enc.top_idx_BK == latent)).sum(-1)           # 0 where the latent is not selected
-# s_R1 = (x_RD - x_RD.mean(-1, keepdim=True)).norm(dim=-1, keepdim=True)  # each row's centred norm
-# return x_RD - a_R[:, None] * s_R1 * sae.W_dec[latent]
+# idx = enc.top_idx_BK
+# drop = torch.isin(idx, torch.as_tensor(latents, dtype=idx.dtype, device=idx.device))  # the ablated entries
+# kept = enc.top_acts_BK.masked_fill(drop, 0.0)
+# return x_RD + sae.decode(kept, idx, x_RD) - sae.decode(enc.top_acts_BK, idx, x_RD)  # x_hat' + (x - x_hat)
 # ```
+# `b_pre` and the shift are in both decodes and cancel; `decode` applies the scale. For one latent of a per-token
+# unit-norm SAE this is 7.1's formula with the activation's change, `-a`, in place of `alpha`: `x - a * s * W_dec[j]`.
 # </details>
 
 # %%
@@ -320,14 +335,18 @@ def next_token_logprobs(texts, edits=(), rows_fn=None):
 ABLATION_TEXTS = NEW_CONCEPT + ["The Seine flows through Paris before it reaches the sea in Normandy.",
                                 "French wine from Bordeaux is sold all over France and the world."]
 clean = next_token_logprobs(ABLATION_TEXTS)
-ablated = next_token_logprobs(ABLATION_TEXTS, rows_fn=lambda r: ablate_fn(sae, r, LATENT))
+ablated = next_token_logprobs(ABLATION_TEXTS, rows_fn=lambda r: ablate_fn(sae, r, [LATENT]))
 reference = next_token_logprobs(ABLATION_TEXTS, [ablate(LATENT)])
+together = next_token_logprobs(ABLATION_TEXTS, rows_fn=lambda r: ablate_fn(sae, r, CANDIDATES))
 targets = torch.cat([lm.tokenizer(t, return_tensors="pt")["input_ids"][0, 1:] for t in ABLATION_TEXTS])
 is_concept = torch.isin(targets, torch.tensor(concept_ids))
 print(f"your ablation and saelab's ablate() differ by at most {float((ablated - reference).abs().max()):.1e} in log p")
 print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
       f"{float((ablated - clean)[is_concept].mean()):+.4f} on concept words ({int(is_concept.sum())}), "
       f"{float((ablated - clean)[~is_concept].mean()):+.4f} on the other tokens")
+print(f"part 1's {len(CANDIDATES)} candidates {CANDIDATES} ablated together: "
+      f"{float((together - clean)[is_concept].mean()):+.4f} on concept words, "
+      f"{float((together - clean)[~is_concept].mean()):+.4f} on the other tokens")
 
 
 # %% [markdown]
@@ -344,12 +363,14 @@ print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
 #
 # Write `attribution_estimates(model, sae, input_ids_BT, metric)`: for every
 # latent, the first-order estimate of the change of `metric(logits)` (a scalar) when the latent is ablated at every
-# position >= 1, shape `[n_latents]`, from one forward and one backward pass. In a forward hook on block
-# `sae.cfg.layer` (as in 7.1): encode the positions >= 1, make the selected activations the leaves the gradient will
-# reach, and give the block's output the clean value but a gradient that flows into those activations through the
-# decoder (mapped back to the residual stream). Remove the hook when done. A latent can be selected at many
-# positions. The check compares your estimates with `saelab.interp.attribution.attribute` and names the usual
-# mistakes; the cells below compare them with real ablations.
+# position >= 1 of every sequence of the batch, shape `[n_latents]`, from one forward and one backward pass. In a
+# forward hook on block `sae.cfg.layer` (as in 7.1): encode the positions >= 1, make the selected activations the
+# leaves the gradient will reach, and give the block's output the clean value but a gradient that flows into those
+# activations through the decoder (mapped back to the residual stream). Remove the hook when done. A latent can be
+# selected at many positions. The check runs your function at three blocks, on one sequence and on a batch of two,
+# with three metrics (one position's log-probability, a logit difference summed over the batch, the mean over every
+# position), compares your estimates with `saelab.interp.attribution.attribute` and names the usual mistakes; the
+# cells below compare them with real ablations.
 
 # %%
 from saelab.teach.exercises import check_attribution_estimates

@@ -901,16 +901,52 @@ def _steer_hook_returns_nothing(model, sae, latent, alpha):
     return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
 
 
-def _steer_last_position_only(model, sae, latent, alpha):
+def _steer_hook(change, layer=None):
+    """A learner's hook on block `layer` (default sae.cfg.layer) that adds `change(sae, x, latent, alpha)` [B, T, D]
+    (positions >= 1 and the scale up to the learner)."""
+    def register(model, sae, latent, alpha):
+        def hook(module, inputs, output):
+            x = output[0] if isinstance(output, tuple) else output
+            x = x + change(sae, x, latent, alpha)
+            return (x, *output[1:]) if isinstance(output, tuple) else x
+
+        return find_blocks(model)[sae.cfg.layer if layer is None else layer].register_forward_hook(hook)
+    return register
+
+
+def _delta(**flags):
     from saelab.teach.exercises import steering as ST
 
-    def hook(module, inputs, output):
-        x = output[0] if isinstance(output, tuple) else output
-        delta = ST._steer_delta(sae, x, latent, alpha)
-        delta[:, :-1] = 0
-        return (x + delta, *output[1:]) if isinstance(output, tuple) else x + delta
+    return lambda sae, x, latent, alpha: ST._steer_delta(sae, x, latent, alpha, **flags)
 
-    return find_blocks(model)[sae.cfg.layer].register_forward_hook(hook)
+
+def _last_position_only(sae, x, latent, alpha):
+    delta = _delta()(sae, x, latent, alpha)
+    delta[:, :-1] = 0
+    return delta
+
+
+def _first_sequence_only(sae, x, latent, alpha):  # written for a batch of one: x[0] is "the" sequence
+    delta = torch.zeros_like(x)
+    delta[0] = _delta()(sae, x[:1], latent, alpha)[0]
+    return delta
+
+
+def _where_selected(sae, x, latent, alpha):  # steers only where the SAE selects the latent
+    rows = x.reshape(-1, x.shape[-1])
+    enc = sae.encode(rows)
+    selected = (enc.top_idx_BK == latent).any(-1).reshape(x.shape[:-1])
+    return _delta()(sae, x, latent, alpha) * selected[..., None]
+
+
+def _steer_wrong_handle(model, sae, latent, alpha):  # the steering hook, and the handle of a second, idle one
+    block = find_blocks(model)[sae.cfg.layer]
+    _steer_variant()(model, sae, latent, alpha)
+    return block.register_forward_hook(lambda *args: None)
+
+
+def _steer_none_at_zero(model, sae, latent, alpha):
+    return _steer_variant()(model, sae, latent, alpha) if alpha else None
 
 
 def _clear_hooks(lm):
@@ -935,7 +971,22 @@ def _clear_hooks(lm):
     (_steer_variant(blocks="pre"), "PRE-hook"),
     (_steer_no_handle, "return the handle"),
     (_steer_hook_returns_nothing, "did not change the block's output"),
-    (_steer_last_position_only, "some positions >= 1 were not steered"),
+    (_steer_hook(_last_position_only), "some positions >= 1 were not steered"),
+    # a parameter ignored: alpha, its sign, the latent, the layer, the batch; the handle; alpha = 0
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, latent, 1.0)),
+     r"alpha 1.5.*you pushed by 1 decoder rows \(mapped back\), not by alpha = 1.5"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, latent, abs(alpha))), "alpha -2.5.*wrong sign"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta()(sae, x, 5, alpha)),
+     "latent 63.*you steered latent 5, not latent 63"),
+    (_steer_hook(_delta(), layer=2), r"sae.cfg.layer 3.*you hooked block 2: the SAE reads the output of block "
+                                     r"sae.cfg.layer = 3"),
+    (_steer_hook(_first_sequence_only), "a batch of 2 sequences: sequence 1 of the batch was not steered"),
+    (_steer_hook(_where_selected), "some positions >= 1 were not steered: .*whether or not the SAE selects"),
+    (_steer_wrong_handle, r"after handle.remove\(\) a hook of yours is still registered"),
+    (_steer_none_at_zero, r"alpha 0, .*no hook is registered.*\(alpha 0 too"),
+    (_steer_variant(b_pre=True, shift=True), "decode of the edit alone"),
+    (_steer_hook(lambda sae, x, latent, alpha: _delta(b_pre=True)(sae, x, latent, alpha) if not alpha
+                 else _delta()(sae, x, latent, alpha)), "alpha 0, .*you added b_pre"),
 ])
 def test_steering_hook_check(tiny_lm, wrong, message):
     from saelab.teach.exercises.harvest import _hooks_left
@@ -949,10 +1000,40 @@ def test_steering_hook_check(tiny_lm, wrong, message):
         _clear_hooks(tiny_lm)
 
 
+def test_steering_check_cases_vary_every_argument(tiny_lm):
+    from saelab.teach.exercises import steering as ST
+
+    cases = ST._steer_cases(tiny_lm)
+    assert {c.alpha for c in cases} >= {0.0} and min(c.alpha for c in cases) < 0 < max(c.alpha for c in cases)
+    assert len({c.layer for c in cases}) >= 3 and len({c.latent for c in cases}) == len(cases)
+    assert {c.batch for c in cases} == {1, 2} and 0 in {c.layer for c in cases}
+
+
 def _ablate_variant(**flags):
     from saelab.teach.exercises import steering as ST
 
-    return lambda sae, x, latent: ST._ablate_rows(sae, x, latent, **flags)
+    return lambda sae, x, latents: ST._ablate_rows(sae, x, latents, **flags)
+
+
+def _ablate_by_hand_per_token(sae, x, latents):
+    """7.1's route copied: a * s * W_dec[j] with s the centred norm, right for a per-token unit-norm SAE only."""
+    return _ablate_variant(scale="centred")(sae, x, latents)
+
+
+def _ablate_in_place(sae, x, latents):
+    x -= x - E.solutions.ablate_rows(sae, x.clone(), latents)  # the right rows, written into the caller's tensor
+    return x
+
+
+def _ablate_stacked_masks(sae, x, latents):  # right, but torch.stack of no masks fails on an empty set
+    enc = sae.encode(x)
+    drop = torch.stack([enc.top_idx_BK == j for j in latents]).any(0)
+    kept = enc.top_acts_BK.masked_fill(drop, 0.0)
+    return x + sae.decode(kept, enc.top_idx_BK, x) - sae.decode(enc.top_acts_BK, enc.top_idx_BK, x)
+
+
+def _ablate_first_latent(sae, x, latents):  # the exercise's old signature, one latent
+    return E.solutions.ablate_rows(sae, x, latents[:1])
 
 
 @pytest.mark.parametrize("wrong,message", [
@@ -960,13 +1041,21 @@ def _ablate_variant(**flags):
     (_ablate_variant(sign=1.0), "wrong sign"),
     (_ablate_variant(acts="pre"), "pre-activation"),
     (_ablate_variant(acts="max"), "the same amount at every row"),
-    (_ablate_variant(scale="none"), "map the change back with each row's scale"),
-    (_ablate_variant(scale="raw"), "CENTRED row"),
-    (_ablate_variant(shift=True), "the row's mean too"),
+    (_ablate_variant(acts="one"), "not times its activation a"),
+    (_ablate_variant(scale="none"), "map the change back to the rows' space"),
+    (_ablate_variant(scale="raw"), r"scaled by \|\|x\|\|"),
+    (_ablate_variant(shift=True), "the row's mean"),
     (_ablate_variant(b_pre=True), "subtracted b_pre"),
     (_ablate_variant(row="enc"), "ENCODER's row"),
-    (lambda sae, x, latent: x.clone(), "unchanged"),
-    (lambda sae, x, latent: _ablate_variant()(sae, x, latent) + 0.01 * (x.norm(dim=-1, keepdim=True) > 1e9),
+    (lambda sae, x, latents: x.clone(), "unchanged"),
+    # a parameter ignored (all but the first latent; the normalisation), the mechanism skipped, the input changed
+    (_ablate_first_latent, r"latents = \[6, 17, 3\]: you ablated only latent 6 of \[6, 17, 3\]"),
+    (_ablate_by_hand_per_token, "normalize = 'none'.*centred norm, 7.1's scale"),
+    (_ablate_variant(reselect=True), "another latent took the ablated one's place"),
+    (_ablate_in_place, "changed x_RD in place"),
+    (_ablate_stacked_masks, r"latents = \[\]: your function raised RuntimeError"),
+    (lambda sae, x, latents: E.solutions.ablate_rows(sae, x, latents)[:, :-1], r"shape \(40, 16\)"),
+    (lambda sae, x, latents: _ablate_variant()(sae, x, latents) + 0.01 * (x.norm(dim=-1, keepdim=True) > 1e9),
      None),
 ])
 def test_ablate_rows_check(wrong, message):
@@ -975,6 +1064,14 @@ def test_ablate_rows_check(wrong, message):
         E.check_ablate_rows(wrong)
     else:
         _rejects(E.check_ablate_rows, wrong, message)
+
+
+def test_ablate_rows_by_hand_is_the_reference_on_every_normalisation():
+    from saelab.teach.exercises import steering as ST
+
+    for what, sae, x, latents in ST._ablate_cases():
+        torch.testing.assert_close(ST._ablate_rows(sae, x, latents), ST.ablate_rows(sae, x, latents),
+                                   atol=1e-4, rtol=1e-4, msg=what)
 
 
 def _attribution_variant(variant):
@@ -988,6 +1085,23 @@ def _attribution_leaves_hook(model, sae, ids, metric):
     return E.solutions.attribution_estimates(model, sae, ids, metric)
 
 
+def _attribution_at_block(layer):
+    """The reference with the SAE placed at a fixed block whatever sae.cfg.layer says."""
+    def fn(model, sae, ids, metric):
+        from copy import deepcopy
+
+        moved = deepcopy(sae)
+        moved.cfg.layer = layer
+        return E.solutions.attribution_estimates(model, moved, ids, metric)
+    return fn
+
+
+def _attribution_own_metric(model, sae, ids, metric):  # the metric argument ignored: the last token's log p
+    def last_token(logits):
+        return torch.log_softmax(logits[0, -2], -1)[int(ids[0, -1])]
+    return E.solutions.attribution_estimates(model, sae, ids, last_token)
+
+
 @pytest.mark.parametrize("wrong,message", [
     (_attribution_variant("sign"), "wrong sign"),
     (_attribution_variant("no_error"), "reconstruction alone: keep the error term"),
@@ -995,10 +1109,15 @@ def _attribution_leaves_hook(model, sae, ids, metric):
     (_attribution_variant("sums"), "positions where the latent is not active"),
     (_attribution_variant("pre"), "pre-activations"),
     (_attribution_variant("grad"), "gradient alone"),
+    (_attribution_variant("grad+"), "gradient alone"),
     (_attribution_variant("no_scale"), "misses the scale s"),
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents), "no gradient reached the activations"),
     (lambda model, sae, ids, metric: torch.zeros(sae.cfg.n_latents + 1), "one estimate per latent"),
     (_attribution_leaves_hook, "still registered"),
+    # the batch: position 0 of every sequence; a parameter ignored (the layer)
+    (_attribution_variant("flat"), "a batch of two sequences.*position 0 of EVERY sequence"),
+    (_attribution_at_block(2), r"sae.cfg.layer 1, .*latent \d+'s estimate is"),
+    (_attribution_own_metric, r"metric = a logit difference .*latent \d+'s estimate is"),
 ])
 def test_attribution_estimates_check(tiny_lm, wrong, message):
     try:
@@ -1045,7 +1164,8 @@ def test_attribution_reference_is_saelab_attribute_and_the_first_order_ablation(
 def _notebook_solution(path, number):
     """The function a learner gets by pasting exercise `number`'s folded Solution into its stub."""
     text = path.read_text()
-    stub = re.search(r"^def (\w+)\((.*?)\):\n(?:    #.*\n)*    todo\(\"" + re.escape(number) + r"\"\)", text, re.M)
+    stub = re.search(r"^def (\w+)\((.*?)\):\n(?:    (?:#|\"\"\").*\n)*    todo\(\"" + re.escape(number) + r"\"\)", text,
+                     re.M)
     assert stub, f"no stub for exercise {number}"
     after = text[stub.end():]
     hint, solution = after.find("<summary>Hint</summary>"), after.find("<summary>Solution</summary>")
@@ -1443,26 +1563,51 @@ def test_series_runner_as_a_learner(tmp_path):
 
 
 # ---- 08 after the paper ----------------------------------------------------------------------------------------
-def _bt(per_row=False, total_k=False, negatives=False, scaled=False):
+def _bt(per_row=False, total_k=False, negatives=False, scaled=False, fixed_k=None, detach=False):
     """batchtopk with one mistake switched on."""
     def fn(pre, k):
+        k = fixed_k or k
         if per_row:
             return torch.where(pre >= pre.topk(k, dim=-1).values[:, -1:], pre, 0.0).clamp_min(0)
         cut = pre.flatten().topk(k if total_k else k * len(pre)).values[-1]
         keep = (pre >= cut) if negatives else (pre >= cut) & (pre > 0)
-        return torch.where(keep, pre * (2.0 if scaled else 1.0), 0.0)
+        return torch.where(keep, (pre.detach() if detach else pre) * (2.0 if scaled else 1.0), 0.0)
     return fn
+
+
+def _bt_sorted_off_by_one(pre, k):  # right wherever the (B*k + 1)-th largest value exists
+    cut = pre.flatten().sort(descending=True).values[k * len(pre)]
+    return torch.where((pre > cut) & (pre > 0), pre, 0.0)
+
+
+def _bt_numpy(pre, k):  # right values, rebuilt from numpy: no gradient
+    a = pre.detach().numpy().copy()
+    cut = np.sort(a.ravel())[::-1][k * len(a) - 1]
+    return torch.from_numpy(np.where((a >= cut) & (a > 0), a, 0.0))
 
 
 def _threshold(kind):
     def fn(codes):
+        pos = [c[c > 0] for c in codes]
         if kind == "mean":
-            return float(torch.stack([c[c > 0].mean() for c in codes]).mean())
+            return float(torch.stack([p.mean() for p in pos]).mean())
         if kind == "global min":
-            return float(min(c[c > 0].min() for c in codes))
+            return float(min(p.min() for p in pos))
         if kind == "with zeros":
             return float(torch.stack([c.min() for c in codes]).mean())
-        return float(max(c[c > 0].min() for c in codes))
+        if kind == "first":
+            return float(pos[0].min())
+        if kind == "last":
+            return float(pos[-1].min())
+        if kind == "pooled mean":
+            return float(torch.cat(pos).mean())
+        if kind == "weighted":
+            return float(sum(len(c) * p.min() for c, p in zip(codes, pos)) / sum(len(c) for c in codes))
+        if kind == "per token":
+            return float(torch.cat([torch.stack([r[r > 0].min() for r in c if (r > 0).any()]) for c in codes]).mean())
+        if kind == "median":
+            return float(torch.stack([p.min() for p in pos]).median())
+        return float(max(p.min() for p in pos))
     return fn
 
 
@@ -1470,10 +1615,23 @@ def _threshold(kind):
     (_bt(per_row=True), E.solutions.inference_threshold, "that is TopK"),
     (_bt(total_k=True), E.solutions.inference_threshold, "you kept k values in all"),
     (_bt(scaled=True), E.solutions.inference_threshold, "no rescaling"),
+    (_bt(negatives=True), E.solutions.inference_threshold, "fewer positive pre-activations than B.k: a kept value "
+                                                           "is negative"),
     (E.solutions.batchtopk, _threshold("mean"), "averaged the kept activations"),
     (E.solutions.batchtopk, _threshold("global min"), "smallest over all batches"),
     (E.solutions.batchtopk, _threshold("with zeros"), "POSITIVE"),
     (E.solutions.batchtopk, _threshold("max"), "largest minimum"),
+    # a parameter ignored (k; all batches but the first), edge cases (k = n), a detached result, a pooled statistic
+    (_bt(fixed_k=4), E.solutions.inference_threshold, "k = 7: .* values kept; this batch keeps 168"),
+    (_bt_sorted_off_by_one, E.solutions.inference_threshold, "k = n = 16: your function raised IndexError"),
+    (_bt(detach=True), E.solutions.inference_threshold, "the codes carry no gradient"),
+    (_bt_numpy, E.solutions.inference_threshold, "the codes carry no gradient"),
+    (E.solutions.batchtopk, _threshold("first"), "the first batch only"),
+    (E.solutions.batchtopk, _threshold("last"), "the last batch only"),
+    (E.solutions.batchtopk, _threshold("pooled mean"), "averaged the kept activations"),
+    (E.solutions.batchtopk, _threshold("weighted"), "weighted each batch's minimum"),
+    (E.solutions.batchtopk, _threshold("median"), r"5 batches .*the threshold: your result differs"),
+    (E.solutions.batchtopk, _threshold("per token"), "each TOKEN's smallest"),
 ])
 def test_batchtopk_check(select, threshold, message):
     E.check_batchtopk(E.solutions.batchtopk, E.solutions.inference_threshold)
@@ -1487,12 +1645,34 @@ def test_batchtopk_check_rejects_negative_kept_values():
         E.check_batchtopk(lambda pre, k: _bt(negatives=True)(pre - 2.5, k), E.solutions.inference_threshold)
 
 
-def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False):
+def test_batchtopk_cases_cover_the_edges():
+    cases = A._batchtopk_cases()
+    assert {k for _, _, k in cases} >= {1, 16, 40} and min(len(pre) for _, pre, _ in cases) == 1
+    assert any(int((pre > 0).sum()) < k * len(pre) for _, pre, k in cases)  # fewer positives than B*k
+    for _, pre, k in cases:  # no tie at the cut among positive values: the answer does not hang on topk's choice
+        flat = pre.flatten().sort(descending=True).values
+        n_keep = min(k * len(pre), int((flat > 0).sum()))
+        assert n_keep == len(flat) or flat[n_keep - 1] > flat[n_keep] or float(flat[n_keep - 1]) <= 0
+
+
+def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, detach=False, fixed_widths=False,
+         detach_z=False, unbiased=False, detach_b=False, bias_last_only=False, uncentred=False):
     def fn(z, W, b, x, widths):
-        base = (x - x.mean(0)).pow(2).sum(-1).mean() if normalise else 1.0
+        b = b.detach() if detach_b else b
+        if fixed_widths:  # the doubling layout of the first case, whatever `widths` says
+            widths = [len(W) // 8, 3 * len(W) // 8, len(W)]
+        z = z.detach() if detach_z else z
+        if not normalise:
+            base = 1.0
+        elif unbiased:
+            base = x.var(0).sum()
+        elif uncentred:
+            base = x.pow(2).sum(-1).mean()
+        else:
+            base = (x - x.mean(0)).pow(2).sum(-1).mean()
         lows = [0, *widths[:-1]] if groups else [0] * len(widths)
-        terms = [(z[:, lo:m] @ W[lo:m] + (b if bias else 0) - x).pow(2).sum(-1).mean() / base
-                 for lo, m in zip(lows, widths)]
+        terms = [(z[:, lo:m] @ W[lo:m] + (b if bias and (m == widths[-1] or not bias_last_only) else 0) - x)
+                 .pow(2).sum(-1).mean() / base for lo, m in zip(lows, widths)]
         terms = terms[:-1] if skip_last else terms
         out = sum(terms) / (len(terms) if mean else 1)
         return torch.tensor(float(out.detach())) if detach else out
@@ -1506,17 +1686,27 @@ def _mat(bias=True, mean=False, groups=False, skip_last=False, normalise=True, d
     (_mat(skip_last=True), "last width"),
     (_mat(normalise=False), "mean predictor"),
     (_mat(detach=True), "graph"),
+    # a parameter ignored (the widths), a detached input, a biased base only a small batch shows
+    (_mat(fixed_widths=True), r"widths \[24\] .*the loss: your result differs"),
+    (_mat(detach_z=True), "no gradient reaches z_BN"),
+    (_mat(detach_b=True), "no gradient reaches b_dec_D"),
+    (_mat(bias_last_only=True), "not only the full dictionary"),
+    (_mat(uncentred=True), "batch MEAN"),
+    (_mat(unbiased=True), "B - 1"),
 ])
 def test_matryoshka_loss_check(wrong, message):
     E.check_matryoshka_loss(E.solutions.matryoshka_loss)
     _rejects(E.check_matryoshka_loss, wrong, message)
 
 
-def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False):
+def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False, grad=True, theta_mean=False, fixed_eps=None,
+        pre_factor=False):
     def fn(pre, theta, eps, g):
+        eps = fixed_eps or eps
         u = (pre - theta) / eps
         window = ((u >= 0) if one_sided else (u > -half)) & (u < half)
-        per = sign * (theta if factor else 1.0) / eps * window.float() * g
+        t = theta.mean() if theta_mean else pre if pre_factor else theta
+        per = sign * (t if factor else 1.0) / eps * window.float() * (g if grad else 1.0)
         return per.mean(0) if mean else per.sum(0)
     return fn
 
@@ -1527,6 +1717,11 @@ def _jr(factor=True, sign=-1, one_sided=False, half=0.5, mean=False):
     (_jr(one_sided=True), "two sides"),
     (_jr(half=1.0), "eps/2 each side"),
     (_jr(mean=True), "do not average"),
+    # a parameter ignored: grad_BN, each latent's own theta, eps
+    (_jr(grad=False), "upstream gradient grad_BN"),
+    (_jr(theta_mean=True), "its own threshold"),
+    (_jr(fixed_eps=0.1), r"eps = 0.3: your gradient: your result differs"),
+    (_jr(pre_factor=True), "the factor is theta, not the pre-activation"),
 ])
 def test_jumprelu_threshold_grad_check(wrong, message):
     E.check_jumprelu_threshold_grad(E.solutions.jumprelu_threshold_grad)
@@ -1547,9 +1742,11 @@ def test_jumprelu_exercise_solution_agrees_with_the_training_code():
 A = E.after
 
 
-def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False):
+def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1, normalise=True, py_div=False,
+            fixed_carries=False, zero_not_nan=False):
     """A learner's pair_absorption with one mistake switched on."""
     def fn(z, W, F, coeffs, parent, child, carries=0.1):
+        carries = 0.1 if fixed_carries else carries
         if normalise:
             F, W = F / F.norm(dim=1, keepdim=True), W / W.norm(dim=1, keepdim=True)
         cos = F @ W.T
@@ -1572,6 +1769,8 @@ def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1
             return float((hit & both).sum()) / int((coeffs[:, parent] > 0).sum())
         if py_div:
             return int((hit & both).sum()) / int(both.sum())
+        if zero_not_nan and not bool(both.any()):
+            return 0.0
         return float((hit & both).sum() / both.sum())
     return fn
 
@@ -1586,6 +1785,9 @@ def _absorb(over="both", child_fires=True, cosine=True, one_to_one=False, axis=1
     (_absorb(axis=0), "TRUE feature to its best latent"),
     (_absorb(normalise=False), "by cosine"),
     (_absorb(py_div=True), "return nan"),
+    # a parameter ignored: carries, the pair
+    (_absorb(fixed_carries=True), "carries = 0.5: use the `carries` argument"),
+    (_absorb(zero_not_nan=True), "never together': the pair never fires together, .*return nan"),
 ])
 def test_pair_absorption_check(wrong, message):
     A.check_pair_absorption(A.pair_absorption)
@@ -1609,11 +1811,21 @@ def test_pair_absorption_agrees_with_saelab_on_a_trained_sae():
     assert len(table) == len(pairs) and table.fires_alone.between(0, 1).all()
 
 
-def test_notebook_08_solution_passes_its_check():
+def _notebook_08_solution_defs(number):
+    """The functions a learner gets from exercise `number`'s folded Solution when it defines them itself."""
     text = (NOTEBOOKS / "08_after_the_paper.py").read_text()
-    after = text[text.index('todo("8.4")'):]
+    after = text[text.index(f'todo("{number}")'):]
     after = after[after.index("<summary>Hint</summary>"):]
     code = re.search(r"```python\n(.*?)```", after[after.index("<summary>Solution</summary>"):], re.S).group(1)
     namespace = {"torch": torch}
     exec("\n".join(line[2:] for line in code.splitlines()), namespace)
-    A.check_pair_absorption(namespace["pair_absorption"])
+    return namespace
+
+
+def test_notebook_08_solutions_pass_their_checks():
+    """Each exercise's folded Solution, pasted into its stub, passes the hardened check."""
+    defs = _notebook_08_solution_defs("8.1")
+    E.check_batchtopk(defs["batchtopk"], defs["inference_threshold"])
+    E.check_jumprelu_threshold_grad(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.2"))
+    E.check_matryoshka_loss(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.3"))
+    A.check_pair_absorption(_notebook_08_solution_defs("8.4")["pair_absorption"])

@@ -1,6 +1,8 @@
 """Notebook 08 (after the paper): BatchTopK's selection and inference threshold (8.1), JumpReLU's straight-through
 threshold gradient (8.2), the Matryoshka loss (8.3) and feature absorption for one parent/child pair (8.4). Reference
-solutions and checks that name the mistake, and the synthetic hierarchy that section 7 trains its SAEs on."""
+solutions and checks that name the mistake, and the synthetic hierarchy that section 7 trains its SAEs on. Each check
+runs several cases that vary every argument of the learner's function (its docstring lists them), compares every
+output (and the gradient where training backpropagates through it), and names the case in its message."""
 
 from __future__ import annotations
 
@@ -11,7 +13,16 @@ from pathlib import Path
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, exercise, expect_shape, passed
+from saelab.teach.exercises.base import (
+    call_learner,
+    close,
+    diagnose,
+    exercise,
+    expect_shape,
+    passed,
+    same_output,
+    unlike,
+)
 
 
 # ---- 8.1 BatchTopK ------------------------------------------------------------------------------------------
@@ -32,36 +43,102 @@ def _pre(seed: int, B: int = 24, n: int = 64) -> torch.Tensor:
     return torch.randn(B, n, generator=g) * torch.rand(B, 1, generator=g).mul(2).add(0.2)  # tokens of different scale
 
 
+def _batchtopk_cases() -> list[tuple[str, torch.Tensor, int]]:
+    """(what, pre_BN, k): tokens of different scales (k 4 and 7), a batch of one token at k = 1, k = n and k near n on
+    mostly positive values, fewer positive values than B*k, and ReLU'd values with many exact zeros (ties only where
+    the answer does not depend on them: no tie at the cut among positive values)."""
+    return [("with a batch of 24 tokens, n = 64, k = 4", _pre(0), 4),
+            ("with a batch of 24 tokens, n = 64, k = 7", _pre(1), 7),
+            ("with a batch of ONE token, n = 64, k = 1", _pre(2, B=1), 1),
+            ("with 8 tokens, n = 16 and k = n = 16", _pre(3, B=8, n=16) + 4.0, 16),
+            ("with 8 tokens, n = 16 and k = 15", _pre(4, B=8, n=16) + 4.0, 15),
+            ("with 24 tokens, k = 4 and fewer positive pre-activations than B*k", _pre(5) - 2.5, 4),
+            ("with 24 tokens, k = 40 and ReLU'd pre-activations (many exact zeros)", _pre(6).clamp_min(0), 40)]
+
+
 @exercise("8.1", batchtopk, inference_threshold)
 def check_batchtopk(select, threshold) -> None:
-    """`select(pre_BN, k)` (dense codes) and `threshold(list of codes) -> float`, on batches whose tokens differ."""
-    for seed, k in ((0, 4), (1, 7)):
-        pre = _pre(seed)
-        got = select(pre.clone(), k)
-        expect_shape(got, pre.shape, "dense codes [B, n]")
-        diagnose(got, [(torch.where(pre >= pre.topk(k, dim=-1).values[:, -1:], pre, 0.0).clamp_min(0),
-                        "every token kept exactly k: that is TopK; BatchTopK keeps the B*k largest of the WHOLE batch, "
-                        "so some tokens get more than k and some fewer"),
-                       (torch.where(pre >= pre.flatten().topk(k).values[-1], pre, 0.0),
-                        "you kept k values in all; the batch keeps B*k (k per token on average)")])
-        kept = got != 0
-        assert not bool((got < 0).any()), "a kept value is negative: keep positive pre-activations only (a ReLU)"
-        assert int(kept.sum()) == k * len(pre), f"{int(kept.sum())} values kept; a batch of {len(pre)} keeps B*k = " \
-                                                f"{k * len(pre)}"
-        assert close(got[kept], pre[kept]), "kept values must be the pre-activations themselves (no rescaling)"
-        assert float(pre[~kept].max()) <= float(pre[kept].min()), \
-            "a larger pre-activation was dropped for a smaller one"
-    codes = [batchtopk(_pre(s), 4) for s in range(2, 6)]
-    want = inference_threshold(codes)
-    got = float(threshold([c.clone() for c in codes]))
-    diagnose(got, [(0.0, "the threshold is 0: take the smallest POSITIVE kept activation (zeros are not kept)"),
-                   (float(torch.stack([c[c > 0].mean() for c in codes]).mean()),
-                    "you averaged the kept activations; the threshold is each batch's SMALLEST kept activation"),
-                   (float(min(c[c > 0].min() for c in codes)),
-                    "you took the smallest over all batches; the papers average each batch's minimum"),
-                   (float(max(c[c > 0].min() for c in codes)), "you took the largest minimum; average them")])
-    assert abs(got - want) < 1e-5, f"threshold {got:.5f}, expected {want:.5f}"
+    """`select(pre_BN, k)` (dense codes [B, n], differentiable) and `threshold(list of codes) -> float`. Varies the
+    batch (24 tokens of different scales, one token), n (64, 16), k (1, 4, 7, 15, n = 16, 40), the share of positive
+    values (fewer than B*k, exact zeros), and checks the gradient (1 at kept entries, 0 elsewhere); the threshold on
+    five equal batches, one batch, and three batches of different sizes and k."""
+    for what, pre, k in _batchtopk_cases():
+        leaf = pre.clone().requires_grad_(True)
+        got = call_learner(select, what, leaf.clone(), k)
+        expect_shape(got, pre.shape, f"{what}: dense codes [B, n]")
+        want = batchtopk(pre, k)
+        values = got.detach()
+        diagnose(values, unlike(want, [
+            (torch.where(pre >= pre.topk(min(k, pre.shape[1]), dim=-1).values[:, -1:], pre, 0.0).clamp_min(0),
+             "every token kept exactly k: that is TopK; BatchTopK keeps the B*k largest of the WHOLE batch, so some "
+             "tokens get more than k and some fewer"),
+            (torch.where(pre >= pre.flatten().topk(k).values[-1], pre, 0.0).clamp_min(0),
+             "you kept k values in all; the batch keeps B*k (k per token on average)"),
+            (torch.where(pre >= pre.flatten().topk(k * len(pre)).values[-1], pre, 0.0),
+             "a kept value is negative: keep positive pre-activations only (a ReLU), even when fewer than B*k are "
+             "positive"),
+            (2 * want, "kept values must be the pre-activations themselves (no rescaling)"),
+        ], what), atol=1e-6)
+        assert not bool((values < 0).any()), f"{what}: a kept value is negative: keep positive pre-activations only"
+        kept = values != 0
+        assert close(values[kept], pre[kept]), f"{what}: kept values must be the pre-activations themselves"
+        assert int(kept.sum()) == int((want != 0).sum()), \
+            f"{what}: {int(kept.sum())} values kept; this batch keeps {int((want != 0).sum())} (the B*k = " \
+            f"{k * len(pre)} largest, positive ones only)"
+        same_output(values, want, what)
+        assert isinstance(got, torch.Tensor) and got.requires_grad, \
+            f"{what}: the codes carry no gradient: an SAE trains through the kept values, so build them from pre_BN " \
+            "with differentiable operations (torch.where, a mask times pre_BN), not from .detach(), .item() or numpy"
+        grad = torch.autograd.grad(got.sum(), leaf, allow_unused=True)[0]
+        assert grad is not None, f"{what}: no gradient reaches pre_BN from your codes"
+        decided = pre != 0  # at an exact 0 (kept or not, by a tie) the ReLU's subgradient is a convention
+        same_output(grad[decided], (want != 0).float()[decided], f"{what}: the gradient of the codes' sum with "
+                    "respect to pre_BN (1 at the kept entries, 0 elsewhere)")
+    for what, codes in _threshold_cases():
+        want = inference_threshold(codes)
+        got = call_learner(threshold, what, [c.clone() for c in codes])
+        assert isinstance(got, (float, int, torch.Tensor)) and torch.as_tensor(got).numel() == 1, \
+            f"{what}: return one number (a float), got {type(got).__name__}"
+        got = float(got)
+        positive = [c[c > 0] for c in codes]
+        diagnose(got, unlike(want, [
+            (0.0, "the threshold is 0: take the smallest POSITIVE kept activation (zeros are not kept)"),
+            (float(torch.stack([p.mean() for p in positive]).mean()),
+             "you averaged the kept activations; the threshold is each batch's SMALLEST kept activation"),
+            (float(torch.cat(positive).mean()),
+             "you averaged every kept activation of every batch; the threshold is each batch's SMALLEST kept "
+             "activation, averaged over the batches"),
+            (float(min(p.min() for p in positive)),
+             "you took the smallest over all batches; the papers average each batch's minimum"),
+            (float(max(p.min() for p in positive)), "you took the largest minimum; average them"),
+            (float(positive[0].min()), "you used the first batch only: average the minima of EVERY batch in the list"),
+            (float(positive[-1].min()), "you used the last batch only: average the minima of EVERY batch in the list"),
+            (float(sum(len(c) * p.min() for c, p in zip(codes, positive)) / sum(len(c) for c in codes)),
+             "you weighted each batch's minimum by its number of tokens: the estimate is the plain mean over batches"),
+            (_token_minima(codes, pooled=True), "you averaged each TOKEN's smallest kept activation: the cut is the "
+                                                "batch's, so take each BATCH's smallest kept activation"),
+            (_token_minima(codes, pooled=False), "you averaged each TOKEN's smallest kept activation: the cut is the "
+                                                 "batch's, so take each BATCH's smallest kept activation"),
+        ], what), atol=1e-6)
+        same_output(got, want, f"{what}: the threshold")
     passed("batchtopk and inference_threshold")
+
+
+def _token_minima(codes, pooled: bool) -> float:
+    """The mistake of averaging each token's smallest kept activation (over all tokens, or per batch then over
+    batches)."""
+    per_batch = [torch.stack([row[row > 0].min() for row in c if bool((row > 0).any())]) for c in codes]
+    return float(torch.cat(per_batch).mean() if pooled else torch.stack([t.mean() for t in per_batch]).mean())
+
+
+def _threshold_cases() -> list[tuple[str, list[torch.Tensor]]]:
+    """(what, codes): five batches of 24 tokens at k 4 (whose first and last minima are neither the smallest, the
+    largest nor the median, so that each mistake gives its own number); a single batch; three batches of 8, 40 and 16
+    tokens at k 3, 5 and 2."""
+    return [("with 5 batches of 24 tokens at k = 4", [batchtopk(_pre(s), 4) for s in range(57, 62)]),
+            ("with a single batch", [batchtopk(_pre(11), 6)]),
+            ("with 3 batches of 8, 40 and 16 tokens at k = 3, 5 and 2",
+             [batchtopk(_pre(s, B=b), k) for s, b, k in ((7, 8, 3), (8, 40, 5), (9, 16, 2))])]
 
 
 # ---- 8.3 the Matryoshka loss ----------------------------------------------------------------------------------
@@ -72,43 +149,71 @@ def matryoshka_loss(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, b_dec_D: torch.T
     return sum((z_BN[:, :m] @ W_dec_ND[:m] + b_dec_D - x_BD).pow(2).sum(-1).mean() / base for m in widths)
 
 
-def _matryoshka_case(seed: int):
+def _matryoshka_case(seed: int, B: int = 32, n: int = 48, d: int = 12, widths=(6, 18, 48)):
     g = torch.Generator().manual_seed(seed)
-    B, n, d = 32, 48, 12
     z = torch.relu(torch.randn(B, n, generator=g)) * (torch.rand(B, n, generator=g) < 0.2)
     W = torch.randn(n, d, generator=g)
     W = W / W.norm(dim=1, keepdim=True)
     b = torch.randn(d, generator=g)
     x = z @ W + b + 0.3 * torch.randn(B, d, generator=g)
-    return z, W, b, x, [6, 18, 48]
+    return z, W, b, x, list(widths)
+
+
+def _matryoshka_cases():
+    """(what, z, W, b, x, widths): three prefixes (two seeds), one prefix (a plain SAE), six prefixes from width 1,
+    and a batch of two."""
+    return [("with B = 32, n = 48 and widths [6, 18, 48]", *_matryoshka_case(0)),
+            ("with B = 32, n = 48, widths [6, 18, 48] and other values", *_matryoshka_case(1)),
+            ("with widths [24] (one prefix: a plain SAE)", *_matryoshka_case(2, B=16, n=24, d=8, widths=(24,))),
+            ("with widths [1, 2, 4, 8, 16, 32]", *_matryoshka_case(3, B=16, n=32, d=8, widths=(1, 2, 4, 8, 16, 32))),
+            ("with a batch of two (B = 2), n = 8 and widths [3, 8]", *_matryoshka_case(4, B=2, n=8, d=3,
+                                                                                        widths=(3, 8)))]
 
 
 @exercise("8.3", matryoshka_loss)
 def check_matryoshka_loss(fn) -> None:
-    """`fn(z_BN, W_dec_ND, b_dec_D, x_BD, widths) -> scalar tensor`, against the definition and known mistakes."""
-    for seed in (0, 1):
-        z, W, b, x, widths = _matryoshka_case(seed)
-        got = fn(z.clone(), W.clone(), b.clone(), x.clone(), list(widths))
-        assert torch.is_tensor(got) and got.numel() == 1, "return one scalar tensor (the training loss)"
+    """`fn(z_BN, W_dec_ND, b_dec_D, x_BD, widths) -> scalar tensor`, against the definition and known mistakes, and
+    its gradients with respect to the codes, the decoder and the bias against the definition's. Varies the widths
+    (three prefixes, one, six from width 1), the sizes (B 32, 16, 2; n 48, 24, 32, 8) and the values."""
+    for what, z, W, b, x, widths in _matryoshka_cases():
+        leaves = {"z_BN": z.clone().requires_grad_(True), "W_dec_ND": W.clone().requires_grad_(True),
+                  "b_dec_D": b.clone().requires_grad_(True)}
+        got = call_learner(fn, what, *(t.clone() for t in leaves.values()), x.clone(), list(widths))
+        assert torch.is_tensor(got) and got.numel() == 1, \
+            f"{what}: return one scalar tensor (the training loss), got {type(got).__name__}"
+        value = got.detach().reshape(())
         base = (x - x.mean(0)).pow(2).sum(-1).mean()
         each = [(z[:, :m] @ W[:m] + b - x).pow(2).sum(-1).mean() / base for m in widths]
         groups = [(z[:, lo:m] @ W[lo:m] + b - x).pow(2).sum(-1).mean() / base
                   for lo, m in zip([0, *widths[:-1]], widths)]
-        diagnose(got, [
+        unbiased = (x - x.mean(0)).pow(2).sum(-1).sum() / (len(x) - 1)
+        diagnose(value, unlike(sum(each), [
             (sum((z[:, :m] @ W[:m] - x).pow(2).sum(-1).mean() / base for m in widths),
              "a prefix's reconstruction includes the decoder bias b_dec (each prefix is an SAE of its own)"),
             (sum(each) / len(widths), "you averaged the prefix losses; the paper sums them"),
             (sum(groups), "each term must decode the whole PREFIX z[:, :m], not only the group between two widths"),
             (sum(each[:-1]), "the last width (the full dictionary) is a prefix too: include it"),
             (sum((z[:, :m] @ W[:m] + b - x).pow(2).sum(-1).mean() for m in widths),
-             "normalise each prefix's squared error by the mean predictor's (normalized MSE)")])
-        assert close(got.detach(), sum(each), atol=1e-5), f"loss {float(got):.5f}, expected {float(sum(each)):.5f}"
-    z, W, b, x, widths = _matryoshka_case(2)
-    W.requires_grad_(True)
-    loss = fn(z, W, b, x, widths)
-    assert torch.is_tensor(loss) and loss.requires_grad, "the loss must keep its graph (no .item(), no float())"
-    loss.backward()
-    assert W.grad is not None and float(W.grad.abs().sum()) > 0, "the loss must keep its graph (no .item(), no float())"
+             "normalise each prefix's squared error by the mean predictor's (normalized MSE)"),
+            (sum(e * base / unbiased for e in each),
+             "the mean predictor's MSE divides by B, not B - 1 (torch.var is the unbiased estimate): it is the mean "
+             "over the batch of ||x - mean(x)||^2"),
+            (sum(e * base / x.pow(2).sum(-1).mean() for e in each),
+             "the mean predictor's MSE is that of x around its batch MEAN, ||x - x.mean(0)||^2, not of x itself"),
+            (sum((z[:, :m] @ W[:m] + (b if m == widths[-1] else 0) - x).pow(2).sum(-1).mean() for m in widths) / base,
+             "every prefix is decoded with the decoder bias, not only the full dictionary: each is an SAE of its own"),
+            (sum(((z[:, :m] @ W[:m] + b - x).pow(2).sum(-1) / (x - x.mean(0)).pow(2).sum(-1)).mean() for m in widths),
+             "normalized MSE is a ratio of means (the batch's mean squared error over the mean predictor's), not the "
+             "mean of per-token ratios"),
+        ], what), atol=1e-5)
+        same_output(value, sum(each), f"{what}: the loss")
+        assert got.requires_grad, f"{what}: the loss must keep its graph (no .item(), no float(), no torch.no_grad)"
+        ref = matryoshka_loss(*leaves.values(), x, widths)
+        grads = torch.autograd.grad(got.reshape(()), list(leaves.values()), allow_unused=True)
+        wants = torch.autograd.grad(ref, list(leaves.values()))
+        for (name, _), g, w in zip(leaves.items(), grads, wants):
+            assert g is not None, f"{what}: no gradient reaches {name}: part of the loss is detached from it"
+            same_output(g, w, f"{what}: the loss's gradient with respect to {name} (is a part of it detached?)")
     passed("matryoshka_loss")
 
 
@@ -121,30 +226,62 @@ def jumprelu_threshold_grad(pre_BN: torch.Tensor, theta_N: torch.Tensor, eps: fl
     return (-(theta_N / eps) * ((u > -0.5) & (u < 0.5)).to(pre_BN.dtype) * grad_BN).sum(0)
 
 
-@exercise("8.2", jumprelu_threshold_grad)
-def check_jumprelu_threshold_grad(fn) -> None:
-    """`fn(pre_BN, theta_N, eps, grad_BN) -> [n]`, on values placed around the window's edges."""
+def _jumprelu_case(seed: int, B: int, n: int, eps: float):
+    """(pre, theta, grad): thresholds in [0.01, 1], pre-activations within 1.5 eps of them (none within eps/50 of the
+    window's edges, where the answer would hang on rounding) and upstream gradients of both signs."""
+    g = torch.Generator().manual_seed(seed)
+    theta = 0.01 + 0.99 * torch.rand(n, generator=g)
+    u = 3 * torch.rand(B, n, generator=g) - 1.5
+    u = torch.where(((u.abs() - 0.5).abs() < 0.02), u * 0.9, u)
+    return theta + eps * u, theta, torch.randn(B, n, generator=g)
+
+
+def _jumprelu_cases():
+    """(what, pre, theta, eps, grad): hand-placed values around the window's edges, then random ones (16 x 8, eps
+    0.3), a batch of one (eps 0.05) and a wide window (eps 1.0)."""
     theta = torch.tensor([0.5, 0.2, 0.8])
     pre = torch.tensor([[0.52, 0.21, 0.70], [0.47, 0.28, 0.83], [0.90, 0.17, 0.79], [0.56, 0.05, 0.845]])
     g = torch.tensor([[2.0, -1.0, 3.0], [3.0, 5.0, 1.0], [7.0, 2.0, -4.0], [1.0, 1.0, 1.0]])
-    eps = 0.1
-    got = fn(pre.clone(), theta.clone(), eps, g.clone())
-    expect_shape(got, (3,), "one gradient per latent, [n] (summed over the batch)")
-    u = (pre - theta) / eps
-    inside = ((u > -0.5) & (u < 0.5)).float()
-    above = (((u >= 0) & (u < 0.5)).float())
-    wide = ((u > -1) & (u < 1)).float()
-    diagnose(got, [
-        ((-(1 / eps) * inside * g).sum(0), "that is the Heaviside step's pseudo-derivative; JumpReLU's carries a "
-                                           "factor theta: -(theta/eps) K((pre - theta)/eps)"),
-        (((theta / eps) * inside * g).sum(0), "the sign: raising theta switches an active latent off, so the "
-                                              "pseudo-derivative is negative"),
-        ((-(theta / eps) * above * g).sum(0), "the window has two sides: pre-activations just BELOW theta count too "
-                                              "(|pre - theta| < eps/2)"),
-        ((-(theta / eps) * wide * g).sum(0), "K is 1 on (-1/2, 1/2): the window is eps wide in all, eps/2 each side"),
-        (-(theta / eps) * (inside * g).mean(0), "sum over the batch's tokens, do not average")])
-    want = jumprelu_threshold_grad(pre, theta, eps, g)
-    assert close(got, want), f"gradient {got.tolist()}, expected {want.tolist()}"
+    out = [("with B = 4, n = 3, eps = 0.1 (values placed around the window's edges)", pre, theta, 0.1, g)]
+    for seed, B, n, eps in ((1, 16, 8, 0.3), (2, 1, 6, 0.05), (3, 12, 5, 1.0)):
+        p, t, gr = _jumprelu_case(seed, B, n, eps)
+        out.append((f"with B = {B}, n = {n}, eps = {eps}", p, t, eps, gr))
+    return out
+
+
+@exercise("8.2", jumprelu_threshold_grad)
+def check_jumprelu_threshold_grad(fn) -> None:
+    """`fn(pre_BN, theta_N, eps, grad_BN) -> [n]`. Varies eps (0.05, 0.1, 0.3, 1.0), the batch (4, 16, 12, ONE
+    token), n (3, 8, 6, 5), the thresholds (one per latent, 0.01 to 1) and the upstream gradient's signs, with values
+    on both sides of each window's edges."""
+    for what, pre, theta, eps, g in _jumprelu_cases():
+        got = call_learner(fn, what, pre.clone(), theta.clone(), eps, g.clone())
+        expect_shape(got, theta.shape, f"{what}: one gradient per latent, [n] (summed over the batch)")
+        u = (pre - theta) / eps
+        inside = ((u > -0.5) & (u < 0.5)).float()
+        above = (((u >= 0) & (u < 0.5)).float())
+        wide = ((u > -1) & (u < 1)).float()
+        want = jumprelu_threshold_grad(pre, theta, eps, g)
+        diagnose(got, unlike(want, [
+            ((-(1 / eps) * inside * g).sum(0), "that is the Heaviside step's pseudo-derivative; JumpReLU's carries a "
+                                               "factor theta: -(theta/eps) K((pre - theta)/eps)"),
+            (((theta / eps) * inside * g).sum(0), "the sign: raising theta switches an active latent off, so the "
+                                                  "pseudo-derivative is negative"),
+            ((-(theta / eps) * above * g).sum(0), "the window has two sides: pre-activations just BELOW theta count "
+                                                  "too (|pre - theta| < eps/2)"),
+            ((-(theta / eps) * wide * g).sum(0), "K is 1 on (-1/2, 1/2): the window is eps wide in all, eps/2 each "
+                                                 "side"),
+            (-(theta / eps) * (inside * g).mean(0), "sum over the batch's tokens, do not average"),
+            ((-(theta / eps) * inside).sum(0), "multiply each entry's pseudo-derivative by its upstream gradient "
+                                               "grad_BN (the chain rule: dL/dtheta = sum over tokens of dL/df * "
+                                               "df/dtheta)"),
+            ((-(theta.mean() / eps) * inside * g).sum(0), "each latent has its own threshold: the factor is theta_i, "
+                                                          "not the mean threshold"),
+            ((-(pre / eps) * inside * g).sum(0), "the factor is theta, not the pre-activation: an entry switched off "
+                                                 "at the threshold loses f = pre = theta, and the estimate is taken "
+                                                 "at theta itself"),
+        ], what))
+        same_output(got, want, f"{what}: your gradient")
     passed("jumprelu_threshold_grad")
 
 
@@ -223,10 +360,10 @@ def pair_absorption(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: tor
 
 
 PAR, CHILD = 1, 4
-"""The pair that every case of `check_pair_absorption` asks about."""
+"""The pair that most cases of `check_pair_absorption` ask about."""
 
 
-def _absorption_case(kind: str, seed: int):
+def _absorption_case(kind: str, seed: int, par: int = PAR, child: int = CHILD):
     """(z_BN, W_dec_ND, features_FD, coeffs_BF): orthonormal features, decoder rows at random positions (so latent
     indices differ from feature indices) and codes and coefficients that fire at random, so every mistake counts
     different samples. `kind` sets the child's latent: 'absorbing' (carries the parent, cosine 0.45), 'no carry'
@@ -235,9 +372,9 @@ def _absorption_case(kind: str, seed: int):
     g = torch.Generator().manual_seed(seed)
     F, d, N, B = 6, 16, 10, 240
     feats = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:F]
-    p, c, rest = feats[PAR], feats[CHILD], feats[F - 1]
+    p, c, rest = feats[par], feats[child], feats[F - 1]
     W = torch.randn(N, d, generator=g)
-    pair = feats[[PAR, CHILD]]
+    pair = feats[[par, child]]
     W = W - (W @ pair.T) @ pair  # other latents are orthogonal to the pair's features
     W = W / W.norm(dim=1, keepdim=True)
     lp, lc = torch.randperm(N, generator=g)[:2].tolist()
@@ -251,27 +388,50 @@ def _absorption_case(kind: str, seed: int):
         W[lc] *= 0.15 / W[lc].norm()
     on = torch.rand(B, F, generator=g) < 0.5
     if kind == "never together":
-        on[:, CHILD] &= ~on[:, PAR]
+        on[:, child] &= ~on[:, par]
     coeffs = on * (0.5 + torch.rand(B, F, generator=g))
     z = (torch.rand(B, N, generator=g) < 0.5) * (0.1 + torch.rand(B, N, generator=g))
     return z, W, feats, coeffs
 
 
-def _share(z, W, feats, coeffs, over="both", child_fires=True, cosine=True, one_to_one=False, axis=1,
-           normalise=True) -> float:
+def _absorption_cases():
+    """(what, case, parent, child, carries): each kind at seeds 0 and 1 (pair 1 -> 4, carries 0.1); the pair the other
+    way round in the feature order (3 -> 0); carries 0.5 (above the absorbing latent's cosine 0.45) and 0.03 (below
+    the 'no carry' latent's 0.05); and a batch of one sample, absorbed and not."""
+    kinds = ("absorbing", "no carry", "shared", "never together", "norms")
+    out = [(f"case '{k}'", _absorption_case(k, s), PAR, CHILD, 0.1) for s in (0, 1) for k in kinds]
+    out.append(("case 'absorbing' with parent 3 and child 0", _absorption_case("absorbing", 2, par=3, child=0),
+                3, 0, 0.1))
+    out.append(("case 'absorbing' with carries = 0.5", _absorption_case("absorbing", 3), PAR, CHILD, 0.5))
+    out.append(("case 'no carry' with carries = 0.03", _absorption_case("no carry", 4), PAR, CHILD, 0.03))
+    z, W, feats, coeffs = _absorption_case("absorbing", 5)
+    cos = torch.nn.functional.normalize(feats, dim=1) @ torch.nn.functional.normalize(W, dim=1).T
+    lp, lc = int(cos[PAR].argmax()), int(cos[CHILD].argmax())
+    both = (coeffs[:, PAR] > 0) & (coeffs[:, CHILD] > 0)
+    absorbed = both & (z[:, lp] == 0) & (z[:, lc] > 0)
+    for name, rows in (("absorbed", absorbed), ("not absorbed", both & ~absorbed)):
+        i = int(rows.nonzero()[0])
+        out.append((f"a batch of ONE sample ({name})", (z[i:i + 1], W, feats, coeffs[i:i + 1]), PAR, CHILD, 0.1))
+    return out
+
+
+def _share(z, W, feats, coeffs, par=PAR, child=CHILD, carries=0.1, over="both", child_fires=True, cosine=True,
+           one_to_one=False, axis=1, normalise=True) -> float:
     """`pair_absorption` with one known mistake switched on."""
     Fn = feats / feats.norm(dim=1, keepdim=True) if normalise else feats
     Wn = W / W.norm(dim=1, keepdim=True) if normalise else W
     cos = Fn @ Wn.T
     latent_of = cos.argmax(1) if axis == 1 else cos.argmax(0)
-    lp, lc = int(latent_of[PAR]), int(latent_of[CHILD])
+    lp, lc = int(latent_of[par]), int(latent_of[child])
     if one_to_one and lc == lp:
-        lc = int(cos[CHILD].clone().index_fill_(0, torch.tensor([lp]), -math.inf).argmax())
-    on_p, on_c = coeffs[:, PAR] > 0, coeffs[:, CHILD] > 0
+        lc = int(cos[child].clone().index_fill_(0, torch.tensor([lp]), -math.inf).argmax())
+    on_p, on_c = coeffs[:, par] > 0, coeffs[:, child] > 0
     both = on_p & on_c
-    hit = (z[:, lp] == 0) & ((z[:, lc] > 0) if child_fires else True) & bool(not cosine or cos[PAR, lc] >= 0.1)
+    hit = (z[:, lp] == 0) & ((z[:, lc] > 0) if child_fires else True) & bool(not cosine or cos[par, lc] >= carries)
     if over == "all":
         return float(hit.float().mean())
+    if over == "parent only":
+        return float((hit & on_p).sum()) / int(on_p.sum()) if int(on_p.sum()) else math.nan
     where = {"both": both, "both/B": both, "parent": on_p}[over]
     denom = len(z) if over == "both/B" else int(where.sum())
     return float((hit & both).sum()) / denom if denom else math.nan
@@ -282,10 +442,13 @@ _MISTAKES = [
                       "(the parent's and the child's coefficients > 0)"),
     ({"over": "both/B"}, "divide by the number of samples where both true features fire, not by all samples"),
     ({"over": "parent"}, "divide by the samples where BOTH fire, not by all the samples where the parent fires"),
+    ({"over": "parent only"}, "count only the samples where BOTH features fire: where the child is absent there is "
+                              "nothing to absorb (you counted every sample where the parent fires)"),
     ({"child_fires": False}, "absorbed means the child's latent FIRES in place of the silent parent's latent: "
                              "require the child's latent to be active too"),
+    ({"carries": 0.1}, "use the `carries` argument as the cosine bound (0.1 is only its default)"),
     ({"cosine": False}, "the child's latent must carry the parent's direction (its decoder row's cosine with the "
-                        "parent >= 0.1); without that, a silent parent latent is a miss, not absorption"),
+                        "parent >= carries); without that, a silent parent latent is a miss, not absorption"),
     ({"one_to_one": True}, "the parent and the child share their best-matching latent here, so no other latent "
                            "absorbed the parent: the share must be 0 (match each feature to its own best latent, "
                            "not one-to-one)"),
@@ -299,28 +462,39 @@ _MISTAKES = [
 
 @exercise("8.4", pair_absorption)
 def check_pair_absorption(fn) -> None:
-    """`fn(z_BN, W_dec_ND, features_FD, coeffs_BF, parent, child) -> float`, against saelab's
-    `saelab.evals.ground_truth.absorption` on built cases (see `_absorption_case`), naming the mistake."""
+    """`fn(z_BN, W_dec_ND, features_FD, coeffs_BF, parent, child, carries) -> float`, against saelab's
+    `saelab.evals.ground_truth.absorption` on built cases (see `_absorption_case`), naming the mistake. Varies the
+    kind of case (absorbing, no carry, a shared latent, never together, decoder rows of different norms), the pair
+    (1 -> 4, 3 -> 0), `carries` (0.1, 0.5, 0.03) and the samples (240, a batch of one)."""
     from saelab.evals.ground_truth import absorption
 
-    kinds = ("absorbing", "no carry", "shared", "never together", "norms")
-    for kind, seed in [(k, s) for s in (0, 1) for k in kinds]:
-        case = _absorption_case(kind, seed)
+    for what, case, par, child, carries in _absorption_cases():
         parent_F = torch.full((case[2].shape[0],), -1)
-        parent_F[CHILD] = PAR
-        pairs = absorption(*case, parent_F)["pairs"]
+        parent_F[child] = par
+        pairs = absorption(*case, parent_F, carries=carries)["pairs"]
         want = pairs[0][2] if pairs else math.nan
         try:
-            got = fn(*(t.clone() for t in case), PAR, CHILD)
+            got = fn(*(t.clone() for t in case), par, child, carries)
         except ZeroDivisionError:
-            raise AssertionError(f"case '{kind}': the pair never fires together; return nan (no samples to take a "
-                                 "share of), e.g. by dividing tensors") from None
-        got = float(got)
-        diagnose(got, [(v, f"case '{kind}': {message}") for flags, message in _MISTAKES
-                       if not close(v := _share(*case, **flags), want)])
-        if kind == "shared":
-            assert close(got, 0.0), f"case '{kind}': the parent and the child share one latent: the share must be 0"
-        if kind == "never together":
-            assert math.isnan(got), f"case '{kind}': the pair never fires together: return nan, got {got}"
-        assert close(got, want), f"case '{kind}': share {got:.4f}, expected {want:.4f}"
+            raise AssertionError(f"{what}: the pair never fires together; return nan (no samples to take a share "
+                                 "of), e.g. by dividing tensors") from None
+        except (AssertionError, NotImplementedError):
+            raise
+        except Exception as e:
+            raise AssertionError(f"{what}: your function raised {type(e).__name__}: {e}") from e
+        try:
+            got = float(got)
+        except (TypeError, ValueError, RuntimeError):
+            raise AssertionError(f"{what}: return one number (a float), got {type(got).__name__}") from None
+        if "never together" in what:
+            assert math.isnan(got), (f"{what}: the pair never fires together, so there is no sample to take a share "
+                                     f"of: return nan (e.g. by dividing tensors, 0/0), got {got}")
+        diagnose(got, [(v, f"{what}: {message}") for flags, message in _MISTAKES
+                       if not close(v := _share(*case, **{"par": par, "child": child, "carries": carries, **flags}),
+                                    want)])
+        if "shared" in what:
+            assert close(got, 0.0), f"{what}: the parent and the child share one latent: the share must be 0"
+        if "never together" in what:
+            assert math.isnan(got), f"{what}: the pair never fires together: return nan, got {got}"
+        assert close(got, want), f"{what}: share {got:.4f}, expected {want:.4f}"
     passed("pair_absorption")

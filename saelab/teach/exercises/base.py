@@ -142,3 +142,15 @@ def run_case(what: str, fn, *args, **kwargs):
         raise
     except Exception as err:
         raise AssertionError(f"{what}: your function raised {type(err).__name__}: {err}") from err
+
+
+def call_learner(fn, what: str, *args, **kwargs):
+    """`run_case` with the function first (the order notebooks 07-08's checks use)."""
+    return run_case(what, fn, *args, **kwargs)
+
+
+def unlike(want, mistakes: list[tuple[object, str]], what: str, atol: float = 1e-5, rtol: float = 1e-4) -> list:
+    """The (wrong answer, message) pairs of `mistakes` whose answer differs from `want` in this case, each message
+    prefixed with the case `what`: for `diagnose`, so that a mistake that happens to give the right answer in one
+    case names nothing there."""
+    return [(v, f"{what}: {m}") for v, m in mistakes if not close(v, want, atol, rtol)]

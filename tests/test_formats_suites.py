@@ -206,7 +206,8 @@ def test_llama_scope_reconstructs_like_saelens_from_pretrained(hub):
           "norm_activation": "dataset-wise",
           "dataset_average_activation_norm": {"in": math.sqrt(D) / entry.norm_scaling_factor,
                                               "out": math.sqrt(D) / entry.norm_scaling_factor}}
-    weights = {"encoder.weight": torch.randn(N, D, generator=g) * 0.3, "encoder.bias": torch.randn(N, generator=g) * 0.1,
+    weights = {"encoder.weight": torch.randn(N, D, generator=g) * 0.3,
+               "encoder.bias": torch.randn(N, generator=g) * 0.1,
                "decoder.weight": torch.randn(D, N, generator=g) * 0.3, "decoder.bias": torch.randn(D, generator=g)}
     hub(entry.repo_id, f"{entry.folder}/hyperparams.json", lambda p: p.write_text(json.dumps(hp)))
     hub(entry.repo_id, f"{entry.folder}/checkpoints/final.safetensors",

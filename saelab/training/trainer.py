@@ -153,12 +153,14 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_cache: ActivationCache | None, out_dir: str | Path,
                  eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
-                 stream=None, stream_tokens: int | None = None):
+                 stream=None, stream_tokens: int | None = None, tracker=None):
         """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
         `cfg.batch_size / world` rows, e.g. a `StreamShuffleBuffer` over `stream_activations`) for `stream_tokens`
         (the schedule's length; the run ends early, and says so, when the stream runs dry first: the
-        outlier rule drops ~1% of the harvested positions)."""
+        outlier rule drops ~1% of the harvested positions). `tracker`: also log each log.jsonl record there
+        (`saelab.training.tracking`)."""
         self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
+        self.tracker = tracker
         self.out = Path(out_dir)
         self.rank, self.world = rank_world()
         self.device = torch.device(device)
@@ -400,6 +402,8 @@ class Trainer:
         self.history.append(rec)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(rec)
         if self.writer is not None:
             for k, v in rec.items():
                 if k not in ("step",) and isinstance(v, float | int):

@@ -6,8 +6,8 @@ lm_name, submodule_name, ...}, "buffer": {...}}). `trainSAE(save_dir=...)` write
     dict_class               tensors                                               saelab
     AutoEncoder              encoder.weight [n,d], encoder.bias, decoder.weight     relu (decoder norms folded into
                              [d,n], bias [d]                                        the encoder, as its loader does)
-    AutoEncoderTopK          encoder.*, decoder.weight, b_dec, k, threshold         topk (its forward is per-token TopK)
-    BatchTopKSAE             same                                                   batchtopk (its forward: the threshold)
+    AutoEncoderTopK          encoder.*, decoder.weight, b_dec, k, threshold         topk (its forward: per-token TopK)
+    BatchTopKSAE             same                                                   batchtopk (forward: the threshold)
     MatryoshkaBatchTopKSAE   W_enc [d,n], b_enc, W_dec [n,d], b_dec, k, threshold,  batchtopk with matryoshka_widths =
                              group_sizes                                            the group sizes' running sums
     JumpReluAutoEncoder      W_enc, b_enc, W_dec, b_dec, threshold [n]              jumprelu (no decoder bias subtracted

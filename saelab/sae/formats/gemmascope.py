@@ -62,7 +62,8 @@ def provenance_from_path(path: Path) -> dict:
     repo = _REPO.search(text)
     if repo:
         v3, size, kind, what = repo.groups()
-        out["model"] = f"google/gemma-3-{size}-{kind}" if v3 else f"google/gemma-2-{size}" + ("-it" if kind == "it" else "")
+        it = "-it" if kind == "it" else ""
+        out["model"] = f"google/gemma-3-{size}-{kind}" if v3 else f"google/gemma-2-{size}{it}"
         if what:
             out["kind"] = what
     layer = next((int(m.group(1)) for part in path.parts if (m := _LAYER.match(part))), None)

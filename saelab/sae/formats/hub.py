@@ -61,8 +61,9 @@ def download(source: str, revision: str | None = None, hookpoint: str | None = N
         mode = ("HF_HUB_OFFLINE=1 is set, so only the local Hub cache is read and these files are not in it"
                 if offline() else "no network, a private or missing repository, or a wrong name; with no network "
                 "set HF_HUB_OFFLINE=1 to read the local Hub cache only")
-        raise ValueError(f"could not get {source}: the SAE files of {repo_id}{f' (revision {revision})' if revision else ''}"
-                         f" at {sub or 'its root'} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). {mode}; "
+        rev = f" (revision {revision})" if revision else ""
+        raise ValueError(f"could not get {source}: the SAE files of {repo_id}{rev} at {sub or 'its root'} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). {mode}; "
                          f"{fetch_hint(repo_id, [f'{sub}/*' if sub else '*'], revision)}") from None
     folder = root / sub if sub else root
     if folder.is_file():
@@ -70,8 +71,9 @@ def download(source: str, revision: str | None = None, hookpoint: str | None = N
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         where = f"{repo_id}/{sub}" if sub else repo_id
         if offline():
+            hint = fetch_hint(repo_id, [f"{sub}/*" if sub else "*"], revision)
             raise ValueError(f"{source}: HF_HUB_OFFLINE=1 and the local Hub cache holds none of the SAE files of "
-                             f"{where} ({', '.join(WEIGHT_FILES)}); {fetch_hint(repo_id, [f'{sub}/*' if sub else '*'], revision)}")
+                             f"{where} ({', '.join(WEIGHT_FILES)}); {hint}")
         raise ValueError(f"{source}: no SAE files ({', '.join(WEIGHT_FILES)}) at {where}; name the subfolder that "
                          "holds one SAE, e.g. hf://owner/repo/layers.8 or hf://google/gemma-scope-2b-pt-res/"
                          "layer_20/width_16k/average_l0_71")

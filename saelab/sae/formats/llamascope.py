@@ -64,6 +64,7 @@ def from_llamascope(folder: str | Path, device=None, norm_scaling_factor: float 
     record = {"model": hp.get("model_name") or DEFAULT_MODEL, "hook": hook_in,
               "site": site_layer[0] if site_layer else None, "layer": site_layer[1] if site_layer else None,
               "source": f"llama_scope:{folder}", **provenance}
+    threshold = float(hp["jump_relu_threshold"]) * f
     return sae_from_weights(folder, W_enc, w["encoder.bias"], W_dec, w["decoder.bias"].float() / f,
-                            activation="jumprelu", subtracts_b_dec=False, threshold_N=float(hp["jump_relu_threshold"]) * f,
-                            device=device, **record)
+                            activation="jumprelu", subtracts_b_dec=False, threshold_N=threshold, device=device,
+                            **record)

@@ -35,7 +35,8 @@ COMMON = {"activation_dim": D, "dict_size": N, "layer": 3, "lm_name": "EleutherA
 KINDS = {
     "standard": ({"trainer": StandardTrainer, "lr": 3e-3, "l1_penalty": 1e-2, "warmup_steps": 5,
                   "sparsity_warmup_steps": 5}, AutoEncoder),
-    "topk": ({"trainer": TopKTrainer, "k": K, "lr": 3e-3, "warmup_steps": 5, "threshold_start_step": 10}, AutoEncoderTopK),
+    "topk": ({"trainer": TopKTrainer, "k": K, "lr": 3e-3, "warmup_steps": 5, "threshold_start_step": 10},
+             AutoEncoderTopK),
     "batchtopk": ({"trainer": BatchTopKTrainer, "k": K, "lr": 3e-3, "warmup_steps": 5, "threshold_start_step": 10},
                   BatchTopKSAE),
     "jumprelu": ({"trainer": JumpReluTrainer, "lr": 3e-3, "warmup_steps": 5, "sparsity_warmup_steps": 5,

@@ -55,14 +55,20 @@ def cmd_demo(args) -> int:
 
 
 def cmd_harvest(args) -> int:
-    from saelab.acts.harvest import HarvestConfig, harvest
+    from saelab.acts.harvest import HarvestConfig, harvest, harvest_sites
     from saelab.acts.outliers import norm_stats
 
     cfg = replace(build_dataclass(HarvestConfig, args, "", base=harvest_defaults()), device=args.device)
-    cache = harvest(cfg, args.out)
-    stats = norm_stats(cache.sample(min(cache.n_tokens, 20_000)))
-    print(json.dumps({"folder": str(cache.folder), "n_tokens": cache.n_tokens,
-                      "n_dropped_outliers": cache.manifest["n_dropped_outliers"], "norms": stats}, indent=1))
+    if cfg.several:  # one forward pass for all of them: --out DIR holds one folder a site
+        caches = harvest_sites(cfg, args.out)
+    else:
+        one = harvest(cfg, args.out)
+        caches = {(one.manifest["site"], one.manifest["layer"]): one}
+    for cache in caches.values():
+        stats = norm_stats(cache.sample(min(cache.n_tokens, 20_000)))
+        print(json.dumps({"folder": str(cache.folder), "site": cache.manifest["site"], "layer": cache.manifest["layer"],
+                          "n_tokens": cache.n_tokens, "n_dropped_outliers": cache.manifest["n_dropped_outliers"],
+                          "norms": stats}, indent=1))
     return 0
 
 
@@ -93,7 +99,7 @@ def cmd_train(args) -> int:
     run on the folder, or a run with other settings, is refused before any model runs."""
     from contextlib import nullcontext
 
-    from saelab.acts.harvest import HarvestConfig
+    from saelab.acts.harvest import MULTI_FIELDS, HarvestConfig
     from saelab.files import run_lock
     from saelab.training.runs import check_run_folder
     from saelab.training.trainer import TrainConfig
@@ -106,18 +112,47 @@ def cmd_train(args) -> int:
     if args.on_the_fly and hcfg.max_tokens is None:
         raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
     eval_tokens = args.eval_tokens if args.eval_tokens is not None else eval_tokens_default()
-    settings = {"harvest": asdict(hcfg), "train": asdict(tcfg), "eval_tokens": eval_tokens,
+    harvest_settings = {k: v for k, v in asdict(hcfg).items() if k not in MULTI_FIELDS or v}  # as before they were
+    settings = {"harvest": harvest_settings, "train": asdict(tcfg), "eval_tokens": eval_tokens,
                 "on_the_fly": args.on_the_fly, "train_cache": args.train_cache, "eval_cache": args.eval_cache}
+    if hcfg.several:
+        return _train_sites(args, hcfg, tcfg, eval_tokens, settings)
     if args.on_the_fly:  # a resumed stream is replayed: its buffer and rank split must be the same
         settings.update(shuffle_buffer=args.shuffle_buffer, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(args.out, "training run") if main_rank else nullcontext():
         if main_rank:
             check_run_folder(args.out, settings, tcfg.epochs)
-        return _train_job(args, hcfg, tcfg, eval_tokens)
+        tracker = None
+        if main_rank:
+            from saelab.training.tracking import make_tracker
+
+            tracker = make_tracker(args.track, args.out, settings)
+        return _train_job(args, hcfg, tcfg, eval_tokens, tracker)
 
 
-def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
+def _train_sites(args, hcfg, tcfg, eval_tokens: int, settings: dict) -> int:
+    """Several sites from one harvest: one SAE per site in OUT/<site><layer>/, one summary (saelab.training.sites)."""
+    from saelab.files import run_lock
+    from saelab.lm.models import resolve_device
+    from saelab.training.sites import check_site_folders, summary_text, train_sites
+
+    if args.on_the_fly:
+        raise ValueError("--on-the-fly trains one site; several sites (--harvest.layers / --harvest.sites) are "
+                         "harvested to disk in one pass: drop --on-the-fly")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("several sites in one run are not split over torchrun ranks; run them on one process, or "
+                         "one site a torchrun job")
+    with run_lock(args.out, "training run"):
+        check_site_folders(args.out, hcfg, settings, tcfg.epochs)
+        rows = train_sites(hcfg, tcfg, args.out, eval_tokens, settings, args.train_cache, args.eval_cache,
+                           track=args.track, device=resolve_device(hcfg.device))
+    print(summary_text(rows))
+    print(f"summary: {Path(args.out) / 'summary.csv'}  (one run folder a site: sae/, report/, log.jsonl)")
+    return 0
+
+
+def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker=None) -> int:
     import torch.distributed as dist
 
     from saelab.acts.harvest import harvest, load_harvest_lm
@@ -141,6 +176,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         stream = StreamShuffleBuffer(stream_activations(hcfg, lm=lm), tcfg.batch_size // world,
                                capacity=args.shuffle_buffer // world, seed=tcfg.seed + rank)
         trainer = Trainer(tcfg, None, out, eval_cache=eval_cache, stream=stream, stream_tokens=hcfg.max_tokens,
+                          tracker=tracker,
                           provenance={"model": hcfg.model, "site": hcfg.site, "layer": eval_cache.manifest["layer"],
                                       "corpus": hcfg.corpus, "split": hcfg.split, "context": asdict(hcfg.context),
                                       "exclude_first": hcfg.exclude_first, "outlier_factor": hcfg.outlier_factor},
@@ -148,7 +184,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
         n_harvested = hcfg.max_tokens
     else:
         train_cache = harvest(hcfg, args.train_cache, lm=lm)
-        trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache, device=device)
+        trainer = Trainer(tcfg, train_cache, out, eval_cache=eval_cache, device=device, tracker=tracker)
         n_harvested = train_cache.n_tokens
     t_harvest = time.time() - t0
     trainer.train()
@@ -180,6 +216,8 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
     metrics = {"final": final, "validation": validation, "summary": {k: v for k, v in rows.items()},
                "harvest": asdict(hcfg), "train": asdict(tcfg), "seconds": {"harvest": t_harvest, "total": t_total}}
     write_report(out / "report", metrics, out / "log.jsonl")
+    if tracker is not None:
+        tracker.finish(metrics, out / "report")
     print(summary_table(rows))
     return 0
 
@@ -412,4 +450,33 @@ def cmd_scale(args) -> int:
         print(f"saelab scale: {len(failed)} point(s) failed (rerun to retry):\n"
               + failed[["n", "k", "error"]].to_string(index=False), file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    from saelab.interp.export import export_dashboard
+    from saelab.interp.latent_stats import StatsConfig
+    from saelab.lm.models import load_lm
+    from saelab.sae.formats import load_sae
+
+    sae = load_sae(args.sae)
+    lm = load_lm(_model_for(args, sae), device=args.device)
+    latents = [int(v) for v in args.latents.split(",") if v.strip()] if args.latents else None
+    stats_cfg = build_dataclass(StatsConfig, args, "stats.", base=StatsConfig())
+    out = export_dashboard(lm, sae.to(lm.device), args.out, latents, args.n_latents, stats_cfg)
+    print(f"pages: {out / 'index.html'} (open it in a browser; works offline)  "
+          f"Neuronpedia JSON: {out / 'neuronpedia' / 'batch-0.json'}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from saelab.sae.formats.push import check_repo_name, push, stage_folder
+
+    check_repo_name(args.repo)
+    if args.dry_run:
+        folder = stage_folder(args.sae, args.dry_run, args.repo)
+        print(f"wrote {folder} (README.md and the SAE's folder); nothing was uploaded")
+        return 0
+    url = push(args.sae, args.repo, private=args.private)
+    print(f"uploaded {args.sae} to https://huggingface.co/{args.repo} ({url})")
     return 0

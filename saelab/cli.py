@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from saelab import commands
+from saelab import commands, commands_share
 from saelab.config import add_dataclass_args, normalize_flag_spellings
 from saelab.presets import fast_mode, harvest_defaults, train_defaults
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--latents", default=None, help="comma-separated latent indices (None: --n-latents that fire)")
     db.add_argument("--n-latents", type=int, default=32, help="how many firing latents to export, drawn at random")
     add_dataclass_args(db, StatsConfig, "stats.", StatsConfig())
-    db.set_defaults(func=commands.cmd_dashboard)
+    db.set_defaults(func=commands_share.cmd_dashboard)
 
     pu = command("push", "upload an SAE to the Hugging Face Hub with a model card, as a folder SAE Lens "
                  "(SAE.from_pretrained) and saelab (load_sae hf://...) both read", model=False)
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--private", action="store_true", help="create the repository private")
     pu.add_argument("--dry-run", default=None, metavar="FOLDER",
                     help="write the folder it would upload (README.md and the SAE's folder) here; upload nothing")
-    pu.set_defaults(func=commands.cmd_push)
+    pu.set_defaults(func=commands_share.cmd_push)
     return p
 
 

@@ -133,20 +133,10 @@ def cmd_train(args) -> int:
 
 def _train_sites(args, hcfg, tcfg, eval_tokens: int, settings: dict) -> int:
     """Several sites from one harvest: one SAE per site in OUT/<site><layer>/, one summary (saelab.training.sites)."""
-    from saelab.files import run_lock
-    from saelab.lm.models import resolve_device
-    from saelab.training.sites import check_site_folders, summary_text, train_sites
+    from saelab.training.sites import summary_text, train_sites_job
 
-    if args.on_the_fly:
-        raise ValueError("--on-the-fly trains one site; several sites (--harvest.layers / --harvest.sites) are "
-                         "harvested to disk in one pass: drop --on-the-fly")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("several sites in one run are not split over torchrun ranks; run them on one process, or "
-                         "one site a torchrun job")
-    with run_lock(args.out, "training run"):
-        check_site_folders(args.out, hcfg, settings, tcfg.epochs)
-        rows = train_sites(hcfg, tcfg, args.out, eval_tokens, settings, args.train_cache, args.eval_cache,
-                           track=args.track, device=resolve_device(hcfg.device))
+    rows = train_sites_job(args.out, hcfg, tcfg, eval_tokens, settings, args.train_cache, args.eval_cache,
+                           args.track, args.on_the_fly)
     print(summary_text(rows))
     print(f"summary: {Path(args.out) / 'summary.csv'}  (one run folder a site: sae/, report/, log.jsonl)")
     return 0
@@ -452,31 +442,3 @@ def cmd_scale(args) -> int:
         return 1
     return 0
 
-
-def cmd_dashboard(args) -> int:
-    from saelab.interp.export import export_dashboard
-    from saelab.interp.latent_stats import StatsConfig
-    from saelab.lm.models import load_lm
-    from saelab.sae.formats import load_sae
-
-    sae = load_sae(args.sae)
-    lm = load_lm(_model_for(args, sae), device=args.device)
-    latents = [int(v) for v in args.latents.split(",") if v.strip()] if args.latents else None
-    stats_cfg = build_dataclass(StatsConfig, args, "stats.", base=StatsConfig())
-    out = export_dashboard(lm, sae.to(lm.device), args.out, latents, args.n_latents, stats_cfg)
-    print(f"pages: {out / 'index.html'} (open it in a browser; works offline)  "
-          f"Neuronpedia JSON: {out / 'neuronpedia' / 'batch-0.json'}")
-    return 0
-
-
-def cmd_push(args) -> int:
-    from saelab.sae.formats.push import check_repo_name, push, stage_folder
-
-    check_repo_name(args.repo)
-    if args.dry_run:
-        folder = stage_folder(args.sae, args.dry_run, args.repo)
-        print(f"wrote {folder} (README.md and the SAE's folder); nothing was uploaded")
-        return 0
-    url = push(args.sae, args.repo, private=args.private)
-    print(f"uploaded {args.sae} to https://huggingface.co/{args.repo} ({url})")
-    return 0

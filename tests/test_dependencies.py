@@ -24,7 +24,7 @@ FIXTURE_ONLY = {"dictionary_learning": "tests/data/dictionary_learning/make_fixt
 INDIRECT = {  # declared, not imported: why, and a (file, text) that shows the reason still holds
     "gguf": ("transformers reads the embedded model's GGUF file with it", "saelab/lm/models.py", "gguf_file="),
     "jupyterlab": ("the app the course runs in", "tests/test_browser.py", '"jupyter", "lab"'),
-    "tensorboard": ("torch.utils.tensorboard needs it for --train.tensorboard", "saelab/training/trainer.py",
+    "tensorboard": ("torch.utils.tensorboard needs it for --train.tensorboard", "saelab/training/tracking.py",
                     "torch.utils.tensorboard"),
     "pytest-xdist": ("pytest -n 2", "README.md", "-m pytest -n 2"),
     "nbmake": ("pytest --nbmake runs the notebooks", "README.md", "--nbmake"),
@@ -116,7 +116,7 @@ def test_tests_scripts_and_notebooks_import_declared_packages():
 def test_every_core_dependency_is_used():
     used = {distribution_of(m) for path in files("saelab", "notebooks") for m, _ in imports(path)}
     unused = sorted(CORE - used - set(INDIRECT))
-    assert not unused, f"declared in [project.dependencies] but never imported: {unused}; drop them, or add to INDIRECT why"
+    assert not unused, f"declared in [project.dependencies], never imported: {unused}; drop them or say why (INDIRECT)"
     for dist, (why, file, text) in INDIRECT.items():
         assert dist in CORE.union(*EXTRAS.values()), f"INDIRECT names {dist}, which pyproject.toml no longer declares"
         assert text in (ROOT / file).read_text(), f"{dist} is declared because {why}, but {file} no longer shows it"

@@ -74,6 +74,28 @@ def train_sites(hcfg: HarvestConfig, tcfg: TrainConfig, out: str | Path, eval_to
     return rows
 
 
+def train_sites_job(out: str | Path, hcfg: HarvestConfig, tcfg: TrainConfig, eval_tokens: int, settings: dict,
+                    train_cache: str | None = None, eval_cache: str | None = None, track: str = "none",
+                    on_the_fly: bool = False) -> list[dict]:
+    """`saelab train` with several sites: refuse what it cannot do, hold OUT's lock, check every site's run folder
+    before any model runs, then `train_sites`."""
+    import os
+
+    from saelab.files import run_lock
+    from saelab.lm.models import resolve_device
+
+    if on_the_fly:
+        raise ValueError("--on-the-fly trains one site; several sites (--harvest.layers / --harvest.sites) are "
+                         "harvested to disk in one pass: drop --on-the-fly")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("several sites in one run are not split over torchrun ranks; run them on one process, or "
+                         "one site a torchrun job")
+    with run_lock(out, "training run"):
+        check_site_folders(out, hcfg, settings, tcfg.epochs)
+        return train_sites(hcfg, tcfg, out, eval_tokens, settings, train_cache, eval_cache, track,
+                           resolve_device(hcfg.device))
+
+
 def write_summary(out: Path, rows: list[dict], seconds: dict) -> None:
     """OUT/summary.csv (one row a site) and OUT/summary.json (the rows and the times)."""
     import pandas as pd

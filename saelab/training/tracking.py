@@ -58,6 +58,23 @@ class WandbTracker:
         self.run.finish()
 
 
+class TensorBoardLog:
+    """`--train.tensorboard true`: each log.jsonl record's numbers as TensorBoard scalars (the `tensorboard` extra)."""
+
+    def __init__(self, folder: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(folder)
+
+    def log(self, record: dict) -> None:
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(k, v, record["step"])
+
+    def finish(self) -> None:
+        self.writer.close()
+
+
 def make_tracker(kind: str, run_dir: str | Path, config: dict, name: str | None = None, group: str | None = None):
     """None for 'none', a `WandbTracker` for 'wandb'."""
     if kind not in TRACKERS:

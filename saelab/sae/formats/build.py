@@ -26,8 +26,10 @@ def as_tensor(value, name: str, where) -> torch.Tensor:
 
 
 def sae_from_weights(where, W_enc_DN, b_enc_N, W_dec_ND, b_dec_D, *, activation: str, subtracts_b_dec: bool,
-                     k: int = 32, threshold_N=None, matryoshka_widths=None, device=None, **provenance) -> SAE:
-    """An SAE holding these weights; shapes are checked against each other (errors name `where`)."""
+                     k: int = 32, threshold_N=None, matryoshka_widths=None, normalize: str = "none", device=None,
+                     **fields) -> SAE:
+    """An SAE holding these weights; shapes are checked against each other (errors name `where`). `fields`: the
+    rest of its `SAEConfig` (provenance: model, site, layer, hook, source; JumpReLU's training fields)."""
     W_enc, b_enc, W_dec, b_dec = (as_tensor(t, n, where) for t, n in
                                   ((W_enc_DN, "W_enc"), (b_enc_N, "b_enc"), (W_dec_ND, "W_dec"), (b_dec_D, "b_dec")))
     if W_enc.dim() != 2:
@@ -39,7 +41,7 @@ def sae_from_weights(where, W_enc_DN, b_enc_N, W_dec_ND, b_dec_D, *, activation:
     if not subtracts_b_dec:
         b_enc = b_enc + b_dec @ W_enc
     cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(int(k), 1), n), activation=activation,
-                    matryoshka_widths=matryoshka_widths, normalize="none", **provenance)
+                    matryoshka_widths=matryoshka_widths, normalize=normalize, **fields)
     sae = SAE(cfg, seed=None, device=device)
     with torch.no_grad():
         sae.W_enc.copy_(W_enc.t())

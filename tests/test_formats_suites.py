@@ -165,8 +165,9 @@ def test_gemma_scope_2_params_safetensors_reconstructs_like_saelens(hub, monkeyp
     x = torch.randn(256, D) * 2
     with torch.no_grad():
         x_hat = theirs(x)
-    sae = load_sae("saelens:gemma-scope-2-4b-pt-res/layer_17_width_16k_l0_big")
-    assert max_error(sae, x, x_hat) < 1e-5
+    for source in ("saelens:gemma-scope-2-4b-pt-res/layer_17_width_16k_l0_big", f"hf://{entry.repo_id}/{entry.folder}"):
+        sae = load_sae(source)
+        assert max_error(sae, x, x_hat) < 1e-5, source
     assert (sae.cfg.model, sae.cfg.site, sae.cfg.layer) == ("google/gemma-3-4b-pt", "resid_post", 17)
 
 
@@ -222,6 +223,7 @@ def test_llama_scope_reconstructs_like_saelens_from_pretrained(hub):
     assert (sae.cfg.model, sae.cfg.site, sae.cfg.layer) == ("meta-llama/Llama-3.1-8B", "resid_post", 3)
     local = next(hub.root.rglob("hyperparams.json")).parent  # the folder itself: f from hyperparams.json
     assert detect_format(local) == "llama_scope" and max_error(load_sae(local), x, x_hat) < 1e-5
+    assert max_error(load_sae(f"hf://{entry.repo_id}/{entry.folder}"), x, x_hat) < 1e-5
 
 
 # ---- names and errors ---------------------------------------------------------------------------------------------

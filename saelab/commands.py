@@ -36,6 +36,30 @@ def cmd_assets(args) -> int:
     return 0
 
 
+def cmd_course(args) -> int:
+    from saelab import assets
+    from saelab.teach import kit
+
+    if args.action == "slides":
+        from saelab.teach.slides import build_slides
+
+        written = build_slides(args.file, args.series)
+        print(f"wrote {len(written)} slide decks into {args.file} (open them in a browser; arrow keys move)")
+        return 0
+    if args.action == "pack":
+        manifest = kit.pack(args.file, with_assets=args.with_assets)
+        size = sum(f["size"] for f in manifest["files"].values())
+        print(f"packed {len(manifest['units'])} units ({len(manifest['files'])} files, {size / 2**20:.0f} MiB) from "
+              f"{assets.home()} into {args.file}")
+        print(f"students: `saelab course unpack {Path(args.file).name}`" +
+              ("" if args.with_assets else ", after `saelab assets fetch` (or pack with --with-assets)"))
+        return 0
+    report = kit.unpack(args.file)
+    print(f"installed {len(report.installed)} units into {assets.home()}"
+          + (f"; kept {len(report.kept)} already there: {', '.join(report.kept)}" if report.kept else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from saelab.acts.corpus import load_corpus
     from saelab.lm.models import greedy_complete, load_lm
@@ -55,20 +79,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_harvest(args) -> int:
-    from saelab.acts.harvest import HarvestConfig, harvest, harvest_sites
+    from saelab.acts.harvest import HarvestConfig, harvest_sites
     from saelab.acts.outliers import norm_stats
 
     cfg = replace(build_dataclass(HarvestConfig, args, "", base=harvest_defaults()), device=args.device)
-    if cfg.several:  # one forward pass for all of them: --out DIR holds one folder a site
-        caches = harvest_sites(cfg, args.out)
-    else:
-        one = harvest(cfg, args.out)
-        caches = {(one.manifest["site"], one.manifest["layer"]): one}
-    for cache in caches.values():
+    for cache in harvest_sites(cfg, args.out).values():  # several sites (--layers, --sites): one pass, a folder each
         stats = norm_stats(cache.sample(min(cache.n_tokens, 20_000)))
-        print(json.dumps({"folder": str(cache.folder), "site": cache.manifest["site"], "layer": cache.manifest["layer"],
-                          "n_tokens": cache.n_tokens, "n_dropped_outliers": cache.manifest["n_dropped_outliers"],
-                          "norms": stats}, indent=1))
+        print(json.dumps({"folder": str(cache.folder), "n_tokens": cache.n_tokens, "norms": stats,
+                          **{k: cache.manifest[k] for k in ("site", "layer", "n_dropped_outliers")}}, indent=1))
     return 0
 
 
@@ -99,9 +117,10 @@ def cmd_train(args) -> int:
     run on the folder, or a run with other settings, is refused before any model runs."""
     from contextlib import nullcontext
 
-    from saelab.acts.harvest import MULTI_FIELDS, HarvestConfig
+    from saelab.acts.harvest import HarvestConfig, harvest_settings
     from saelab.files import run_lock
     from saelab.training.runs import check_run_folder
+    from saelab.training.tracking import make_tracker
     from saelab.training.trainer import TrainConfig
 
     hcfg = replace(build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults()), device=args.device)
@@ -112,37 +131,25 @@ def cmd_train(args) -> int:
     if args.on_the_fly and hcfg.max_tokens is None:
         raise ValueError("--on-the-fly needs --harvest.max_tokens (the number of tokens to train on)")
     eval_tokens = args.eval_tokens if args.eval_tokens is not None else eval_tokens_default()
-    harvest_settings = {k: v for k, v in asdict(hcfg).items() if k not in MULTI_FIELDS or v}  # as before they were
-    settings = {"harvest": harvest_settings, "train": asdict(tcfg), "eval_tokens": eval_tokens,
+    settings = {"harvest": harvest_settings(hcfg), "train": asdict(tcfg), "eval_tokens": eval_tokens,
                 "on_the_fly": args.on_the_fly, "train_cache": args.train_cache, "eval_cache": args.eval_cache}
-    if hcfg.several:
-        return _train_sites(args, hcfg, tcfg, eval_tokens, settings)
+    if hcfg.several:  # one pass for all sites, one SAE and run folder a site (saelab.training.sites)
+        from saelab.training.sites import summary_text, train_sites_job
+
+        print(summary_text(train_sites_job(args.out, hcfg, tcfg, eval_tokens, settings, args.train_cache,
+                                           args.eval_cache, args.track, args.on_the_fly), args.out))
+        return 0
     if args.on_the_fly:  # a resumed stream is replayed: its buffer and rank split must be the same
         settings.update(shuffle_buffer=args.shuffle_buffer, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(args.out, "training run") if main_rank else nullcontext():
         if main_rank:
             check_run_folder(args.out, settings, tcfg.epochs)
-        tracker = None
-        if main_rank:
-            from saelab.training.tracking import make_tracker
-
-            tracker = make_tracker(args.track, args.out, settings)
+        tracker = make_tracker(args.track if main_rank else "none", args.out, settings)
         return _train_job(args, hcfg, tcfg, eval_tokens, tracker)
 
 
-def _train_sites(args, hcfg, tcfg, eval_tokens: int, settings: dict) -> int:
-    """Several sites from one harvest: one SAE per site in OUT/<site><layer>/, one summary (saelab.training.sites)."""
-    from saelab.training.sites import summary_text, train_sites_job
-
-    rows = train_sites_job(args.out, hcfg, tcfg, eval_tokens, settings, args.train_cache, args.eval_cache,
-                           args.track, args.on_the_fly)
-    print(summary_text(rows))
-    print(f"summary: {Path(args.out) / 'summary.csv'}  (one run folder a site: sae/, report/, log.jsonl)")
-    return 0
-
-
-def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker=None) -> int:
+def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker) -> int:
     import torch.distributed as dist
 
     from saelab.acts.harvest import harvest, load_harvest_lm
@@ -206,8 +213,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker=None) -> int:
     metrics = {"final": final, "validation": validation, "summary": {k: v for k, v in rows.items()},
                "harvest": asdict(hcfg), "train": asdict(tcfg), "seconds": {"harvest": t_harvest, "total": t_total}}
     write_report(out / "report", metrics, out / "log.jsonl")
-    if tracker is not None:
-        tracker.finish(metrics, out / "report")
+    tracker.finish(metrics, out / "report")
     print(summary_table(rows))
     return 0
 

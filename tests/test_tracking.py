@@ -93,9 +93,9 @@ def test_track_wandb_logs_the_same_curves_settings_metrics_and_report_offline(tm
 
 
 def test_tracking_is_off_by_default_and_a_missing_wandb_names_the_extra(tmp_path, monkeypatch):
-    from saelab.training.tracking import make_tracker
+    from saelab.training.tracking import NoTracker, make_tracker
 
-    assert make_tracker("none", tmp_path, {}) is None
+    assert isinstance(make_tracker("none", tmp_path, {}), NoTracker) and not any(tmp_path.iterdir())
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(ValueError, match=r"pip install 'saelab\[track\]'"):
         make_tracker("wandb", tmp_path, {})

@@ -113,6 +113,12 @@ MULTI_FIELDS = ("layers", "sites")
 """Fields that choose which caches one pass writes, not what any one cache holds."""
 
 
+def harvest_settings(cfg: HarvestConfig) -> dict:
+    """What a run folder records of its harvest: the config, without `layers` / `sites` when unset (a run.json
+    written before they existed compares equal)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in MULTI_FIELDS or v}
+
+
 def split_list(text: str) -> list[str]:
     return [v.strip() for v in str(text or "").split(",") if v.strip()]
 
@@ -188,18 +194,16 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
         raise ValueError(f"this harvest asks for several sites (layers={cfg.layers!r}, sites={cfg.sites!r}); "
                          "harvest_sites returns one cache each")
     lm = lm or load_harvest_lm(cfg)
-    (one,) = targets(cfg, lm)
-    key = (one.site, one.layer)
-    return harvest_sites(one, {key: out_dir} if out_dir else None, lm, progress)[key]
+    return next(iter(harvest_sites(cfg, out_dir, lm, progress).values()))
 
 
 def harvest_sites(cfg: HarvestConfig, out_dirs: str | Path | dict | None = None, lm: LM | None = None,
                   progress: bool = True) -> dict[tuple[str, int], ActivationCache]:
     """Harvest every (site, layer) `cfg` asks for from ONE forward pass per batch; {(site, layer): cache}.
 
-    `out_dirs`: a folder (one subfolder per site, named by `target_name`), a {(site, layer): folder} dict, or None
-    (each cache where a harvest of that site alone puts it, so later single-site runs reuse it). Resumable per
-    site: a batch runs the model only for the shards some site still lacks.
+    `out_dirs`: a folder (the cache itself for one site; for several, one subfolder a site, named by `target_name`),
+    a {(site, layer): folder} dict, or None (each cache where a harvest of that site alone puts it, so later
+    single-site runs reuse it). Resumable per site: a batch runs the model only for the shards some site lacks.
     """
     from tqdm.auto import tqdm
 
@@ -209,8 +213,13 @@ def harvest_sites(cfg: HarvestConfig, out_dirs: str | Path | dict | None = None,
     for t in jobs:
         site_module(lm.model, t.site, t.layer)  # validates sites and layers early
     if isinstance(out_dirs, (str, Path)):
-        out_dirs = {(t.site, t.layer): Path(out_dirs) / target_name(t) for t in jobs}
+        out_dirs = {(t.site, t.layer): Path(out_dirs) / target_name(t) if len(jobs) > 1 else Path(out_dirs)
+                    for t in jobs}
     folders = {key: Path((out_dirs or {}).get(key) or default_cache_dir(t, t.layer)) for key, t in zip(keys, jobs)}
+    for (site, layer), folder in folders.items():
+        if assets.cached_only() and not (folder / "manifest.json").exists():
+            raise assets.missing_from_cache(f"the harvest of {cfg.model} {site}{layer} on {cfg.corpus} ({cfg.split})",
+                                            folder)
     whash = weights_hash(lm.model)
     fps = {key: _fingerprint(t, lm, t.layer, whash) for key, t in zip(keys, jobs)}
     for key in keys:

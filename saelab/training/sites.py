@@ -11,7 +11,14 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from saelab.acts.harvest import MULTI_FIELDS, HarvestConfig, harvest_sites, load_harvest_lm, target_name, targets
+from saelab.acts.harvest import (
+    HarvestConfig,
+    harvest_settings,
+    harvest_sites,
+    load_harvest_lm,
+    target_name,
+    targets,
+)
 from saelab.files import atomic_write_text
 from saelab.training.report import write_report
 from saelab.training.runs import check_run_folder
@@ -24,8 +31,7 @@ SUMMARY_COLUMNS = ("site", "layer", "n_latents", "k", "test_nmse", "validation_n
 
 def site_settings(settings: dict, one: HarvestConfig) -> dict:
     """A site's own run.json settings: the whole job's, with that site's single-site harvest config."""
-    harvest = {k: v for k, v in asdict(one).items() if k not in MULTI_FIELDS}
-    return {**settings, "harvest": harvest}
+    return {**settings, "harvest": harvest_settings(one)}
 
 
 def check_site_folders(out: str | Path, hcfg: HarvestConfig, settings: dict, epochs: float) -> None:
@@ -67,8 +73,7 @@ def train_sites(hcfg: HarvestConfig, tcfg: TrainConfig, out: str | Path, eval_to
         metrics = {"final": final, "validation": validation, "summary": row, "harvest": asdict(one),
                    "train": asdict(tcfg), "seconds": {"harvest (all sites, one pass a batch)": t_harvest}}
         write_report(folder / "report", metrics, folder / "log.jsonl")
-        if tracker is not None:
-            tracker.finish(metrics, folder / "report")
+        tracker.finish(metrics, folder / "report")
         rows.append(row)
     write_summary(out, rows, {"harvest_seconds": t_harvest, "total_seconds": time.time() - t0})
     return rows
@@ -104,9 +109,10 @@ def write_summary(out: Path, rows: list[dict], seconds: dict) -> None:
     atomic_write_text(out / "summary.json", json.dumps({"sites": rows, "seconds": seconds}, indent=1))
 
 
-def summary_text(rows: list[dict]) -> str:
-    """The summary table for the terminal."""
+def summary_text(rows: list[dict], out: str | Path) -> str:
+    """The summary table for the terminal, and where it and the sites' folders are."""
     import pandas as pd
 
     shown = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).drop(columns=["folder"])
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    return (shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") +
+            f"\nsummary: {Path(out) / 'summary.csv'}  (one run folder a site: sae/, report/, log.jsonl)")

@@ -75,8 +75,18 @@ class TensorBoardLog:
         self.writer.close()
 
 
+class NoTracker:
+    """`--track none` (the default): logs nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def finish(self, metrics: dict | None = None, report_dir: str | Path | None = None) -> None:
+        pass
+
+
 def make_tracker(kind: str, run_dir: str | Path, config: dict, name: str | None = None, group: str | None = None):
-    """None for 'none', a `WandbTracker` for 'wandb'."""
+    """A `NoTracker` for 'none', a `WandbTracker` for 'wandb'."""
     if kind not in TRACKERS:
         raise ValueError(f"--track must be one of {TRACKERS}, got {kind!r}")
-    return WandbTracker(run_dir, config, name, group) if kind == "wandb" else None
+    return WandbTracker(run_dir, config, name, group) if kind == "wandb" else NoTracker()

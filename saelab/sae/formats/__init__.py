@@ -96,8 +96,8 @@ def load_sae(source: str | Path, hookpoint: str | None = None, device=None, revi
 
     A saelab run folder (`saelab train --out`, a `saelab frontier` point: one holding `sae/`) loads its SAE.
     `hookpoint` picks one SAE of a sparsify checkpoint (e.g. 'layers.8') or of a dictionary_learning save_dir
-    ('trainer_0'). `provenance` overrides what the
-    files say or lack (model=, site=, layer=), e.g. for a folder whose hook name saelab cannot read.
+    ('trainer_0'). `provenance` overrides what the files say or lack (model=, site=, layer=), e.g. for a folder
+    whose hook name saelab cannot read.
     The result keeps where it came from in `sae.cfg` (source, hook, model, site, layer).
     """
     norm_factor = entry = None

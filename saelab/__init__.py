@@ -11,8 +11,8 @@ The package is the pipeline, one stage a subpackage; imports point down the stag
     interp    latent statistics, the explorer, steering, attribution
     teach     the toy data and the notebooks' exercise checks
 
-Top level: `cli` and `commands` (the `saelab` command), `presets` (the main job and the zoo), and the
-helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
+Top level: `cli`, `commands`, `commands_share` and `commands_studies` (the `saelab` command), `presets` (the main
+job and the zoo), and the helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
 
 The names below are the stable API (`from saelab import SAE, Trainer, harvest`); each is imported on first
 use, so `import saelab` alone does not import torch. Upgrading from 0.1, where every module sat directly under
@@ -24,7 +24,7 @@ __version__ = "0.3.0"
 _API = {
     "load_lm": "saelab.lm.models", "resolve_device": "saelab.lm.models",
     "load_corpus": "saelab.acts.corpus", "ContextConfig": "saelab.acts.corpus", "build_contexts": "saelab.acts.corpus",
-    "harvest": "saelab.acts.harvest", "HarvestConfig": "saelab.acts.harvest",
+    "harvest": "saelab.acts.harvest", "harvest_sites": "saelab.acts.harvest", "HarvestConfig": "saelab.acts.harvest",
     "ActivationCache": "saelab.acts.cache",
     "SAE": "saelab.sae.model", "SAEConfig": "saelab.sae.config", "normalized_mse": "saelab.sae.losses",
     "load_sae": "saelab.sae.formats", "to_saelens": "saelab.sae.formats", "to_sparsify": "saelab.sae.formats",
@@ -33,7 +33,7 @@ _API = {
     "run_suite": "saelab.evals.suite", "SuiteConfig": "saelab.evals.suite",
     "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.trainer",
     "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering",
-    "LatentExplorer": "saelab.interp.explorer",
+    "LatentExplorer": "saelab.interp.explorer", "export_dashboard": "saelab.interp.export",
     "zoo_sae": "saelab.presets",
     "course_sae": "saelab.presets",
 }

@@ -4,8 +4,9 @@
     saelab course pack|unpack FILE        the class kit: the series' caches and SAEs in one checksummed archive
     saelab course slides DIR              the lecture slides, one offline HTML file a meeting
     saelab demo                           load the embedded model and corpora, complete a prompt
-    saelab harvest [--flags]              harvest activations into a cache
-    saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
+    saelab harvest [--flags]              harvest activations into a cache (--layers 6,12,18,22: several, one pass)
+    saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report (several sites:
+                                          --harvest.layers, one SAE each; --track wandb)
     saelab eval [--sae DIR ...]           downstream loss, probe loss, N2G, ablation sparsity (, absorption)
     saelab sweep [--sae DIR ...]          progressive recovery (TopK(k'), JumpReLU) and shrinkage
     saelab domains [--sae DIR ...]        normalized MSE and delta CE on each embedded corpus (other registers)
@@ -13,6 +14,8 @@
                                           absorption (and, with --synthetic, the ground-truth benchmark)
     saelab synthetic                      every SAE family on synthetic data with known features: MCC, absorption
     saelab scale [--ablation]             scaling laws: a grid over n and k, fits of L(N), L(N, k), L(C)
+    saelab dashboard --sae DIR --out OUT  static latent pages (open offline) and a Neuronpedia-format JSON export
+    saelab push --sae DIR --repo o/name   a model card and a folder SAE Lens and saelab read, uploaded to the Hub
 
 Every config field is a flag (`saelab train --help` lists them with their meaning and default);
 `--a.b_c` and `--a.b-c` are the same flag. Commands that run a model take `--device` (auto: CUDA when
@@ -24,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from saelab import commands
+from saelab import commands, commands_share, commands_studies
 from saelab.config import add_dataclass_args, normalize_flag_spellings
 from saelab.presets import fast_mode, harvest_defaults, train_defaults
 
@@ -85,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = command("harvest", "harvest activations into a disk cache (resumable)")
     h.add_argument("--out", default=None, help="cache folder (None: a folder named by the settings under "
-                                               "$SAELAB_HOME/acts)")
+                                               "$SAELAB_HOME/acts); with several sites (--layers, --sites), one "
+                                               "subfolder a site, e.g. OUT/resid_post12")
     add_dataclass_args(h, HarvestConfig, "", harvest_defaults(), exclude=("device",))
     h.set_defaults(func=commands.cmd_harvest)
 
@@ -108,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shuffle-buffer", type=int, default=65536,
                    help="tokens mixed in the on-the-fly shuffle buffer (more: better mixed, more memory)")
     seeds_arg(t, "train the SAE (in --out/seed-S/)")
+    t.add_argument("--track", default="none", choices=["none", "wandb"],
+                   help="also log the curves, settings, final metrics and report to Weights & Biases (the `track` "
+                        "extra; WANDB_MODE=offline needs no account; WANDB_PROJECT names the project, default "
+                        "saelab). With several sites (--harvest.layers 6,12,18,22): one SAE and run folder a site, "
+                        "OUT/resid_post6/, and OUT/summary.csv")
     add_dataclass_args(t, HarvestConfig, "harvest.", harvest_defaults(), exclude=("harvest.device",))
     add_dataclass_args(t, TrainConfig, "train.", train_defaults())
     t.set_defaults(func=commands.cmd_train)
@@ -158,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(synthetic.csv; `saelab synthetic` alone, under a minute)")
     seeds_arg(f, "train every point")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
-    f.set_defaults(func=commands.cmd_frontier)
+    f.set_defaults(func=commands_studies.cmd_frontier)
 
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
@@ -167,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", default="runs/synthetic", help="output folder: synthetic.csv")
     seeds_arg(sy, "train every family")
     add_dataclass_args(sy, SyntheticBenchConfig, "", fast_synthetic_config() if fast_mode() else SyntheticBenchConfig())
-    sy.set_defaults(func=commands.cmd_synthetic)
+    sy.set_defaults(func=commands_studies.cmd_synthetic)
 
     from saelab.studies.scaling_grid import ScaleConfig, scale_defaults
 
@@ -182,7 +191,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its own defaults: n 4096,16384, k 8, 1 epoch)")
     seeds_arg(g, "train the grid")
     add_dataclass_args(g, ScaleConfig, "", scale_defaults(fast_mode()))
-    g.set_defaults(func=commands.cmd_scale)
+    g.set_defaults(func=commands_studies.cmd_scale)
+
+    from saelab.interp.latent_stats import StatsConfig
+
+    db = command("dashboard", "static HTML pages of an SAE's latents (top activations in context, histograms, logit "
+                 "effects, N2G explanations) that open offline, and the same latents in Neuronpedia's feature-batch "
+                 "JSON (as SAEDashboard writes it)")
+    db.add_argument("--sae", required=True, metavar="PATH",
+                    help="an SAE (any layout load_sae reads: a saelab run or SAE folder, SAE Lens, sparsify, "
+                         "Gemma Scope, dictionary_learning, hf://..., saelens:RELEASE/SAE_ID)")
+    db.add_argument("--out", default="runs/dashboard", help="output folder: index.html, latents/, neuronpedia/")
+    db.add_argument("--model", default=None, help="the LM (None: the model the SAE records, else smollm2-135m)")
+    db.add_argument("--latents", default=None, help="comma-separated latent indices (None: --n-latents that fire)")
+    db.add_argument("--n-latents", type=int, default=32, help="how many firing latents to export, drawn at random")
+    add_dataclass_args(db, StatsConfig, "stats.", StatsConfig())
+    db.set_defaults(func=commands_share.cmd_dashboard)
+
+    pu = command("push", "upload an SAE to the Hugging Face Hub with a model card, as a folder SAE Lens "
+                 "(SAE.from_pretrained) and saelab (load_sae hf://...) both read", model=False)
+    pu.add_argument("--sae", required=True, metavar="DIR", help="a run folder (`saelab train --out`: its report's "
+                    "metrics go into the card) or an SAE folder")
+    pu.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the Hub repository (created when missing)")
+    pu.add_argument("--private", action="store_true", help="create the repository private")
+    pu.add_argument("--dry-run", default=None, metavar="FOLDER",
+                    help="write the folder it would upload (README.md and the SAE's folder) here; upload nothing")
+    pu.set_defaults(func=commands_share.cmd_push)
     return p
 
 

@@ -1,6 +1,6 @@
-"""Safe writes: atomic file replacement and an exclusive lock on a run folder.
+"""Safe writes: atomic file replacement, and exclusive locks (`file_lock`: a run folder's, the zoo's).
 
-`fcntl` locks are POSIX-only; on Windows `run_lock` warns and does not lock.
+Locks are `filelock`'s: fcntl on POSIX, msvcrt on Windows, so two runs on one folder are refused everywhere.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import os
 import shutil
 import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,45 +56,44 @@ class FolderBusyError(RuntimeError):
     """Another process holds the folder's lock."""
 
 
-_held: dict[str, list] = {}  # lock path -> [holders in this process, open file]: one process can re-enter its lock
+_held: dict[str, list] = {}  # lock path -> [holders in this process, FileLock]: one process can re-enter its lock
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.with_name(path.name + ".holder").read_text().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @contextmanager
-def run_lock(folder: str | Path, what: str = "run"):
-    """Hold `folder/.lock` exclusively for the block; a second process gets FolderBusyError naming the holder.
+def file_lock(path: str | Path, what: str = "run", wait: bool = False, hint: str = "wait for it to finish"):
+    """Hold the lock file `path` exclusively for the block (`filelock`, cross-platform). `wait`: block until it is
+    free; else a second process gets FolderBusyError naming the holder (its pid, kept in `path`.holder) and `hint`.
 
-    Re-entrant within one process (the CLI takes it before harvesting, the trainer again inside; a
-    notebook may make a new Trainer on a folder before the old one is collected): the file lock is
-    released when the last holder in this process leaves, whichever that is.
+    Re-entrant within one process (the CLI takes a run's lock before harvesting, the trainer again inside; a
+    notebook may make a new Trainer on a folder before the old one is collected): the lock is released when the
+    last holder in this process leaves, whichever that is.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".lock"
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here
-        warnings.warn("saelab: file locking needs fcntl (POSIX); two runs on one folder are not prevented",
-                      stacklevel=2)
-        yield
-        return
     if key in _held:
         _held[key][0] += 1
     else:
-        f = open(path, "a+")
+        lock = FileLock(str(path), thread_local=False)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise FolderBusyError(f"{folder} is in use by another {what} ({holder}); wait for it to finish, "
-                                  "or pass another --out folder") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        _held[key] = [1, f]
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            raise FolderBusyError(f"{path.parent} is in use by another {what} ({_holder(path)}); {hint}") from None
+        try:
+            atomic_write_text(path.with_name(path.name + ".holder"), f"pid {os.getpid()}")
+        except BaseException:
+            lock.release()
+            raise
+        _held[key] = [1, lock]
     try:
         yield
     finally:
@@ -103,8 +101,10 @@ def run_lock(folder: str | Path, what: str = "run"):
         entry[0] -= 1
         if entry[0] == 0:
             del _held[key]
-            f = entry[1]
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
-            f.close()
+            path.with_name(path.name + ".holder").unlink(missing_ok=True)
+            entry[1].release()
+
+
+def run_lock(folder: str | Path, what: str = "run"):
+    """Hold `folder/.lock` exclusively for the block (`file_lock`); a second process gets FolderBusyError."""
+    return file_lock(Path(folder) / ".lock", what, hint="wait for it to finish, or pass another --out folder")

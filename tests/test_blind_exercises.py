@@ -31,7 +31,7 @@ def _cases():
     out = []
     for path in sorted(BLIND.glob("*/ex_*.py")):
         exercise = path.stem[3:].replace("_", ".")
-        for name, _, mistake, correct in _load(path):
+        for name, _, _mistake, correct in _load(path):
             marks = [pytest.mark.slow] if exercise in SLOW else []
             marks += [pytest.mark.assets] if exercise == "3.1" else []
             out.append(pytest.param(path, name, exercise, correct, id=f"{exercise}-{path.parent.name}-{name}",

@@ -190,3 +190,42 @@ def test_an_executed_notebooks_handout_renders_offline(tmp_path):
             assert not asked, asked[:3]
         finally:
             browser.close()
+
+
+def test_a_dashboard_latent_page_renders_offline(tmp_path, tiny_lm):
+    """`saelab dashboard`'s page of one latent, opened from the file system with every network request refused:
+    plotly.js (the folder's own copy) draws both figures, and tokens carrying markup are shown as text."""
+    chromium = shutil.which("chromium")
+    _need(chromium is not None, "Debian's chromium is not installed: apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "the playwright package is missing: pip install -e '.[dev]'")
+    from tests.test_dashboard_export import make_dashboard
+
+    out, _, _ = make_dashboard(tiny_lm, tmp_path / "dash")
+    page_path = sorted((out / "latents").glob("*.html"))[0]
+    shots = Path(os.environ.get("SAELAB_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+            asked = []
+
+            def offline(route):
+                asked.append(route.request.url)
+                route.abort()
+
+            page.route("http*://**/*", offline)
+            page.goto(page_path.as_uri())
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+            assert page.locator(".js-plotly-plot").count() == 2  # activation histogram and density
+            assert page.locator("h3", has_text=f"Latent {page_path.stem}").count() == 1
+            tokens = " ".join(page.locator(".sl-tok").all_inner_texts())
+            assert "<i>" in tokens and page.locator(".sl-tok i").count() == 0  # shown, never parsed
+            assert not asked, asked[:3]
+            page.screenshot(path=str(shots / "dashboard.png"), full_page=False)
+        finally:
+            browser.close()
+    assert (shots / "dashboard.png").stat().st_size > 10_000

@@ -667,7 +667,8 @@ def _dash(top="distinct", intervals="rank", dedup=True, order="lowest first", pa
     (_dash(sample="random", n_fixed=3), "return n_intervals = 1 lists"),
     (_dash(sample="random", per_fixed=3), r"per_interval = 1:.* = 1 examples; you returned 3"),
     (_dash(sample="random", intervals="chunk"), "return n_intervals = 4 lists of examples, got 3"),
-    (lambda a, m, n_intervals, per_interval: _dash(sample="random")(a, m, n_intervals, per_interval), "takes no `seed`"),
+    (lambda a, m, n_intervals, per_interval: _dash(sample="random")(a, m, n_intervals, per_interval),
+     "takes no `seed`"),
 ])
 def test_dashboard_examples_check(wrong, message):
     E.check_dashboard_examples(E.solutions.dashboard_examples)

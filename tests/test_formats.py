@@ -348,8 +348,11 @@ def test_unknown_folders_and_files_name_what_they_hold(tmp_path):
     (tmp_path / "odd" / "sae.safetensors").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"neither saelab's nor sparsify's \(keys \['hidden'\]\)"):
         load_sae(tmp_path / "odd")
-    (tmp_path / "w.npz").write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"a file saelab does not read \(.npz\)"):
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"a file saelab does not read \(.bin\).*Gemma Scope.*dictionary_learning"):
+        load_sae(tmp_path / "w.bin")
+    (tmp_path / "w.npz").write_bytes(b"x")  # a damaged Gemma Scope params file
+    with pytest.raises(ValueError, match=r"w.npz could not be read as Gemma Scope parameters"):
         load_sae(tmp_path / "w.npz")
     with pytest.raises(FileNotFoundError, match="hf://runs/nope"):
         load_sae("runs/nope")

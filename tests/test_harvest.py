@@ -219,3 +219,62 @@ def test_weights_hash_is_the_recorded_digest_and_notices_a_changed_weight():
     with torch.no_grad():
         next(lm.model.parameters()).add_(1.0)
     assert weights_hash(lm.model) != h.hexdigest()
+
+
+def _counting(monkeypatch, lm) -> list:
+    """Count the LM's forward passes (each batch of a harvest is one call of the model)."""
+    calls, forward = [], lm.model.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "forward", counted)
+    return calls
+
+
+def test_several_layers_and_sites_from_one_pass_equal_single_site_harvests(tmp_path, tiny_lm, monkeypatch):
+    from saelab.acts.harvest import harvest_sites, targets
+
+    cfg = replace(TINY, layers="0,1,3", sites="resid_post,mlp_out", outlier_factor=1.2, max_tokens=63 * 40,
+                  shard_contexts=16, batch_size=8)
+    calls = _counting(monkeypatch, tiny_lm)
+    caches = harvest_sites(cfg, tmp_path / "many", lm=tiny_lm, progress=False)
+    batches = sum(-(-min(16, 40 - c0) // 8) for c0 in range(0, 40, 16))
+    assert len(calls) == batches  # the LM ran once per batch for all six sites
+    assert sorted(caches) == sorted((s, layer) for s in ("resid_post", "mlp_out") for layer in (0, 1, 3))
+    assert (tmp_path / "many" / "mlp_out3" / "manifest.json").exists()
+    dropped = set()
+    for one in targets(cfg):
+        calls.clear()
+        single = harvest(one, tmp_path / f"single-{one.site}{one.layer}", lm=tiny_lm, progress=False)
+        assert len(calls) == batches
+        many = caches[(one.site, one.layer)]
+        for key in ("acts", "tokens", "ctx", "pos", "doc"):
+            assert torch.equal(_all(many, key), _all(single, key)), (one.site, one.layer, key)
+        assert {k: v for k, v in many.manifest.items() if k not in ("shards", "created")} == \
+            {k: v for k, v in single.manifest.items() if k not in ("shards", "created")}
+        dropped.add(many.manifest["n_dropped_outliers"])
+    assert len(dropped) > 1 and min(dropped) > 0  # the outlier rule ran per site: different tokens at each
+    # resumable per site: a lost shard of one site reruns only that shard's batches, and comes back the same
+    before = _all(caches[("mlp_out", 1)])
+    (tmp_path / "many" / "mlp_out1" / "shard-00001.safetensors").unlink()
+    (tmp_path / "many" / "mlp_out1" / "manifest.json").unlink()
+    calls.clear()
+    again = harvest_sites(cfg, tmp_path / "many", lm=tiny_lm, progress=False)
+    assert len(calls) == 2 and torch.equal(_all(again[("mlp_out", 1)]), before)
+    with pytest.raises(ValueError, match="several sites.*harvest_sites"):
+        harvest(cfg, tmp_path / "x", lm=tiny_lm, progress=False)
+    with pytest.raises(ValueError, match="unknown site"):
+        HarvestConfig(sites="resid_post,resid_pre")
+
+
+def test_default_folders_of_a_several_site_harvest_are_the_single_site_ones(tmp_path, tiny_lm, monkeypatch):
+    from saelab.acts.harvest import default_cache_dir, harvest_key, harvest_sites
+
+    monkeypatch.setenv("SAELAB_HOME", str(tmp_path / "home"))
+    cfg = replace(TINY, layers="1,2", max_tokens=63 * 8)
+    caches = harvest_sites(cfg, lm=tiny_lm, progress=False)
+    single = replace(TINY, max_tokens=63 * 8)
+    assert caches[("resid_post", 2)].folder == default_cache_dir(single, 2)  # a later single-site run reuses it
+    assert harvest_key(cfg) == harvest_key(single)  # `layers` is in no cache's key

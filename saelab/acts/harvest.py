@@ -1,7 +1,9 @@
-"""Harvest a causal LM's activations at one site into a verified, resumable disk cache.
+"""Harvest a causal LM's activations at one site, or several from one pass, into verified, resumable disk caches.
 
-The forward pass stops right after the hooked module (`saelab.lm.sites.run_to_site`): no later blocks and no
-LM head run. Positions before `exclude_first` and norm outliers (`outliers.outlier_mask`) are dropped.
+The forward pass stops right after the last hooked module (`saelab.lm.sites.run_to_sites`): no later blocks and
+no LM head run. Several sites or layers (`layers='6,12,18,22'`, `sites='resid_post,mlp_out'`) share one pass and
+write one cache each, each the cache a harvest of that site alone writes (the same folder name, the same tensors).
+Positions before `exclude_first` and norm outliers (`outliers.outlier_mask`, per site) are dropped.
 Under torchrun, rank r harvests shards i with i % world == r into one folder. The files are
 described in `saelab.acts.cache`; `saelab.acts.stream` gives the same tokens without writing them.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +42,7 @@ from saelab.acts.outliers import outlier_mask
 from saelab.config import check_choices
 from saelab.distributed import rank_world
 from saelab.lm.models import LM, check_device, load_lm, resolve_device
-from saelab.lm.sites import run_to_site, site_module
+from saelab.lm.sites import SITES, run_to_sites, site_module
 
 
 @dataclass
@@ -82,10 +84,59 @@ class HarvestConfig:
     """Model dtype: float32 on CPU (bfloat16 is many times slower there); bfloat16/float16 on CUDA."""
     device: str = "auto"
     """Where the model runs: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    layers: str = ""
+    """Several layers from one forward pass, e.g. '6,12,18,22' (replaces `layer`; '' = just `layer`): one cache
+    each, the same as harvesting each alone, in about the time of the deepest one alone."""
+    sites: str = ""
+    """Several sites from the same pass, e.g. 'resid_post,mlp_out' (replaces `site`; '' = just `site`); with
+    `layers`, every site at every layer."""
 
     def __post_init__(self):
         check_choices(self)
         check_device(self.device)
+        bad = [s for s in split_list(self.sites) if s not in SITES]
+        if bad:
+            raise ValueError(f"HarvestConfig.sites: unknown site(s) {bad}; choose from {', '.join(SITES)}")
+        try:
+            [int(v) for v in split_list(self.layers)]
+        except ValueError:
+            raise ValueError(f"HarvestConfig.layers must be comma-separated block indices like '6,12,18,22', got "
+                             f"{self.layers!r}") from None
+
+    @property
+    def several(self) -> bool:
+        """True when `layers` or `sites` asks for more than one site from one pass."""
+        return len(split_list(self.layers)) > 1 or len(split_list(self.sites)) > 1
+
+
+MULTI_FIELDS = ("layers", "sites")
+"""Fields that choose which caches one pass writes, not what any one cache holds."""
+
+
+def harvest_settings(cfg: HarvestConfig) -> dict:
+    """What a run folder records of its harvest: the config, without `layers` / `sites` when unset (a run.json
+    written before they existed compares equal)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in MULTI_FIELDS or v}
+
+
+def split_list(text: str) -> list[str]:
+    return [v.strip() for v in str(text or "").split(",") if v.strip()]
+
+
+def targets(cfg: HarvestConfig, lm: LM | None = None) -> list[HarvestConfig]:
+    """One single-site config for each (site, layer) `cfg` asks for, in order (the default layer needs `lm`)."""
+    layers = [int(v) for v in split_list(cfg.layers)] or [cfg.layer]
+    if None in layers:
+        if lm is None:
+            raise ValueError("the default layer needs the model: pass lm=, or set layer / layers")
+        layers = [lm.default_layer if v is None else v for v in layers]
+    return [replace(cfg, site=site, layer=layer, layers="", sites="")
+            for site in (split_list(cfg.sites) or [cfg.site]) for layer in layers]
+
+
+def target_name(cfg: HarvestConfig) -> str:
+    """'resid_post6': a single-site config's folder name inside a several-site output folder."""
+    return f"{cfg.site}{cfg.layer}"
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -117,8 +168,9 @@ def _hub_corpus_settings(cfg: HarvestConfig) -> dict:
 
 def harvest_key(cfg: HarvestConfig) -> dict:
     """The settings that decide which activations a harvest gives (not where or in what batches it runs);
-    the hub-corpus fields count only when set, so keys made before they existed stay the same."""
-    asked = {k: v for k, v in asdict(cfg).items() if k not in ("corpus_config", "corpus_split")}
+    the hub-corpus fields count only when set, so keys made before they existed stay the same; `layers` and
+    `sites` never (each cache is keyed by its own site and layer)."""
+    asked = {k: v for k, v in asdict(cfg).items() if k not in ("corpus_config", "corpus_split", *MULTI_FIELDS)}
     return {**asked, **_hub_corpus_settings(cfg), "device": None, "batch_size": None}
 
 
@@ -132,67 +184,100 @@ def default_cache_dir(cfg: HarvestConfig, layer: int) -> Path:
 
 def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None = None,
             progress: bool = True) -> ActivationCache:
-    """Harvest activations into `out_dir` (resuming whatever shards are already there); returns the cache.
+    """Harvest activations at one site into `out_dir` (resuming whatever shards are already there); returns the
+    cache. Several sites (`cfg.layers`, `cfg.sites`): `harvest_sites`.
 
     Under torchrun (torch.distributed initialised), rank r harvests shards i with i % world == r
     into the same folder, and rank 0 writes the manifest once all ranks are done.
     """
+    if cfg.several:
+        raise ValueError(f"this harvest asks for several sites (layers={cfg.layers!r}, sites={cfg.sites!r}); "
+                         "harvest_sites returns one cache each")
+    lm = lm or load_harvest_lm(cfg)
+    return next(iter(harvest_sites(cfg, out_dir, lm, progress).values()))
+
+
+def harvest_sites(cfg: HarvestConfig, out_dirs: str | Path | dict | None = None, lm: LM | None = None,
+                  progress: bool = True) -> dict[tuple[str, int], ActivationCache]:
+    """Harvest every (site, layer) `cfg` asks for from ONE forward pass per batch; {(site, layer): cache}.
+
+    `out_dirs`: a folder (the cache itself for one site; for several, one subfolder a site, named by `target_name`),
+    a {(site, layer): folder} dict, or None (each cache where a harvest of that site alone puts it, so later
+    single-site runs reuse it). Resumable per site: a batch runs the model only for the shards some site lacks.
+    """
     from tqdm.auto import tqdm
 
     lm = lm or load_harvest_lm(cfg)
-    layer = lm.default_layer if cfg.layer is None else cfg.layer
-    site_module(lm.model, cfg.site, layer)  # validates site and layer early
-    folder = Path(out_dir) if out_dir else default_cache_dir(cfg, layer)
-    if assets.cached_only() and not (folder / "manifest.json").exists():
-        raise assets.missing_from_cache(f"the harvest of {cfg.model} {cfg.site}{layer} on {cfg.corpus} ({cfg.split})",
-                                        folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    jobs = targets(cfg, lm)
+    keys = [(t.site, t.layer) for t in jobs]
+    for t in jobs:
+        site_module(lm.model, t.site, t.layer)  # validates sites and layers early
+    if isinstance(out_dirs, (str, Path)):
+        out_dirs = {(t.site, t.layer): Path(out_dirs) / target_name(t) if len(jobs) > 1 else Path(out_dirs)
+                    for t in jobs}
+    folders = {key: Path((out_dirs or {}).get(key) or default_cache_dir(t, t.layer)) for key, t in zip(keys, jobs)}
+    for (site, layer), folder in folders.items():
+        if assets.cached_only() and not (folder / "manifest.json").exists():
+            raise assets.missing_from_cache(f"the harvest of {cfg.model} {site}{layer} on {cfg.corpus} ({cfg.split})",
+                                            folder)
     whash = weights_hash(lm.model)
-    fp = _fingerprint(cfg, lm, layer, whash)
-    check_or_write_fingerprint(folder, fp)
+    fps = {key: _fingerprint(t, lm, t.layer, whash) for key, t in zip(keys, jobs)}
+    for key in keys:
+        folders[key].mkdir(parents=True, exist_ok=True)
+        check_or_write_fingerprint(folders[key], fps[key])
     rank, world = rank_world()
 
     per_ctx, contexts = harvest_contexts(cfg, lm)
     n_shards = math.ceil(len(contexts) / cfg.shard_contexts)
-    mine = [i for i in range(n_shards) if i % world == rank]
-    todo = [i for i in mine if not shard_ok(folder, i)]
+    todo = {i: [key for key in keys if not shard_ok(folders[key], i)] for i in range(n_shards) if i % world == rank}
+    todo = {i: need for i, need in todo.items() if need}
     total_tokens = sum(min(cfg.shard_contexts, len(contexts) - i * cfg.shard_contexts) for i in todo) * per_ctx
+    what = ", ".join(f"{s}{layer}" for s, layer in keys)
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress or rank != 0,
-               desc=f"harvest {cfg.model} {cfg.site}{layer}", dynamic_ncols=True)
-    store = getattr(torch, cfg.store_dtype)
-    for i in todo:
+               desc=f"harvest {cfg.model} {what}", dynamic_ncols=True)
+    for i, need in todo.items():
         c0, c1 = i * cfg.shard_contexts, min((i + 1) * cfg.shard_contexts, len(contexts))
         toks = torch.from_numpy(contexts.tokens_NT[c0:c1]).long()
         docs = torch.from_numpy(contexts.doc_NT[c0:c1])
         ctx = torch.arange(c0, c1, dtype=torch.int32)[:, None].expand(-1, per_ctx)
         pos = torch.arange(cfg.exclude_first, cfg.context.ctx_len, dtype=torch.int16)[None].expand(c1 - c0, -1)
-        cols = {"acts": [], "tokens": [], "ctx": [], "pos": [], "doc": []}
+        cols = {key: {"acts": [], "tokens": [], "ctx": [], "pos": [], "doc": []} for key in need}
         for s in range(0, len(toks), cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
-            acts = run_to_site(lm, toks[sl], cfg.site, layer)[:, cfg.exclude_first:].float().cpu()
-            acts = acts.reshape(-1, lm.d_model)
-            keep = outlier_mask(acts, cfg.outlier_factor)
-            cols["acts"].append(acts[keep])
-            cols["tokens"].append(toks[sl, cfg.exclude_first:].reshape(-1)[keep].to(torch.int32))
-            cols["ctx"].append(ctx[sl].reshape(-1)[keep])
-            cols["pos"].append(pos[sl].reshape(-1)[keep])
-            cols["doc"].append(docs[sl, cfg.exclude_first:].reshape(-1)[keep])
-            bar.update(len(keep))
-        tensors = {k: torch.cat(v).contiguous() for k, v in cols.items()}
-        if store == torch.float16:
-            too_big = int((tensors["acts"].abs() > torch.finfo(torch.float16).max).any(-1).sum())
-            if too_big:
-                raise CacheError(f"{too_big} tokens exceed the float16 range; harvest with store_dtype='float32'")
-        tensors["acts"] = tensors["acts"].to(store)
-        write_shard(folder, i, tensors, {"shard": str(i), "ctx_start": str(c0), "ctx_end": str(c1)})
+            for key, out in run_to_sites(lm, toks[sl], need).items():
+                acts = out[:, cfg.exclude_first:].float().cpu().reshape(-1, lm.d_model)
+                keep = outlier_mask(acts, cfg.outlier_factor)
+                col = cols[key]
+                col["acts"].append(acts[keep])
+                col["tokens"].append(toks[sl, cfg.exclude_first:].reshape(-1)[keep].to(torch.int32))
+                col["ctx"].append(ctx[sl].reshape(-1)[keep])
+                col["pos"].append(pos[sl].reshape(-1)[keep])
+                col["doc"].append(docs[sl, cfg.exclude_first:].reshape(-1)[keep])
+            bar.update(toks[sl].shape[0] * per_ctx)
+        for key in need:
+            write_shard(folders[key], i, _stored(cols[key], cfg.store_dtype, key),
+                        {"shard": str(i), "ctx_start": str(c0), "ctx_end": str(c1)})
     bar.close()
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
-        write_manifest(folder, fp, n_shards, len(contexts))
+        for key in keys:
+            write_manifest(folders[key], fps[key], n_shards, len(contexts))
     if world > 1:
         torch.distributed.barrier()
-    return ActivationCache(folder, verify="size")
+    return {key: ActivationCache(folders[key], verify="size") for key in keys}
+
+
+def _stored(cols: dict, store_dtype: str, key) -> dict[str, torch.Tensor]:
+    """One shard's tensors, activations in the store dtype (float16 refuses values beyond its range)."""
+    tensors = {k: torch.cat(v).contiguous() for k, v in cols.items()}
+    if store_dtype == "float16":
+        too_big = int((tensors["acts"].abs() > torch.finfo(torch.float16).max).any(-1).sum())
+        if too_big:
+            raise CacheError(f"{too_big} tokens at {key[0]} layer {key[1]} exceed the float16 range; harvest with "
+                             "store_dtype='float32'")
+    tensors["acts"] = tensors["acts"].to(getattr(torch, store_dtype))
+    return tensors
 
 
 def load_harvest_lm(cfg: HarvestConfig) -> LM:

@@ -43,7 +43,9 @@ def highlight_html(tokens: list[str], values: list[float], vmax: float, focus: i
         "".join(spans) + "</div>"
 
 
-def _context_window(stats: LatentStats, flat_pos: int, latent: int, tokenizer, width: int = 24):
+def context_window(stats: LatentStats, flat_pos: int, latent: int, tokenizer, width: int = 24):
+    """(token texts, the latent's activation on each, the index of `flat_pos` among them): `width` tokens before the
+    position and 3 after, within its context."""
     T = stats.ctx_len
     c, t = divmod(int(flat_pos), T)
     lo, hi = max(0, t - width), min(T, t + 4)
@@ -58,7 +60,7 @@ def examples_html(stats: LatentStats, latent: int, tokenizer, positions: torch.T
     vmax = float(stats.max_act_N[latent])
     rows = []
     for p in [int(p) for p in positions.flatten().tolist() if p >= 0]:
-        toks, vals, focus = _context_window(stats, p, latent, tokenizer)
+        toks, vals, focus = context_window(stats, p, latent, tokenizer)
         rows.append(f"<div style='margin:2px 0'><b>{vals[focus]:.2f}</b> " +
                     highlight_html(toks, vals, vmax, focus) + "</div>")
     body = "".join(rows) or "<i>no examples: this latent never fired on the statistics' text</i>"
@@ -128,9 +130,9 @@ def _final_norm(model):
 
 
 @torch.no_grad()
-def logit_effects(lm: LM, sae: SAE, latent: int, k: int = 10) -> dict:
-    """Top +k / -k tokens of the latent's decoder row read through the final norm's weight and the
-    unembedding (its direct effect on the logits, ignoring the norm's data-dependent scale)."""
+def logit_vector(lm: LM, sae: SAE, latent: int) -> torch.Tensor:
+    """[vocab] the latent's decoder row read through the final norm's weight and the unembedding (its direct
+    effect on the logits, ignoring the norm's data-dependent scale)."""
     d = sae.W_dec[latent].detach().float().cpu()
     norm = _final_norm(lm.model)
     if norm is not None:
@@ -140,7 +142,13 @@ def logit_effects(lm: LM, sae: SAE, latent: int, k: int = 10) -> dict:
         if w is not None:
             d = d * w.detach().float().cpu()
     W_U = lm.model.get_output_embeddings().weight.detach().float().cpu()
-    logits = W_U @ d
+    return W_U @ d
+
+
+@torch.no_grad()
+def logit_effects(lm: LM, sae: SAE, latent: int, k: int = 10) -> dict:
+    """Top +k / -k tokens of `logit_vector`: what the latent promotes and suppresses directly."""
+    logits = logit_vector(lm, sae, latent)
     top = logits.topk(k)
     bot = (-logits).topk(k)
     tok = lm.tokenizer
@@ -237,17 +245,22 @@ def check_latent(stats: LatentStats, latent) -> int:
     return i
 
 
-def latent_page_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, explanation: str | None = None) -> str:
-    """A self-contained HTML dashboard of one latent (plotly.js inlined): for places where widgets do not render."""
+def latent_page_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, explanation: str | None = None,
+                     plotly_src: str | None = None, header: str = "") -> str:
+    """A self-contained HTML dashboard of one latent: for places where widgets do not render. plotly.js is inlined,
+    or loaded from `plotly_src` (a relative path: many pages share one copy, `saelab.interp.export`); `header`:
+    HTML put first (e.g. a link back to an index)."""
     latent = check_latent(stats, latent)
     figs = [activation_figure(stats, latent), density_figure(stats, latent)]
-    plots = "".join(f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+    plots = "".join(f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 and not plotly_src else False)
                     for i, f in enumerate(figs))
-    body = (latent_header_html(stats, latent, explanation) + plots +
+    body = (header + latent_header_html(stats, latent, explanation) + plots +
             logit_effects_html(logit_effects(lm, sae, latent)) +
             top_examples_html(stats, latent, lm.tokenizer) + quantile_examples_html(stats, latent, lm.tokenizer))
     title = html.escape(f"saelab · latent {latent}")
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{body}</body></html>"
+    script = f"<script src='{html.escape(plotly_src, quote=True)}'></script>" if plotly_src else ""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{script}</head>"
+            f"<body>{body}</body></html>")
 
 
 def export_latent_html(lm: LM, sae: SAE, stats: LatentStats, latent: int, path, explanation: str | None = None):

@@ -64,3 +64,35 @@ def run_to_site(lm: LM, input_ids: torch.Tensor, site: str, layer: int) -> torch
     return captured["acts"]
 
 
+
+
+@torch.no_grad()
+def run_to_sites(lm: LM, input_ids: torch.Tensor, targets: list[tuple[str, int]]
+                 ) -> dict[tuple[str, int], torch.Tensor]:
+    """Activations [B, T, d] at each (site, layer) of `targets` from ONE forward pass, which stops right after the
+    last of them has run. Each is the same tensor `run_to_site` gives for that target alone (the blocks before it
+    compute the same thing whether or not the pass goes on)."""
+    targets = list(dict.fromkeys(targets))
+    captured: dict[tuple[str, int], torch.Tensor] = {}
+
+    def hook_for(target):
+        def hook(_mod, _inp, out):
+            acts = out[0] if isinstance(out, tuple) else out
+            captured[target] = acts.detach().clone() if len(captured) + 1 < len(targets) else acts
+            if len(captured) == len(targets):
+                raise _StopForward
+        return hook
+
+    handles = [site_module(lm.model, site, layer).register_forward_hook(hook_for((site, layer)))
+               for site, layer in targets]
+    try:
+        lm.model(input_ids=input_ids.to(lm.device), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [t for t in targets if t not in captured]
+    if missing:
+        raise RuntimeError(f"the hooks at {missing} never ran")
+    return captured

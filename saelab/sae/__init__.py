@@ -10,7 +10,8 @@
     kernels      sparse encode/decode and their backward passes (CPU and CUDA)
     losses       the paper's normalized MSE of one batch (the training loss)
     folder       saelab's SAE folder as files (cfg.json + sae.safetensors), no model code
-    formats/     other libraries' SAE files (SAE Lens, sparsify, OpenAI, Hub) and `load_sae`
+    formats/     other libraries' SAE files (SAE Lens, sparsify, OpenAI, Gemma Scope, Llama Scope, dictionary_learning,
+                 the Hub, SAE Lens release names) and `load_sae`; `push` to the Hub
 
 May import: the earlier stages (`lm`, `acts`; none is needed today) and the top-level helpers. `formats/` builds
 on the model, so the model never imports `formats/` (the layout test would see the circle).

@@ -49,6 +49,7 @@ from saelab.training.checkpoints import (
     write_checkpoint,
 )
 from saelab.training.ema import WeightEMA, fold_decoder_norms_
+from saelab.training.tracking import TensorBoardLog
 
 _STREAM_END = object()
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "read_log"]
@@ -153,12 +154,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_cache: ActivationCache | None, out_dir: str | Path,
                  eval_cache: ActivationCache | None = None, provenance: dict | None = None, device="cpu",
-                 stream=None, stream_tokens: int | None = None):
+                 stream=None, stream_tokens: int | None = None, tracker=None):
         """Train from `train_cache`, or on the fly from `stream` (an iterable of [tokens, d] batches of
         `cfg.batch_size / world` rows, e.g. a `StreamShuffleBuffer` over `stream_activations`) for `stream_tokens`
         (the schedule's length; the run ends early, and says so, when the stream runs dry first: the
-        outlier rule drops ~1% of the harvested positions)."""
-        self.cfg, self.train_cache, self.eval_cache = cfg, train_cache, eval_cache
+        outlier rule drops ~1% of the harvested positions). `tracker` gets each log.jsonl record too (tracking)."""
+        self.cfg, self.train_cache, self.eval_cache, self.tracker = cfg, train_cache, eval_cache, tracker
         self.out = Path(out_dir)
         self.rank, self.world = rank_world()
         self.device = torch.device(device)
@@ -296,9 +297,7 @@ class Trainer:
         if is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if cfg.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(self.out / "tensorboard")
+                self.writer = TensorBoardLog(self.out / "tensorboard")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and is_main),
                    desc=f"train n={cfg.n_latents} k={cfg.k}", unit="step", dynamic_ncols=True)
         t0 = time.time()
@@ -352,7 +351,7 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         if self.writer is not None:
-            self.writer.close()
+            self.writer.finish()
         if is_main:
             self._save_final()
             if cfg.keep_checkpoints == 0:
@@ -400,10 +399,9 @@ class Trainer:
         self.history.append(rec)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-        if self.writer is not None:
-            for k, v in rec.items():
-                if k not in ("step",) and isinstance(v, float | int):
-                    self.writer.add_scalar(k, v, rec["step"])
+        for sink in (self.writer, self.tracker):
+            if sink is not None:
+                sink.log(rec)
 
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()

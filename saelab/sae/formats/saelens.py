@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from saelab.files import atomic_write, atomic_write_text
 from saelab.sae.config import SAEConfig
+from saelab.sae.formats.build import sae_from_weights
 from saelab.sae.formats.hooks import model_id, site_from_hook, transformerlens_hook
 from saelab.sae.input_norm import PER_TOKEN
 from saelab.sae.matryoshka import check_widths
@@ -218,20 +219,12 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     k = round(float(k)) if activation in ("topk", "batchtopk") else 32
     jumprelu = {f: float(fields[f]) for f in ("jumprelu_bandwidth", "jumprelu_init_threshold")
                 if activation == "jumprelu" and isinstance(fields.get(f), (int, float))}
-    sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=activation,
-                        matryoshka_widths=_widths(folder, fields, activation, n), **jumprelu,
-                        normalize=NORMALIZATIONS[norm], model=model_id(meta.get("model_name") or cfg.get("model_name")),
-                        site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
-                        hook=hook, source=f"sae_lens:{folder}")
-    sae = SAE(sae_cfg, seed=None, device=device)
-    with torch.no_grad():
-        sae.W_enc.copy_(W_enc.t())
-        sae.W_dec.copy_(W_dec)
-        sae.b_enc.copy_(b_enc)
-        sae.b_pre.copy_(b_dec)
-        if threshold is not None:
-            sae.threshold.copy_(threshold)
-    return sae
+    return sae_from_weights(folder, W_enc, b_enc, W_dec, b_dec, activation=activation, subtracts_b_dec=True, k=k,
+                            threshold_N=threshold, matryoshka_widths=_widths(folder, fields, activation, n),
+                            normalize=NORMALIZATIONS[norm], device=device, **jumprelu,
+                            model=model_id(meta.get("model_name") or cfg.get("model_name")),
+                            site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
+                            hook=hook, source=f"sae_lens:{folder}")
 
 
 def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:

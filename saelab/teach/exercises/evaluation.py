@@ -317,7 +317,8 @@ def check_effect_sparsity(fn) -> None:
         assert isinstance(got, float | torch.Tensor) and torch.as_tensor(got).numel() == 1, \
             f"with {what}: return one number, got {got!r}"
         if abs(float(got) - want) > 1e-6 * max(1.0, want) and len(case) > 1:
-            diagnose(float(got), [(_sparsity_variant(case, c), f"with {what}: {m}") for c, m in _MEDIAN_MISTAKES.items()],
+            diagnose(float(got), [(_sparsity_variant(case, c), f"with {what}: {m}")
+                                  for c, m in _MEDIAN_MISTAKES.items()],
                      atol=1e-6)
         assert abs(float(got) - want) <= 1e-6 * max(1.0, want), \
             f"with {what} (shape {tuple(case.shape)}): expected {want:.6g}, got {float(got):.6g}"

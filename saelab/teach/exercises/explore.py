@@ -109,7 +109,8 @@ def _check_top(top, acts, m) -> None:
     for c, t in top:
         if float(acts[c, t]) != float(best_v[c]):
             raise AssertionError(f"top example ({c}, {t}) is not context {c}'s strongest position (activation "
-                                 f"{float(acts[c, t]):.3g}; its strongest is {float(best_v[c]):.3g}): show each context "
+                                 f"{float(acts[c, t]):.3g}; its strongest is {float(best_v[c]):.3g}): "
+                                 "show each context "
                                  "at its strongest position")
     if top and top == sorted(top, key=lambda p: float(acts[p])) and len(top) > 1:
         raise AssertionError("strongest FIRST: sort the top examples by activation in descending order")
@@ -339,7 +340,8 @@ def _concept_cases():
 
     One slot per token (K = 1), the answer latent 0 (the same index as the padding, whose activation is 0):
     build 120 tokens, the concept on 30; latent 0 fires on 24 of them and 3 others (F1 48/57), latent 3 on the 6 other
-    concept tokens only (F1 1/3), latent 5 on 40 others. Test 80 tokens, the concept on 40; latent 0 fires on 30 of them and
+    concept tokens only (F1 1/3), latent 5 on 40 others. Test 80 tokens, the concept on 40; latent 0 fires on 30 of them
+    and
     6 others (precision 0.75, recall 30/36). Then 50 latents, the answer the last one (49), K = 3: build 100 tokens,
     the concept on 20; latent 49 fires on 18 of them and 1 other (F1 36/39), latent 10 everywhere, latent 20 on 5
     concept tokens; test 60 tokens, the concept on 15, latent 49 on 12 of them and 4 others."""

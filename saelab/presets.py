@@ -131,6 +131,23 @@ def course_folder(name: str, fast: bool | None = None) -> Path:
     return assets.home() / "course" / ("fast" if (fast_mode() if fast is None else fast) else "full") / name
 
 
+def zoo_recipe(kind: str = "topk", fast: bool | None = None, progress: bool = True, **overrides):
+    """(the TrainConfig of zoo SAE `kind`, its folder under $SAELAB_HOME/saes, named by a hash of the settings)."""
+    from saelab.acts.harvest import harvest_key
+    from saelab.training.checkpoints import ADDED_AFTER_0_3
+
+    if kind not in ZOO:
+        raise ValueError(f"unknown zoo SAE {kind!r}; choose from {sorted(ZOO)}")
+    fast = fast_mode() if fast is None else fast
+    settings = {**ZOO[kind], **(ZOO_FAST.get(kind, {}) if fast else {}), **overrides}
+    tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
+    hcfg = harvest_defaults(fast)
+    train = {k: v for k, v in asdict(tcfg).items() if not (k in ADDED_AFTER_0_3 and v == ADDED_AFTER_0_3[k])}
+    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**train, "progress": None}}, sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return tcfg, assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
+
+
 def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True, device: str = "cpu", **overrides):
     """An SAE of the zoo trained on the main job's data (trained once, then loaded from the cache).
 
@@ -143,20 +160,8 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     from saelab.training.trainer import Trainer
 
     device = resolve_device(device)
-
-    if kind not in ZOO:
-        raise ValueError(f"unknown zoo SAE {kind!r}; choose from {sorted(ZOO)}")
     fast = fast_mode() if fast is None else fast
-    settings = {**ZOO[kind], **(ZOO_FAST.get(kind, {}) if fast else {}), **overrides}
-    tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
-    hcfg = harvest_defaults(fast)
-    from saelab.acts.harvest import harvest_key
-    from saelab.training.checkpoints import ADDED_AFTER_0_3
-
-    train = {k: v for k, v in asdict(tcfg).items() if not (k in ADDED_AFTER_0_3 and v == ADDED_AFTER_0_3[k])}
-    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**train, "progress": None}}, sort_keys=True)
-    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
-    folder = assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
+    tcfg, folder = zoo_recipe(kind, fast, progress=progress, **overrides)
     with _lock(folder.with_suffix(".lock")):
         if not (folder / "sae" / "cfg.json").exists():
             train, held = default_caches(fast, progress=progress)

@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from saelab import assets
+from saelab.sae.families import FAMILIES
 
 FAST_ENV = "SAELAB_FAST"
 
@@ -71,7 +72,7 @@ L1_MATCHED = 0.206
 ZOO = {
     "topk": {},
     "multi_topk": {"multi_topk": True},
-    "relu": {"activation": "relu", "l1_coef": L1_MATCHED, "l1_warmup_frac": 0.25, "k_aux": 0, "lr": 2e-3},
+    "relu": {**FAMILIES["relu"].recipe, "l1_coef": L1_MATCHED},  # the ReLU family's study recipe, matched
 }
 # Fast mode (CI-sized): 14 steps are too few for L1 to settle at any coefficient that leaves latents alive, so the
 # fast ReLU SAE is not matched (0.1 gives L0 ~130; 0.3 kills every latent).
@@ -134,7 +135,7 @@ def course_folder(name: str, fast: bool | None = None) -> Path:
 def zoo_recipe(kind: str = "topk", fast: bool | None = None, progress: bool = True, **overrides):
     """(the TrainConfig of zoo SAE `kind`, its folder under $SAELAB_HOME/saes, named by a hash of the settings)."""
     from saelab.acts.harvest import harvest_key
-    from saelab.training.checkpoints import ADDED_AFTER_0_3
+    from saelab.training.identity import run_key
 
     if kind not in ZOO:
         raise ValueError(f"unknown zoo SAE {kind!r}; choose from {sorted(ZOO)}")
@@ -142,8 +143,8 @@ def zoo_recipe(kind: str = "topk", fast: bool | None = None, progress: bool = Tr
     settings = {**ZOO[kind], **(ZOO_FAST.get(kind, {}) if fast else {}), **overrides}
     tcfg = replace(train_defaults(fast), **settings, progress=progress, checkpoint_every=0)
     hcfg = harvest_defaults(fast)
-    train = {k: v for k, v in asdict(tcfg).items() if not (k in ADDED_AFTER_0_3 and v == ADDED_AFTER_0_3[k])}
-    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**train, "progress": None}}, sort_keys=True)
+    key = json.dumps({"harvest": harvest_key(hcfg), "train": {**run_key(tcfg, "0.3"), "progress": None}},
+                     sort_keys=True)  # 0.3's folder names stay: fields added since then count only when on
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     return tcfg, assets.home() / "saes" / f"{hcfg.model}-{kind}-{'fast' if fast else 'full'}-{tag}"
 

@@ -975,7 +975,7 @@ def test_jumprelu_threshold_grad_check(wrong, message):
 
 
 def test_jumprelu_exercise_solution_agrees_with_the_training_code():
-    from saelab.sae.jumprelu import jumprelu
+    from saelab.sae.families.jumprelu import jumprelu
 
     g = torch.Generator().manual_seed(0)
     pre, theta = torch.rand(16, 8, generator=g), torch.rand(8, generator=g).requires_grad_(True)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "saelab"
 # Lowest first. A module may import its own stage and any earlier one.
 STAGES = ("helpers", "lm", "acts", "sae", "evals", "training", "studies", "interp", "teach", "app")
 TOP_LEVEL = {  # modules directly under saelab/: which stage each belongs to
-    "files": "helpers", "config": "helpers", "assets": "helpers", "distributed": "helpers", "pages": "helpers",
+    "files": "helpers", "flags": "helpers", "assets": "helpers", "distributed": "helpers", "pages": "helpers",
     "presets": "app", "commands": "app", "cli": "app", "__main__": "app", "__init__": "app",
 }
 MAX_LINES = 450

@@ -37,8 +37,8 @@ from saelab.acts.corpus import (
     separator_id,
 )
 from saelab.acts.outliers import outlier_mask
-from saelab.config import check_choices
 from saelab.distributed import rank_world
+from saelab.flags import check_choices
 from saelab.lm.models import LM, check_device, load_lm, resolve_device
 from saelab.lm.sites import run_to_site, site_module
 

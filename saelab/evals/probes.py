@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from saelab.acts.corpus import ContextConfig, load_corpus, select_split
-from saelab.config import check_choices
 from saelab.evals.splice import SpliceSite, eligible_mask, heldout_context
+from saelab.flags import check_choices
 from saelab.lm.models import LM
 from saelab.lm.sites import run_to_site
 from saelab.sae.kernels import dense_codes

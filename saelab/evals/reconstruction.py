@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-from saelab.acts.cache import ActivationCache
+from saelab.acts.cache import Activations
 
 
 class NormalizedMSE:
@@ -34,7 +34,7 @@ class NormalizedMSE:
 
 def _batches(data, batch_size: int, max_tokens: int | None) -> Iterable[torch.Tensor]:
     """[tokens, d] batches of an ActivationCache, a tensor, or an iterable of batches (cut at max_tokens)."""
-    if isinstance(data, ActivationCache):
+    if isinstance(data, Activations):
         source = (acts[s:s + batch_size] for i in range(len(data.shard_sizes))
                   for acts in [data.read_shard(i)["acts"]] for s in range(0, len(acts), batch_size))
     elif isinstance(data, torch.Tensor):

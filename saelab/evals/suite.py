@@ -19,7 +19,6 @@ from typing import Literal
 import torch
 
 from saelab.acts.corpus import DEFAULT_CORPUS, build_contexts, load_corpus
-from saelab.config import check_choices
 from saelab.evals.ablation import ablation_sparsity, position_ablation_sparsity
 from saelab.evals.absorption import AbsorptionConfig, fast_absorption_config, first_letter_absorption
 from saelab.evals.downstream import downstream_loss
@@ -27,6 +26,7 @@ from saelab.evals.n2g import N2GConfig, n2g_evaluation
 from saelab.evals.probes import ProbeConfig, probe_losses
 from saelab.evals.splice import SpliceSite, encode_contexts, heldout_context, site_mean
 from saelab.files import atomic_write_text
+from saelab.flags import check_choices
 from saelab.lm.models import LM
 from saelab.sae.model import SAE
 

@@ -35,17 +35,19 @@ from safetensors.torch import load_file, save_file
 
 from saelab.files import atomic_write, atomic_write_text
 from saelab.sae.config import SAEConfig
+from saelab.sae.families import FAMILIES, family_of, saelens_architectures
+from saelab.sae.families.matryoshka import check_widths
 from saelab.sae.formats.hooks import model_id, site_from_hook, transformerlens_hook
 from saelab.sae.input_norm import PER_TOKEN
-from saelab.sae.matryoshka import check_widths
 from saelab.sae.model import SAE
 
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
 SAELENS_FORMAT = "6.54.12"  # the SAE Lens version whose layout `to_saelens` writes (and is tested against)
-ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk",
-                 "matryoshka_batchtopk": "batchtopk"}
-"""SAE Lens architecture -> saelab activation ('batchtopk' and 'matryoshka_batchtopk' are training folders)."""
-BATCHTOPK_FAMILY = ("batchtopk", "matryoshka_batchtopk")
+ARCHITECTURES = saelens_architectures()
+"""SAE Lens architecture -> saelab activation, from the families' registry ('batchtopk' and 'matryoshka_batchtopk'
+are training folders)."""
+BATCHTOPK_FAMILY = tuple(arch for arch, act in ARCHITECTURES.items() if act == "batchtopk")
+"""SAE Lens's training folders of BatchTopK SAEs (a scalar 'topk_threshold')."""
 NO_EQUIVALENT = {
     "gated": "a gated SAE's separate gate and magnitude encoders have no saelab equivalent",
     "abstopk": "TopK of |pre| keeps negative activations, which saelab's activations do not",
@@ -147,7 +149,7 @@ def _family(cfg: dict, arch: str, threshold: torch.Tensor | None) -> str:
 
 
 def _widths(folder: Path, fields: dict, activation: str, n: int) -> list[int] | None:
-    widths = fields.get("matryoshka_widths") if activation in ("topk", "batchtopk") else None
+    widths = fields.get("matryoshka_widths") if FAMILIES[activation].nests else None
     if not widths:
         return None
     try:
@@ -215,11 +217,10 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     k = fields.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0
     # BatchTopK's k is a mean over the batch (a float in SAE Lens); a ReLU / JumpReLU SAE has no k: 32 sets
     # test-time TopK sweeps' default
-    k = round(float(k)) if activation in ("topk", "batchtopk") else 32
-    jumprelu = {f: float(fields[f]) for f in ("jumprelu_bandwidth", "jumprelu_init_threshold")
-                if activation == "jumprelu" and isinstance(fields.get(f), (int, float))}
+    k = round(float(k)) if FAMILIES[activation].has_k else 32
     sae_cfg = SAEConfig(d_in=d, n_latents=n, k=min(max(k, 1), n), activation=activation,
-                        matryoshka_widths=_widths(folder, fields, activation, n), **jumprelu,
+                        matryoshka_widths=_widths(folder, fields, activation, n),
+                        **FAMILIES[activation].saelens_options(fields),
                         normalize=NORMALIZATIONS[norm], model=model_id(meta.get("model_name") or cfg.get("model_name")),
                         site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
                         hook=hook, source=f"sae_lens:{folder}")
@@ -244,7 +245,7 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         out = {"W_enc": (sae.W_enc * s).t().contiguous().cpu(), "b_enc": sae.b_enc.detach().cpu().clone(),
                "W_dec": (sae.W_dec / s).contiguous().cpu(), "b_dec": (sae.b_pre / s).detach().cpu()}
-        if c.activation in ("jumprelu", "batchtopk"):  # BatchTopK exports as SAE Lens does: a JumpReLU at its threshold
+        if hasattr(sae, "threshold"):  # BatchTopK exports as SAE Lens does: a JumpReLU at its threshold
             out["threshold"] = sae.threshold.detach().cpu().clone()
     return out
 
@@ -252,17 +253,10 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
 def training_record(cfg: SAEConfig) -> dict:
     """What SAE Lens's inference save keeps of the training family in metadata: training_architecture (SAE
     Lens's name for it) and training_architecture_details, here only the fields that mean the same in both
-    libraries (k, matryoshka_widths; JumpReLU's bandwidth and initial threshold)."""
-    name = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}[cfg.activation]
-    details: dict = {}
-    if cfg.activation in ("topk", "batchtopk"):
-        details["k"] = cfg.k
-    if cfg.matryoshka_widths:
-        details["matryoshka_widths"] = [int(w) for w in cfg.matryoshka_widths]
-        name = "matryoshka_batchtopk" if name == "batchtopk" else name  # SAE Lens has no Matryoshka TopK class
-    if cfg.activation == "jumprelu":
-        details.update(jumprelu_bandwidth=cfg.jumprelu_bandwidth, jumprelu_init_threshold=cfg.jumprelu_init_threshold)
-    return {"training_architecture": name, "training_architecture_details": details}
+    libraries (k, matryoshka_widths; JumpReLU's bandwidth and initial threshold): the family's own."""
+    family = family_of(cfg)
+    return {"training_architecture": family.training_architecture(cfg),
+            "training_architecture_details": family.saelens_details(cfg)}
 
 
 def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
@@ -274,7 +268,7 @@ def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
     weights = folded_weights(sae)
-    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}[c.activation]
+    arch = family_of(c).export_architecture(c)
     hook = c.hook if c.source and c.source.startswith("sae_lens") and c.hook else transformerlens_hook(c.site, c.layer)
     norm = {"constant_norm_rescale": "constant_norm_rescale"}.get(c.normalize,
                                                                   "layer_norm" if c.normalize in PER_TOKEN else "none")

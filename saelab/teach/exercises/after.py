@@ -5,9 +5,7 @@ solutions and checks that name the mistake, and the synthetic hierarchy that sec
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -160,17 +158,16 @@ def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n
                        device="cpu", seed: int = 0):
     """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
     recipe (batch 1024, lr 2e-3, no input normalisation; Matryoshka with four doubling prefixes)."""
-    from saelab.acts.cache import cache_from_tensor
+    from saelab.sae.families import FAMILIES, studied
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, bench_train_config
     from saelab.training.trainer import Trainer
 
-    if family not in ("topk", "batchtopk", "matryoshka"):
-        raise ValueError(f"family must be topk, batchtopk or matryoshka (trained at k), got {family!r}")
+    at_k = [name for name in studied() if FAMILIES[name].has_k]
+    if family not in at_k:
+        raise ValueError(f"family must be one trained at k ({', '.join(at_k)}), got {family!r}")
     cfg = bench_train_config(replace(SyntheticBenchConfig(), n_latents=n_latents, epochs=epochs, seed=seed), family, k)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, cache_from_tensor(x_BD, Path(tmp) / "cache", name="hierarchy"), Path(tmp) / "run",
-                          device=str(device))
-        trainer.train()
+    trainer = Trainer(cfg, x_BD, device=str(device))  # in memory: nothing written
+    trainer.train()
     return trainer.sae
 
 

@@ -11,8 +11,9 @@ The package is the pipeline, one stage a subpackage; imports point down the stag
     interp    latent statistics, the explorer, steering, attribution
     teach     the toy data and the notebooks' exercise checks
 
-Top level: `cli` and `commands` (the `saelab` command), `presets` (the main job and the zoo), and the
-helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
+Top level: `cli` and `commands` (the `saelab` command), `presets` (the main job's settings), `zoo` (SAEs trained
+with them, cached), `course` (the notebooks' budget), and the helpers every stage may use (`assets`, `files`,
+`flags`, `distributed`, `pages`).
 
 The names below are the stable API (`from saelab import SAE, Trainer, harvest`); each is imported on first
 use, so `import saelab` alone does not import torch. Upgrading from 0.1, where every module sat directly under
@@ -31,11 +32,11 @@ _API = {
     "reconstruction_metrics": "saelab.evals.reconstruction", "SpliceSite": "saelab.evals.splice",
     "encode_contexts": "saelab.evals.splice", "downstream_loss": "saelab.evals.downstream",
     "run_suite": "saelab.evals.suite", "SuiteConfig": "saelab.evals.suite",
-    "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.trainer",
+    "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.config",
     "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering",
     "LatentExplorer": "saelab.interp.explorer",
-    "zoo_sae": "saelab.presets",
-    "course_sae": "saelab.presets",
+    "zoo_sae": "saelab.zoo",
+    "course_sae": "saelab.course",
 }
 __all__ = sorted(_API)
 

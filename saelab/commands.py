@@ -187,8 +187,8 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int) -> int:
 def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
     """{name: SAE} from NAME=SOURCE / SOURCE specs (any layout `load_sae` reads: a saelab, SAE Lens or sparsify
     folder, an OpenAI .pt, hf://owner/repo[/subfolder]) and zoo kinds (trained on first use)."""
-    from saelab.presets import ZOO, zoo_sae
     from saelab.sae.formats import load_sae
+    from saelab.zoo import ZOO, zoo_sae
 
     saes = {}
     for kind in [z for z in (zoo or "").split(",") if z]:
@@ -208,7 +208,7 @@ def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
     if len(models) > 1:
         print(f"saelab: warning: the SAEs record different models {sorted(models)}; all are spliced into one LM "
               "(--model, else the first SAE's)", file=sys.stderr)
-    keys = {(s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
+    keys = {(s.family.writes(s.cfg), s.cfg.layer, s.cfg.d_in) for s in saes.values()}  # a transcoder: its output
     if len(keys) > 1:
         raise ValueError(f"the SAEs sit at different sites/layers/widths: {sorted(map(str, keys))}; "
                          "compare SAEs of one site at a time")

@@ -1,6 +1,7 @@
-"""Safe writes: atomic file replacement and an exclusive lock on a run folder.
+"""Safe writes: atomic file replacement, an exclusive lock on a run folder (`run_lock`: a second run is refused) and
+a lock that waits its turn (`waiting_lock`: a second process waits for the first, e.g. to train a zoo SAE once).
 
-`fcntl` locks are POSIX-only; on Windows `run_lock` warns and does not lock.
+`fcntl` locks are POSIX-only; on Windows both warn and do not lock.
 """
 
 from __future__ import annotations
@@ -108,3 +109,22 @@ def run_lock(folder: str | Path, what: str = "run"):
             f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
+
+
+@contextmanager
+def waiting_lock(path: str | Path):
+    """Hold the lock file `path` exclusively for the block, waiting while another process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        warnings.warn("saelab: file locking needs fcntl (POSIX); two processes may do the same work", stacklevel=2)
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -18,8 +18,8 @@ VARIANTS = {"aux-dense-subset": (16, 1 << 30), "aux-sparse-rows": (0, 1 << 30), 
 
 
 def _sae(kernel: str, changes: dict) -> SAE:
-    sae = SAE(SAEConfig(d_in=32, n_latents=256, k=4, normalize="per_token_unit_norm", kernel=kernel, k_aux=16,
-                        **changes), seed=0)
+    sae = SAE(SAEConfig(**{"d_in": 32, "n_latents": 256, "k": 4, "normalize": "per_token_unit_norm", "kernel": kernel,
+                           "k_aux": 16, **changes}), seed=0)
     base = {"W_enc", "W_dec", "b_enc", "b_pre"}
     with torch.no_grad():
         sae.b_pre.copy_(0.1 * torch.randn(32, generator=torch.Generator().manual_seed(1)))
@@ -43,7 +43,8 @@ def test_every_familys_sparse_backward_equals_dense_autograd(example, variant, m
         with pytest.raises(ValueError, match="pre-activations at once"):
             _sae("sparse", changes)(torch.randn(64, 32))
         return
-    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    width = fam.data_width(_sae("dense", changes).cfg)  # a transcoder's rows hold its input and its target
+    x = torch.randn(64, width, generator=torch.Generator().manual_seed(0)) * 3 + 1
     dead = torch.zeros(256, dtype=torch.bool)
     dead[::3] = True
     grads, outs = {}, {}
@@ -81,7 +82,7 @@ def test_every_family_is_described_and_its_options_are_sae_config_fields():
 ALLOWED = {  # (file, the assigned name or a piece of the line): why it is not a list of families
     ("saelab/sae/activation_fns.py", "ACTIVATIONS"): "test-time activation functions, which any SAE can be encoded "
                                                     "with: they share names with families, they are not families",
-    ("saelab/presets.py", "ZOO"): "the zoo's trained SAEs by kind ('multi_topk' is one): a list of SAEs, not of "
+    ("saelab/zoo.py", "ZOO"): "the zoo's trained SAEs by kind ('multi_topk' is one): a list of SAEs, not of "
                                   "families",
     ("saelab/sae/formats/saelens.py", "SAE Lens activation_fn"): "SAE Lens < 6's own activation_fn names, in the "
                                                                  "error that says which it reads",

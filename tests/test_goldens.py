@@ -80,6 +80,39 @@ def test_a_0_3_checkpoint_resumes_to_0_3s_weights(tmp_path):
         torch.testing.assert_close(final[k], want[k], atol=1e-6, rtol=1e-6, msg=k)
 
 
+COMMON = dict(n_latents=128, k=4, batch_size=256, epochs=2.0, lr=3e-3, eval_every=10**9, checkpoint_every=0,
+              keep_checkpoints=0, log_every=1, progress=False, dead_tokens=256, seed=3)
+RECIPES = {  # the TrainConfig calls that made the goldens under 0.3 (tests/data/goldens/make_goldens.py)
+    "topk": dict(normalize="per_token_unit_norm", k_aux=8),
+    "multi_topk": dict(normalize="dataset_unit_norm", multi_topk=True, k_aux=8),
+    "batchtopk": dict(normalize="per_token_unit_norm", activation="batchtopk", k_aux=8),
+    "matryoshka": dict(normalize="per_token_unit_norm", activation="batchtopk", matryoshka_widths="16,48", k_aux=8),
+    "jumprelu": dict(normalize="per_token_unit_norm", activation="jumprelu", l0_coef=0.01, k_aux=0,
+                     rescale_encoder_init=True, l1_warmup_frac=0.25),
+    "relu": dict(normalize="layernorm", activation="relu", l1_coef=0.01, l1_warmup_frac=0.25, k_aux=0),
+}
+
+
+def test_0_3_frontier_points_are_reused_by_todays_configs(tmp_path):
+    """Each golden folder is a 0.3 frontier point (sae/ with 0.3's flat train_config): today's TrainConfig, written
+    as 0.3's call was, reuses it instead of retraining; another setting is refused."""
+    from dataclasses import replace
+
+    from saelab.studies.frontier import train_point
+    from saelab.training.trainer import TrainConfig
+
+    for name, changes in RECIPES.items():
+        shutil.copytree(GOLDENS / name / "sae", tmp_path / name / "sae")
+        weights = tmp_path / name / "sae" / "sae.safetensors"
+        before = weights.stat().st_mtime_ns
+        cfg = TrainConfig(**COMMON, **changes)
+        sae = train_point(cfg, DATA["train"], tmp_path / name)
+        assert weights.stat().st_mtime_ns == before, name  # reused, not retrained
+        torch.testing.assert_close(sae.reconstruct(DATA["inputs"]), EXPECTED[f"{name}.recon"], atol=1e-6, rtol=0)
+        with pytest.raises(ValueError, match="trained with other settings"):
+            train_point(replace(cfg, lr=1e-3), DATA["train"], tmp_path / name)
+
+
 def test_a_0_3_run_folder_is_resumed_by_todays_command_line_and_refused_for_another(tmp_path):
     from dataclasses import asdict
 
@@ -114,8 +147,9 @@ def test_a_0_3_run_folder_is_resumed_by_todays_command_line_and_refused_for_anot
 def test_0_3_grid_ids_and_zoo_folders_are_kept(tmp_path):
     from dataclasses import replace
 
-    from saelab.presets import ZOO, train_defaults, zoo_recipe
+    from saelab.presets import train_defaults
     from saelab.studies.scaling_grid import ScaleConfig, grid_folder, grid_settings
+    from saelab.zoo import ZOO, zoo_recipe
 
     ids = json.loads((GOLDENS / "ids_0.3.json").read_text())
     for fast in (True, False):

@@ -94,6 +94,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     # each SAE spliced at the positions its own harvest trained on (its data record); `where`: the first's
     sites = {name: SpliceSite.of(sae, lm, positions=cfg.splice_positions) for name, sae in saes.items()}
     where = sites[next(iter(saes))]
+    if len({w.source for w in sites.values()}) > 1 and wanted & {"probe", "absorption"}:
+        raise ValueError("the probes and absorption read every SAE at one site, and these read different ones (a "
+                         "transcoder reads its MLP's input): run them on each SAE alone, or pass --metrics "
+                         "downstream,n2g,ablation")
     corpus = load_corpus(cfg.corpus)
     ctx_cfg = heldout_context(saes.values())  # the split the SAEs trained on
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)

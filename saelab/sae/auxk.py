@@ -1,6 +1,6 @@
 """AuxK (Gao et al. 2024, appendix A.2): the dead latents model what the live ones left, so they get gradients.
 
-    e     = x_n - x_hat_n                      (the residual, detached)
+    e     = x_n - x_hat_n                      (the residual, detached; a transcoder's: its target - its output)
     e_hat = W_dec^T TopK_{k_aux}(pre-activations of the dead latents)     (no b_pre: the residual has none;
                                                                            sparsify #132 added it twice)
     aux   = nmse(e_hat, e)
@@ -41,20 +41,21 @@ def _dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits):
     return None, torch.return_types.topk((torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])))
 
 
-def aux_loss(sae, x_n, recon_n, pre_BN, dead_mask_N, decode, reduce=None, centred=None) -> torch.Tensor:
-    """AuxK's loss: the top-k_aux dead latents' reconstruction of the residual x_n - recon_n, normalized MSE.
-    `pre_BN`: the step's dense pre-activations (or None); `decode`: the step's kernel (sparse or dense)."""
+def aux_loss(sae, x_n, resid, pre_BN, dead_mask_N, decode, reduce=None, centred=None) -> torch.Tensor:
+    """AuxK's loss: the top-k_aux dead latents' reconstruction of the residual `resid` (target - reconstruction,
+    detached), normalized MSE. `x_n`: the encoder's input; `pre_BN`: the step's dense pre-activations (or None);
+    `decode`: the step's kernel (sparse or dense)."""
     dead_idx = dead_mask_N.nonzero().squeeze(1)
     k_aux = min(sae.cfg.k_aux, dead_idx.numel())
-    centred = centred if centred is not None else (x_n - sae.b_pre).detach()
+    bias = sae.family.encoder_bias(sae)
+    centred = centred if centred is not None else (x_n - bias).detach()
     rows, M = len(x_n), dead_idx.numel()
     fits = rows * M * sae.W_enc.element_size() <= kernels.WORKSPACE_BYTES
     sub, top = _dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits)
-    resid = (x_n - recon_n).detach()
     if sae.cfg.kernel == "sparse" and fits and M <= AUX_DENSE_RATIO * k_aux:
         with torch.no_grad():
             z_BM = sub.zero_().scatter_(1, top.indices, top.values.relu())  # sub is not needed any more
-        resid_hat = subset_decode(centred, sae.W_enc, sae.b_enc, sae.b_pre, sae.W_dec, dead_idx, z_BM)
+        resid_hat = subset_decode(centred, sae.W_enc, sae.b_enc, bias, sae.W_dec, dead_idx, z_BM)
         return normalized_mse(resid_hat, resid, reduce).nan_to_num(0.0)
     aux_idx = dead_idx[top.indices]
     pattern = transposed_pattern(aux_idx, sae.cfg.n_latents) if sae.cfg.kernel == "sparse" else None

@@ -29,10 +29,18 @@ from saelab.sae.config import SAEConfig
 from saelab.sae.families import FAMILIES, family_of
 from saelab.sae.families.base import EncodeOut, ForwardOut, StepContext, dense_reference_encode, sparse_encode
 from saelab.sae.folder import check_shapes, read_folder, write_folder
-from saelab.sae.input_norm import PER_TOKEN, Undo, check_input, dataset_scale_from, geometric_median, normalize
-from saelab.sae.kernels import topk_rows
+from saelab.sae.input_norm import PER_TOKEN, Undo, check_input, geometric_median, normalize
+from saelab.sae.kernels import dense_codes, topk_rows
 
-__all__ = ["SAE", "EncodeOut", "ForwardOut", "geometric_median"]
+__all__ = ["SAE", "EncodeOut", "ForwardOut", "encode_dense", "geometric_median"]
+
+
+@torch.no_grad()
+def encode_dense(sae, x_BD: torch.Tensor, **encode_kwargs) -> torch.Tensor:
+    """The codes of `x_BD` as a dense [B, n] float32 matrix on the CPU (0 where a latent does not fire), for the
+    metrics that read codes latent by latent. `sae`: saelab's SAE, or anything with `encode` and `cfg.n_latents`."""
+    enc = sae.encode(x_BD, **encode_kwargs)
+    return dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
 
 
 class SAE(nn.Module):
@@ -124,14 +132,23 @@ class SAE(nn.Module):
         """(x in the SAE's input space, the `Undo` that maps a reconstruction there back to x's space)."""
         return normalize(x, self.cfg.normalize, self.input_scale.to(x.device, x.dtype))
 
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the SAE encodes, what it reconstructs) of rows of its data (an SAE: the same; a transcoder reads
+        rows of two sites)."""
+        return self.family.split(self, rows)
+
+    def target_space(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, Undo]:
+        """(the targets where the losses and the normalized MSE are measured, the `Undo` back to theirs)."""
+        return self.family.target_space(self, inputs, targets)
+
     @torch.no_grad()
     def init_from_data(self, sample_BD: torch.Tensor, bias_init: str = "geometric_median") -> None:
-        """Set the input scale ('dataset_unit_norm') and b_pre from a data sample (paper: geometric median)."""
-        sample = sample_BD.to(self.W_enc.device, torch.float32)
-        check_input(sample, self.cfg.d_in)
-        if self.cfg.normalize == "dataset_unit_norm":
-            self.input_scale.fill_(dataset_scale_from(sample))
-        x_n, _ = self.preprocess(sample)
+        """Set the normalisation's scale ('dataset_unit_norm') and b_pre from a sample of the data's rows (paper:
+        the geometric median, of what the SAE reconstructs)."""
+        inputs, targets = self.split(sample_BD.to(self.W_enc.device, torch.float32))
+        check_input(inputs, self.cfg.d_in)
+        self.family.fit_scales(self, inputs, targets)
+        x_n, _ = self.target_space(inputs, targets)
         if bias_init == "geometric_median":
             b = geometric_median(x_n)
         elif bias_init == "mean":
@@ -160,7 +177,7 @@ class SAE(nn.Module):
 
     # ---- encode / decode -----------------------------------------------------------------------
     def pre_acts(self, x_n: torch.Tensor) -> torch.Tensor:
-        return F.linear(x_n - self.b_pre, self.W_enc, self.b_enc)
+        return F.linear(x_n - self.family.encoder_bias(self), self.W_enc, self.b_enc)
 
     def encode(self, x: torch.Tensor, activation: str | None = None, k: int | None = None,
                threshold: float | torch.Tensor | None = None, keep_pre: bool = False, grad: bool = False
@@ -181,14 +198,16 @@ class SAE(nn.Module):
             acts, idx = make_activation(name, self.cfg.n_latents, k or self.cfg.k, threshold).select(pre)
             return EncodeOut(acts.to(x.device), idx.to(x.device), pre if keep_pre else None)
 
-    def decode_normalized(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, grad: bool = False
-                          ) -> torch.Tensor:
+    def decode_normalized(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, grad: bool = False,
+                          x_like: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruction in the SAE's input space (where the losses and the paper's normalized MSE live),
-        on the SAE's device. `grad=True` keeps the graph (to the activations and the decoder)."""
+        on the SAE's device. `grad=True` keeps the graph (to the activations and the decoder). `x_like`: the input,
+        for a family that adds a term of it (a transcoder's skip connection)."""
         dev = self.W_dec.device
         with torch.set_grad_enabled(grad):
-            return F.embedding_bag(top_idx_BK.to(dev), self.W_dec,
-                                   per_sample_weights=top_acts_BK.to(dev, self.W_dec.dtype), mode="sum") + self.b_pre
+            recon_n = F.embedding_bag(top_idx_BK.to(dev), self.W_dec,
+                                      per_sample_weights=top_acts_BK.to(dev, self.W_dec.dtype), mode="sum") + self.b_pre
+            return self.family.decode_extra(self, recon_n, x_like)
 
     def decode(self, top_acts_BK: torch.Tensor, top_idx_BK: torch.Tensor, x_like: torch.Tensor | None = None,
                grad: bool = False) -> torch.Tensor:
@@ -197,15 +216,14 @@ class SAE(nn.Module):
         if self.cfg.normalize in PER_TOKEN and x_like is None:
             raise ValueError(f"a {self.cfg.normalize} SAE needs the original input to undo the normalisation")
         with torch.set_grad_enabled(grad):
-            recon_n = self.decode_normalized(top_acts_BK, top_idx_BK, grad)
+            recon_n = self.decode_normalized(top_acts_BK, top_idx_BK, grad, x_like)
             return self.undo_for(x_like, recon_n)(recon_n).to(
                 x_like.device if x_like is not None else top_acts_BK.device)
 
     def undo_for(self, x_like: torch.Tensor | None, like: torch.Tensor) -> Undo:
         """The `Undo` that maps the SAE's input space back to the space of `x_like` (per token when the
-        normalisation is per token; `like` gives the device and dtype)."""
-        reference = x_like.detach().to(like.device, self.W_dec.dtype) if x_like is not None else like.detach()
-        return self.preprocess(reference)[1]
+        normalisation is per token; `like` gives the device and dtype; a transcoder: to its target's space)."""
+        return self.family.output_undo(self, x_like, like)
 
     def reconstruct(self, x: torch.Tensor, grad: bool = False, **encode_kwargs) -> torch.Tensor:
         out = self.encode(x, grad=grad, **encode_kwargs)
@@ -222,10 +240,7 @@ class SAE(nn.Module):
         `ranks` (`saelab.distributed.Ranks`): the data-parallel job whose global batch the normalisers and
         selections are of (default: this batch only). `ramp`: the sparsity penalty's warmup factor this step.
         """
-        check_input(x, self.cfg.d_in)
-        x_n, undo = self.preprocess(x.to(self.W_enc.dtype))
-        ctx = StepContext(dead_mask_N, dead_mask_fn, ranks, ramp)
-        return self.family.train_forward(self, x_n.detach(), undo, ctx)
+        return self.family.forward(self, x, StepContext(dead_mask_N, dead_mask_fn, ranks, ramp))
 
     # ---- unit-norm decoder (appendix A.1) -------------------------------------------------------
     @torch.no_grad()

@@ -94,7 +94,8 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
     cfg = cfg or SyntheticBenchConfig()
     saelens = cfg.generator == "saelens"
     if saelens:
-        from saelab.acts.synthetic_saelens import make_saelens_toy, saelens_scores
+        from saelab.acts.synthetic_saelens import make_saelens_toy
+        from saelab.evals.ground_truth_saelens import saelens_scores
     data = make_saelens_toy(cfg.data) if saelens else make_toy(cfg.data)
     x, c = data.x_BD.float(), data.coeffs_BF
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]

@@ -1,12 +1,13 @@
 """Is it the same run? One answer, and one migration of old records, for every place that reuses training:
 run folders (`runs.check_run_folder`), checkpoints (`checkpoints.check_resumable`), frontier points
-(`saelab.studies.frontier.train_point`), the zoo (`saelab.presets.zoo_recipe`) and scaling grids
+(`saelab.studies.frontier.train_point`), the zoo (`saelab.zoo.zoo_recipe`) and scaling grids
 (`saelab.studies.scaling_grid.grid_settings`).
 
 A training config is compared as its `train_record`: TrainConfig's fields with the SAE's flat (as saelab 0.3 wrote
-them), old names and spellings migrated, fields that did not exist yet filled with the value that means "off".
-Hashed names (zoo folders, grid ids) use `run_key`, which leaves out the fields added since the name's format was
-fixed while they are off, so 0.2's grid ids and 0.3's zoo folders stay the same.
+them), old names and spellings migrated, and the fields a record predates filled with today's defaults, which mean
+"off" (a family's options are off at their defaults: `saelab.sae.families.base.Family.options`). Hashed names (zoo
+folders, grid ids) use `run_key`, which leaves out every field the name's format did not have while it is at its
+default, so 0.2's grid ids and 0.3's zoo folders stay the same, and a family added later changes no name.
 """
 
 from __future__ import annotations
@@ -24,16 +25,14 @@ RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", 
 a warm restart)."""
 PROVENANCE = ("d_in", "model", "site", "layer", "hook", "source")
 """SAEConfig fields set from the data, not asked: the data's identity is compared on its own."""
-ADDED = {  # field: (when it was added, its value when off: what a record written before it meant)
-    "ema_decay": ("0.3", None), "rescale_encoder_init": ("0.3", False),
-    "matryoshka_widths": ("after 0.3", None), "l0_coef": ("after 0.3", 0.0),
-    "jumprelu_bandwidth": ("issue 39", 0.001), "jumprelu_init_threshold": ("issue 39", 0.001),
-    "multi_topk_factor": ("issue 39", 4), "multi_topk_coef": ("issue 39", 1 / 8), "dtype": ("issue 39", "float32"),
-}
-"""Fields added to the training config after saelab 0.2, in order of the formats that name runs by a hash."""
-KEY_FORMATS = ("0.2", "0.3")
-"""The hashed names: grids name themselves as 0.2 did, the zoo as 0.3 did (`run_key`)."""
-_SINCE = {"0.2": ("0.3", "after 0.3", "issue 39"), "0.3": ("after 0.3", "issue 39")}
+FIELDS_0_3 = frozenset({
+    "n_latents", "k", "activation", "multi_topk", "k_aux", "aux_coef", "l1_coef", "l1_warmup_frac", "normalize",
+    "bias_init", "tied_init", "rescale_encoder_init", "ema_decay", "batch_size", "epochs", "lr", "adam_eps", "beta1",
+    "beta2", "warmup_frac", "decay_frac", "grad_clip", "dead_tokens", "eval_every", "log_every", "checkpoint_every",
+    "keep_checkpoints", "seed", "kernel", "tensorboard", "progress"})
+"""The training config's fields in saelab 0.3 (flat); `matryoshka_widths` and `l0_coef` came after its release."""
+KEY_FIELDS = {"0.2": FIELDS_0_3 - {"ema_decay", "rescale_encoder_init"}, "0.3": FIELDS_0_3}
+"""The fields each hashed name's format was made of: grids name themselves as 0.2 did, the zoo as 0.3 did."""
 
 
 def train_record(config) -> dict:
@@ -44,13 +43,19 @@ def train_record(config) -> dict:
         config = asdict(config)
     record = dict(config)
     sae = record.pop("sae", None) or {}
-    record = {**{k: v for k, v in sae.items() if k not in PROVENANCE}, **record}
-    record = {**{k: off for k, (_, off) in ADDED.items()}, **record}
+    record = {**_defaults(), **{k: v for k, v in sae.items() if k not in PROVENANCE}, **record}
     record["normalize"] = RENAMED.get(record.get("normalize"), record.get("normalize"))
     widths = record.get("matryoshka_widths")
     if isinstance(widths, str):  # 0.3 kept the command line's spelling ('doubling:5')
         record["matryoshka_widths"] = parse_widths(widths, record["n_latents"])
     return record
+
+
+def _defaults() -> dict:
+    """Today's training config's fields at their defaults, flat (a field a record lacks was off when it was written)."""
+    config = asdict(TrainConfig())
+    sae = config.pop("sae")
+    return {**{k: v for k, v in sae.items() if k not in PROVENANCE}, **config}
 
 
 def differences(saved, now, free=()) -> dict:
@@ -60,13 +65,12 @@ def differences(saved, now, free=()) -> dict:
 
 
 def run_key(config, format_: str) -> dict:
-    """The record a hashed name is made of, as the `format_` ('0.2' or '0.3') of that name made it: fields added
-    since then are left out while they are off (their values then are the ones runs of that version had)."""
-    if format_ not in KEY_FORMATS:
-        raise ValueError(f"format_ must be one of {KEY_FORMATS}")
-    record = train_record(config)
-    newer = {k: off for k, (when, off) in ADDED.items() if when in _SINCE[format_]}
-    return {k: v for k, v in record.items() if not (k in newer and v == newer[k])}
+    """The record a hashed name is made of, as the `format_` ('0.2' or '0.3') of that name made it: fields it did
+    not have are left out while they are at their defaults (off: the values runs of that version had)."""
+    if format_ not in KEY_FIELDS:
+        raise ValueError(f"format_ must be one of {tuple(KEY_FIELDS)}")
+    record, defaults = train_record(config), _defaults()
+    return {k: v for k, v in record.items() if k in KEY_FIELDS[format_] or v != defaults.get(k)}
 
 
 def train_config_from_record(record: dict) -> TrainConfig:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from saelab.acts.cache import data_record
 from saelab.distributed import rank_world, ranks
 from saelab.evals.reconstruction import reconstruction_metrics
+from saelab.sae.families import family_of
 from saelab.sae.model import SAE
 from saelab.training.config import TrainConfig
 from saelab.training.data import STREAM_END, TrainingData
@@ -37,11 +38,11 @@ DATA_IDENTITY = ("model", "model_hash", "site", "layer", "corpus", "split", "cor
 def new_sae(cfg: TrainConfig, data: TrainingData, provenance: dict, device) -> SAE:
     """The SAE `cfg` asks for, at the data's width, initialised as the paper does (or as `cfg` says)."""
     m = data.manifest
-    if cfg.sae.d_in is not None and cfg.sae.d_in != data.d_in:
-        raise ValueError(f"TrainConfig.sae.d_in is {cfg.sae.d_in} but the training data is {data.d_in} wide; leave "
+    where = {k: provenance.get(k, m.get(k)) for k in ("model", "site", "layer")}
+    sae_cfg = family_of(cfg.sae).config_for_data(cfg.sae, data.d_in, where)
+    if cfg.sae.d_in is not None and cfg.sae.d_in != sae_cfg.d_in:
+        raise ValueError(f"TrainConfig.sae.d_in is {cfg.sae.d_in} but the training data gives {sae_cfg.d_in}; leave "
                          "d_in unset (None): the Trainer takes it from the data")
-    sae_cfg = cfg.sae.__class__(**{**cfg.sae.__dict__, "d_in": data.d_in,
-                                   **{k: provenance.get(k, m.get(k)) for k in ("model", "site", "layer")}})
     sae = SAE(sae_cfg, seed=cfg.seed, device=device)
     sae.data_record = data_record(m, provenance)
     if not cfg.tied_init:

@@ -6,6 +6,7 @@
     matryoshka  nested prefixes, each reconstructing on its own (Bussmann et al. 2025), over TopK or BatchTopK
     jumprelu    learned per-latent thresholds and an L0 penalty (Rajamanoharan et al. 2024)
     relu        the ReLU + L1 baseline
+    transcoder  TopK transcoders: read an MLP's input, reconstruct its output (optional skip connection)
 
 A new family is a new file beside these and one `register` line below. Its options join `SAEConfig`; the model,
 the trainer, the studies and the file formats read everything else from the registry.
@@ -13,7 +14,7 @@ the trainer, the studies and the file formats read everything else from the regi
 
 from __future__ import annotations
 
-from saelab.sae.families import batchtopk, jumprelu, matryoshka, relu, topk
+from saelab.sae.families import batchtopk, jumprelu, matryoshka, relu, topk, transcoder
 from saelab.sae.families.base import Family
 
 FAMILIES: dict[str, Family] = {}
@@ -30,6 +31,7 @@ register(batchtopk.FAMILY)
 register(matryoshka.FAMILY)
 register(jumprelu.FAMILY)
 register(relu.FAMILY)
+register(transcoder.FAMILY)
 
 
 def activations() -> tuple[str, ...]:

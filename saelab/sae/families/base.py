@@ -11,12 +11,13 @@ never its private state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from saelab.sae.input_norm import check_input, dataset_scale_from
 from saelab.sae.kernels import dense_decode, dense_encode, selected_encode, sparse_decode, transposed_pattern
 from saelab.sae.losses import mean_predictor_mse
 
@@ -88,6 +89,11 @@ class Family:
     """The test-time activation (`saelab.sae.activation_fns`) that mirrors its training selection."""
     nests: bool = False
     """Its codes can be nested in Matryoshka prefixes."""
+    centres_input: bool = True
+    """Its encoder subtracts b_pre from its input (an SAE: the paper's); False: it reads its input as it is (a
+    transcoder, whose b_pre is its output's). SAE Lens calls this apply_b_dec_to_input."""
+    saelens_tensors: tuple[str, ...] = ()
+    """Its own tensors in SAE Lens's files beside W_enc, W_dec, b_enc, b_dec, threshold (a transcoder's W_skip)."""
     chunks: bool = True
     """Its training pass can compute the [batch, n] pre-activations in row chunks (when they exceed the workspace);
     False: it needs them whole and refuses larger batches."""
@@ -126,7 +132,53 @@ class Family:
         return "topk", None
 
     def train_forward(self, sae, x_n: torch.Tensor, undo, ctx: StepContext) -> ForwardOut:
+        """The training pass in the SAE's input space (`x_n` normalised and detached; `undo` maps back)."""
         raise NotImplementedError
+
+    # ---- how the family reads its data (an SAE: one site; a family may read one and reconstruct another) ----
+    def forward(self, sae, rows: torch.Tensor, ctx: StepContext) -> ForwardOut:
+        """The training pass on a batch of training rows (`SAE.forward`)."""
+        check_input(rows, sae.cfg.d_in)
+        x_n, undo = sae.preprocess(rows.to(sae.W_enc.dtype))
+        return self.train_forward(sae, x_n.detach(), undo, ctx)
+
+    def split(self, sae, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the SAE encodes, what it reconstructs) of rows of its data: an SAE's are the same."""
+        return rows, rows
+
+    def config_for_data(self, cfg, width: int, where: dict):
+        """The SAE's config for training rows `width` wide, from `where` (the data's model, site, layer)."""
+        return replace(cfg, d_in=width, **where)
+
+    def encoder_bias(self, sae) -> torch.Tensor:
+        """What the encoder subtracts from its input before W_enc: an SAE's b_pre (the paper's)."""
+        return sae.b_pre
+
+    def fit_scales(self, sae, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Set the normalisation's statistics from a data sample ('dataset_unit_norm': one scale)."""
+        if sae.cfg.normalize == "dataset_unit_norm":
+            sae.input_scale.fill_(dataset_scale_from(inputs))
+
+    def target_space(self, sae, inputs: torch.Tensor, targets: torch.Tensor):
+        """(targets where the losses are measured, the `Undo` back to theirs): an SAE's input space."""
+        return sae.preprocess(targets)
+
+    def output_undo(self, sae, x_like: torch.Tensor | None, like: torch.Tensor):
+        """The `Undo` from where the SAE reconstructs to the space of its target (per token: from `x_like`)."""
+        reference = x_like.detach().to(like.device, sae.W_dec.dtype) if x_like is not None else like.detach()
+        return sae.preprocess(reference)[1]
+
+    def decode_extra(self, sae, recon_n: torch.Tensor, x_like: torch.Tensor | None) -> torch.Tensor:
+        """What the family adds to the decoded codes (a transcoder's skip connection); an SAE: nothing."""
+        return recon_n
+
+    def writes(self, cfg) -> str | None:
+        """The site whose activation the SAE's output stands for (spliced there): an SAE's own."""
+        return cfg.site
+
+    def data_width(self, cfg) -> int:
+        """The width of the rows it trains on (an SAE: d_in; `config_for_data` reads it back)."""
+        return cfg.d_in
 
     def codes(self, sae, step: SparseStep, ctx: StepContext):
         """(acts_BK with graph, idx_BK, dense pre-activations or None) of the training selection (nesting families)."""
@@ -150,9 +202,14 @@ class Family:
         """The training fields that mean the same in SAE Lens (metadata.training_architecture_details)."""
         return {"k": cfg.k} if self.has_k else {}
 
-    def saelens_options(self, fields: dict) -> dict:
-        """SAEConfig options read back from SAE Lens's training fields."""
+    def saelens_options(self, fields: dict, site_of=None) -> dict:
+        """SAEConfig options read back from SAE Lens's cfg.json and training fields (`site_of`: its hook names as
+        saelab's (site, layer))."""
         return {}
+
+    def saelens_weights(self, sae) -> dict | None:
+        """SAE Lens's tensors of the SAE when the family folds them its own way; None: the SAE's way."""
+        return None
 
     def coef(self, cfg) -> float | None:
         return getattr(cfg, self.penalty.coef) if self.penalty else None
@@ -173,14 +230,23 @@ class SparseStep:
     encoder input, the kernels, the reconstruction loss and the end of the pass (fired latents, AuxK).
 
     In the SAE's input space: centred = x_n - b_pre; the codes' decode (no bias) minus `centred` is x_hat_n - x_n.
+    A family that reconstructs another target (`target_n`, with a term of its own `extra` added to the decode, such
+    as a transcoder's skip connection) passes them: then `centred_g` = target_n - b_pre - extra and the encoder's
+    input `centred` = x_n - its `encoder_bias`.
     """
 
-    def __init__(self, sae, x_n: torch.Tensor):
+    def __init__(self, sae, x_n: torch.Tensor, target_n: torch.Tensor | None = None,
+                 extra: torch.Tensor | None = None):
         self.sae, self.x_n = sae, x_n
+        self.target_n, self.extra = (x_n if target_n is None else target_n), extra
         self.sparse = sae.cfg.kernel == "sparse"
         self.decode = sparse_decode if self.sparse else dense_decode
-        self.centred_g = x_n - sae.b_pre  # differentiable in b_pre: recon_n - x_n = decoded - centred
-        self.centred = self.centred_g.detach()
+        if target_n is None:
+            self.centred_g = x_n - sae.b_pre  # differentiable in b_pre: recon_n - x_n = decoded - centred
+            self.centred = self.centred_g.detach()
+        else:
+            self.centred_g = self.target_n - sae.b_pre - (extra if extra is not None else 0.0)
+            self.centred = (x_n - sae.family.encoder_bias(sae)).detach()
         self.pattern = None
 
     def encode(self, idx_BK: torch.Tensor, vals_BK: torch.Tensor) -> torch.Tensor:
@@ -196,7 +262,7 @@ class SparseStep:
         """({'mse', 'nmse'}, total loss, the mean predictor's MSE) of the decoded codes `first` (no bias)."""
         rows = len(self.x_n)
         sse = F.mse_loss(first, self.centred_g, reduction="sum") / rows
-        baseline = mean_predictor_mse(self.x_n, ctx.reduce())
+        baseline = mean_predictor_mse(self.target_n, ctx.reduce())
         losses = {"mse": sse.detach() / self.sae.cfg.d_in, "nmse": sse / baseline}
         return losses, losses["nmse"], baseline
 
@@ -206,13 +272,15 @@ class SparseStep:
 
         sae, cfg = self.sae, self.sae.cfg
         recon_n = first + sae.b_pre  # returned with its graph (a user's own loss on it gets gradients)
+        if self.extra is not None:
+            recon_n = recon_n + self.extra
         fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=first.device)
         acts = acts_BK.detach()
         fired[idx_BK[acts > 0]] = True
         dead_mask_N = ctx.dead_mask_fn(fired) if ctx.dead_mask_fn is not None else ctx.dead_mask_N
         if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):  # + alpha * AuxK
-            losses["aux"] = aux_loss(sae, self.x_n, recon_n, pre_BN, dead_mask_N, self.decode, ctx.reduce(),
-                                     self.centred)
+            losses["aux"] = aux_loss(sae, self.x_n, (self.target_n - recon_n).detach(), pre_BN, dead_mask_N,
+                                     self.decode, ctx.reduce(), self.centred)
             total = total + cfg.aux_coef * losses["aux"]
         losses["total"] = total
         return ForwardOut(undo(recon_n), losses, acts, idx_BK, fired, (acts > 0).sum(-1).float().mean())
@@ -236,9 +304,10 @@ class SparseFamily(Family):
 
 def dense_reference_encode(sae, x_n, idx_BK):
     """The selected pre-activations by plain autograd (the 'dense' kernel)."""
-    return dense_encode(x_n, sae.b_pre, sae.W_enc, sae.b_enc, idx_BK)
+    return dense_encode(x_n, sae.family.encoder_bias(sae), sae.W_enc, sae.b_enc, idx_BK)
 
 
 def sparse_encode(sae, x_n, idx_BK, pre_BK, pattern=None, centred=None):
     """The selected pre-activations with the sparse backward (`kernels.selected_encode`)."""
-    return selected_encode(x_n, sae.b_pre, sae.W_enc, sae.b_enc, idx_BK, pre_BK, pattern, centred)
+    return selected_encode(x_n, sae.family.encoder_bias(sae), sae.W_enc, sae.b_enc, idx_BK, pre_BK, pattern,
+                           centred)

@@ -186,7 +186,8 @@ def jumprelu_forward(sae, x_n: torch.Tensor, undo, ctx) -> ForwardOut:
         fired[idx[active]] = True
     dead_mask_N = ctx.dead_mask_fn(fired) if ctx.dead_mask_fn is not None else ctx.dead_mask_N
     if cfg.k_aux and dead_mask_N is not None and bool(dead_mask_N.any()):
-        losses["aux"] = aux_loss(sae, x_n, recon_n, pre_BN, dead_mask_N, decode, ctx.reduce(), centred)
+        losses["aux"] = aux_loss(sae, x_n, (x_n - recon_n).detach(), pre_BN, dead_mask_N, decode, ctx.reduce(),
+                                 centred)
         total = total + cfg.aux_coef * losses["aux"]
     losses["total"] = total
     return ForwardOut(undo(recon_n), losses, acts if idx is not None else None, idx, fired,
@@ -214,8 +215,8 @@ class JumpReLU(Family):
     def saelens_details(self, cfg) -> dict:
         return {"jumprelu_bandwidth": cfg.jumprelu_bandwidth, "jumprelu_init_threshold": cfg.jumprelu_init_threshold}
 
-    def saelens_options(self, fields: dict) -> dict:  # not its l0_coefficient: SAE Lens's L0 term is relative to
-        # summed squared error, saelab's to normalised MSE
+    def saelens_options(self, fields: dict, site_of=None) -> dict:
+        # not its l0_coefficient: SAE Lens's L0 term is relative to summed squared error, saelab's to normalised MSE
         return {f: float(fields[f]) for f in ("jumprelu_bandwidth", "jumprelu_init_threshold")
                 if isinstance(fields.get(f), (int, float))}
 

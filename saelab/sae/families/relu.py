@@ -25,10 +25,10 @@ class ReLU(Family):
     name, display, options, selection = "relu", "ReLU + L1", ReLUOptions, "relu"
     has_k = False
     recipe = {"activation": "relu", "l1_warmup_frac": 0.25, "k_aux": 0, "lr": 2e-3}
-    """The zoo's ReLU + L1 recipe (`saelab.presets.ZOO['relu']`) without its coefficient: lr 2e-3 (3e-3 and above
+    """The zoo's ReLU + L1 recipe (`saelab.zoo.ZOO['relu']`) without its coefficient: lr 2e-3 (3e-3 and above
     collapsed in earlier runs), L1 warmed up over the first quarter of steps, no AuxK."""
     penalty = Penalty("l1_coef", 0.183, 2.4, 0.25)
-    """The zoo's calibration (presets.py): 0.183 at L0 32, slope 2.4; on the synthetic data 0.11 gave L0 25."""
+    """The zoo's calibration (`saelab.zoo`): 0.183 at L0 32, slope 2.4; on the synthetic data 0.11 gave L0 25."""
     saelens_reads, saelens_training = {"standard": "relu"}, "standard"
 
     def train_forward(self, sae, x_n, undo, ctx):

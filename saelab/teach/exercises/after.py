@@ -171,15 +171,6 @@ def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n
     return trainer.sae
 
 
-@torch.no_grad()
-def dense_z(sae, x_BD: torch.Tensor) -> torch.Tensor:
-    """The SAE's codes of x as a dense [B, n] matrix on the CPU."""
-    from saelab.sae.kernels import dense_codes
-
-    enc = sae.encode(x_BD.to(sae.W_dec.device))
-    return dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
-
-
 def parent_firing(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
                   parent_F: torch.Tensor):
     """Per parent/child pair, how often the parent's latent (best decoder cosine) fires where the parent is on

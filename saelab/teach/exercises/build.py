@@ -175,10 +175,7 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     have no component along its rows (the projection ran first) and the rows must be unit norm (the previous step
     renormalised), with the paper's betas and epsilon. `multi_topk_steps` > 0 also trains with `multi_topk=True`
     and compares the reconstruction at 4k with `Trainer`'s Multi-TopK SAE."""
-    import tempfile
-    from pathlib import Path
-
-    from saelab.acts.cache import cache_from_tensor
+    from saelab.evals.reconstruction import reconstruction_metrics
     from saelab.training.trainer import TrainConfig, Trainer
 
     x_TD = x_TD.float()
@@ -193,16 +190,12 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
         mine = float(normalized_mse(recon, x_n))
         norms = sae.W_dec.norm(dim=1)
         dead_mine = float(((z > 0).sum(0) == 0).float().mean())
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
-        cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
-                          warmup_frac=0.0, decay_frac=0.0, bias_init="mean", dead_tokens=dead_steps * batch,
-                          eval_every=10**9, checkpoint_every=0, progress=False)
-        trainer = Trainer(cfg, cache, Path(tmp) / "run")
-        trainer.train()
-        from saelab.evals.reconstruction import reconstruction_metrics
-
-        ref = reconstruction_metrics(trainer.sae, held)
+    cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
+                      warmup_frac=0.0, decay_frac=0.0, bias_init="mean", dead_tokens=dead_steps * batch,
+                      eval_every=10**9, checkpoint_every=0, progress=False)
+    trainer = Trainer(cfg, train)  # in memory: nothing written
+    trainer.train()
+    ref = reconstruction_metrics(trainer.sae, held)
     report = {"yours": mine, "Trainer": ref["nmse"], "your never-fired share": dead_mine,
               "Trainer's never-fired share": ref["dead_eval_frac"]}
     if not all(h == h for h in history) or mine != mine:
@@ -293,10 +286,6 @@ class _AdamSpy:
 
 def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_aux, dead_steps) -> dict:
     """With multi_topk=True the learner's SAE must reconstruct at 4k about as well as Trainer's Multi-TopK SAE."""
-    import tempfile
-    from pathlib import Path
-
-    from saelab.acts.cache import cache_from_tensor
     from saelab.training.trainer import TrainConfig, Trainer
 
     sae = sae_cls(train.shape[1], n, k, seed=0)
@@ -304,17 +293,15 @@ def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_
     with torch.no_grad():
         recon, x_n, _, _ = sae(held, k=4 * k)
         mine = float(normalized_mse(recon, x_n))
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
-        cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
-                          multi_topk=True, warmup_frac=0.0, decay_frac=0.0, bias_init="mean",
-                          dead_tokens=dead_steps * batch, eval_every=10**9, checkpoint_every=0, progress=False)
-        trainer = Trainer(cfg, cache, Path(tmp) / "run")
-        trainer.train()
-        with torch.no_grad():
-            x_ref, _ = trainer.sae.preprocess(held)
-            out = trainer.sae.encode(held, k=4 * k)
-            ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
+    cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
+                      multi_topk=True, warmup_frac=0.0, decay_frac=0.0, bias_init="mean",
+                      dead_tokens=dead_steps * batch, eval_every=10**9, checkpoint_every=0, progress=False)
+    trainer = Trainer(cfg, train)  # in memory: nothing written
+    trainer.train()
+    with torch.no_grad():
+        x_ref, _ = trainer.sae.preprocess(held)
+        out = trainer.sae.encode(held, k=4 * k)
+        ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
     if mine > 1.15 * ref:
         raise AssertionError(f"with multi_topk=True your SAE reconstructs at 4k = {4 * k} with normalized MSE "
                              f"{mine:.4f}, "

@@ -14,7 +14,9 @@ into one file each, issue 39), so they are also the fixtures of what 0.3 saved:
     run_0.3.json            the run.json a 0.3 `saelab train` wrote in fast mode
     ids_0.3.json            the grid id and zoo folder names 0.3 computed for the fast and full recipes
 
-Rerunning it after issue 39 writes the new layout; the tests check that the new code reproduces these files.
+It is kept as the record of how the files were made: it imports 0.3's modules (`saelab.presets.ZOO`,
+`saelab.training.checkpoints.ADDED_AFTER_0_3`, the flat TrainConfig) and does not run on later saelab, which the
+tests hold to these files instead.
 """
 
 from __future__ import annotations

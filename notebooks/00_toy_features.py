@@ -23,6 +23,8 @@
 # 4. what a *dead latent* is, and why latents die when there are more latents than things to learn; how to tell,
 #    latent by latent, a found feature from a duplicate, a dead latent or something else.
 #
+# **Learner time**: about 35 minutes (15 reading at ~130 words a minute, 20 for the essential exercises), beside the compute time below.
+#
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py`): about 30 s in fast mode (`SAELAB_FAST=1`, as in CI) and 24 s at full size.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
@@ -67,7 +69,9 @@ print(f"active features per sample: mean {float((data.coeffs_BF > 0).sum(1).floa
 print(f"largest |cosine| between two true features: {float(overlap.max()):.2f} (orthogonal would be 0)")
 
 # %% [markdown]
-# ## 2 · Exercise 0.1: score an SAE against the truth (5 min, easy)
+# ## 2 · Did the SAE find the true features?
+#
+# ### Exercise 0.1 — score an SAE against the truth (easy, essential, 5 min)
 #
 # An SAE's decoder has one row per latent, $W_{dec} \in \mathbb{R}^{n \times d}$. A true feature is
 # *recovered* when some decoder row points the same way. Write `feature_recovery`: for each true feature,
@@ -76,7 +80,7 @@ print(f"largest |cosine| between two true features: {float(overlap.max()):.2f} (
 # are non-negative, so it cannot reconstruct the feature).
 
 # %%
-from saelab.teach.exercises import check_feature_recovery, graded, solutions, todo
+from saelab.teach.exercises import check_feature_recovery, todo
 
 
 def feature_recovery(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,9 @@ def feature_recovery(W_dec_ND: torch.Tensor, features_FD: torch.Tensor) -> torch
     todo("0.1")
 
 
-check_feature_recovery(graded(feature_recovery, solutions.feature_recovery))
+# The check runs your function on its own cases and returns the function it graded (yours; the reference
+# solution when the series runs with SAELAB_SOLUTIONS=1): the notebook goes on with that one.
+recover = check_feature_recovery(feature_recovery)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -119,8 +125,6 @@ sae_diagram()  # the "normalise" step is for language models (notebook 02); the 
 
 # %%
 from saelab import TrainConfig, Trainer
-
-recover = graded(feature_recovery, solutions.feature_recovery)
 
 
 def train_toy(k: int, n_latents: int = N_FEATURES, k_aux: int | None = None) -> dict:
@@ -176,7 +180,9 @@ table.round(3)
 #   feature recovery blurs a little (compare the mean max cosine at k = 4 and k = 16). This is the
 #   sparsity-reconstruction trade-off the paper studies at scale.
 #
-# ## 5 · Exercise 0.2: what did each latent learn? (15 min, medium)
+# ## 5 · What did each latent learn?
+#
+# ### Exercise 0.2 — what did each latent learn? (medium, essential, 15 min)
 #
 # Feature recovery (0.1) asks, per true feature, "did some latent find it?". The other direction asks, per latent,
 # "what is it?", and on toy data we can answer exactly. Give the SAE twice as many latents as there are true
@@ -205,7 +211,7 @@ def latent_roles(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, acts_BN: tor
     todo("0.2")
 
 
-check_latent_roles(graded(latent_roles, solutions.latent_roles))
+roles_of = check_latent_roles(latent_roles)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -241,7 +247,6 @@ check_latent_roles(graded(latent_roles, solutions.latent_roles))
 # %%
 from collections import Counter
 
-roles_of = graded(latent_roles, solutions.latent_roles)
 x_eval = data.x_BD[:8192].to(device)
 rows = []
 for k_aux in (None, 0):

@@ -19,6 +19,8 @@
 # 3. the sparsity-reconstruction trade-off: TopK against the classic ReLU + L1 SAE at a matched L0;
 # 4. what AuxK and the transpose initialisation do to dead latents.
 #
+# **Learner time**: about 100 minutes (25 reading at ~130 words a minute, 75 for the essential exercises), beside the compute time below.
+#
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 7.7 minutes at full size after notebook 01 (no harvest: it opens 01's cache), of which about 1 minute trains your own loop on the real cache, 1.4 minutes the course's TopK SAE (the first time only; the whole notebook took 6.3 minutes on a second run) and 5.1 minutes the nine comparison runs of parts 3 and 4.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 #
@@ -53,12 +55,12 @@ L1_COEFS = (0.1, 0.15, 0.2)                  # ReLU + L1 baselines to match TopK
 # TopK keeps the $k$ largest pre-activations of each token and zeroes the rest; the ReLU after it also zeroes any of those $k$ that are negative, so the L0 (active latents per token) is **at most** $k$ (in practice it is $k$ almost always).
 # Sparsity comes from the activation, not from an L1 penalty, so nothing in the loss pulls the kept activations towards zero, and TopK shows much less *shrinkage* than a ReLU + L1 SAE: refined on their own support, TopK's activations grow 2% on the course's SAE, the ReLU + L1 SAE's 88% (notebook 04).
 #
-# ### Exercise 2.1 — TopK activation (5 min, easy)
+# ### Exercise 2.1 — TopK activation (easy, essential, 5 min)
 # Replace the `todo` line of `topk_activation` with your own code (`torch.topk` helps), then run the cell: the check tells you what is wrong.
 
 # %%
 import torch
-from saelab.teach.exercises import check_auxk_loss, check_normalized_mse, check_topk_activation, graded, solutions, todo
+from saelab.teach.exercises import check_auxk_loss, check_normalized_mse, check_topk_activation, todo
 
 
 def topk_activation(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,7 +69,7 @@ def topk_activation(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
     todo("2.1")
 
 
-check_topk_activation(graded(topk_activation, solutions.topk_activation))
+check_topk_activation(topk_activation)
 
 
 # %% [markdown]
@@ -85,7 +87,7 @@ check_topk_activation(graded(topk_activation, solutions.topk_activation))
 # ```
 # </details>
 #
-# ### Exercise 2.2 — normalized MSE (5 min, easy)
+# ### Exercise 2.2 — normalized MSE (easy, essential, 5 min)
 # The paper reports **normalized MSE**: the MSE divided by the MSE of a baseline that always predicts the mean activation. Predicting the mean scores 1, a perfect reconstruction 0.
 # (Beware: openai/sparse_autoencoder's `loss.py` computes something else: each token's squared error divided by that
 # token's own uncentred $\|x\|^2$, averaged over tokens; their issue #8 asks about the difference from the
@@ -97,7 +99,7 @@ def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor) -> torch.Tensor:
     todo("2.2")
 
 
-check_normalized_mse(graded(normalized_mse, solutions.normalized_mse))
+check_normalized_mse(normalized_mse)
 
 
 # %% [markdown]
@@ -124,7 +126,7 @@ from saelab.teach.diagrams import sae_diagram
 sae_diagram(auxk=True)
 
 # %% [markdown]
-# ### Exercise 2.3 — the AuxK loss (15 min, medium)
+# ### Exercise 2.3 — the AuxK loss (medium, essential, 15 min)
 # A latent that has not fired for a long time is **dead**: it gets no gradient and never recovers. AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
 # The residual has no bias, so the dead latents' reconstruction is `z_aux @ W_dec` **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.
 
@@ -135,7 +137,7 @@ def auxk_loss(x_BD, recon_BD, pre_BN, dead_N, W_dec_ND, k_aux):
     todo("2.3")
 
 
-check_auxk_loss(graded(auxk_loss, solutions.auxk_loss))
+check_auxk_loss(auxk_loss)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -163,7 +165,7 @@ check_auxk_loss(graded(auxk_loss, solutions.auxk_loss))
 # `Trainer`'s, and says what is missing when it is not. Everything here runs on the toy data of notebook 00, in
 # seconds.
 #
-# ### Exercise 2.4 — the model (15 min, medium)
+# ### Exercise 2.4 — the model (medium, essential, 15 min)
 # Write `MyTopKSAE(d, n, k, seed)`: four `nn.Parameter`s `W_enc`, `W_dec` (both `[n, d]`, one row per latent),
 # `b_enc` (`[n]`) and `b_pre` (`[d]`), initialised as the paper does (section 2.4 and appendix A.1: random unit-norm decoder rows, the
 # encoder as the decoder's transpose, biases at zero; draw from `torch.Generator().manual_seed(seed)`), and
@@ -188,7 +190,7 @@ class MyTopKSAE(nn.Module):
         todo("2.4")
 
 
-check_my_sae(graded(MyTopKSAE, solutions.MyTopKSAE))
+check_my_sae(MyTopKSAE)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -215,7 +217,7 @@ check_my_sae(graded(MyTopKSAE, solutions.MyTopKSAE))
 # ```
 # </details>
 #
-# ### Exercise 2.5 — a unit-norm decoder (10 min, medium)
+# ### Exercise 2.5 — a unit-norm decoder (medium, essential, 10 min)
 # The paper keeps every decoder row at unit norm, so a latent's activation is its size and the decoder cannot cheat
 # the sparsity by shrinking rows. Two steps around each optimiser step: **before** it, remove from each row's
 # gradient its component along the row (`constrain_decoder_grad_`); **after** it, scale each row back to norm 1
@@ -237,8 +239,7 @@ def renormalize_decoder_(W_dec):
     todo("2.5")
 
 
-check_decoder_constraint(graded(constrain_decoder_grad_, solutions.constrain_decoder_grad_),
-                         graded(renormalize_decoder_, solutions.renormalize_decoder_))
+check_decoder_constraint(constrain_decoder_grad_, renormalize_decoder_)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -256,7 +257,7 @@ check_decoder_constraint(graded(constrain_decoder_grad_, solutions.constrain_dec
 # ```
 # </details>
 #
-# ### Exercise 2.6 — the training loop (25 min, **hard**)
+# ### Exercise 2.6 — the training loop (hard, essential, 25 min)
 # Write `train_my_sae(sae, x_TD, steps, batch, lr, k_aux, dead_steps, aux_coef=1/32, multi_topk=False, seed=0)`,
 # returning the training normalized MSE of every step. Set `b_pre` to the mean of the normalised data first
 # (saelab uses the geometric median; the mean keeps the loop short). Then, each step: a random batch (from
@@ -278,9 +279,8 @@ def train_my_sae(sae, x_TD, steps, batch, lr, k_aux, dead_steps, aux_coef=1 / 32
 
 
 toy = make_toy(ToyConfig(n_samples=32768))
-built = check_training(graded(train_my_sae, solutions.train_my_sae), graded(MyTopKSAE, solutions.MyTopKSAE),
-                       toy.x_BD, steps=BUILD_STEPS, multi_topk_steps=BUILD_STEPS)
-print({k: round(v, 4) for k, v in built.items()})
+# The check prints both held-out figures and returns what it graded (yours; the reference under SAELAB_SOLUTIONS=1).
+train_loop, SAEClass = check_training(train_my_sae, MyTopKSAE, toy.x_BD, steps=BUILD_STEPS, multi_topk_steps=BUILD_STEPS)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -372,10 +372,10 @@ from saelab.course import course_folder
 from saelab.teach.exercises import save_my_sae
 
 x_TD = train_cache.sample(MY_TOKENS, seed=0)
-mine = graded(MyTopKSAE, solutions.MyTopKSAE)(train_cache.d_model, MY_N_LATENTS, K, seed=0)
+mine = SAEClass(train_cache.d_model, MY_N_LATENTS, K, seed=0)
 t0 = time.perf_counter()
-history = graded(train_my_sae, solutions.train_my_sae)(mine, x_TD, steps=MY_STEPS, batch=1024, lr=LR, k_aux=256,
-                                                        dead_steps=max(2, MY_STEPS // 16))
+history = train_loop(mine, x_TD, steps=MY_STEPS, batch=1024, lr=LR, k_aux=256,
+                      dead_steps=max(2, MY_STEPS // 16))
 my_sae = save_my_sae(mine, course_folder("my-topk"), train_cache)
 my_metrics = reconstruction_metrics(my_sae, eval_cache)
 print(f"{MY_STEPS} steps of 1024 tokens in {time.perf_counter() - t0:.0f} s; training normalized MSE "

@@ -28,6 +28,8 @@
 # **Paper**: Gao et al. (2024), section 4 (4.1 downstream loss, 4.2 probe loss, 4.3 N2G explanations, 4.5
 # ablation sparsity); section 2.1 for normalized MSE.
 #
+# **Learner time**: about 47 minutes (22 reading at ~130 words a minute, 25 for the essential exercises; the optional ones add 25), beside the compute time below.
+#
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 5 minutes in
 # fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen contexts) and 11.9 minutes at full size after
 # notebook 02, of which 4.2 minutes train the course's ReLU + L1 SAE the first time (cached under
@@ -135,7 +137,7 @@ cols = ["ce_clean", "ce_spliced", "ce_zero", "ce_mean", "delta_loss", "kl", "los
 pd.DataFrame(down).loc[cols].round(4)
 
 # %% [markdown]
-# ### Exercise 3.1 — the splice (25 min, **hard**)
+# ### Exercise 3.1 — the splice (hard, essential, 25 min)
 # The table above came from saelab's splice. Write your own: `spliced_loss(model, input_ids_BT, layer, reconstruct,
 # error_scale=0.0)` returns the mean next-token cross-entropy (nats) of the model when the output $x$ of block
 # `layer` is replaced by the SAE's reconstruction, plus `error_scale` times the SAE's error, on the positions the SAE
@@ -149,7 +151,7 @@ pd.DataFrame(down).loc[cols].round(4)
 # %%
 import plotly.graph_objects as go
 
-from saelab.teach.exercises import check_spliced_loss, graded, solutions, todo
+from saelab.teach.exercises import check_spliced_loss, todo
 
 
 def spliced_loss(model, input_ids_BT, layer, reconstruct, error_scale=0.0) -> float:
@@ -158,8 +160,8 @@ def spliced_loss(model, input_ids_BT, layer, reconstruct, error_scale=0.0) -> fl
     todo("3.1")
 
 
-check_spliced_loss(graded(spliced_loss, solutions.spliced_loss), lm, topk, toks, where.layer)
-mine_splice = graded(spliced_loss, solutions.spliced_loss)
+# The check returns the function it graded (yours; the reference under SAELAB_SOLUTIONS=1).
+mine_splice = check_spliced_loss(spliced_loss, lm, topk, toks, where.layer)
 ids = toks[:16].to(lm.device)
 clean_ce = mine_splice(lm.model, ids, where.layer, lambda r: r, 0.0)  # the identity: the clean loss
 shares = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -234,7 +236,7 @@ fig_err.show()
 # is carried by many tokens; max-pooling would reward latents that fire once on a rare token). The same probes on the 576
 # residual coordinates are the baseline.
 #
-# ### Exercise 3.2 — a 1-D probe (15 min, medium)
+# ### Exercise 3.2 — a 1-D probe (medium, optional, 15 min)
 # The building block of probe loss: fit $p(y = 1 \mid x) = \sigma(a x + b)$ on ONE feature and return its mean
 # binary cross-entropy in nats. Standardise $x$ first, then fit both $a$ and $b$ to convergence: LBFGS does it in one
 # call (the solution below), Newton's method as `saelab.evals.probes.fit_logistic_1d` does too; plain Adam needs a large
@@ -251,7 +253,7 @@ def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
     todo("3.2")
 
 
-check_probe_loss_1d(graded(probe_loss_1d, solutions.probe_loss_1d))
+check_probe_loss_1d(probe_loss_1d)
 
 # %% [markdown]
 # <details><summary>Hint</summary>
@@ -363,7 +365,7 @@ pd.DataFrame(best)[["latent", "f1", "precision", "recall", "heldout_active", "ex
 # (Why logits and not log-probabilities: a log-softmax spreads any single-logit change over all $V$ entries through
 # the normaliser, so one moved logit would look maximally dense.)
 #
-# ### Exercise 3.3 — the sparsity of an effect (10 min, easy)
+# ### Exercise 3.3 — the sparsity of an effect (easy, optional, 10 min)
 # Turn the definition above into code for one effect: logit differences `[T, V]` in, one number out. The check tries
 # the usual slips (no centring, centring by the mean, a missing square, the wrong count of entries).
 
@@ -377,8 +379,7 @@ def effect_sparsity(logit_diff_TV: torch.Tensor) -> float:
     todo("3.3")
 
 
-check_effect_sparsity(graded(effect_sparsity, solutions.effect_sparsity))
-sparsity = graded(effect_sparsity, solutions.effect_sparsity)
+sparsity = check_effect_sparsity(effect_sparsity)
 V = lm.model.config.vocab_size
 one_logit = torch.zeros(16, V)
 one_logit[3, 42] = 2.0

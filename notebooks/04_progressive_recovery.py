@@ -31,6 +31,8 @@
 #
 # **Paper**: Gao et al. (2024), section 5 (5.1 shrinkage, 5.3 progressive recovery and Multi-TopK, Figure 10).
 #
+# **Learner time**: about 27 minutes (12 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 10), beside the compute time below.
+#
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 3 minutes in
 # fast mode (`SAELAB_FAST=1`) and 4.6 minutes at full size after notebooks 02 and 03, of which 2.3 minutes train the
 # course's Multi-TopK SAE the first time (cached under `$SAELAB_HOME/saes`; the TopK and ReLU + L1 SAEs come from
@@ -65,7 +67,7 @@ x = torch.cat([held_cache.read_shard(i)["acts"].float() for i in range(len(held_
 print(f"{len(x)} held-out activations; SAEs: n={saes['TopK'].cfg.n_latents}, trained k={saes['TopK'].cfg.k}")
 
 # %% [markdown]
-# ### Exercise 4.1 — the TopK(k′) curve and where it turns (15 min, medium)
+# ### Exercise 4.1 — the TopK(k′) curve and where it turns (medium, essential, 15 min)
 # A TopK SAE trained at k can be *run* at any k′: keep its k′ largest pre-activations instead of k. Progressive
 # recovery is a question about the curve this traces, normalized MSE against k′: does it keep falling as more
 # latents are let in, and if not, where does it turn?
@@ -77,7 +79,7 @@ print(f"{len(x)} held-out activations; SAEs: n={saes['TopK'].cfg.n_latents}, tra
 # per latent. The cell then draws the curve of both SAEs over the sweep's grid (k/4 to 8k).
 
 # %%
-from saelab.teach.exercises import check_recovery_curve, graded, solutions, todo
+from saelab.teach.exercises import check_recovery_curve, todo
 from saelab.sae.losses import normalized_mse
 from saelab.studies.progressive_recovery import default_ks
 
@@ -88,8 +90,8 @@ def recovery_curve(pre_BN, x_BD, W_dec_ND, b_pre_D, ks):
     todo("4.1")
 
 
-check_recovery_curve(graded(recovery_curve, solutions.recovery_curve))
-curve_of = graded(recovery_curve, solutions.recovery_curve)
+# The check returns the function it graded (yours; the reference under SAELAB_SOLUTIONS=1).
+curve_of = check_recovery_curve(recovery_curve)
 k = saes["TopK"].cfg.k
 ks = KS or default_ks(k, saes["TopK"].cfg.n_latents)
 with torch.no_grad():
@@ -131,7 +133,7 @@ with torch.no_grad():
 # k = 32 to its lowest, 0.166, at k′ = 64 and back up to 0.176 at 256; the Multi-TopK SAE, 0.182 at k, kept falling to
 # 0.126 at 256. Part 2 tests both claims on the sweep's numbers.
 #
-# ### Exercise 4.2 — a JumpReLU threshold for a target L0 (10 min, medium)
+# ### Exercise 4.2 — a JumpReLU threshold for a target L0 (medium, optional, 10 min)
 # JumpReLU keeps every pre-activation above one threshold θ, so tokens get different numbers of latents. Write
 # `threshold_for_l0`: the single θ (shared by all tokens and latents) that gives a target L0 **on average over the
 # tokens** of a batch, not on every token. The cell sets it on calibration tokens and measures the L0 it gives on
@@ -148,10 +150,10 @@ def threshold_for_l0(pre_BN: torch.Tensor, target_l0: float) -> float:
     todo("4.2")
 
 
-check_threshold_for_l0(graded(threshold_for_l0, solutions.threshold_for_l0))
+threshold_of = check_threshold_for_l0(threshold_for_l0)
 half = min(len(pre) // 2, 4096)  # torch.quantile takes at most 2^24 values: 4096 tokens x 4096 latents
 calib, rest = pre[:half].cpu(), pre[half:].cpu()
-theta = graded(threshold_for_l0, solutions.threshold_for_l0)(calib, float(k))
+theta = threshold_of(calib, float(k))
 l0_rest = (rest > theta).sum(-1).float()
 print(f"theta {theta:.4f} (saelab: {jumprelu_thresholds(sae, x[:half], [float(k)])[0]:.4f}); "
       f"L0 on the other half: mean {float(l0_rest.mean()):.1f}, from {int(l0_rest.min())} to {int(l0_rest.max())} per token")

@@ -26,6 +26,8 @@
 # **Exercises**: 7.1 (medium, 15 min), 7.2 (easy, 10 min), 7.3 (**hard**, 25 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
+# **Learner time**: about 35 minutes (20 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
+#
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 40 s in fast mode (`SAELAB_FAST=1`) and 15 s at full size once notebook 02's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # **Data**: the course's TopK SAE (notebook 02: the main job's recipe on the English mixture for 4 epochs); the figures
@@ -72,7 +74,7 @@ import torch
 
 from saelab import load_sae
 from saelab.interp.dashboard import encode_text, logit_effects
-from saelab.teach.exercises import graded, solutions, todo
+from saelab.teach.exercises import todo
 from saelab import course_sae, load_lm, resolve_device
 from saelab.interp.steering import ablate, generate, spliced, steer
 
@@ -140,7 +142,9 @@ print(f"\nchosen: latent {LATENT} (largest activation {MAX_ACT:.3g}); its decode
 # `a -> a'`: `steer(j, alpha)` adds `alpha` to it (`clamp`, `scale` and `ablate` set, multiply or remove it).
 # Strengths below are multiples of the latent's largest activation on the texts above, its natural unit.
 #
-# **Exercise 7.1** (medium, 15 min). Build `steer` yourself as a plain PyTorch hook. Write
+# ### Exercise 7.1 — a steering hook (medium, essential, 15 min)
+#
+# Build `steer` yourself as a plain PyTorch hook. Write
 # `add_steering_hook(model, sae, latent, alpha)`: register a forward hook on the block whose output the SAE reads
 # (block `sae.cfg.layer`) that steers `latent` by `alpha` at every position but the first (position 0, the attention
 # sink, which the SAE never trained on and `spliced` leaves clean), and return the hook's handle. The error term is
@@ -162,7 +166,8 @@ def add_steering_hook(model, sae, latent, alpha):
     todo("7.1")
 
 
-check_steering_hook(graded(add_steering_hook, solutions.add_steering_hook), lm)
+# The check returns the function it graded (yours; the reference under SAELAB_SOLUTIONS=1).
+steering_hook = check_steering_hook(add_steering_hook, lm)
 
 
 # %% [markdown]
@@ -203,7 +208,6 @@ check_steering_hook(graded(add_steering_hook, solutions.add_steering_hook), lm)
 # `generate`, which splices the SAE in at every step.
 
 # %%
-steering_hook = graded(add_steering_hook, solutions.add_steering_hook)
 concept_ids = sorted({lm.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" France", " Paris", " French")})
 ids = lm.tokenizer(STEER_PROMPT, return_tensors="pt")["input_ids"].to(lm.device)
 rows = []
@@ -252,7 +256,9 @@ fig.show()
 # in text about the concept should get worse if the model *uses* the latent, not just carries it. Measure it on text
 # that did not choose the latent, so that the selection cannot flatter the result.
 #
-# **Exercise 7.2** (easy, 10 min). Write `ablate_rows(sae, x_RD, latent)`: activation rows `[R, D]` of the SAE's site
+# ### Exercise 7.2 — ablation that keeps the error term (easy, optional, 10 min)
+#
+# Write `ablate_rows(sae, x_RD, latent)`: activation rows `[R, D]` of the SAE's site
 # with `latent` ablated and the error term kept. Each row should lose exactly what the latent contributes to the
 # SAE's output at that row, and nothing else: rows where the SAE does not select the latent stay as they are.
 # `sae.encode(x_RD)` returns the selected latents' activations and indices, `top_acts_BK` and `top_idx_BK` `[R, k]`.
@@ -268,7 +274,7 @@ def ablate_rows(sae, x_RD, latent):
     todo("7.2")
 
 
-check_ablate_rows(graded(ablate_rows, solutions.ablate_rows))
+ablate_fn = check_ablate_rows(ablate_rows)
 
 
 # %% [markdown]
@@ -292,7 +298,6 @@ check_ablate_rows(graded(ablate_rows, solutions.ablate_rows))
 # %%
 from saelab.evals.splice import SpliceSite, apply_to_rows, site_hooked
 
-ablate_fn = graded(ablate_rows, solutions.ablate_rows)
 
 
 def next_token_logprobs(texts, edits=(), rows_fn=None):
@@ -335,7 +340,9 @@ print(f"mean change of log p(next token) when latent {LATENT} is ablated: "
 # respect to every one of them; a first-order Taylor expansion in the activation then estimates what removing each
 # latent would do.
 #
-# **Exercise 7.3** (**hard**, 25 min). Write `attribution_estimates(model, sae, input_ids_BT, metric)`: for every
+# ### Exercise 7.3 — attribution patching (hard, optional, 25 min)
+#
+# Write `attribution_estimates(model, sae, input_ids_BT, metric)`: for every
 # latent, the first-order estimate of the change of `metric(logits)` (a scalar) when the latent is ablated at every
 # position >= 1, shape `[n_latents]`, from one forward and one backward pass. In a forward hook on block
 # `sae.cfg.layer` (as in 7.1): encode the positions >= 1, make the selected activations the leaves the gradient will
@@ -353,7 +360,7 @@ def attribution_estimates(model, sae, input_ids_BT, metric):
     todo("7.3")
 
 
-check_attribution_estimates(graded(attribution_estimates, solutions.attribution_estimates), lm)
+estimate_fn = check_attribution_estimates(attribution_estimates, lm)
 
 
 # %% [markdown]
@@ -411,7 +418,7 @@ def metric(logits):  # log-probability of " Paris" as the next token
     return torch.log_softmax(logits[0, -1], -1)[paris]
 
 
-estimate = graded(attribution_estimates, solutions.attribution_estimates)(lm.model, sae, prompt_ids, metric)
+estimate = estimate_fn(lm.model, sae, prompt_ids, metric)
 estimate = torch.as_tensor(estimate).detach().float().cpu()
 att = attribute(lm, sae, prompt_ids, metric)  # saelab's (it also leaves norm-outlier tokens clean, as spliced does)
 print(f"log p(' Paris') = {att.metric:.3f}; your estimates and saelab's attribute() differ by at most "

@@ -20,7 +20,7 @@ use, so `import saelab` alone does not import torch. Upgrading from 0.1, where e
 `saelab/`: README.md's "The package" lists where each module went.
 """
 
-__version__ = "0.3.0"
+from saelab.version import __version__ as __version__  # the version, in a module every stage may import
 
 _API = {
     "load_lm": "saelab.lm.models", "resolve_device": "saelab.lm.models",

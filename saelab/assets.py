@@ -205,3 +205,16 @@ def license_text() -> str:
     for a in manifest().values():
         lines.append(f"{a.name}: {a.requirement} — {a.description}\n  licence: {a.license}\n  {a.attribution}")
     return "\n".join(lines)
+
+
+def cached_only() -> bool:
+    """True when SAELAB_CACHED_ONLY=1: harvests and the course's SAEs must come from the cache (an unpacked kit);
+    anything missing is an error naming it, instead of ~40 minutes of harvesting and training."""
+    return os.environ.get("SAELAB_CACHED_ONLY", "") not in ("", "0", "false", "False")
+
+
+def missing_from_cache(what: str, folder: Path) -> AssetError:
+    """The error for something SAELAB_CACHED_ONLY forbids building."""
+    return AssetError(f"SAELAB_CACHED_ONLY is set and {what} is not in the cache ({folder}). Unpack the class kit "
+                        "(`saelab course unpack FILE`) into this SAELAB_HOME, or unset SAELAB_CACHED_ONLY to build it "
+                        "here")

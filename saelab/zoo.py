@@ -69,6 +69,8 @@ def zoo_sae(kind: str = "topk", fast: bool | None = None, progress: bool = True,
     tcfg, folder = zoo_recipe(kind, fast, progress=progress, **overrides)
     with waiting_lock(folder.with_suffix(".lock")):
         if not (folder / "sae" / "cfg.json").exists():
+            if assets.cached_only():
+                raise assets.missing_from_cache(f"the course's {kind} SAE", folder)
             train, held = default_caches(fast, progress=progress)
             Trainer(tcfg, train, folder, eval_cache=held, device=device).train()
     return SAE.load(folder / "sae", device=device), folder

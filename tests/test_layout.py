@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "saelab"
 STAGES = ("helpers", "lm", "acts", "sae", "evals", "training", "studies", "interp", "teach", "app")
 TOP_LEVEL = {  # modules directly under saelab/: which stage each belongs to
     "files": "helpers", "flags": "helpers", "assets": "helpers", "distributed": "helpers", "pages": "helpers",
+    "version": "helpers",
     "presets": "app", "zoo": "app", "course": "app", "commands": "app", "cli": "app", "__main__": "app",
     "__init__": "app",
 }

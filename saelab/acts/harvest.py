@@ -145,6 +145,9 @@ def harvest(cfg: HarvestConfig, out_dir: str | Path | None = None, lm: LM | None
     layer = lm.default_layer if cfg.layer is None else cfg.layer
     site_module(lm.model, cfg.site, layer)  # validates site and layer early
     folder = Path(out_dir) if out_dir else default_cache_dir(cfg, layer)
+    if assets.cached_only() and not (folder / "manifest.json").exists():
+        raise assets.missing_from_cache(f"the harvest of {cfg.model} {cfg.site}{layer} on {cfg.corpus} ({cfg.split})",
+                                        folder)
     folder.mkdir(parents=True, exist_ok=True)
     whash = weights_hash(lm.model)
     fp = _fingerprint(cfg, lm, layer, whash)

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, expect_shape, passed
+from saelab.teach.exercises.base import close, diagnose, exercise, expect_shape, passed
 
 
 # ---- 8.1 BatchTopK ------------------------------------------------------------------------------------------
@@ -30,6 +30,7 @@ def _pre(seed: int, B: int = 24, n: int = 64) -> torch.Tensor:
     return torch.randn(B, n, generator=g) * torch.rand(B, 1, generator=g).mul(2).add(0.2)  # tokens of different scale
 
 
+@exercise("8.1", batchtopk, inference_threshold)
 def check_batchtopk(select, threshold) -> None:
     """`select(pre_BN, k)` (dense codes) and `threshold(list of codes) -> float`, on batches whose tokens differ."""
     for seed, k in ((0, 4), (1, 7)):
@@ -80,6 +81,7 @@ def _matryoshka_case(seed: int):
     return z, W, b, x, [6, 18, 48]
 
 
+@exercise("8.3", matryoshka_loss)
 def check_matryoshka_loss(fn) -> None:
     """`fn(z_BN, W_dec_ND, b_dec_D, x_BD, widths) -> scalar tensor`, against the definition and known mistakes."""
     for seed in (0, 1):
@@ -117,6 +119,7 @@ def jumprelu_threshold_grad(pre_BN: torch.Tensor, theta_N: torch.Tensor, eps: fl
     return (-(theta_N / eps) * ((u > -0.5) & (u < 0.5)).to(pre_BN.dtype) * grad_BN).sum(0)
 
 
+@exercise("8.2", jumprelu_threshold_grad)
 def check_jumprelu_threshold_grad(fn) -> None:
     """`fn(pre_BN, theta_N, eps, grad_BN) -> [n]`, on values placed around the window's edges."""
     theta = torch.tensor([0.5, 0.2, 0.8])
@@ -282,6 +285,7 @@ _MISTAKES = [
 """(the mistake, its message); a check names the first whose answer the learner's reproduces, in this order."""
 
 
+@exercise("8.4", pair_absorption)
 def check_pair_absorption(fn) -> None:
     """`fn(z_BN, W_dec_ND, features_FD, coeffs_BF, parent, child) -> float`, against saelab's
     `saelab.evals.ground_truth.absorption` on built cases (see `_absorption_case`), naming the mistake."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -27,6 +28,30 @@ def graded(learner_fn, solution_fn):
     return solution_fn if solutions_on() else learner_fn
 
 
+def exercise(number: str, *references):
+    """Make a check grade the learner's code: `check(my_fn, *other_args)`.
+
+    The decorated check takes the learner's functions (or classes) first, as many as `references`, then its other
+    arguments. Under SAELAB_SOLUTIONS=1 it grades `references` instead, so a notebook cell never names the
+    solutions. It returns what it graded (one function, or a tuple of them), for the notebook to go on with.
+    """
+    def wrap(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            n = len(references)
+            if len(args) < n:
+                raise TypeError(f"{check.__name__} (exercise {number}) takes your {n} function(s) first: "
+                                f"{', '.join(getattr(r, '__name__', '?') for r in references)}")
+            fns = tuple(references) if solutions_on() else tuple(args[:n])
+            check(*fns, *args[n:], **kwargs)
+            return fns[0] if n == 1 else fns
+
+        run.exercise = number
+        run.references = references
+        return run
+    return wrap
+
+
 def passed(name: str) -> None:
     print(f"{name}: all checks passed")
 
@@ -47,3 +72,61 @@ def diagnose(got, mistakes: list[tuple[object, str]], atol: float = 1e-5, rtol: 
 def expect_shape(got: torch.Tensor, shape: tuple, what: str) -> None:
     got_shape = tuple(torch.as_tensor(got).shape)
     assert got_shape == tuple(shape), f"return {what}, shape {tuple(shape)}; got shape {got_shape}"
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def same_output(got, want, what: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Compare a learner's output with the reference's, element by element, and name the first that differs.
+
+    Walks tuples, lists and dicts (every element, not only the first), pandas DataFrames (every column of the
+    reference, by name) and numbers; a tensor must come back as a tensor (not a Python float) with the same shape.
+    `what` names the case in the message, e.g. "with k = 1".
+    """
+    import pandas as pd
+
+    if isinstance(want, pd.DataFrame):
+        assert isinstance(got, pd.DataFrame), f"{what}: return a DataFrame, got {_describe(got)}"
+        for col in want.columns:
+            assert col in got.columns, f"{what}: your DataFrame has no column {col!r}"
+            same_output(got[col].to_numpy(), want[col].to_numpy(), f"{what}, column {col!r}", atol, rtol)
+        return
+    if isinstance(want, (tuple, list)):
+        assert isinstance(got, (tuple, list)) and len(got) == len(want), \
+            f"{what}: return {len(want)} values, got {_describe(got)}" + (f" of {len(got)}" if
+                                                                         isinstance(got, (tuple, list)) else "")
+        for i, (g, w) in enumerate(zip(got, want)):
+            same_output(g, w, f"{what}, returned value {i + 1} of {len(want)}", atol, rtol)
+        return
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), \
+            f"{what}: return a dict with keys {sorted(want)}, got {sorted(got) if isinstance(got, dict) else got!r}"
+        for key in want:
+            same_output(got[key], want[key], f"{what}, key {key!r}", atol, rtol)
+        return
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), f"{what}: return a tensor (as the next step needs), got {_describe(got)}"
+        assert got.shape == want.shape, f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}"
+    if not close(got, want, atol, rtol):
+        g = torch.as_tensor(got, dtype=torch.float64)
+        w = torch.as_tensor(want, dtype=torch.float64)
+        if g.shape != w.shape:
+            raise AssertionError(f"{what}: expected shape {tuple(w.shape)}, got {tuple(g.shape)}")
+        worst = float((g - w).abs().nan_to_num(float("inf")).max()) if g.numel() else 0.0
+        raise AssertionError(f"{what}: your result differs from the expected one (largest difference {worst:.3g})"
+                             + ("" if g.numel() > 1 else f": got {float(g):.6g}, expected {float(w):.6g}"))
+
+
+def expect_gradient(out, leaves: dict, what: str) -> None:
+    """`out` must be a tensor whose backward reaches every leaf in `leaves` (name -> tensor with requires_grad):
+    a later exercise backpropagates through it."""
+    assert isinstance(out, torch.Tensor), \
+        f"{what}: return a tensor, not {_describe(out)}: a Python number carries no gradient, and training needs one"
+    assert out.requires_grad, f"{what}: the result carries no gradient (detached, .item(), or computed under no_grad)"
+    grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
+    for (name, _), g in zip(leaves.items(), grads):
+        assert g is not None and bool(g.abs().sum() > 0), f"{what}: no gradient reaches {name}"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from saelab.sae.input_norm import normalize
-from saelab.teach.exercises.base import diagnose, passed
+from saelab.teach.exercises.base import diagnose, exercise, passed
 from saelab.teach.exercises.training import auxk_loss, normalized_mse, topk_activation
 
 
@@ -94,6 +94,7 @@ def train_my_sae(sae, x_TD: torch.Tensor, steps: int, batch: int, lr: float, k_a
 
 
 # ---- checks --------------------------------------------------------------------------------------------------
+@exercise("2.4", MyTopKSAE)
 def check_my_sae(cls) -> None:
     """`cls(d, n, k, seed)` must build the paper's initialisation and forward pass."""
     d, n, k = 12, 48, 4
@@ -139,6 +140,7 @@ def check_my_sae(cls) -> None:
     passed("MyTopKSAE")
 
 
+@exercise("2.5", constrain_decoder_grad_, renormalize_decoder_)
 def check_decoder_constraint(project, renormalize) -> None:
     """Exercise 2.5: the projection leaves no gradient along any row; the renormalisation makes rows unit norm."""
     g = torch.Generator().manual_seed(0)
@@ -165,9 +167,10 @@ def check_decoder_constraint(project, renormalize) -> None:
     passed("decoder constraint")
 
 
+@exercise("2.6", train_my_sae, MyTopKSAE)
 def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int = 512, lr: float = 2e-3,
                    n: int = 256, k: int = 8, k_aux: int = 32, dead_steps: int = 50,
-                   multi_topk_steps: int = 0) -> dict:
+                   multi_topk_steps: int = 0) -> None:
     """Exercise 2.6: train the learner's SAE with the learner's loop and saelab's `Trainer` with the same settings
     (constant lr, b_pre the mean, the same data); their held-out normalized MSE must agree within 10%.
 
@@ -223,7 +226,7 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     passed(f"train_my_sae (held-out normalized MSE {mine:.4f}, Trainer {ref['nmse']:.4f}"
            + (f"; with multi_topk at 4k {report['yours at 4k (Multi-TopK)']:.4f}, Trainer "
               f"{report['Trainer at 4k (Multi-TopK)']:.4f})" if multi_topk_steps else ")"))
-    return report
+    print({key: round(value, 4) for key, value in report.items()})
 
 
 class _AdamSpy:

@@ -9,7 +9,7 @@ import torch
 
 from saelab.evals.ablation import effect_sparsity  # the reference solution and the check's answer
 from saelab.evals.probes import fit_logistic_1d, logistic_loss
-from saelab.teach.exercises.base import diagnose, passed
+from saelab.teach.exercises.base import diagnose, exercise, passed
 
 
 def probe_loss_1d(x_M: torch.Tensor, y_M: torch.Tensor) -> float:
@@ -60,6 +60,7 @@ def _clean_loss(model, ids, score_from=1) -> float:
     return float(F.cross_entropy(logits[:, score_from:-1].flatten(0, 1), ids[:, score_from + 1:].flatten()))
 
 
+@exercise("3.1", spliced_loss)
 def check_spliced_loss(fn, lm, sae, tokens_NT: torch.Tensor, layer: int) -> None:
     """`fn(model, input_ids_BT, layer, reconstruct, error_scale=0.0) -> float` must splice and score as the paper's
     downstream loss does (positions >= 1; cross-entropy in nats) and leave no hook behind."""
@@ -110,6 +111,7 @@ def _bce(p: float, y: torch.Tensor, log=math.log) -> float:
     return float(-(y * log(p) + (1 - y) * log(1 - p)).mean())
 
 
+@exercise("3.2", probe_loss_1d)
 def check_probe_loss_1d(fn) -> None:
     """`fn(x_M, y_M) -> float`: the cross-entropy in nats of the best 1-D logistic probe."""
     g = torch.Generator().manual_seed(0)
@@ -142,6 +144,7 @@ def check_probe_loss_1d(fn) -> None:
     passed("probe_loss_1d")
 
 
+@exercise("3.3", effect_sparsity)
 def check_effect_sparsity(fn) -> None:
     """`fn(logit_diff_TV) -> float`: section 4.5's sparsity of an ablation's effect on the logits."""
     g = torch.Generator().manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import passed
+from saelab.teach.exercises.base import exercise, passed
 
 
 def dashboard_examples(acts_NT: torch.Tensor, m: int, n_intervals: int, per_interval: int,
@@ -110,6 +110,7 @@ def _check_top(top, acts, m) -> None:
     assert top == want[:m], f"top {m}: expected {want[:m]}, got {top}"
 
 
+@exercise("5.1", dashboard_examples)
 def check_dashboard_examples(fn) -> None:
     """`fn(acts_NT, m, n_intervals, per_interval) -> (top, intervals)`, pairs (context, position)."""
     acts = _dashboard_case()
@@ -211,6 +212,7 @@ _LATENT_MISTAKES = {
 }
 
 
+@exercise("5.2", find_concept_latent)
 def check_find_concept_latent(fn) -> None:
     """`fn(build, test, n_latents) -> (latent, build F1, test precision, test recall)`."""
     build, test = _concept_case()

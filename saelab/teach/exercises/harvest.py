@@ -6,7 +6,7 @@ import torch
 
 from saelab.lm.models import LM
 from saelab.lm.sites import find_blocks, run_to_site
-from saelab.teach.exercises.base import passed
+from saelab.teach.exercises.base import exercise, passed
 
 
 @torch.no_grad()
@@ -31,6 +31,7 @@ def _hooks_left(model: torch.nn.Module) -> int:
                for m in model.modules() for h in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()])
 
 
+@exercise("1.1", residual_after_block)
 def check_residual_after_block(fn, lm: LM, layer: int) -> None:
     """`fn(model, input_ids_BT, layer) -> [B, T, d]` must equal what saelab harvests at ('resid_post', layer)."""
     ids = lm.tokenizer("The cat sat on the mat. Paris is the capital of France.", return_tensors="pt").input_ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, passed
+from saelab.teach.exercises.base import close, diagnose, exercise, passed
 from saelab.teach.exercises.training import normalized_mse, topk_activation
 
 
@@ -57,6 +57,7 @@ def _curve_variant(pre, x, W, b, ks, relu=True, bias=True, baseline="mean vector
     return out
 
 
+@exercise("4.1", recovery_curve)
 def check_recovery_curve(fn) -> None:
     """`fn(pre_BN, x_BD, W_dec_ND, b_pre_D, ks) -> (normalized MSE per k', the k' of the lowest one)`."""
     ks = [3, 5, 8, 12, 20]
@@ -104,6 +105,7 @@ def check_recovery_curve(fn) -> None:
     passed("recovery_curve")
 
 
+@exercise("4.2", threshold_for_l0)
 def check_threshold_for_l0(fn) -> None:
     """`fn(pre_BN, target_l0) -> float`: rows have, on average, target_l0 pre-activations above it."""
     g = torch.Generator().manual_seed(0)

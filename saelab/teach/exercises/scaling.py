@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saelab.teach.exercises.base import passed
+from saelab.teach.exercises.base import exercise, passed
 
 
 def fit_power_law(n, loss) -> tuple[float, float, float]:
@@ -24,6 +24,7 @@ def _noisy_law():
     return n, (2.5 * n ** -0.4 + 0.02) * noise
 
 
+@exercise("6.1", fit_power_law)
 def check_fit_power_law(fn) -> None:
     """`fn(n, loss) -> (a, b, c)` must fit L(n) = a n^-b + c by least squares on log L, with the irreducible c."""
     n, loss = _noisy_law()
@@ -71,6 +72,7 @@ def _as_pairs(frame) -> set:
     return {(round(float(f), -3), round(float(v), 6)) for f, v in zip(frame["flops"], frame["nmse"])}
 
 
+@exercise("6.2", compute_envelope)
 def check_compute_envelope(fn) -> None:
     """`fn(curves) -> DataFrame (flops, nmse, n)` must be the Pareto front of loss against compute."""
     curves = _toy_curves()

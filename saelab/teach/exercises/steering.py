@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, passed
+from saelab.teach.exercises.base import close, diagnose, exercise, passed
 
 TEXT = "The cat sat on the mat. Paris is the capital of France."
 """The checks' text (any text works: the checks compare with saelab's own steering and attribution on it)."""
@@ -109,6 +109,7 @@ def _remove(hooks) -> None:
             getattr(m, d + extra, {}).pop(key, None)
 
 
+@exercise("7.1", add_steering_hook)
 def check_steering_hook(fn, lm) -> None:
     """`fn(model, sae, latent, alpha) -> handle` must register on block sae.cfg.layer a forward hook that steers the
     latent by alpha at positions >= 1, in the SAE's input space mapped back to the residual stream (this SAE
@@ -247,6 +248,7 @@ def _ablate_rows(sae, x_RD, latent, keep_error: bool = True, scale: str = "sae",
     return x_RD + sign * change
 
 
+@exercise("7.2", ablate_rows)
 def check_ablate_rows(fn) -> None:
     """`fn(sae, x_RD, latent) -> [R, D]`: the rows with the latent ablated where it fires, the error term kept (the
     same as saelab.interp.steering's ablate() edit)."""
@@ -357,6 +359,7 @@ def _attribution_variant(model, sae, ids, metric, variant: str = "right") -> tor
             "grad": lambda: -(grad * (z != 0)).sum(0), "no_scale": lambda: -(z * grad / s).sum(0)}[variant]()
 
 
+@exercise("7.3", attribution_estimates)
 def check_attribution_estimates(fn, lm) -> None:
     """`fn(model, sae, input_ids_BT, metric) -> [n_latents]`: the activation x gradient estimate of each latent's
     ablation effect (the error term kept, positions >= 1), compared with saelab.interp.attribution on `lm`."""

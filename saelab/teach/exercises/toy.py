@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, expect_shape, passed
+from saelab.teach.exercises.base import close, diagnose, exercise, expect_shape, passed
 from saelab.teach.toy import feature_recovery
 
 ROLES = ("feature", "duplicate", "dead", "other")
@@ -30,6 +30,7 @@ def latent_roles(W_dec_ND: torch.Tensor, features_FD: torch.Tensor, acts_BN: tor
     return roles
 
 
+@exercise("0.1", feature_recovery)
 def check_feature_recovery(fn) -> None:
     """`fn(W_dec_ND, features_FD) -> [F]`: per true feature, the largest cosine with any decoder row."""
     F = torch.eye(3, 4)  # three true features along axes 0, 1, 2
@@ -87,6 +88,7 @@ _ROLE_HINTS = {
 }
 
 
+@exercise("0.2", latent_roles)
 def check_latent_roles(fn) -> None:
     """`fn(W_dec_ND, features_FD, acts_BN, threshold) -> [N] roles`, each one of ROLES."""
     W, F, acts = _roles_case()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import diagnose, passed
+from saelab.teach.exercises.base import diagnose, exercise, passed
 
 
 def topk_activation(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
@@ -28,6 +28,7 @@ def auxk_loss(x_BD, recon_BD, pre_BN, dead_N, W_dec_ND, k_aux: int) -> torch.Ten
     return normalized_mse(z @ W_dec_ND, resid)
 
 
+@exercise("2.1", topk_activation)
 def check_topk_activation(fn) -> None:
     torch.manual_seed(0)
     pre = torch.randn(16, 40)
@@ -54,6 +55,7 @@ def check_topk_activation(fn) -> None:
     passed("topk_activation")
 
 
+@exercise("2.2", normalized_mse)
 def check_normalized_mse(fn) -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 8) * 2 + 5
@@ -96,6 +98,7 @@ def _auxk_case():
     return x, recon, pre, dead, W, b_pre
 
 
+@exercise("2.3", auxk_loss)
 def check_auxk_loss(fn) -> None:
     x, recon, pre, dead, W, b_pre = _auxk_case()
     recon_g = recon.clone().requires_grad_(True)

@@ -1,11 +1,11 @@
 """Notebook 08, section 8 (transcoders): exercise 8.5, a skip transcoder's loss. The reference solution and a check
-that names the mistake; under SAELAB_SOLUTIONS=1 the check grades the reference solution itself."""
+that names the mistake; under SAELAB_SOLUTIONS=1 the check grades the reference solution itself (`exercise`)."""
 
 from __future__ import annotations
 
 import torch
 
-from saelab.teach.exercises.base import close, diagnose, passed, solutions_on
+from saelab.teach.exercises.base import close, diagnose, exercise, passed
 
 
 # ---- 8.5 a skip transcoder's loss ------------------------------------------------------------------------------
@@ -44,9 +44,9 @@ def _variant(x, y, W_enc, b_enc, W_dec, b_dec, W_skip, k, target=None, centre=Fa
     return (y_hat - t).pow(2).sum(-1).mean() / (b - b.mean(0)).pow(2).sum(-1).mean()
 
 
+@exercise("8.5", transcoder_loss)
 def check_transcoder_loss(fn) -> None:
     """`fn(x, y, W_enc, b_enc, W_dec, b_dec, W_skip, k)` -> the normalized MSE of the skip transcoder's y_hat."""
-    fn = transcoder_loss if solutions_on() else fn
     for seed in (0, 1):
         case = _case(seed)
         x = case[0]

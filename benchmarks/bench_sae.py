@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.matryoshka import parse_widths
+from saelab.sae.families.matryoshka import parse_widths
 from saelab.sae.model import SAE
 
 

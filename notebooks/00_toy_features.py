@@ -117,8 +117,8 @@ recover = check_feature_recovery(feature_recovery)
 # The SAE encodes $z = \mathrm{ReLU}(\mathrm{TopK}_k(W_{enc}(x - b_{pre}) + b_{enc}))$ and decodes
 # $\hat x = \sum_i z_i d_i + b_{pre}$ (in code `z @ W_dec + b_pre`, with the decoder rows $d_i$ stored as
 # `W_dec` of shape `[n, d]`): each input is rebuilt from at most $k$ decoder rows. We train with
-# saelab's `Trainer`, the same one the language-model notebooks use, on the toy data written as an
-# activation cache. `normalize="none"`: toy samples need no input normalisation (notebook 02 explains the one
+# saelab's `Trainer`, the same one the language-model notebooks use, on the toy data held in memory (it also
+# takes a harvested activation cache, or a stream of batches). `normalize="none"`: toy samples need no input normalisation (notebook 02 explains the one
 # used for language models).
 
 # %%
@@ -127,20 +127,13 @@ from saelab.teach.diagrams import sae_diagram
 sae_diagram()  # the "normalise" step is for language models (notebook 02); the toy SAE below skips it
 
 # %%
-import tempfile
-from pathlib import Path
-
-from saelab.acts.cache import cache_from_tensor
 from saelab import TrainConfig, Trainer
-
-work = Path(tempfile.mkdtemp(prefix="saelab-nb00-"))
-cache = cache_from_tensor(data.x_BD, work / "cache", name="toy")
 
 
 def train_toy(k: int, n_latents: int = N_FEATURES, k_aux: int | None = None) -> dict:
     cfg = TrainConfig(n_latents=n_latents, k=k, k_aux=k_aux, batch_size=1024, epochs=EPOCHS, lr=1e-3,
                       normalize="none", eval_every=10**9, checkpoint_every=0, progress=False)
-    t = Trainer(cfg, cache, work / f"run{len(list(work.glob('run*')))}", device=device)  # a fresh folder per run
+    t = Trainer(cfg, data.x_BD, device=device)  # the samples in memory; no run folder: nothing is written
     t.train()
     rec = recover(t.sae.W_dec.cpu(), F)
     return {"k": k, "n_latents": n_latents, "nmse": t.history[-1]["nmse"],

@@ -384,7 +384,7 @@ print(f"train: {train_cache.n_tokens} tokens; validation: {eval_cache.n_tokens} 
 import time
 
 from saelab import reconstruction_metrics
-from saelab.presets import course_folder
+from saelab.course import course_folder
 from saelab.teach.exercises import save_my_sae
 
 x_TD = train_cache.sample(MY_TOKENS, seed=0)
@@ -416,7 +416,7 @@ print(f"{MY_STEPS} steps of 1024 tokens in {time.perf_counter() - t0:.0f} s; tra
 # job uses 3e-3 with batch 2048; a much larger step kills latents (4e-3 at batch 2048 left 3.4% dead).
 #
 # The course trains the main job's recipe (n = 4096, k = 32, batch 2048, lr 3e-3, AuxK, decay over the last half)
-# for 4 epochs instead of its 13 (`saelab.presets.course_sae`: the zoo at the course's budget), once, into
+# for 4 epochs instead of its 13 (`saelab.course.course_sae`: the zoo at the course's budget), once, into
 # `$SAELAB_HOME/saes`; notebooks 03-07 load this SAE. The first run trains it (1.4 minutes on a 2-core CPU, with
 # a progress bar), later runs load it.
 
@@ -424,7 +424,8 @@ print(f"{MY_STEPS} steps of 1024 tokens in {time.perf_counter() - t0:.0f} s; tra
 import tempfile
 from pathlib import Path
 
-from saelab.presets import course_overrides, course_sae, train_defaults
+from saelab.course import course_overrides, course_sae
+from saelab.presets import train_defaults
 from saelab.training.report import training_curves
 from saelab import Trainer
 

@@ -74,7 +74,8 @@ DEVICE = "auto"        # "auto": CUDA when present, else CPU
 import torch
 
 from saelab import load_lm, resolve_device
-from saelab.presets import course_folder, course_sae, default_caches
+from saelab.course import course_folder, course_sae
+from saelab.presets import default_caches
 from saelab import SAE, reconstruction_metrics
 
 torch.manual_seed(SEED)

@@ -60,7 +60,8 @@ DEVICE = "auto"            # "auto": CUDA when present, else CPU
 import torch
 
 from saelab import resolve_device
-from saelab.presets import course_sae, default_caches
+from saelab.course import course_sae
+from saelab.presets import default_caches
 
 device = resolve_device(DEVICE)
 saes = {"TopK": course_sae("topk", device=device)[0], "Multi-TopK": course_sae("multi_topk", device=device)[0]}

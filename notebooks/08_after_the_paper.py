@@ -37,13 +37,15 @@
 # 3. the Matryoshka loss: why nested prefixes order the dictionary from general to specific;
 # 4. to compare SAE families honestly: same tokens, same steps, matched L0, several metrics;
 # 5. feature absorption: what it is, how to count it exactly when the true features are known, and how SAEBench's
-#    first-letter task estimates it when they are not.
+#    first-letter task estimates it when they are not;
+# 6. transcoders: a dictionary that reads the MLP's input and predicts its output, scored by putting it in the MLP's
+#    place.
 #
-# **Exercises**: 8.1 (medium, 15 min), 8.2 (medium, 20 min), 8.3 (medium, 15 min), 8.4 (medium, 15 min). Each
-# stub stops the notebook with "exercise 8.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the
-# reference solutions.
+# **Exercises**: 8.1 (medium, 15 min), 8.2 (medium, 20 min), 8.3 (medium, 15 min), 8.4 (medium, 15 min), 8.5
+# (medium, 15 min). Each stub stops the notebook with "exercise 8.N: not written yet" until you fill it in;
+# `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Learner time**: about 68 minutes (38 reading at ~130 words a minute, 30 for the essential exercises; the optional ones add 35), beside the compute time below.
+# **Learner time**: about 68 minutes (38 reading at ~130 words a minute, 30 for the essential exercises; the optional ones add 50), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02, `scripts/run_series.py --only 08` after notebooks 01 and 02): in
 # fast mode (`SAELAB_FAST=1`) 1.1 minutes with its small SAEs already trained (about 3 minutes the first time,
@@ -83,13 +85,16 @@ HELD_TREE = 8192             # section 7's held-out samples (scored; the rest tr
 ABSORB_FAMILIES = "topk,matryoshka"  # section 7's SAEs (any of topk, batchtopk, matryoshka)
 SPELLING_WORDS = 600 if FAST else 4000  # section 7's first-letter words on the LM, at least 60 (SAEBench: the whole
                                         # vocabulary); 600 is too few for the probes to pass SAEBench's gate
+TRANSCODER_TOKENS = 8_000 if FAST else 100_000  # section 8's harvest of the MLP's input and output (paired)
+TRANSCODER_EPOCHS = 2.0 if FAST else 8.0         # section 8's passes over them (transcoder and SAE alike)
 DEVICE = "auto"              # "auto": CUDA when present, else CPU
 
 # %%
 import torch
 
 from saelab import resolve_device
-from saelab.presets import course_folder, course_sae, default_caches, train_defaults
+from saelab.course import course_folder, course_sae
+from saelab.presets import default_caches, train_defaults
 from saelab.teach.exercises import todo
 
 device = resolve_device(DEVICE)
@@ -454,14 +459,15 @@ verdict("TopK reconstructs better than ReLU + L1 (the paper's own)", "topk", "re
 import plotly.graph_objects as go
 
 from saelab.studies.frontier import NAMES
-from saelab.teach.exercises.after import dense_z, hierarchy_data, parent_firing, train_on_synthetic
+from saelab.sae.model import encode_dense
+from saelab.teach.exercises.after import hierarchy_data, parent_firing, train_on_synthetic
 
 tree = hierarchy_data(ABSORB_SAMPLES)
 x_tree, c_tree = tree.x_BD[:HELD_TREE], tree.coeffs_BF[:HELD_TREE]  # held out: every score below reads these
 k_tree = round(float((tree.coeffs_BF[HELD_TREE:] > 0).sum(1).float().mean()))
 tree_saes = {fam: train_on_synthetic(tree.x_BD[HELD_TREE:], fam, k_tree, ABSORB_EPOCHS, device=device)
              for fam in ABSORB_FAMILIES.split(",")}
-z_tree = {fam: dense_z(sae, x_tree) for fam, sae in tree_saes.items()}
+z_tree = {fam: encode_dense(sae, x_tree) for fam, sae in tree_saes.items()}
 firing = {fam: parent_firing(z_tree[fam], sae.W_dec.detach().cpu(), tree.features_FD, c_tree, tree.parent_F)
           for fam, sae in tree_saes.items()}
 fig = go.Figure([go.Scatter(x=t.fires_alone, y=t.fires_with_child, mode="markers", name=NAMES[fam],
@@ -634,6 +640,115 @@ fig.show()
 # recommends running it on LLMs of 2B parameters and more (its `evals/absorption/main.py`).
 
 # %% [markdown]
+# ## 8 · Transcoders: what the MLP computes
+#
+# An SAE on an MLP's output explains what the MLP *wrote*. A **transcoder** (Dunefsky, Chlenski & Nanda 2024, arXiv
+# 2406.11944) reads the MLP's *input* and is trained to reproduce its *output*, so its latents stand in for the MLP's
+# computation: a circuit can be followed through the MLP by a few sparse latents instead of thousands of neurons. A
+# **skip transcoder** (Paulo, Shabalin & Belrose 2025, arXiv 2501.18823) adds a learned linear map of the input, which
+# carries what the MLP does linearly, so that the latents only need the rest:
+#
+# $$z = \mathrm{ReLU}(\mathrm{TopK}_k(x W_{enc}^\top + b_{enc})), \qquad
+#   \hat y = z W_{dec} + b_{dec} + x W_{skip}^\top$$
+#
+# with $x$ the MLP's input (after the block's pre-MLP norm) and $y$ its output, both from the same forward pass. Two
+# differences from an SAE besides the target: the encoder reads $x$ as it is (an SAE subtracts its $b_{dec}$ first, but
+# a transcoder's $b_{dec}$ lives in the output's space), and the loss is normalized by the MSE of predicting *y*'s mean.
+# saelab harvests both sites from one pass (`HarvestConfig(site="mlp_in+mlp_out")`: each row is $[x \mid y]$) and
+# trains a transcoder with the same Trainer (`activation="transcoder"`, `transcoder_skip=True`). It is scored by what
+# replacing the MLP with it costs: its output goes where the MLP's went, at every position, and the LM runs on (delta
+# CE); its normalized MSE is that of the MLP's output.
+#
+# ### Exercise 8.5 — a skip transcoder's loss (medium, optional, 15 min)
+#
+# Write the normalized MSE of a TopK skip transcoder's prediction of y from x. Shapes are in the names; `W_skip_DD` is
+# [d_out, d_in].
+
+# %%
+from saelab.teach.exercises import check_transcoder_loss
+
+
+def transcoder_loss(x_BD, y_BD, W_enc_ND, b_enc_N, W_dec_ND, b_dec_D, W_skip_DD, k):
+    """Normalized MSE of y_hat = ReLU(TopK_k(x W_enc^T + b_enc)) W_dec + b_dec + x W_skip^T against y."""
+    # YOUR CODE HERE (about 5 lines), then delete the next line
+    todo("8.5")
+
+
+check_transcoder_loss(transcoder_loss)
+
+# %% [markdown]
+# <details><summary>Hint</summary>
+#
+# It is notebook 02's TopK SAE loss with three changes: nothing is subtracted from x before the encoder, the skip
+# term is added to the prediction (x times the transpose of W_skip, which maps input to output), and both the error
+# and the normalizer are measured against y.
+# </details>
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# pre = x_BD @ W_enc_ND.t() + b_enc_N
+# top = pre.topk(k, dim=-1)
+# z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+# y_hat = z @ W_dec_ND + b_dec_D + x_BD @ W_skip_DD.t()
+# return (y_hat - y_BD).pow(2).sum(-1).mean() / (y_BD - y_BD.mean(0)).pow(2).sum(-1).mean()
+# ```
+# </details>
+
+# %% [markdown]
+# Now on SmolLM2's MLP at the main job's layer: a skip transcoder, and an SAE on the same MLP's output, both TopK with
+# k = 32 (matched L0: exactly 32 latents a token), the same number of latents, steps and tokens, one scale for each
+# site (`dataset_unit_norm`; a per-token normalisation of the output could not be undone at inference, where the
+# output is not known). The SAE trains on the output half of the same rows.
+
+# %%
+from dataclasses import replace
+
+from saelab import Trainer, harvest, reconstruction_metrics
+from saelab.evals.downstream import downstream_loss
+from saelab.evals.splice import SpliceSite
+from saelab.presets import harvest_defaults
+
+pair_cfg = replace(harvest_defaults(), site="mlp_in+mlp_out", max_tokens=TRANSCODER_TOKENS)
+pairs = harvest(pair_cfg)  # rows [x | y] of the MLP at the main job's layer
+pairs_held = harvest(replace(pair_cfg, split="validation", max_tokens=4_000 if FAST else 16_000))
+d = pairs.d_model // 2
+tc_cfg = replace(train_defaults(), activation="transcoder", transcoder_skip=True, normalize="dataset_unit_norm", k=32,
+                 epochs=TRANSCODER_EPOCHS, checkpoint_every=0, progress=False)
+transcoder = Trainer(tc_cfg, pairs, device=device)  # in memory: nothing written
+transcoder.train()
+outputs = torch.cat([pairs.read_shard(i)["acts"][:, d:].float() for i in range(len(pairs.shard_sizes))])
+mlp_sae = Trainer(replace(tc_cfg, activation="topk", transcoder_skip=False), outputs, device=device,
+                  provenance={"model": pair_cfg.model, "site": "mlp_out", "layer": pairs.manifest["layer"]})
+mlp_sae.train()
+if lm is None:
+    from saelab import load_lm
+
+    lm = load_lm(pair_cfg.model, device=device)
+if tokens is None:
+    from saelab import ContextConfig, build_contexts, load_corpus
+
+    tokens = torch.from_numpy(build_contexts(load_corpus(pair_cfg.corpus), lm.tokenizer, ContextConfig(),
+                                             "validation", max(DELTA_CE_CONTEXTS, 4)).tokens_NT).long()
+held_rows = pairs_held.activations()
+tc_rows = []
+for name, sae, rows in (("skip transcoder (MLP input -> output)", transcoder.sae, held_rows),
+                        ("SAE on the MLP output", mlp_sae.sae, held_rows[:, d:])):
+    r = reconstruction_metrics(sae, rows)
+    where = SpliceSite.of(sae, lm, positions="all")  # every position: nothing left clean
+    ce = downstream_loss(lm, sae, tokens, where, progress=False)
+    tc_rows.append({"": name, "reads": where.source, "writes": where.site, "L0": r["l0"],
+                    "normalized MSE of the MLP output": r["nmse"], "delta CE": ce["delta_loss"], "KL": ce["kl"],
+                    "loss recovered (vs mean)": ce["loss_recovered_mean"]})
+print(pd.DataFrame(tc_rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+# %% [markdown]
+# Reading it: both rows spend 32 latents a token on the same MLP, so their normalized MSE and delta CE compare
+# directly; the transcoder has a harder job (it must compute the MLP's output from its input, where the SAE may copy
+# its input) and the skip connection's linear part to help. The measurement at the command line's size, with the
+# commands, is in docs/architecture.md ("Transcoders"); the numbers above are this notebook's (smaller) run.
+
+# %% [markdown]
 # ## Recap
 #
 # - BatchTopK selects over the batch, so L0 varies per token with mean k; a single threshold, estimated in training,
@@ -646,6 +761,8 @@ fig.show()
 # - Absorption: where a specific feature implies a general one, the specific latent takes in the general direction
 #   and the general latent goes silent there. On synthetic data it is counted exactly, per parent/child pair; on a
 #   language model SAEBench estimates it with first-letter probes.
+# - A transcoder reads an MLP's input and predicts its output; it is scored in the MLP's place (delta CE at every
+#   position) and by the normalized MSE of the MLP's output, beside an SAE on that output at the same L0.
 #
 # ## Check your understanding
 #

@@ -12,14 +12,15 @@ The package is the pipeline, one stage a subpackage; imports point down the stag
     teach     the toy data and the notebooks' exercise checks
 
 Top level: `cli`, `commands`, `commands_share` and `commands_studies` (the `saelab` command), `presets` (the main
-job and the zoo), and the helpers every stage may use (`assets`, `files`, `config`, `distributed`, `pages`).
+job's settings), `zoo` (SAEs trained with them, cached), `course` (the notebooks' budget), and the helpers every stage
+may use (`assets`, `files`, `flags`, `distributed`, `pages`).
 
 The names below are the stable API (`from saelab import SAE, Trainer, harvest`); each is imported on first
 use, so `import saelab` alone does not import torch. Upgrading from 0.1, where every module sat directly under
 `saelab/`: README.md's "The package" lists where each module went.
 """
 
-__version__ = "0.3.0"
+from saelab.version import __version__ as __version__  # the version, in a module every stage may import
 
 _API = {
     "load_lm": "saelab.lm.models", "resolve_device": "saelab.lm.models",
@@ -31,11 +32,11 @@ _API = {
     "reconstruction_metrics": "saelab.evals.reconstruction", "SpliceSite": "saelab.evals.splice",
     "encode_contexts": "saelab.evals.splice", "downstream_loss": "saelab.evals.downstream",
     "run_suite": "saelab.evals.suite", "SuiteConfig": "saelab.evals.suite",
-    "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.trainer",
+    "Trainer": "saelab.training.trainer", "TrainConfig": "saelab.training.config",
     "spliced": "saelab.interp.steering", "steer": "saelab.interp.steering",
     "LatentExplorer": "saelab.interp.explorer", "export_dashboard": "saelab.interp.export",
-    "zoo_sae": "saelab.presets",
-    "course_sae": "saelab.presets",
+    "zoo_sae": "saelab.zoo",
+    "course_sae": "saelab.course",
 }
 __all__ = sorted(_API)
 

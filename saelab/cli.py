@@ -28,7 +28,7 @@ import argparse
 import sys
 
 from saelab import commands, commands_share, commands_studies
-from saelab.config import add_dataclass_args, normalize_flag_spellings
+from saelab.flags import add_dataclass_args, normalize_flag_spellings
 from saelab.presets import fast_mode, harvest_defaults, train_defaults
 
 
@@ -157,10 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(dm, DomainConfig, "", DomainConfig())
     dm.set_defaults(func=commands.cmd_domains)
 
+    from saelab.sae.families import studied
     from saelab.studies.frontier import FrontierConfig
 
-    f = command("frontier", "SAE families at matched L0 (topk, batchtopk, matryoshka, jumprelu, relu): normalized "
-                "MSE, delta CE, dead latents, probes, per-token L0 spread, first-letter absorption")
+    f = command("frontier", f"SAE families at matched L0 ({', '.join(studied())}): normalized MSE, delta CE, dead "
+                "latents, probes, per-token L0 spread, first-letter absorption")
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
     f.add_argument("--synthetic", action="store_true",
                    help="also train every family on synthetic data with known features and score them "

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from saelab.config import build_dataclass
+from saelab.flags import build_dataclass
 from saelab.presets import eval_tokens_default, fast_mode, harvest_defaults, train_defaults
 
 
@@ -242,7 +242,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker, out: str | None = No
         "model / site": f"{m['model']} {m['site']} layer {m['layer']}",
         "training tokens harvested": n_harvested if not args.on_the_fly else f"{n_harvested} (on the fly)",
         "tokens seen (epochs)": f"{int(trainer.sae.tokens_seen)} ({tcfg.epochs:g})",
-        "n_latents / k": f"{tcfg.n_latents} / {tcfg.k}" + (" (Multi-TopK)" if tcfg.multi_topk else ""),
+        "n_latents / k": f"{tcfg.sae.n_latents} / {tcfg.sae.k}" + (" (Multi-TopK)" if tcfg.sae.multi_topk else ""),
         "test tokens (held-out documents)": final["tokens"],
         "test normalized MSE": final["nmse"],
         "validation normalized MSE (the curves)": validation["nmse"],
@@ -287,8 +287,8 @@ def _main_job_downstream(args, hcfg, lm, sae) -> dict:
 def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
     """{name: SAE} from NAME=SOURCE / SOURCE specs (any layout `load_sae` reads: a saelab, SAE Lens or sparsify
     folder, an OpenAI .pt, hf://owner/repo[/subfolder]) and zoo kinds (trained on first use)."""
-    from saelab.presets import zoo_sae
     from saelab.sae.formats import load_sae
+    from saelab.zoo import ZOO, zoo_sae
 
     saes = {}
     for kind in [z for z in (zoo or "").split(",") if z]:
@@ -298,17 +298,17 @@ def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
         if not source.startswith("hf://") and not Path(source).exists():
             raise FileNotFoundError(f"no SAE at {source}: train one with `saelab train`, pass --sae PATH (a saelab, "
                                     "SAE Lens or sparsify folder, an OpenAI .pt, hf://owner/repo[/subfolder]), or "
-                                    "--zoo topk,relu to use the zoo")
+                                    f"--zoo {','.join(ZOO)} to use the zoo")
         parts = [p for p in source.rstrip("/").split("/") if p]
         default_name = parts[-2] if len(parts) > 1 and parts[-1] == "sae" else parts[-1] if parts else source
         saes[name or default_name] = load_sae(source)
     if not saes:
-        raise ValueError("no SAE given: pass --sae PATH (repeatable) or --zoo topk,multi_topk,relu")
+        raise ValueError(f"no SAE given: pass --sae PATH (repeatable) or --zoo {','.join(ZOO)}")
     models = {s.cfg.model for s in saes.values() if s.cfg.model}
     if len(models) > 1:
         print(f"saelab: warning: the SAEs record different models {sorted(models)}; all are spliced into one LM "
               "(--model, else the first SAE's)", file=sys.stderr)
-    keys = {(s.cfg.site, s.cfg.layer, s.cfg.d_in) for s in saes.values()}
+    keys = {(s.family.writes(s.cfg), s.cfg.layer, s.cfg.d_in) for s in saes.values()}  # a transcoder: its output
     if len(keys) > 1:
         raise ValueError(f"the SAEs sit at different sites/layers/widths: {sorted(map(str, keys))}; "
                          "compare SAEs of one site at a time")

@@ -4,7 +4,7 @@ parser is `saelab.cli`, the other commands `saelab.commands`."""
 from __future__ import annotations
 
 from saelab.commands import _model_for
-from saelab.config import build_dataclass
+from saelab.flags import build_dataclass
 
 
 def cmd_dashboard(args) -> int:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from saelab.config import build_dataclass
+from saelab.flags import build_dataclass
 from saelab.presets import fast_mode, harvest_defaults, train_defaults
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from saelab.cli import build_parser, main
-from saelab.config import normalize_flag_spellings
+from saelab.flags import normalize_flag_spellings
 from saelab.training.runs import check_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_both_flag_spellings_and_suggestions():
     got = normalize_flag_spellings(parser, ["train", "--train.n-latents", "64", "--eval_tokens=10", "--on_the_fly"])
     assert got == ["train", "--train.n_latents", "64", "--eval-tokens=10", "--on-the-fly"]
     args = parser.parse_args(got)
-    assert getattr(args, "train.n_latents") == 64 and args.eval_tokens == 10 and args.on_the_fly
+    assert getattr(args, "train.sae.n_latents") == 64 and args.eval_tokens == 10 and args.on_the_fly  # an alias
 
 
 def test_unknown_flag_gets_a_suggestion_and_no_traceback(capsys):
@@ -102,7 +102,7 @@ def test_configs_check_their_choices_in_python():
     from saelab.acts.harvest import HarvestConfig
     from saelab.training.trainer import TrainConfig
 
-    with pytest.raises(ValueError, match="TrainConfig.normalize must be one of per_token_unit_norm"):
+    with pytest.raises(ValueError, match="normalize must be one of .*per_token_unit_norm"):
         TrainConfig(normalize="unit_norm")
     with pytest.raises(ValueError, match="HarvestConfig.site must be one of"):
         HarvestConfig(site="resid_pre")

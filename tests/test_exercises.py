@@ -1730,7 +1730,7 @@ def test_jumprelu_threshold_grad_check(wrong, message):
 
 
 def test_jumprelu_exercise_solution_agrees_with_the_training_code():
-    from saelab.sae.jumprelu import jumprelu
+    from saelab.sae.families.jumprelu import jumprelu
 
     g = torch.Generator().manual_seed(0)
     pre, theta = torch.rand(16, 8, generator=g), torch.rand(8, generator=g).requires_grad_(True)
@@ -1798,11 +1798,12 @@ def test_pair_absorption_check(wrong, message):
 
 def test_pair_absorption_agrees_with_saelab_on_a_trained_sae():
     from saelab.evals.ground_truth import absorption
+    from saelab.sae.model import encode_dense
 
     data = A.hierarchy_data(20_000)
     sae = A.train_on_synthetic(data.x_BD[4096:], "topk", k=7, epochs=1)
     x, c = data.x_BD[:4096], data.coeffs_BF[:4096]
-    z = A.dense_z(sae, x)
+    z = encode_dense(sae, x)
     W = sae.W_dec.detach().cpu()
     pairs = absorption(z, W, data.features_FD, c, data.parent_F)["pairs"]
     assert len(pairs) > 100 and any(share > 0 for _, _, share, _ in pairs)

@@ -182,7 +182,8 @@ def test_notebook_02_runs_from_an_unpacked_kit_without_harvesting_or_training(tm
     from nbclient import NotebookClient
 
     from saelab import assets
-    from saelab.presets import course_sae, default_caches
+    from saelab.course import course_sae
+    from saelab.presets import default_caches
 
     real = assets.home()
     teacher, student = tmp_path / "teacher", tmp_path / "student"

@@ -18,11 +18,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "saelab"
 # Lowest first. A module may import its own stage and any earlier one.
 STAGES = ("helpers", "lm", "acts", "sae", "evals", "training", "studies", "interp", "teach", "app")
 TOP_LEVEL = {  # modules directly under saelab/: which stage each belongs to
-    "files": "helpers", "config": "helpers", "assets": "helpers", "distributed": "helpers", "pages": "helpers",
-    "presets": "app", "commands": "app", "commands_share": "app", "cli": "app", "__main__": "app", "__init__": "app",
+    "files": "helpers", "flags": "helpers", "assets": "helpers", "distributed": "helpers", "pages": "helpers",
+    "version": "helpers",
+    "presets": "app", "zoo": "app", "course": "app", "commands": "app", "commands_share": "app",
+    "commands_studies": "app", "cli": "app", "__main__": "app", "__init__": "app",
 }
 MAX_LINES = 450
 """Longer modules must say why in their docstring (a line starting 'Length:')."""
+MAX_FUNCTION_LINES = 60
+"""In the stages where a family's code meets the shared code (`sae`, `training`): no function longer than this."""
+CORE_MAX_LINES = {"saelab/sae/model.py": 300, "saelab/training/trainer.py": 300}
+"""The shared model and the trainer stay small: a family's code belongs in its own file (`saelab.sae.families`)."""
 
 
 def module_name(path: Path) -> str:
@@ -193,3 +199,24 @@ def test_public_api_resolves_and_import_saelab_stays_light():
         assert getattr(importlib.import_module(saelab._API[name]), name) is value
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         saelab.nonexistent  # noqa: B018
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """(name, lines) of every function or method of `source` longer than `limit` lines (its decorators left out)."""
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_functions_of_the_sae_and_training_stages_stay_short():
+    assert long_functions("def f():\n" + "    x = 1\n" * 61) == [("f", 62)]
+    assert long_functions("def f():\n" + "    x = 1\n" * 59) == []
+    found = [f"{path.relative_to(PACKAGE.parent)}: {name} ({lines} lines)"
+             for stage in ("sae", "training") for path in sorted((PACKAGE / stage).rglob("*.py"))
+             for name, lines in long_functions(path.read_text())]
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them by job): " + "; ".join(found)
+
+
+def test_the_model_and_the_trainer_stay_small():
+    for rel, limit in CORE_MAX_LINES.items():
+        lines = len((PACKAGE.parent / rel).read_text().splitlines())
+        assert lines <= limit, f"{rel} has {lines} lines (limit {limit}): move family code to saelab/sae/families/"

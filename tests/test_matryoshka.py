@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from saelab.sae.config import SAEConfig
-from saelab.sae.matryoshka import parse_widths
+from saelab.sae.families.matryoshka import parse_widths
 from saelab.sae.model import SAE
 
 WIDTHS = [16, 48, 112, 256]
@@ -35,22 +35,6 @@ def test_matryoshka_loss_equals_the_sum_of_prefix_losses_computed_densely(activa
     assert float(out.losses["nmse"]) == pytest.approx(prefix[-1], rel=1e-4)
     assert float(out.losses["matryoshka"]) == pytest.approx(sum(prefix[:-1]), rel=1e-4)
     assert float(out.losses["total"]) == pytest.approx(sum(prefix), rel=1e-4)
-
-
-def test_matryoshka_sparse_backward_equals_dense_autograd():
-    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
-    dead = torch.zeros(256, dtype=torch.bool)
-    dead[::3] = True
-    grads = {}
-    for kernel in ("sparse", "dense"):
-        sae = _sae(kernel, k_aux=16)
-        out = sae(x, dead_mask_N=dead)
-        assert {"aux", "matryoshka"} <= set(out.losses)
-        out.losses["total"].backward()
-        grads[kernel] = {name: p.grad.clone() for name, p in sae.named_parameters()}
-    for name, g in grads["dense"].items():
-        assert float(g.abs().max()) > 0, name
-        torch.testing.assert_close(grads["sparse"][name], g, atol=1e-6, rtol=1e-5)
 
 
 def test_widths_are_checked_and_the_papers_layout_is_one_word():

@@ -156,7 +156,7 @@ def test_firing_rates_and_magnitudes_are_saelabs_toy():
 def test_scores_of_an_sae_agree_with_saelabs(data):
     """A TopK SAE on a perturbed dictionary, with a few latents that never fire: SAE Lens's MCC, dead latents, L0
     and explained variance are saelab's MCC, dead x n_latents, L0 and 1 - nmse."""
-    from saelab.acts.synthetic_saelens import saelens_scores
+    from saelab.evals.ground_truth_saelens import saelens_scores
 
     x, F, c = data.x_BD, data.features_FD, data.coeffs_BF
     sae = _topk_sae(_perturbed(F)["wider"], k=4, dead=range(5))
@@ -172,7 +172,7 @@ def test_scores_of_an_sae_agree_with_saelabs(data):
 
 
 def test_the_true_codes_score_perfectly_and_corruptions_cost_what_they_should(data):
-    from saelab.acts.synthetic_saelens import saelens_scores
+    from saelab.evals.ground_truth_saelens import saelens_scores
 
     x, F, c = data.x_BD, data.features_FD, data.coeffs_BF
     n, m = TOY.n_features, 10

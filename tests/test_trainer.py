@@ -156,7 +156,7 @@ def test_cli_main_job_end_to_end_on_tiny_model(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "test normalized MSE" in r.stdout and "validation normalized MSE" in r.stdout
     metrics = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
-    assert 0 < metrics["final"]["nmse"] < 2 and metrics["train"]["aux_coef"] == 1 / 16
+    assert 0 < metrics["final"]["nmse"] < 2 and metrics["train"]["sae"]["aux_coef"] == 1 / 16
     assert metrics["final"]["nmse"] != metrics["validation"]["nmse"]  # two halves of the held-out documents
     evals = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if "eval_nmse" in x]
     assert evals[-1]["eval_nmse"] == pytest.approx(metrics["validation"]["nmse"], rel=1e-6)  # the curves: validation
@@ -274,15 +274,17 @@ def test_auxk_reads_the_dead_mask_after_this_batch_updates_it(tmp_path, caches, 
     """As the released code: a latent that fires in the current batch is not 'dead' for that batch's AuxK."""
     tr = Trainer(replace(TCFG, epochs=1.0, k_aux=64), caches[0], tmp_path)
     tr.sae.tokens_since_fired.fill_(10**9)  # every latent dead before the step
+    import saelab.sae.auxk
+
     seen = {}
-    original = SAE._aux_loss
+    original = saelab.sae.auxk.aux_loss
 
-    def spy(self, x_n, recon_n, pre_BN, dead_mask_N, *args):
+    def spy(sae, x_n, recon_n, pre_BN, dead_mask_N, *args):
         seen["dead"] = dead_mask_N.clone()
-        return original(self, x_n, recon_n, pre_BN, dead_mask_N, *args)
+        return original(sae, x_n, recon_n, pre_BN, dead_mask_N, *args)
 
-    monkeypatch.setattr(SAE, "_aux_loss", spy)
-    x = next(tr.loader.iter_epoch(0))
+    monkeypatch.setattr(saelab.sae.auxk, "aux_loss", spy)
+    x = tr.data.batch(0)
     out = tr.sae(x, dead_mask_fn=tr._update_dead)
     assert "aux" in out.losses and out.fired_N.any()
     assert not (seen["dead"] & out.fired_N).any()  # fired latents were revived before AuxK read the mask

@@ -7,7 +7,7 @@
     cache     the activation cache on disk: sharded safetensors, verified, read in a seeded order
     stream    activations straight from the LM with a shuffle buffer (no disk)
     synthetic activations made from known features (superposition, a hierarchy, Zipf-like frequencies)
-    synthetic_saelens  the same toy made by SAE Lens's generator (SynthSAEBench's), and SAE Lens's own scores
+    synthetic_saelens  the same toy made by SAE Lens's generator (SynthSAEBench's); its scores: `evals`
 
 May import: `lm` and the top-level helpers.
 """

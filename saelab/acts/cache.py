@@ -85,10 +85,19 @@ def write_manifest(folder: Path, fp: dict, n_shards: int, n_contexts: int) -> No
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
 
 
+def tensor_manifest(T: int, D: int, name: str) -> dict:
+    """The manifest of activations given as a tensor: no model, site or document is known (tokens are recorded
+    as 0)."""
+    return {"format_version": FORMAT_VERSION, "model": name, "model_hash": None, "d_model": D, "site": None,
+            "layer": None, "corpus": name, "split": "all", "context": {"ctx_len": 1}, "exclude_first": 0,
+            "store_dtype": "float32"}
+
+
 def cache_from_tensor(acts_TD: torch.Tensor, folder: str | Path, shard_tokens: int = 65536,
                       name: str = "tensor") -> ActivationCache:
-    """Write activations you already have ([tokens, d]) as a cache, so `Trainer` and the metrics can
-    use them (synthetic data, activations from another tool). Tokens/positions are recorded as 0."""
+    """Write activations you already have ([tokens, d]) as a cache on disk (activations from another tool, kept
+    for later). To train on them or score them, pass the tensor itself: `TensorActivations` reads it in memory
+    the same way."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     acts_TD = torch.as_tensor(acts_TD).float()
@@ -98,15 +107,71 @@ def cache_from_tensor(acts_TD: torch.Tensor, folder: str | Path, shard_tokens: i
         a = acts_TD[i * shard_tokens:(i + 1) * shard_tokens].contiguous()
         z = torch.zeros(len(a), dtype=torch.int32)
         write_shard(folder, i, {"acts": a, "tokens": z, "ctx": z.clone(), "pos": z.to(torch.int16), "doc": z.clone()},
-                     {"shard": str(i)})
-    fp = {"format_version": FORMAT_VERSION, "model": name, "model_hash": None, "d_model": D, "site": None,
-          "layer": None, "corpus": name, "split": "all", "context": {"ctx_len": 1}, "exclude_first": 0,
-          "store_dtype": "float32"}
-    write_manifest(folder, fp, n_shards, T)
+                    {"shard": str(i)})
+    write_manifest(folder, tensor_manifest(T, D, name), n_shards, T)
     return ActivationCache(folder)
 
 
-class ActivationCache:
+class Activations:
+    """What reading activations needs, on disk (`ActivationCache`) or in memory (`TensorActivations`): a manifest
+    and shards of rows, read whole, sampled, or shuffled in epochs (`ShuffledCacheLoader`)."""
+
+    manifest: dict
+    shard_sizes: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.manifest["d_model"])
+
+    def read_shard(self, i: int, keys=("acts",)) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """A random sample of `n` activation rows as fp32 (reads at most a few shards' worth)."""
+        g = np.random.default_rng(seed)
+        order = g.permutation(len(self.shard_sizes))
+        rows, have = [], 0
+        for i in order:
+            acts = self.read_shard(int(i))["acts"]
+            take = min(n - have, len(acts))
+            rows.append(acts[torch.from_numpy(g.choice(len(acts), take, replace=False))].float())
+            have += take
+            if have >= n:
+                break
+        return torch.cat(rows)
+
+    def activations(self) -> torch.Tensor:
+        """All activations, in order, as float32 (the whole set in RAM: for held-out caches)."""
+        return torch.cat([self.read_shard(i)["acts"].float() for i in range(len(self.shard_sizes))])
+
+    def tokens(self) -> torch.Tensor:
+        """All token ids, in order (int32; small next to the activations)."""
+        return torch.cat([self.read_shard(i, ("tokens",))["tokens"] for i in range(len(self.shard_sizes))])
+
+
+class TensorActivations(Activations):
+    """Activations held in memory ([tokens, d]), read like a cache written by `cache_from_tensor` with the same
+    shard size: the same samples, the same shuffled epochs, no files."""
+
+    def __init__(self, acts_TD: torch.Tensor, shard_tokens: int = 65536, name: str = "tensor"):
+        acts_TD = torch.as_tensor(acts_TD).detach().float().cpu()
+        if acts_TD.ndim != 2:
+            raise ValueError(f"expected activations [tokens, d], got shape {tuple(acts_TD.shape)}")
+        T, D = acts_TD.shape
+        self.acts, self.shard_tokens = acts_TD, shard_tokens
+        self.shard_sizes = [len(acts_TD[i:i + shard_tokens]) for i in range(0, max(T, 1), shard_tokens)]
+        self.manifest = {**tensor_manifest(T, D, name), "n_tokens": T}
+
+    def read_shard(self, i: int, keys=("acts",)) -> dict[str, torch.Tensor]:
+        a = self.acts[i * self.shard_tokens:(i + 1) * self.shard_tokens]
+        return {k: a if k == "acts" else torch.zeros(len(a), dtype=torch.int32) for k in keys}
+
+
+class ActivationCache(Activations):
     """A verified, read-only view of a harvest folder."""
 
     def __init__(self, folder: str | Path, verify: str = "size", expect: dict | None = None):
@@ -136,14 +201,6 @@ class ActivationCache:
         self.shard_sizes = [s["n_tokens"] for s in self.manifest["shards"]]
         self.offsets = np.concatenate([[0], np.cumsum(self.shard_sizes)]).astype(np.int64)
 
-    @property
-    def n_tokens(self) -> int:
-        return int(self.manifest["n_tokens"])
-
-    @property
-    def d_model(self) -> int:
-        return int(self.manifest["d_model"])
-
     def shard_files(self) -> list[Path]:
         return [self.folder / s["file"] for s in self.manifest["shards"]]
 
@@ -151,31 +208,9 @@ class ActivationCache:
         with safe_open(self.shard_files()[i], "pt") as f:
             return {k: f.get_tensor(k) for k in keys}
 
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """A random sample of `n` activation rows as fp32 (reads at most a few shards' worth)."""
-        g = np.random.default_rng(seed)
-        order = g.permutation(len(self.shard_sizes))
-        rows, have = [], 0
-        for i in order:
-            acts = self.read_shard(int(i))["acts"]
-            take = min(n - have, len(acts))
-            rows.append(acts[torch.from_numpy(g.choice(len(acts), take, replace=False))].float())
-            have += take
-            if have >= n:
-                break
-        return torch.cat(rows)
-
-    def activations(self) -> torch.Tensor:
-        """All activations, in cache order, as float32 (the whole cache in RAM: for held-out caches)."""
-        return torch.cat([self.read_shard(i)["acts"].float() for i in range(len(self.shard_sizes))])
-
-    def tokens(self) -> torch.Tensor:
-        """All token ids, in cache order (int32; small next to the activations)."""
-        return torch.cat([self.read_shard(i, ("tokens",))["tokens"] for i in range(len(self.shard_sizes))])
-
 
 class ShuffledCacheLoader:
-    """Shuffled batches from an ActivationCache without loading it all into RAM.
+    """Shuffled batches from an ActivationCache (or `TensorActivations`) without loading it all into RAM.
 
     Each epoch permutes the shards, groups them `shards_in_memory` at a time, and permutes the
     rows within each group; batches run across group boundaries. The order depends only on
@@ -183,7 +218,7 @@ class ShuffledCacheLoader:
     [r*B/W, (r+1)*B/W) of each global batch B.
     """
 
-    def __init__(self, cache: ActivationCache, batch_size: int, seed: int = 0, shards_in_memory: int = 4,
+    def __init__(self, cache: Activations, batch_size: int, seed: int = 0, shards_in_memory: int = 4,
                  rank: int = 0, world: int = 1, device: str | torch.device = "cpu", drop_last: bool = True):
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world} data-parallel ranks")

@@ -39,10 +39,10 @@ from saelab.acts.corpus import (
     separator_id,
 )
 from saelab.acts.outliers import outlier_mask
-from saelab.config import check_choices
 from saelab.distributed import rank_world
+from saelab.flags import check_choices
 from saelab.lm.models import LM, check_device, load_lm, resolve_device
-from saelab.lm.sites import SITES, run_to_sites, site_module
+from saelab.lm.sites import run_to_sites, site_module, site_parts
 
 
 @dataclass
@@ -61,8 +61,9 @@ class HarvestConfig:
     split: Split = "train"
     """Which documents: 'train', 'heldout' (about 1 in 20, chosen by a hash of the title), its halves
     'validation' (tuning, curves) and 'test' (reported numbers), or 'all'."""
-    site: Literal["resid_post", "mlp_out", "attn_out"] = "resid_post"
-    """Hook site: the residual stream after the block, or the block's MLP or attention output."""
+    site: Literal["resid_post", "mlp_out", "attn_out", "mlp_in", "mlp_in+mlp_out"] = "resid_post"
+    """Hook site: the residual stream after the block, the block's MLP or attention output, the MLP's input, or the
+    MLP's input and output paired from one forward pass (rows [x | y], 2 x d_model wide: a transcoder's data)."""
     layer: int | None = None
     """Block index (0-based); None = the model's default (3/4 depth)."""
     context: ContextConfig = field(default_factory=ContextConfig)
@@ -94,9 +95,11 @@ class HarvestConfig:
     def __post_init__(self):
         check_choices(self)
         check_device(self.device)
-        bad = [s for s in split_list(self.sites) if s not in SITES]
-        if bad:
-            raise ValueError(f"HarvestConfig.sites: unknown site(s) {bad}; choose from {', '.join(SITES)}")
+        for site in split_list(self.sites):
+            try:
+                site_parts(site)
+            except ValueError as err:
+                raise ValueError(f"HarvestConfig.sites: {err}") from None
         try:
             [int(v) for v in split_list(self.layers)]
         except ValueError:
@@ -151,7 +154,8 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 def _fingerprint(cfg: HarvestConfig, lm: LM, layer: int, whash: str) -> dict:
     return {
-        "format_version": FORMAT_VERSION, "model": cfg.model, "model_hash": whash, "d_model": lm.d_model,
+        "format_version": FORMAT_VERSION, "model": cfg.model, "model_hash": whash,
+        "d_model": lm.d_model * len(site_parts(cfg.site)),  # the rows' width: a paired site's are two sites wide
         "site": cfg.site, "layer": layer, "corpus": cfg.corpus, "split": cfg.split,
         "corpus_hash": corpus_fingerprint(cfg.corpus, cfg.context), "context": asdict(cfg.context),
         "separator_id": separator_id(lm.tokenizer), "outlier_factor": cfg.outlier_factor,
@@ -245,7 +249,8 @@ def harvest_sites(cfg: HarvestConfig, out_dirs: str | Path | dict | None = None,
         for s in range(0, len(toks), cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
             for key, out in run_to_sites(lm, toks[sl], need).items():
-                acts = out[:, cfg.exclude_first:].float().cpu().reshape(-1, lm.d_model)
+                acts = out[:, cfg.exclude_first:].float().cpu()
+                acts = acts.reshape(-1, acts.shape[-1])
                 keep = outlier_mask(acts, cfg.outlier_factor)
                 col = cols[key]
                 col["acts"].append(acts[keep])

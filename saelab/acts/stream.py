@@ -65,7 +65,8 @@ def stream_activations(cfg: HarvestConfig, lm: LM | None = None, rank: int | Non
             continue
         end = min(s + cfg.batch_size, (s // cfg.shard_contexts + 1) * cfg.shard_contexts, len(toks))
         batch = toks[s:end]
-        acts = run_to_site(lm, batch, cfg.site, layer)[:, cfg.exclude_first:].float().reshape(-1, lm.d_model).cpu()
+        acts = run_to_site(lm, batch, cfg.site, layer)[:, cfg.exclude_first:].float()
+        acts = acts.reshape(-1, acts.shape[-1]).cpu()
         keep = outlier_mask(acts, cfg.outlier_factor)
         if with_ids:
             ids = ((torch.arange(s, s + len(batch))[:, None] * T) + pos[None]).reshape(-1)

@@ -9,6 +9,7 @@ on the LM and against ground truth).
     ablation        ablation sparsity of each latent's effect on the logits (section 4.5)
     suite           all of them side by side on one or several SAEs (`saelab eval`)
     ground_truth    an SAE against known features: MCC, recovered share, exact absorption, dead and duplicate latents
+    ground_truth_saelens  SAE Lens's own scores of an SAE on synthetic data (its calculators), beside saelab's
     spelling        SAEBench's first-letter spelling prompts, the residual at the word, the per-letter probe
     absorption      SAEBench's first-letter feature absorption on the LM (absorption fraction, full absorption)
 

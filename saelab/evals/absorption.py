@@ -54,8 +54,7 @@ from saelab.evals.spelling import (
     train_multi_probe,
 )
 from saelab.lm.models import LM
-from saelab.sae.kernels import dense_codes
-from saelab.sae.model import SAE
+from saelab.sae.model import SAE, encode_dense
 
 
 @dataclass
@@ -157,19 +156,12 @@ def full_absorption(acts_WN: torch.Tensor, proj_WN: torch.Tensor, cos_N: torch.T
 
 
 @torch.no_grad()
-def dense_sae_codes(sae: SAE, x_WD: torch.Tensor) -> torch.Tensor:
-    """[W, n] dense codes of the SAE on the CPU."""
-    enc = sae.encode(x_WD.to(sae.W_enc.device, sae.W_enc.dtype))
-    return dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
-
-
-@torch.no_grad()
 def latent_projections(sae: SAE, x_WD: torch.Tensor, p_D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
                                                                                   torch.Tensor]:
     """(dense codes [W, n], proj [W, n]: each latent's contribution to the reconstruction projected on the unit
     direction p, in the residual's units, cos [n]: each decoder row's cosine with p)."""
     x = x_WD.to(sae.W_enc.device, sae.W_enc.dtype)
-    z = dense_sae_codes(sae, x)
+    z = encode_dense(sae, x)
     scale = sae.preprocess(x)[1].scale
     scale = scale.float().cpu().reshape(-1, 1) if torch.is_tensor(scale) else torch.tensor([[float(scale)]])
     W_dec = sae.W_dec.detach().float().cpu()
@@ -180,7 +172,7 @@ def latent_projections(sae: SAE, x_WD: torch.Tensor, p_D: torch.Tensor) -> tuple
 def score_sae(sae: SAE, data: SpellingData, probe: torch.nn.Linear, cfg: AbsorptionConfig | None = None) -> dict:
     """Steps 2-4 for one SAE on collected spelling data and a trained ground-truth probe."""
     cfg = cfg or AbsorptionConfig()
-    z = dense_sae_codes(sae, data.x_WD)
+    z = encode_dense(sae, data.x_WD)
     tr, te = ~data.test_W, data.test_W
     mains = main_latents(z[tr], data.letter_W[tr], z[te], data.letter_W[te], cfg)
     with torch.no_grad():
@@ -229,7 +221,7 @@ def first_letter_absorption(lm: LM, saes: dict[str, SAE], cfg: AbsorptionConfig 
     by_site: dict[tuple[str, int], list[str]] = {}
     for name, sae in saes.items():
         where = SpliceSite.of(sae, lm)
-        by_site.setdefault((where.site, where.layer), []).append(name)
+        by_site.setdefault((where.source, where.layer), []).append(name)
     for (site, layer), names in by_site.items():
         t = time.time()
         data = collect_spelling(lm, site, layer, cfg.spelling, progress=progress)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from saelab.sae.kernels import dense_codes
+from saelab.sae.model import encode_dense
 
 RECOVERED_AT = 0.9
 FULLY_ABSORBED_AT = 0.9
@@ -115,8 +115,7 @@ def ground_truth_scores(sae, x_BD: torch.Tensor, features_FD: torch.Tensor, coef
                         parent_F: torch.Tensor | None = None) -> dict:
     """Every ground-truth score of `sae` (saelab's `SAE` or anything with `encode` and `W_dec`) on samples x whose
     true features and coefficients are known."""
-    enc = sae.encode(x_BD)
-    z = dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
+    z = encode_dense(sae, x_BD)
     W = sae.W_dec.detach().cpu()
     out = {"mcc": mcc(W, features_FD), "recovered": recovered(W, features_FD), **dead_and_duplicates(z, W, features_FD),
            "l0": float((z > 0).sum(1).float().mean())}

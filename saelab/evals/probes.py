@@ -49,12 +49,11 @@ import numpy as np
 import torch
 
 from saelab.acts.corpus import ContextConfig, load_corpus, select_split
-from saelab.config import check_choices
 from saelab.evals.splice import SpliceSite, eligible_mask, heldout_context
+from saelab.flags import check_choices
 from saelab.lm.models import LM
 from saelab.lm.sites import run_to_site
-from saelab.sae.kernels import dense_codes
-from saelab.sae.model import SAE
+from saelab.sae.model import SAE, encode_dense
 
 
 @torch.no_grad()
@@ -277,8 +276,7 @@ def latent_features(sae: SAE, x_BD: torch.Tensor, features: str = "pre_activatio
         x = x_BD.to(sae.W_enc.device, sae.W_enc.dtype)
         return sae.pre_acts(sae.preprocess(x)[0]).float().cpu()
     if features == "post_topk_codes":
-        enc = sae.encode(x_BD)
-        return dense_codes(enc.top_acts_BK.float(), enc.top_idx_BK, sae.cfg.n_latents).cpu()
+        return encode_dense(sae, x_BD)
     raise ValueError(f"features must be 'pre_activations' or 'post_topk_codes', got {features!r}")
 
 
@@ -297,7 +295,7 @@ def _features(lm: LM, saes: dict[str, SAE], tokens_NT: torch.Tensor, lens_N: tor
         feats.update(residual_normalised=[], random_directions=[])
     masks = []
     for s in range(0, len(tokens_NT), batch_size):
-        x = run_to_site(lm, tokens_NT[s:s + batch_size], where.site, where.layer).float().cpu()
+        x = run_to_site(lm, tokens_NT[s:s + batch_size], where.source, where.layer).float().cpu()
         B, T, D = x.shape
         mask = eligible_mask(x, where)
         if lens_N is not None:

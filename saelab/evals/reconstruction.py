@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
-from saelab.acts.cache import ActivationCache
+from saelab.acts.cache import Activations
 
 
 class NormalizedMSE:
@@ -34,7 +34,7 @@ class NormalizedMSE:
 
 def _batches(data, batch_size: int, max_tokens: int | None) -> Iterable[torch.Tensor]:
     """[tokens, d] batches of an ActivationCache, a tensor, or an iterable of batches (cut at max_tokens)."""
-    if isinstance(data, ActivationCache):
+    if isinstance(data, Activations):
         source = (acts[s:s + batch_size] for i in range(len(data.shard_sizes))
                   for acts in [data.read_shard(i)["acts"]] for s in range(0, len(acts), batch_size))
     elif isinstance(data, torch.Tensor):
@@ -62,18 +62,21 @@ def reconstruction_metrics(sae, data, batch_size: int = 8192, max_tokens: int | 
     nmse: the paper's, in the SAE's input space (after its normalisation, where it is trained and where
     the paper measures reconstruction error). nmse_activation_space: the same ratio on the raw
     activations (equal to nmse for 'none' and 'dataset_unit_norm'). mse: per element, raw space.
+    An SAE that reconstructs another site than it reads (a transcoder, on rows of both sites: `SAE.split`) is
+    scored on its target: the normalized MSE of its prediction of that site.
     """
     spaces = {"norm": NormalizedMSE(), "raw": NormalizedMSE()}
-    l0_sum, n, per_token = 0.0, 0, []
+    l0_sum, n, per_token, width = 0.0, 0, [], sae.cfg.d_in
     fired = torch.zeros(sae.cfg.n_latents, dtype=torch.bool)
     dev = sae.W_enc.device
-    for x in _batches(data, batch_size, max_tokens):
-        x = x.to(dev, torch.float32)
+    for rows in _batches(data, batch_size, max_tokens):
+        x, target = sae.split(rows.to(dev, torch.float32))
         enc = sae.encode(x, **encode_kwargs)
-        x_n, undo = sae.preprocess(x)
-        recon_n = sae.decode_normalized(enc.top_acts_BK, enc.top_idx_BK)
-        spaces["norm"].add(recon_n, x_n)
-        spaces["raw"].add(undo(recon_n), x)
+        t_n, undo = sae.target_space(x, target)
+        recon_n = sae.decode_normalized(enc.top_acts_BK, enc.top_idx_BK, x_like=x)
+        spaces["norm"].add(recon_n, t_n)
+        spaces["raw"].add(undo(recon_n), target)
+        width = target.shape[-1]
         active = enc.top_acts_BK > 0
         l0_sum += float(active.sum())
         per_token.append(active.sum(-1).cpu())
@@ -84,7 +87,7 @@ def reconstruction_metrics(sae, data, batch_size: int = 8192, max_tokens: int | 
     counts = torch.cat(per_token).sort().values
     at = {q: int(counts[min(n - 1, int(q * n))]) for q in (0.1, 0.5, 0.9)}  # per-token L0 quantiles (lower)
     return {"nmse": spaces["norm"].value(), "nmse_activation_space": spaces["raw"].value(),
-            "mse": spaces["raw"].sse / (n * sae.cfg.d_in), "l0": l0_sum / n,
+            "mse": spaces["raw"].sse / (n * width), "l0": l0_sum / n,
             "l0_p10": at[0.1], "l0_median": at[0.5], "l0_p90": at[0.9],
             "dead_eval_frac": float((~fired).float().mean()), "tokens": n}
 
@@ -93,13 +96,13 @@ def reconstruction_metrics(sae, data, batch_size: int = 8192, max_tokens: int | 
 def prefix_nmse(sae, x_BD: torch.Tensor, widths: list[int]) -> list[float]:
     """Held-out normalized MSE of each prefix of `sae`'s dictionary on its own: the codes `sae.encode` gives, decoded
     with only the latents below each width (and b_pre). A Matryoshka SAE is trained for this; any SAE can be read so."""
-    x = x_BD.to(sae.W_enc.device, torch.float32)
+    x, target = sae.split(x_BD.to(sae.W_enc.device, torch.float32))
     enc = sae.encode(x)
-    x_n, _ = sae.preprocess(x)
+    x_n, _ = sae.target_space(x, target)
     out = []
     for width in widths:
         acc = NormalizedMSE()
         keep = (enc.top_idx_BK < width).to(enc.top_acts_BK.dtype)
-        acc.add(sae.decode_normalized(enc.top_acts_BK * keep, enc.top_idx_BK), x_n)
+        acc.add(sae.decode_normalized(enc.top_acts_BK * keep, enc.top_idx_BK, x_like=x), x_n)
         out.append(acc.value())
     return out

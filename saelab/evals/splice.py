@@ -1,7 +1,9 @@
 """Splicing an SAE into a language model: where it sits, which positions it handles, and its codes.
 
 At the hooked site (`SpliceSite`), the activation of every eligible position is rewritten (by the
-SAE's reconstruction, or an ablation baseline) and the rest of the forward pass runs on it.
+SAE's reconstruction, or an ablation baseline) and the rest of the forward pass runs on it. An SAE that reads
+another site than it writes (a transcoder: the MLP's input in, its output out) is given the activation of the
+site it reads, captured in the same forward pass (`SpliceSite.reads`).
 Positions the SAE never saw in training (position < exclude_first, the attention sink, and norm
 outliers such as document separators, both as in the harvest) are left clean.
 `encode_contexts` gives the metrics (`downstream`, `probes`, `n2g`, `ablation`) the SAE's codes.
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from saelab.acts.corpus import ContextConfig
 from saelab.acts.outliers import outlier_mask
 from saelab.lm.models import LM
-from saelab.lm.sites import run_to_site, site_module
+from saelab.lm.sites import capture_hook, run_to_site, site_module
 from saelab.sae.model import SAE
 
 # replacement(x_BTD, mask_BT, positions_BT) -> new activations [B, T, D] (used where mask is True)
@@ -38,6 +40,13 @@ class SpliceSite:
     """Positions < this stay clean (not trained on)."""
     outlier_factor: float | None = 10.0
     """Tokens above this multiple of the median norm stay clean (as in the harvest; None: none)."""
+    reads: str | None = None
+    """The site whose activation the replacement is computed from, when not `site` (a transcoder's input)."""
+
+    @property
+    def source(self) -> str:
+        """The site the SAE reads: `reads`, else `site`."""
+        return self.reads or self.site
 
     @classmethod
     def of(cls, sae: SAE, lm: LM, positions: str = "trained", **overrides) -> SpliceSite:
@@ -60,7 +69,9 @@ class SpliceSite:
             warnings.warn(f"the SAE from {c.source} does not say its layer (hook {c.hook!r}); splicing it at "
                           f"{lm.name}'s default layer {lm.default_layer}: pass layer= to load_sae to choose",
                           stacklevel=2)
-        kw = {"site": c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer}
+        writes = sae.family.writes(c)
+        kw = {"site": writes or c.site or "resid_post", "layer": c.layer if c.layer is not None else lm.default_layer,
+              "reads": c.site if writes != c.site else None}
         if positions == "all":
             kw.update(exclude_first=0, outlier_factor=None)
         else:
@@ -167,6 +178,7 @@ def site_hooked(lm: LM, where: SpliceSite, replace: Replacement | None, capture:
 
     def pre_hook(_mod, args, kwargs):
         state["positions"] = _positions(args, kwargs)
+        state.pop("source", None)
 
     def hook(_mod, _inp, out):
         hidden = out[0] if isinstance(out, tuple) else out
@@ -188,12 +200,14 @@ def site_hooked(lm: LM, where: SpliceSite, replace: Replacement | None, capture:
             capture["acts"], capture["mask"], capture["positions"] = hidden.detach(), mask, positions
         if replace is None or not mask.any():
             return None
-        new = replace(hidden, mask, positions).to(hidden.dtype)
+        new = replace(state.get("source", hidden), mask, positions).to(hidden.dtype)
         hidden = torch.where(mask[..., None], new, hidden)
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    handles = [lm.model.register_forward_pre_hook(pre_hook, with_kwargs=True),
-               site_module(lm.model, where.site, where.layer).register_forward_hook(hook)]
+    handles = [lm.model.register_forward_pre_hook(pre_hook, with_kwargs=True)]
+    if where.reads and where.reads != where.site:  # a transcoder: what it reads, from this same pass
+        handles.append(capture_hook(lm.model, where.reads, where.layer, state, "source"))
+    handles.append(site_module(lm.model, where.site, where.layer).register_forward_hook(hook))
     try:
         yield state
     finally:
@@ -292,7 +306,7 @@ def encode_contexts(lm: LM, sae: SAE, tokens_NT: torch.Tensor, where: SpliceSite
     tokens_NT = torch.as_tensor(tokens_NT).long()
     acts_l, idx_l, valid_l, raw = [], [], [], []
     for s in tqdm(range(0, len(tokens_NT), batch_size), desc="encode", disable=not progress, leave=False):
-        x = run_to_site(lm, tokens_NT[s:s + batch_size], where.site, where.layer).float().cpu()
+        x = run_to_site(lm, tokens_NT[s:s + batch_size], where.source, where.layer).float().cpu()
         B, T, D = x.shape
         enc = sae.encode(x.reshape(-1, D), **encode_kwargs)
         acts_l.append(enc.top_acts_BK.reshape(B, T, -1))

@@ -21,7 +21,6 @@ from typing import Literal
 import torch
 
 from saelab.acts.corpus import DEFAULT_CORPUS, build_contexts, load_corpus
-from saelab.config import check_choices
 from saelab.evals.ablation import ablation_sparsity, position_ablation_sparsity
 from saelab.evals.absorption import AbsorptionConfig, fast_absorption_config, first_letter_absorption
 from saelab.evals.downstream import CONVENTIONS, downstream_loss
@@ -29,6 +28,7 @@ from saelab.evals.n2g import N2GConfig, n2g_evaluation
 from saelab.evals.probes import ProbeConfig, probe_losses
 from saelab.evals.splice import SpliceSite, encode_contexts, heldout_context, site_mean
 from saelab.files import atomic_write_text
+from saelab.flags import check_choices
 from saelab.lm.models import LM
 from saelab.sae.model import SAE
 
@@ -99,6 +99,10 @@ def run_suite(lm: LM, saes: dict[str, SAE], cfg: SuiteConfig | None = None, mean
     # each SAE spliced at the positions its own harvest trained on (its data record); `where`: the first's
     sites = {name: SpliceSite.of(sae, lm, positions=cfg.splice_positions) for name, sae in saes.items()}
     where = sites[next(iter(saes))]
+    if len({w.source for w in sites.values()}) > 1 and wanted & {"probe", "absorption"}:
+        raise ValueError("the probes and absorption read every SAE at one site, and these read different ones (a "
+                         "transcoder reads its MLP's input): run them on each SAE alone, or pass --metrics "
+                         "downstream,n2g,ablation")
     corpus = load_corpus(cfg.corpus)
     ctx_cfg = heldout_context(saes.values())  # the split the SAEs trained on
     n_held = max(cfg.downstream_contexts, cfg.n2g_heldout_contexts)

@@ -192,15 +192,14 @@ def encode_text(lm: LM, sae: SAE, text: str, max_tokens: int = 128) -> tuple[lis
     """Run the LM and the SAE on `text`: (token texts, dense activations [T, n]). Empty text -> ([], [0, n])."""
     from saelab.evals.splice import SpliceSite
     from saelab.lm.sites import run_to_site
-    from saelab.sae.kernels import dense_codes
+    from saelab.sae.model import encode_dense
 
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens] if text.strip() else []
     if not ids:
         return [], torch.zeros(0, sae.cfg.n_latents)
     where = SpliceSite.of(sae, lm)
-    x = run_to_site(lm, torch.tensor([ids]), where.site, where.layer)[0].float().cpu()
-    enc = sae.encode(x)
-    dense = dense_codes(enc.top_acts_BK.float(), enc.top_idx_BK, sae.cfg.n_latents)
+    x = run_to_site(lm, torch.tensor([ids]), where.source, where.layer)[0].float().cpu()
+    dense = encode_dense(sae, x)
     dense[: where.exclude_first] = 0.0  # position 0 is an attention sink the SAE was not trained on
     return token_texts(lm.tokenizer, ids), dense
 

@@ -1,11 +1,10 @@
 """Stage 3, the sparse autoencoder: the model and everything it needs to encode, decode and compute its loss.
 
-    config       `SAEConfig` (what an SAE is asked to be; saved as cfg.json)
-    model        `SAE`: TopK (AuxK, Multi-TopK), BatchTopK, Matryoshka, JumpReLU, the ReLU + L1 baseline, save/load
-    activation_fns  which latents a token keeps: TopK, BatchTopK, JumpReLU, ReLU (test-time choices too)
-    batchtopk    BatchTopK training: the batch's selection and the inference threshold it learns
-    matryoshka   Matryoshka training: nested prefix widths and each prefix's own reconstruction loss
-    jumprelu     JumpReLU training: straight-through threshold gradients, the L0 penalty, its forward pass
+    config       `SAEConfig` (what an SAE is asked to be; saved as cfg.json): core fields + each family's options
+    model        `SAE`: what every family shares (parameters, normalisation, decoding, dead latents, save/load)
+    families/    one file per SAE family (TopK, BatchTopK, Matryoshka, JumpReLU, ReLU + L1), registered by name
+    auxk         AuxK: the dead latents' reconstruction of the residual (every family with k_aux > 0)
+    activation_fns  test-time activations: which latents a token keeps (TopK(k'), JumpReLU(theta), ...)
     input_norm   the space the SAE encodes from (the paper's per-token unit norm, layernorm, ...) and its undo
     kernels      sparse encode/decode and their backward passes (CPU and CUDA)
     losses       the paper's normalized MSE of one batch (the training loss)

@@ -1,9 +1,11 @@
 """Activation functions: which latents a token keeps, from its pre-activations (paper sections 2.3, 5.3).
 
 Each is a small class with `select(pre_BN) -> (acts_BK, idx_BK)`, registered by name in `ACTIVATIONS`
-(the released code keeps its activations the same way). TopK trains the SAE; the others are
-test-time choices for progressive recovery. Variable-count activations come back padded to the
-largest row count, with activation 0 at index 0 in the padding.
+(the released code keeps its activations the same way). These are functions of one batch's
+pre-activations, not SAE families (`saelab.sae.families`): any SAE can be encoded with any of them
+(progressive recovery's test-time TopK(k') and JumpReLU), and each family says which one it encodes with
+at inference. Variable-count activations come back padded to the largest row count, with activation 0
+at index 0 in the padding.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ class TopK:
 
     k: int
 
+    @classmethod
+    def make(cls, n_latents: int, k: int | None, threshold):
+        if k is None or not 1 <= k <= n_latents:
+            raise ValueError(f"k must be between 1 and n_latents={n_latents}, got {k}")
+        return cls(k)
+
     def select(self, pre_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         top = pre_BN.topk(self.k, dim=-1)
         return top.values.relu(), top.indices
@@ -39,6 +47,12 @@ class JumpReLU:
 
     threshold: float | torch.Tensor
 
+    @classmethod
+    def make(cls, n_latents: int, k, threshold: float | torch.Tensor | None):
+        if threshold is None:
+            raise ValueError("jumprelu needs a threshold")
+        return cls(threshold)
+
     def select(self, pre_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return padded_from_mask(pre_BN, pre_BN > self.threshold)
 
@@ -46,6 +60,10 @@ class JumpReLU:
 @dataclass(frozen=True)
 class ReLU:
     """Every positive pre-activation (the ReLU+L1 baseline's activation)."""
+
+    @classmethod
+    def make(cls, n_latents: int, k, threshold):
+        return cls()
 
     def select(self, pre_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return padded_from_mask(pre_BN, pre_BN > 0)
@@ -57,6 +75,10 @@ class BatchTopK:
 
     k: int
 
+    @classmethod
+    def make(cls, n_latents: int, k: int | None, threshold):
+        return cls(TopK.make(n_latents, k, threshold).k)
+
     def select(self, pre_BN: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = pre_BN.relu().flatten()
         kth = flat.topk(min(self.k * pre_BN.shape[0], flat.numel())).values[-1]
@@ -64,26 +86,10 @@ class BatchTopK:
 
 
 ACTIVATIONS = {"topk": TopK, "jumprelu": JumpReLU, "relu": ReLU, "batchtopk": BatchTopK}
-TRAINING_ACTIVATIONS = ("topk", "relu", "batchtopk", "jumprelu")
-SAE_ACTIVATIONS = TRAINING_ACTIVATIONS
-BATCHTOPK_THRESHOLD_LR = 0.01
-"""A BatchTopK SAE's inference threshold follows an exponential moving average of the smallest positive activation
-the batch selection kept in each training step, with this rate (SAE Lens's `topk_threshold_lr` default)."""
-BATCHTOPK_CANDIDATES = 8
-"""Training selects a batch's top B*k among each token's top BATCHTOPK_CANDIDATES * k pre-activations: exact unless
-one token holds more than that many of the batch's B*k largest (it cannot at k*8 >= n)."""
 
 
 def make_activation(name: str, n_latents: int, k: int | None = None, threshold: float | torch.Tensor | None = None):
     """The activation `name` with its parameter, checked: TopK/BatchTopK take `k`, JumpReLU `threshold`."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from {tuple(ACTIVATIONS)}")
-    if name in ("topk", "batchtopk"):
-        if k is None or not 1 <= k <= n_latents:
-            raise ValueError(f"k must be between 1 and n_latents={n_latents}, got {k}")
-        return ACTIVATIONS[name](k)
-    if name == "jumprelu":
-        if threshold is None:
-            raise ValueError("jumprelu needs a threshold")
-        return JumpReLU(threshold)
-    return ReLU()
+    return ACTIVATIONS[name].make(n_latents, k, threshold)

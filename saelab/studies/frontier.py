@@ -1,15 +1,11 @@
 """SAE families compared at matched sparsity (Gao et al. 2024, sections 2.3 and 4.1, and the architectures after it).
 
 The paper compares families along their frontiers, not at one setting each. `saelab frontier` trains every family
-of `FrontierConfig.families` at each target L0 with the main job's recipe, on the same tokens for the same steps:
+of `FrontierConfig.families` (by default every studied family of `saelab.sae.families`) at each target L0 with the
+main job's recipe and the family's own `recipe`, on the same tokens for the same steps: the TopK-like families at
+k = the target (BatchTopK: on average), the penalised ones (ReLU + L1, JumpReLU) at the coefficient searched for it.
 
-    topk        TopK, k = the target (the paper)
-    batchtopk   BatchTopK, k = the target on average (Bussmann, Leask, Nanda 2024)
-    matryoshka  Matryoshka BatchTopK, five nested prefixes (Bussmann et al. 2025)
-    jumprelu    JumpReLU, its L0 coefficient searched for the target (Rajamanoharan et al. 2024)
-    relu        ReLU + L1, its L1 coefficient searched for the target (the paper's baseline)
-
-The penalised families (relu, jumprelu) reach a target L0 only through a coefficient: `matched_points` guesses
+The penalised families reach a target L0 only through a coefficient (`Family.penalty`): `matched_points` guesses
 each from a power law L0 ~ coef^-slope, trains, refits the law on every trial so far and retrains the targets that
 missed by more than `tol`, for at most `rounds` rounds; every trial is kept, and the trial closest to each target
 (in log L0) is that target's point. Each point is scored on held-out activations (normalized MSE, L0 and its
@@ -26,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,36 +30,19 @@ import torch
 from saelab.acts.cache import ActivationCache
 from saelab.evals.absorption import AbsorptionConfig
 from saelab.evals.reconstruction import reconstruction_metrics
-from saelab.sae.input_norm import RENAMED
-from saelab.training.checkpoints import ADDED_FIELDS
+from saelab.sae.families import FAMILIES, family_of, studied
+from saelab.training.identity import differences
 from saelab.training.trainer import TrainConfig, Trainer
 
-RELU_RECIPE = {"activation": "relu", "l1_warmup_frac": 0.25, "k_aux": 0, "lr": 2e-3}
-"""The zoo's ReLU + L1 recipe (`saelab.presets.ZOO['relu']`) without its coefficient."""
-FAMILIES = {
-    "topk": {},
-    "batchtopk": {"activation": "batchtopk"},
-    "matryoshka": {"activation": "batchtopk", "matryoshka_widths": "doubling:5"},
-    "jumprelu": {"activation": "jumprelu", "k_aux": 0, "rescale_encoder_init": True, "l1_warmup_frac": 0.1},
-    "relu": RELU_RECIPE,
-}
-"""TrainConfig changes per family, on top of the main job's recipe. JumpReLU trains without AuxK, as its paper, and
-with the released TopK code's encoder rescale at init: without it the dense first steps (every positive
-pre-activation passes theta = 0.001) overshoot the input and kill most latents. Measured on the main job's data at
-1/8 of its steps, lambda 0.002: without the rescale 98.5% dead in training and normalized MSE 0.573 at L0 23.1;
-with it 0.219 at L0 34.3 (7.7% never fired on held-out tokens; 0.219 at L0 34.2 and 4.6% with AuxK added)."""
-PENALTIES = {"relu": ("l1_coef", 0.183, 2.4), "jumprelu": ("l0_coef", 0.002, 1.0)}
-"""Penalised families: (the coefficient, its first guess for L0 32, the guessed slope of log L0 against log coef).
-ReLU's guess and slope are the zoo's calibration (presets.py); JumpReLU's were measured here (README)."""
-PENALTIES_KEYS = {coef for coef, _, _ in PENALTIES.values()}
+PENALTIES_KEYS = {fam.penalty.coef for fam in FAMILIES.values() if fam.penalty}
 
 
 @dataclass
 class FrontierConfig:
     """The grid: each family at each target L0, all for the same number of steps."""
 
-    families: str = "topk,batchtopk,matryoshka,jumprelu,relu"
-    """Comma-separated families (topk, batchtopk, matryoshka, jumprelu, relu)."""
+    families: str = ",".join(studied())
+    """Comma-separated families (the names of `saelab.sae.families`; default: every studied family)."""
     target_l0s: str = "8,16,32,64"
     """Comma-separated target L0s (k for the TopK families; searched for by coefficient for relu and jumprelu)."""
     steps_frac: float = 0.125
@@ -89,19 +68,8 @@ def short_config(base: TrainConfig, steps_frac: float, **changes) -> TrainConfig
                    **changes)
 
 
-def family_of(tcfg: TrainConfig) -> str:
-    if tcfg.activation == "batchtopk" and tcfg.matryoshka_widths:
-        return "matryoshka"
-    return tcfg.activation
-
-
 def point_name(tcfg: TrainConfig) -> str:
-    fam = family_of(tcfg)
-    if fam == "relu":
-        return f"relu-l1-{tcfg.l1_coef:g}"
-    if fam == "jumprelu":
-        return f"jumprelu-l0-{tcfg.l0_coef:g}"
-    return f"{fam}-k{tcfg.k}"
+    return family_of(tcfg.sae).point_name(tcfg.sae)
 
 
 def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, progress: bool = False,
@@ -113,10 +81,10 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
     if not (folder / "sae" / "cfg.json").exists():
         Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
-    saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    saved = {**ADDED_FIELDS, **saved}  # options added since saelab 0.2: older runs had them off
-    if {**saved, "progress": None} != {**asdict(tcfg), "progress": None}:
-        raise ValueError(f"{folder} holds an SAE trained with other settings; delete it or use another --out")
+    diff = differences(saved, tcfg, free=("progress",))  # 0.3's points: migrated (`saelab.training.identity`)
+    if diff:
+        raise ValueError(f"{folder} holds an SAE trained with other settings ({diff}); delete it or use another "
+                         "--out")
     return SAE.load(folder / "sae", device=device)
 
 
@@ -139,8 +107,9 @@ def matched_points(base: TrainConfig, family: str, targets: list[float], try_coe
     """A penalised family's coefficient for each target L0: guess from a power law, `try_coef(coef) -> {coef, l0,
     ...}` each, refit on every trial and retry the misses for `rounds` rounds. Returns ({target: the closest
     trial}, all trials)."""
-    coef, guess, slope = PENALTIES[family]
-    guess = start or guess
+    penalty = FAMILIES[family].penalty
+    coef, slope = penalty.coef, penalty.slope
+    guess = start or penalty.guess
     trials: list[dict] = []
     tried: dict[float, dict] = {}
 
@@ -209,8 +178,9 @@ def score_point(name: str, tcfg: TrainConfig, sae, eval_cache: ActivationCache, 
     """One row of the table: the held-out reconstruction, L0 spread, dead (in training, after `dead_tokens` tokens
     without firing) and never-fired (on the held-out tokens) latents."""
     r = reconstruction_metrics(sae, eval_cache)
-    coef = {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef}.get(tcfg.activation)
-    return {"point": name, "family": family_of(tcfg), "k": None if coef is not None else tcfg.k, "coef": coef,
+    fam = family_of(tcfg.sae)
+    coef = fam.coef(tcfg.sae)
+    return {"point": name, "family": fam.name, "k": None if coef is not None else tcfg.k, "coef": coef,
             "steps": int(sae.tokens_seen) // tcfg.batch_size, "nmse": r["nmse"], "l0": r["l0"],
             "l0_p10": r["l0_p10"], "l0_median": r["l0_median"], "l0_p90": r["l0_p90"],
             "never_fired_frac": r["dead_eval_frac"],
@@ -239,9 +209,9 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
     out = Path(out)
     targets = [float(t) for t in cfg.target_l0s.split(",") if t.strip()]
     families = [f.strip() for f in cfg.families.split(",") if f.strip()]
-    unknown = sorted(set(families) - set(FAMILIES))
+    unknown = sorted(set(families) - set(studied()))
     if unknown or not families or not targets:
-        raise ValueError(f"frontier: families must be among {', '.join(FAMILIES)} (got {cfg.families!r}) and "
+        raise ValueError(f"frontier: families must be among {', '.join(studied())} (got {cfg.families!r}) and "
                          f"target_l0s a list of numbers (got {cfg.target_l0s!r})")
     seed_values = seed_list(seeds, base.seed)
     rows, saes, trial_rows = [], {}, []
@@ -264,15 +234,15 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
             return row
 
         for fam in families:
-            recipe = FAMILIES[fam]
-            if fam in PENALTIES and first:
-                coef = PENALTIES[fam][0]
-                chosen, _ = matched_points(sbase, fam, targets, lambda c, fam=fam, coef=coef, sbase=sbase: {
-                    coef: c, **train_and_score(short_config(sbase, cfg.steps_frac, **{**FAMILIES[fam], coef: c}))},
+            recipe, penalty = FAMILIES[fam].recipe, FAMILIES[fam].penalty
+            if penalty and first:
+                coef = penalty.coef
+                chosen, _ = matched_points(sbase, fam, targets, lambda c, recipe=recipe, coef=coef, sbase=sbase: {
+                    coef: c, **train_and_score(short_config(sbase, cfg.steps_frac, **{**recipe, coef: c}))},
                     cfg.tol, cfg.rounds)
                 coefs.update({(fam, t): row[coef] for t, row in chosen.items()})
-            elif fam in PENALTIES:  # later seeds: the first seed's coefficient for each target
-                coef = PENALTIES[fam][0]
+            elif penalty:  # later seeds: the first seed's coefficient for each target
+                coef = penalty.coef
                 done: dict[float, dict] = {}
                 for t in targets:
                     c = coefs[(fam, t)]
@@ -390,8 +360,8 @@ METRICS = (("nmse", "held-out normalized MSE", "log"), ("delta_ce", "delta CE (n
            ("probe_loss", "mean 1-D probe loss", "linear"),
            ("absorption", "first-letter absorption fraction (letters past the gate)", "linear"),
            ("l0_spread", "per-token L0, p90 / p10", "linear"))
-NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka BatchTopK", "jumprelu": "JumpReLU",
-         "relu": "ReLU + L1"}
+NAMES = {name: fam.display for name, fam in FAMILIES.items()}
+"""Each family's name in the plots."""
 
 
 def frontier_figures(df):

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Literal
 
 from saelab.acts.cache import ActivationCache
-from saelab.config import check_choices
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.files import atomic_write_text
+from saelab.flags import check_choices
 from saelab.studies.frontier import train_point
-from saelab.training.checkpoints import ADDED_FIELDS
-from saelab.training.trainer import RESUMABLE_CHANGES, TrainConfig, read_log
+from saelab.training.identity import RESUMABLE_CHANGES, run_key
+from saelab.training.trainer import TrainConfig, read_log
 
 COLUMNS = ["n", "k", "lr", "tokens", "steps", "flops", "nmse", "l0", "dead_train_frac", "dead_eval_frac",
            "seconds", "status", "error"]
@@ -101,10 +101,8 @@ def grid_settings(cfg: ScaleConfig, base: TrainConfig, train_cache: ActivationCa
     scale = {k: v for k, v in asdict(cfg).items() if k not in ("ns", "ks")}
     if scale["schedule"] == "decay":  # grids from before the option were all 'decay': they keep their id
         del scale["schedule"]
-    train = {k: v for k, v in asdict(base).items() if k not in set_per_point}
-    for name, off in ADDED_FIELDS.items():  # options added since 0.2: off keeps 0.2's grid ids
-        if train.get(name) == off:
-            del train[name]
+    # options added since 0.2 count only when on: 0.2's grid ids stay
+    train = {k: v for k, v in run_key(base, "0.2").items() if k not in set_per_point}
     return {"scale": scale,
             "train": train,
             "train_cache": {k: train_cache.manifest.get(k) for k in ident},

@@ -15,14 +15,13 @@ generator needs `correlated_pairs=0`.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from saelab.acts.synthetic import ToyConfig
 from saelab.evals.ground_truth import ground_truth_scores
 from saelab.evals.reconstruction import reconstruction_metrics
-from saelab.studies.frontier import FAMILIES, PENALTIES, family_of, matched_points
+from saelab.sae.families import FAMILIES, family_of, studied
+from saelab.studies.frontier import matched_points
 from saelab.training.trainer import TrainConfig, Trainer
 
 
@@ -47,8 +46,8 @@ class SyntheticBenchConfig:
     """Samples per step."""
     lr: float = 2e-3
     """Learning rate of every family."""
-    families: str = "topk,batchtopk,matryoshka,jumprelu,relu"
-    """Comma-separated families (those of `saelab frontier`)."""
+    families: str = ",".join(studied())
+    """Comma-separated families (those of `saelab frontier`: every studied family of `saelab.sae.families`)."""
     rounds: int = 4
     """Refits of the penalised families' coefficients (as `saelab frontier`'s search)."""
     seed: int = 0
@@ -70,16 +69,12 @@ def fast_synthetic_config() -> SyntheticBenchConfig:
     default size: about 40 s)."""
     return SyntheticBenchConfig(data=replace(_default_data(), n_samples=40_960), epochs=2.0, rounds=2)
 
-GUESS = {"relu": 0.25, "jumprelu": 0.4}
-"""First coefficients tried at the default data's L0 (~7): on it ReLU + L1 0.11 gave L0 25 and JumpReLU 0.25 gave
-L0 10.7 (2026-12-02); the search refits from there."""
-
-
 def _recipe(family: str) -> dict:
-    recipe = {key: v for key, v in FAMILIES[family].items() if key != "lr"}
-    if family == "matryoshka":
-        recipe["matryoshka_widths"] = "doubling:4"
-    return recipe
+    """The family's study recipe (`Family.recipe`) with its synthetic changes, at the benchmark's own learning rate.
+    The penalised families start their search at `Penalty.synthetic_guess` (at the default data's L0, ~7: ReLU + L1
+    0.11 gave L0 25 and JumpReLU 0.25 gave L0 10.7, 2026-12-02)."""
+    fam = FAMILIES[family]
+    return {key: v for key, v in {**fam.recipe, **fam.synthetic_recipe}.items() if key != "lr"}
 
 
 def bench_train_config(cfg: SyntheticBenchConfig, family: str, k: int) -> TrainConfig:
@@ -98,14 +93,14 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
     seed and keep it for the others. `synthetic_summary` gives each family's mean and 95% t-interval over seeds."""
     import pandas as pd
 
-    from saelab.acts.cache import cache_from_tensor
     from saelab.acts.synthetic import make_toy
     from saelab.evals.intervals import seed_list
 
     cfg = cfg or SyntheticBenchConfig()
     saelens = cfg.generator == "saelens"
     if saelens:
-        from saelab.acts.synthetic_saelens import make_saelens_toy, saelens_scores
+        from saelab.acts.synthetic_saelens import make_saelens_toy
+        from saelab.evals.ground_truth_saelens import saelens_scores
     data = make_saelens_toy(cfg.data) if saelens else make_toy(cfg.data)
     x, c = data.x_BD.float(), data.coeffs_BF
     held, held_c, train = x[:cfg.held_out], c[:cfg.held_out], x[cfg.held_out:]
@@ -113,43 +108,36 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
     k = max(1, round(target))
     rows = []
     coefs: dict[str, float] = {}  # the first seed's chosen coefficient of each penalised family
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = cache_from_tensor(train, Path(tmp) / "cache", name="synthetic-hierarchy")
 
-        def train_and_score(tcfg: TrainConfig) -> dict:
-            folder = Path(tmp) / f"run-{family_of(tcfg)}-{tcfg.l1_coef:g}-{tcfg.l0_coef:g}-{tcfg.seed}"
-            trainer = Trainer(tcfg, cache, folder, device=device)
-            trainer.train()
-            sae = trainer.sae
-            r = reconstruction_metrics(sae, held)
-            row = {"family": family_of(tcfg), "seed": tcfg.seed, "k": tcfg.k,
-                   "coef": {"relu": tcfg.l1_coef, "jumprelu": tcfg.l0_coef}.get(tcfg.activation), "l0": r["l0"],
-                   "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F)}
-            if saelens:
-                row.update(saelens_scores(sae, held, data.features_FD, held_c))
-            log(f"synthetic: {row['family']} seed {tcfg.seed} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
-                f"absorption {row.get('absorption', float('nan')):.3f}")
-            return row
+    def train_and_score(tcfg: TrainConfig) -> dict:
+        trainer = Trainer(tcfg, train, device=device)  # in memory: nothing written
+        trainer.train()
+        sae, fam = trainer.sae, family_of(tcfg.sae)
+        r = reconstruction_metrics(sae, held)
+        row = {"family": fam.name, "seed": tcfg.seed, "k": tcfg.k, "coef": fam.coef(tcfg.sae), "l0": r["l0"],
+               "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F)}
+        if saelens:
+            row.update(saelens_scores(sae, held, data.features_FD, held_c))
+        log(f"synthetic: {row['family']} seed {tcfg.seed} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
+            f"absorption {row.get('absorption', float('nan')):.3f}")
+        return row
 
-        seed_values = seed_list(seeds, cfg.seed)
-        for seed in seed_values:
-            base = bench_train_config(replace(cfg, seed=seed), "topk", k)
-            for fam in [f.strip() for f in cfg.families.split(",") if f.strip()]:
-                recipe = _recipe(fam)
-                if fam in PENALTIES and seed == seed_values[0]:
-                    coef = PENALTIES[fam][0]
-                    chosen, _ = matched_points(base, fam, [target], lambda c_, fam=fam, coef=coef, recipe=recipe,
-                                               base=base: {
-                        coef: c_, **train_and_score(replace(base, **{**recipe, coef: c_}))}, tol=0.15,
-                        rounds=cfg.rounds,
-                        start=GUESS[fam] * (target / 32) ** (1 / PENALTIES[fam][2]))  # GUESS[fam] at this target
-                    coefs[fam] = chosen[target][coef]
-                    rows.append({**chosen[target], "target_l0": target})
-                elif fam in PENALTIES:
-                    coef = PENALTIES[fam][0]
-                    rows.append({**train_and_score(replace(base, **{**recipe, coef: coefs[fam]})), "target_l0": target})
-                else:
-                    rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
+    seed_values = seed_list(seeds, cfg.seed)
+    for seed in seed_values:
+        base = bench_train_config(replace(cfg, seed=seed), "topk", k)
+        for fam in [f.strip() for f in cfg.families.split(",") if f.strip()]:
+            recipe, penalty = _recipe(fam), FAMILIES[fam].penalty
+            if penalty and seed == seed_values[0]:
+                chosen, _ = matched_points(base, fam, [target], lambda c_, coef=penalty.coef, recipe=recipe, b=base: {
+                    coef: c_, **train_and_score(replace(b, **{**recipe, coef: c_}))}, tol=0.15, rounds=cfg.rounds,
+                    start=penalty.synthetic_guess * (target / 32) ** (1 / penalty.slope))  # the guess at this target
+                coefs[fam] = chosen[target][penalty.coef]
+                rows.append({**chosen[target], "target_l0": target})
+            elif penalty:  # later seeds: the first seed's coefficient
+                rows.append({**train_and_score(replace(base, **{**recipe, penalty.coef: coefs[fam]})),
+                             "target_l0": target})
+            else:
+                rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
     df = pd.DataFrame(rows)
     columns = [c_ for c_ in ("family", "seed", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption",
                              "fully_absorbed", "pairs_recovered", "pairs_unrecovered", "absorption_all_pairs", "dead",

@@ -24,7 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from saelab import __version__, assets
+from saelab import assets
+from saelab.version import __version__
 
 KIT_FORMAT = "saelab-course-kit"
 ROOT = "saelab-kit"

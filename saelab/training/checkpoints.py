@@ -17,18 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saelab.files import atomic_dir
-from saelab.sae.input_norm import RENAMED
 from saelab.sae.model import SAE
-
-# TrainConfig fields a resumed run may change: where it logs and how often, not what it learns (`epochs`
-# may grow: a warm restart).
-RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
-                     "epochs")
-# TrainConfig fields added in saelab 0.3, with the value that means "off": what a config written before them had.
-ADDED_IN_0_3 = {"ema_decay": None, "rescale_encoder_init": False}
-# ... and after 0.3 (the architectures after the paper): the zoo leaves them out of its keys while off.
-ADDED_AFTER_0_3 = {"matryoshka_widths": "", "l0_coef": 0.0}
-ADDED_FIELDS = {**ADDED_IN_0_3, **ADDED_AFTER_0_3}
+from saelab.training.identity import RESUMABLE_CHANGES, differences
 
 
 def checkpoint_folders(root: Path) -> list[Path]:
@@ -55,17 +45,14 @@ def write_checkpoint(root: Path, step: int, sae: SAE, opt: torch.optim.Optimizer
 
 
 def check_resumable(path: Path, meta: dict, cfg, data_identity: dict) -> None:
-    """Refuse, naming the difference and the fix, a checkpoint of another config or other activations."""
-    saved = {k: v for k, v in meta["config"].items() if k not in RESUMABLE_CHANGES}
-    saved["normalize"] = RENAMED.get(saved.get("normalize"), saved.get("normalize"))
-    saved = {**ADDED_FIELDS, **saved}  # written before the options existed
+    """Refuse, naming the difference and the fix, a checkpoint of another config or other activations (a 0.3
+    checkpoint's flat config is migrated: `saelab.training.identity`)."""
     if cfg.epochs < meta["config"].get("epochs", 0):
         raise ValueError(f"{path} belongs to a run of {meta['config']['epochs']} epochs; resuming can extend "
                          f"a run, not shorten it (asked {cfg.epochs}); pass another --out folder "
                          "(Python: another out_dir)")
-    now = {k: v for k, v in asdict(cfg).items() if k in saved}
-    if saved != now:
-        diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+    diff = differences(meta["config"], cfg, free=RESUMABLE_CHANGES)
+    if diff:
         raise ValueError(f"{path} was written with another training config ({diff}); pass another --out folder "
                          f"(Python: another out_dir) for a new run, or the same settings to resume it")
     saved_data = meta.get("data", {})

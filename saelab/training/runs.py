@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from saelab.files import atomic_write_text
-from saelab.training.trainer import RESUMABLE_CHANGES
+from saelab.training.identity import RESUMABLE_CHANGES, train_record
 
 RUN_FILE = "run.json"
 # Settings that may differ when a run is resumed: they change where and how fast it runs, not what it learns.
@@ -20,6 +20,9 @@ FREE = {"harvest": {"device", "batch_size"}, "train": set(RESUMABLE_CHANGES)}
 
 
 def _comparable(settings: dict) -> dict:
+    """The settings as compared: the training config as `train_record` reads it (one flat record: 0.3's run.json
+    and today's say the same thing the same way), without the fields a resumed run may change."""
+    settings = {**settings, **({"train": train_record(settings["train"])} if "train" in settings else {})}
     return {part: ({k: v for k, v in values.items() if k not in FREE.get(part, ())} if isinstance(values, dict)
                    else values) for part, values in settings.items()}
 

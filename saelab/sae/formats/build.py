@@ -27,9 +27,10 @@ def as_tensor(value, name: str, where) -> torch.Tensor:
 
 def sae_from_weights(where, W_enc_DN, b_enc_N, W_dec_ND, b_dec_D, *, activation: str, subtracts_b_dec: bool,
                      k: int = 32, threshold_N=None, matryoshka_widths=None, normalize: str = "none", device=None,
-                     **fields) -> SAE:
-    """An SAE holding these weights; shapes are checked against each other (errors name `where`). `fields`: the
-    rest of its `SAEConfig` (provenance: model, site, layer, hook, source; JumpReLU's training fields)."""
+                     extra: dict | None = None, **fields) -> SAE:
+    """An SAE holding these weights; shapes are checked against each other (errors name `where`). `extra`: a family's
+    own tensors by parameter name (a transcoder's W_skip). `fields`: the rest of its `SAEConfig` (provenance: model,
+    site, layer, hook, source; the family's options)."""
     W_enc, b_enc, W_dec, b_dec = (as_tensor(t, n, where) for t, n in
                                   ((W_enc_DN, "W_enc"), (b_enc_N, "b_enc"), (W_dec_ND, "W_dec"), (b_dec_D, "b_dec")))
     if W_enc.dim() != 2:
@@ -55,4 +56,6 @@ def sae_from_weights(where, W_enc_DN, b_enc_N, W_dec_ND, b_dec_D, *, activation:
             if t.numel() != n:
                 raise ValueError(f"{where}: threshold has shape {tuple(t.shape)}, expected ({n},) or a scalar")
             sae.threshold.copy_(t.reshape(n))
+        for name, t in (extra or {}).items():
+            getattr(sae, name).copy_(as_tensor(t, name, where))
     return sae

@@ -4,6 +4,8 @@
                                  blocks.L.hook_resid_pre    -> resid_post L-1 (the same stream, one block earlier)
                                  blocks.L.hook_mlp_out      -> mlp_out L
                                  blocks.L.hook_attn_out     -> attn_out L
+                                 blocks.L.ln2.hook_normalized -> mlp_in L (the MLP's input, after its norm; SAE Lens's
+                                                            Gemma-2 transcoders read it; hook_mlp_in is before the norm)
     Hugging Face module names    [model.]layers.L, [transformer.]h.L, gpt_neox.layers.L  -> resid_post L
     (sparsify, SAE Lens on HF)   ....L.mlp / .feed_forward                               -> mlp_out L
                                  ....L.self_attn / .attn / .attention                    -> attn_out L
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import re
 
-_TL = re.compile(r"^blocks\.(\d+)\.hook_(resid_post|resid_pre|mlp_out|attn_out)$")
+_TL = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|hook_resid_pre|hook_mlp_out|hook_attn_out|ln2\.hook_normalized)$")
+_TL_SITES = {"ln2.hook_normalized": "mlp_in"}
 _HF = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.|base_model\.model\.)*(?:layers|h)\.(\d+)"
                  r"(?:\.(mlp|feed_forward|ffn|self_attn|attn|attention))?$")
 _HF_SITES = {None: "resid_post", "mlp": "mlp_out", "feed_forward": "mlp_out", "ffn": "mlp_out",
@@ -31,7 +34,7 @@ def site_from_hook(hook: str | None) -> tuple[str, int] | None:
         return None
     m = _TL.match(hook)
     if m:
-        layer, kind = int(m.group(1)), m.group(2)
+        layer, kind = int(m.group(1)), _TL_SITES.get(m.group(2), m.group(2).removeprefix("hook_"))
         if kind == "resid_pre":
             return ("resid_post", layer - 1) if layer >= 1 else None
         return kind, layer
@@ -43,7 +46,10 @@ def site_from_hook(hook: str | None) -> tuple[str, int] | None:
 
 def transformerlens_hook(site: str | None, layer: int | None) -> str:
     """SAE Lens's (TransformerLens's) name for a saelab site."""
-    return f"blocks.{layer}.hook_{site or 'resid_post'}" if layer is not None else "unknown"
+    if layer is None:
+        return "unknown"
+    names = {v: k for k, v in _TL_SITES.items()}
+    return f"blocks.{layer}.{names.get(site, 'hook_' + (site or 'resid_post'))}"
 
 
 def hf_hookpoint(site: str | None, layer: int | None, model=None) -> str:

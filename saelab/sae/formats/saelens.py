@@ -35,25 +35,25 @@ from safetensors.torch import load_file, save_file
 
 from saelab.files import atomic_write, atomic_write_text
 from saelab.sae.config import SAEConfig
+from saelab.sae.families import FAMILIES, family_of, saelens_architectures
+from saelab.sae.families.matryoshka import check_widths
 from saelab.sae.formats.build import sae_from_weights
 from saelab.sae.formats.hooks import model_id, site_from_hook, transformerlens_hook
 from saelab.sae.input_norm import PER_TOKEN
-from saelab.sae.matryoshka import check_widths
 from saelab.sae.model import SAE
 
 WEIGHTS, CONFIG = "sae_weights.safetensors", "cfg.json"
 SAELENS_FORMAT = "6.54.12"  # the SAE Lens version whose layout `to_saelens` writes (and is tested against)
-ARCHITECTURES = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk",
-                 "matryoshka_batchtopk": "batchtopk"}
-"""SAE Lens architecture -> saelab activation ('batchtopk' and 'matryoshka_batchtopk' are training folders)."""
-BATCHTOPK_FAMILY = ("batchtopk", "matryoshka_batchtopk")
+ARCHITECTURES = saelens_architectures()
+"""SAE Lens architecture -> saelab activation, from the families' registry ('batchtopk' and 'matryoshka_batchtopk'
+are training folders)."""
+BATCHTOPK_FAMILY = tuple(arch for arch, act in ARCHITECTURES.items() if act == "batchtopk")
+"""SAE Lens's training folders of BatchTopK SAEs (a scalar 'topk_threshold')."""
 NO_EQUIVALENT = {
     "gated": "a gated SAE's separate gate and magnitude encoders have no saelab equivalent",
     "abstopk": "TopK of |pre| keeps negative activations, which saelab's activations do not",
     "matching_pursuit": "matching pursuit encodes iteratively, not with one encoder product",
     "temporal": "a temporal SAE attends over context, not one token at a time",
-    **{t: "a transcoder reconstructs another site than its input; saelab's SAEs reconstruct their input"
-       for t in ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")},
 }
 NORMALIZATIONS = {"none": "none", "layer_norm": "layernorm", "constant_norm_rescale": "constant_norm_rescale",
                   "expected_average_only_in": "none"}
@@ -124,7 +124,7 @@ def _threshold(folder: Path, arch: str, w: dict[str, torch.Tensor], n: int) -> t
                              f"'topk_threshold' (found {sorted(w)}); save it again with SAE Lens's save_model, or "
                              "with save_inference_model for its jumprelu form")
         return torch.full((n,), float(t.double()))
-    if arch != "jumprelu":
+    if not arch.startswith("jumprelu"):
         return None
     if "threshold" in w:
         t = w["threshold"].float()
@@ -148,7 +148,7 @@ def _family(cfg: dict, arch: str, threshold: torch.Tensor | None) -> str:
 
 
 def _widths(folder: Path, fields: dict, activation: str, n: int) -> list[int] | None:
-    widths = fields.get("matryoshka_widths") if activation in ("topk", "batchtopk") else None
+    widths = fields.get("matryoshka_widths") if FAMILIES[activation].nests else None
     if not widths:
         return None
     try:
@@ -158,10 +158,8 @@ def _widths(folder: Path, fields: dict, activation: str, n: int) -> list[int] | 
                          "there, or delete them to load the SAE as plain BatchTopK (inference is the same)") from None
 
 
-def from_saelens(folder: str | Path, device=None) -> SAE:
-    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU, and BatchTopK / Matryoshka BatchTopK in either of
-    SAE Lens's saves; normalize_activations none, layer_norm or constant_norm_rescale)."""
-    folder = Path(folder)
+def _read_config(folder: Path) -> tuple[dict, str, str]:
+    """(cfg.json in SAE Lens 6's terms, its architecture, its normalize_activations), checked for what saelab reads."""
     cfg = _pre_6_config(read_json(folder / CONFIG))
     arch = cfg.get("architecture", "standard")
     if arch not in ARCHITECTURES:
@@ -173,10 +171,18 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     if norm == "expected_average_only_in":
         warnings.warn(f"{folder}: normalize_activations='expected_average_only_in' without its scaling factor; "
                       "like SAE Lens's own loader, saelab applies no scaling (fold the factor into the weights "
-                      "to use it)", stacklevel=2)
+                      "to use it)", stacklevel=3)
     if cfg.get("reshape_activations", "none") not in ("none", None):
         raise ValueError(f"{folder}: reshape_activations={cfg['reshape_activations']!r} (attention hook_z SAEs) "
                          "is not supported; saelab's sites are resid_post, mlp_out and attn_out")
+    return cfg, arch, norm
+
+
+def _read_weights(folder: Path, cfg: dict, arch: str) -> dict[str, torch.Tensor]:
+    """The weights as saelab uses them (W_enc [d, n] here): apply_b_dec_to_input=False folded into b_enc (for a family
+    whose encoder subtracts b_pre), a TopK SAE's rescale_acts_by_decoder_norm into the encoder; the raw tensors'
+    other keys kept (the threshold's, a family's own)."""
+    family = FAMILIES[ARCHITECTURES[arch]]
     w = read_safetensors(folder / WEIGHTS)
     missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in w]
     if missing:
@@ -185,46 +191,65 @@ def from_saelens(folder: str | Path, device=None) -> SAE:
     if scaling is not None and not torch.allclose(scaling.float(), torch.ones_like(scaling.float())):
         raise ValueError(f"{folder}: a 'scaling_factor' that is not all ones (SAE Lens's fine-tuning scale) is not "
                          "supported; fold it into W_dec first")
-    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold", "topk_threshold"}
+    known = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "log_threshold", "topk_threshold",
+             *family.saelens_tensors}
     if set(w) - known:
         raise ValueError(f"{folder}/{WEIGHTS} has tensors saelab does not know how to use: {sorted(set(w) - known)}")
     W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()  # [d, n], [n, d]
     b_enc, b_dec = w["b_enc"].float(), w["b_dec"].float()
     d, n = W_enc.shape
     if tuple(W_dec.shape) != (n, d):
-        raise ValueError(f"{folder}: W_dec has shape {tuple(W_dec.shape)}, expected {(n, d)} from W_enc")
-    if not cfg.get("apply_b_dec_to_input", True):  # pre = x W_enc + b_enc = (x - b_dec) W_enc + (b_enc + b_dec W_enc)
+        raise ValueError(f"{folder}: W_dec has shape {tuple(W_dec.shape)}, expected {(n, d)} from W_enc (saelab's "
+                         "SAEs and transcoders write as wide as they read: d_out = d_in)")
+    if family.centres_input and not cfg.get("apply_b_dec_to_input", True):
+        # pre = x W_enc + b_enc = (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         b_enc = b_enc + b_dec @ W_enc
     if arch in ("topk", *BATCHTOPK_FAMILY) and cfg.get("rescale_acts_by_decoder_norm"):
         # BatchTopK's topk_threshold is in units of the rescaled pre-activations: unchanged by the fold
         norms = W_dec.norm(dim=-1)
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
+    return {**w, "W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
+
+
+def _location(folder: Path, cfg: dict, norm: str) -> dict:
+    """{model, site, layer, hook} from the folder's metadata, with a warning where saelab cannot splice it as is."""
     meta = cfg.get("metadata") or {}
     hook = meta.get("hook_name") or cfg.get("hook_name")
     site_layer = site_from_hook(hook)
     if site_layer is None:
         warnings.warn(f"{folder}: hook {hook!r} is not a site saelab knows (resid_post, mlp_out, attn_out of a "
-                      "GPT-2 or Llama-style block); pass site= and layer= to load_sae to splice it", stacklevel=2)
+                      "GPT-2 or Llama-style block); pass site= and layer= to load_sae to splice it", stacklevel=3)
     tl_kwargs = meta.get("model_from_pretrained_kwargs") or cfg.get("model_from_pretrained_kwargs") or {}
     if tl_kwargs.get("center_writing_weights") and NORMALIZATIONS[norm] == "none":
         warnings.warn(f"{folder}: trained on a TransformerLens model with center_writing_weights=True (block outputs "
                       "centred over d_model); saelab hooks the unprocessed Hugging Face model, so its inputs here "
-                      "keep the mean that training removed", stacklevel=2)
+                      "keep the mean that training removed", stacklevel=3)
+    return {"model": model_id(meta.get("model_name") or cfg.get("model_name")),
+            "site": site_layer[0] if site_layer else None, "layer": site_layer[1] if site_layer else None,
+            "hook": hook}
+
+
+def from_saelens(folder: str | Path, device=None) -> SAE:
+    """Load an SAE Lens folder (standard/ReLU, TopK, JumpReLU, and BatchTopK / Matryoshka BatchTopK in either of
+    SAE Lens's saves; normalize_activations none, layer_norm or constant_norm_rescale)."""
+    folder = Path(folder)
+    cfg, arch, norm = _read_config(folder)
+    w = _read_weights(folder, cfg, arch)
+    d, n = w["W_enc"].shape
+    where = _location(folder, cfg, norm)
     threshold = _threshold(folder, arch, w, n)
     activation = _family(cfg, arch, threshold)
     fields = _training_fields(cfg)
     k = fields.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k") or 0
     # BatchTopK's k is a mean over the batch (a float in SAE Lens); a ReLU / JumpReLU SAE has no k: 32 sets
     # test-time TopK sweeps' default
-    k = round(float(k)) if activation in ("topk", "batchtopk") else 32
-    jumprelu = {f: float(fields[f]) for f in ("jumprelu_bandwidth", "jumprelu_init_threshold")
-                if activation == "jumprelu" and isinstance(fields.get(f), (int, float))}
-    return sae_from_weights(folder, W_enc, b_enc, W_dec, b_dec, activation=activation, subtracts_b_dec=True, k=k,
-                            threshold_N=threshold, matryoshka_widths=_widths(folder, fields, activation, n),
-                            normalize=NORMALIZATIONS[norm], device=device, **jumprelu,
-                            model=model_id(meta.get("model_name") or cfg.get("model_name")),
-                            site=site_layer[0] if site_layer else None, layer=site_layer[1] if site_layer else None,
-                            hook=hook, source=f"sae_lens:{folder}")
+    family = FAMILIES[activation]
+    k = round(float(k)) if k and family.has_k else 32
+    return sae_from_weights(folder, w["W_enc"], w["b_enc"], w["W_dec"], w["b_dec"], activation=activation,
+                            subtracts_b_dec=True, k=k, threshold_N=threshold,
+                            matryoshka_widths=_widths(folder, fields, activation, n), normalize=NORMALIZATIONS[norm],
+                            device=device, extra={t: w[t] for t in family.saelens_tensors if t in w},
+                            **family.saelens_options(fields, site_from_hook), **where, source=f"sae_lens:{folder}")
 
 
 def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
@@ -237,7 +262,7 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         out = {"W_enc": (sae.W_enc * s).t().contiguous().cpu(), "b_enc": sae.b_enc.detach().cpu().clone(),
                "W_dec": (sae.W_dec / s).contiguous().cpu(), "b_dec": (sae.b_pre / s).detach().cpu()}
-        if c.activation in ("jumprelu", "batchtopk"):  # BatchTopK exports as SAE Lens does: a JumpReLU at its threshold
+        if hasattr(sae, "threshold"):  # BatchTopK exports as SAE Lens does: a JumpReLU at its threshold
             out["threshold"] = sae.threshold.detach().cpu().clone()
     return out
 
@@ -245,17 +270,10 @@ def folded_weights(sae: SAE) -> dict[str, torch.Tensor]:
 def training_record(cfg: SAEConfig) -> dict:
     """What SAE Lens's inference save keeps of the training family in metadata: training_architecture (SAE
     Lens's name for it) and training_architecture_details, here only the fields that mean the same in both
-    libraries (k, matryoshka_widths; JumpReLU's bandwidth and initial threshold)."""
-    name = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}[cfg.activation]
-    details: dict = {}
-    if cfg.activation in ("topk", "batchtopk"):
-        details["k"] = cfg.k
-    if cfg.matryoshka_widths:
-        details["matryoshka_widths"] = [int(w) for w in cfg.matryoshka_widths]
-        name = "matryoshka_batchtopk" if name == "batchtopk" else name  # SAE Lens has no Matryoshka TopK class
-    if cfg.activation == "jumprelu":
-        details.update(jumprelu_bandwidth=cfg.jumprelu_bandwidth, jumprelu_init_threshold=cfg.jumprelu_init_threshold)
-    return {"training_architecture": name, "training_architecture_details": details}
+    libraries (k, matryoshka_widths; JumpReLU's bandwidth and initial threshold): the family's own."""
+    family = family_of(cfg)
+    return {"training_architecture": family.training_architecture(cfg),
+            "training_architecture_details": family.saelens_details(cfg)}
 
 
 def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
@@ -265,15 +283,18 @@ def to_saelens(sae: SAE, folder: str | Path, context_size: int = 64) -> Path:
     the training layout ('batchtopk' / 'matryoshka_batchtopk'): `SAE.load_from_disk` refuses that one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    c = sae.cfg
-    weights = folded_weights(sae)
-    arch = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}[c.activation]
+    c, family = sae.cfg, family_of(sae.cfg)
+    weights = family.saelens_weights(sae) or folded_weights(sae)
+    arch = family.export_architecture(c)
+    writes = family.writes(c)
     hook = c.hook if c.source and c.source.startswith("sae_lens") and c.hook else transformerlens_hook(c.site, c.layer)
     norm = {"constant_norm_rescale": "constant_norm_rescale"}.get(c.normalize,
                                                                   "layer_norm" if c.normalize in PER_TOKEN else "none")
     cfg = {
         "architecture": arch, "d_in": c.d_in, "d_sae": c.n_latents, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": True, "normalize_activations": norm, "reshape_activations": "none",
+        "apply_b_dec_to_input": family.centres_input, "normalize_activations": norm, "reshape_activations": "none",
+        **({"d_out": int(sae.W_dec.shape[1]), "hook_name_out": transformerlens_hook(writes, c.layer)}
+           if family.data_width(c) != c.d_in else {}),  # it reads one site and writes another (a transcoder)
         **({"k": c.k, "rescale_acts_by_decoder_norm": False} if arch == "topk" else {}),
         "model_name": c.model, "hook_name": hook, "hook_layer": c.layer,  # where SAE Lens < 6 reads them
         "metadata": {"sae_lens_version": SAELENS_FORMAT, "sae_lens_training_version": SAELENS_FORMAT,

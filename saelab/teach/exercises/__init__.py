@@ -1,9 +1,10 @@
 """Exercises for the notebooks: reference solutions and checks that name a wrong answer's mistake.
 
 One module per notebook (`toy` 00, `harvest` 01, `training` and `build` 02, `evaluation` 03, `recovery` 04,
-`explore` 05, `scaling` 06, `steering` 07, `after` 08). Each `check_*` takes the learner's function, runs it on small
-cases and raises `AssertionError` with a hint naming the likely mistake (tests/test_exercises.py feeds each check
-known-wrong implementations); it prints a short confirmation when all cases pass.
+`explore` 05, `scaling` 06, `steering` 07, `after` and `transcoders` 08). Each `check_*` takes the learner's
+function, runs it on small cases and raises `AssertionError` with a hint naming the likely mistake
+(tests/test_exercises.py feeds each check known-wrong implementations); it prints a short confirmation when all
+cases pass.
 
 A stub the learner must fill calls `todo("2.1")`, which stops the notebook with a clear message.
 `graded(learner_fn, solutions.name)` hands the reference solution to the check instead when the environment
@@ -23,6 +24,7 @@ from saelab.teach.exercises import (
                                           steering,
                                           toy,
                                           training,
+                                          transcoders,
 )
 from saelab.teach.exercises.after import (
                                           check_batchtopk,
@@ -46,6 +48,7 @@ from saelab.teach.exercises.scaling import check_compute_envelope, check_fit_pow
 from saelab.teach.exercises.steering import check_ablate_rows, check_attribution_estimates, check_steering_hook
 from saelab.teach.exercises.toy import check_feature_recovery, check_latent_roles
 from saelab.teach.exercises.training import check_auxk_loss, check_normalized_mse, check_topk_activation
+from saelab.teach.exercises.transcoders import check_transcoder_loss
 
 solutions = SimpleNamespace(
     feature_recovery=toy.feature_recovery, latent_roles=toy.latent_roles,
@@ -62,7 +65,7 @@ solutions = SimpleNamespace(
     attribution_estimates=steering.attribution_estimates,
     batchtopk=after.batchtopk, inference_threshold=after.inference_threshold,
     matryoshka_loss=after.matryoshka_loss, jumprelu_threshold_grad=after.jumprelu_threshold_grad,
-    pair_absorption=after.pair_absorption,
+    pair_absorption=after.pair_absorption, transcoder_loss=transcoders.transcoder_loss,
 )
 """The reference solutions, by exercise function name (e.g. `solutions.auxk_loss`)."""
 
@@ -75,5 +78,5 @@ __all__ = [
     "check_recovery_curve", "check_threshold_for_l0", "check_dashboard_examples", "check_find_concept_latent",
     "check_fit_power_law", "check_compute_envelope", "check_steering_hook", "check_ablate_rows",
     "check_attribution_estimates", "check_batchtopk", "check_matryoshka_loss", "check_jumprelu_threshold_grad",
-    "check_pair_absorption",
+    "check_pair_absorption", "check_transcoder_loss",
 ]

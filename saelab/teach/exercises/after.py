@@ -7,9 +7,7 @@ output (and the gradient where training backpropagates through it), and names th
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -300,27 +298,17 @@ def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n
                        device="cpu", seed: int = 0):
     """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
     recipe (batch 1024, lr 2e-3, no input normalisation; Matryoshka with four doubling prefixes)."""
-    from saelab.acts.cache import cache_from_tensor
+    from saelab.sae.families import FAMILIES, studied
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, bench_train_config
     from saelab.training.trainer import Trainer
 
-    if family not in ("topk", "batchtopk", "matryoshka"):
-        raise ValueError(f"family must be topk, batchtopk or matryoshka (trained at k), got {family!r}")
+    at_k = [name for name in studied() if FAMILIES[name].has_k]
+    if family not in at_k:
+        raise ValueError(f"family must be one trained at k ({', '.join(at_k)}), got {family!r}")
     cfg = bench_train_config(replace(SyntheticBenchConfig(), n_latents=n_latents, epochs=epochs, seed=seed), family, k)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, cache_from_tensor(x_BD, Path(tmp) / "cache", name="hierarchy"), Path(tmp) / "run",
-                          device=str(device))
-        trainer.train()
+    trainer = Trainer(cfg, x_BD, device=str(device))  # in memory: nothing written
+    trainer.train()
     return trainer.sae
-
-
-@torch.no_grad()
-def dense_z(sae, x_BD: torch.Tensor) -> torch.Tensor:
-    """The SAE's codes of x as a dense [B, n] matrix on the CPU."""
-    from saelab.sae.kernels import dense_codes
-
-    enc = sae.encode(x_BD.to(sae.W_dec.device))
-    return dense_codes(enc.top_acts_BK.float().cpu(), enc.top_idx_BK.cpu(), sae.cfg.n_latents)
 
 
 def parent_firing(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,

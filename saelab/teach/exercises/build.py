@@ -274,10 +274,7 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     latents must fire again on held-out samples (saelab's Trainer revives most of them with AuxK and none without:
     tests/test_exercises.py). `multi_topk_steps` > 0 also trains with `multi_topk=True` and compares the
     reconstruction at 4k with `Trainer`'s Multi-TopK SAE."""
-    import tempfile
-    from pathlib import Path
-
-    from saelab.acts.cache import cache_from_tensor
+    from saelab.evals.reconstruction import reconstruction_metrics
     from saelab.training.trainer import TrainConfig, Trainer
 
     try:
@@ -300,16 +297,12 @@ def check_training(train_fn, sae_cls, x_TD: torch.Tensor, steps: int, batch: int
     if mine != mine:
         raise AssertionError("the held-out normalized MSE is NaN: look for a division by a zero norm (all-zero "
                              "samples)")
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
-        cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
-                          warmup_frac=0.0, decay_frac=0.0, bias_init="mean", dead_tokens=dead_steps * batch,
-                          eval_every=10**9, checkpoint_every=0, progress=False)
-        trainer = Trainer(cfg, cache, Path(tmp) / "run")
-        trainer.train()
-        from saelab.evals.reconstruction import reconstruction_metrics
-
-        ref = reconstruction_metrics(trainer.sae, held)
+    cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
+                      warmup_frac=0.0, decay_frac=0.0, bias_init="mean", dead_tokens=dead_steps * batch,
+                      eval_every=10**9, checkpoint_every=0, progress=False)
+    trainer = Trainer(cfg, train)  # in memory: nothing written
+    trainer.train()
+    ref = reconstruction_metrics(trainer.sae, held)
     report = {"yours": mine, "Trainer": ref["nmse"], "your never-fired share": dead_mine,
               "Trainer's never-fired share": ref["dead_eval_frac"], "dead latents your loop revived": revived}
     if mine > 1.1 * ref["nmse"]:
@@ -411,10 +404,6 @@ def _check_dead_latents(train_fn, sae_cls) -> float:
 
 def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_aux, dead_steps) -> dict:
     """With multi_topk=True the learner's SAE must reconstruct at 4k about as well as Trainer's Multi-TopK SAE."""
-    import tempfile
-    from pathlib import Path
-
-    from saelab.acts.cache import cache_from_tensor
     from saelab.training.trainer import TrainConfig, Trainer
 
     sae = sae_cls(train.shape[1], n, k, seed=0)
@@ -422,17 +411,15 @@ def _check_multi_topk(train_fn, sae_cls, train, held, steps, batch, lr, n, k, k_
     with torch.no_grad():
         recon, x_n, _, _ = sae(held, k=4 * k)
         mine = float(normalized_mse(recon, x_n))
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = cache_from_tensor(train, Path(tmp) / "cache", name="exercise")
-        cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
-                          multi_topk=True, warmup_frac=0.0, decay_frac=0.0, bias_init="mean",
-                          dead_tokens=dead_steps * batch, eval_every=10**9, checkpoint_every=0, progress=False)
-        trainer = Trainer(cfg, cache, Path(tmp) / "run")
-        trainer.train()
-        with torch.no_grad():
-            x_ref, _ = trainer.sae.preprocess(held)
-            out = trainer.sae.encode(held, k=4 * k)
-            ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
+    cfg = TrainConfig(n_latents=n, k=k, k_aux=k_aux, batch_size=batch, epochs=steps * batch / len(train), lr=lr,
+                      multi_topk=True, warmup_frac=0.0, decay_frac=0.0, bias_init="mean",
+                      dead_tokens=dead_steps * batch, eval_every=10**9, checkpoint_every=0, progress=False)
+    trainer = Trainer(cfg, train)  # in memory: nothing written
+    trainer.train()
+    with torch.no_grad():
+        x_ref, _ = trainer.sae.preprocess(held)
+        out = trainer.sae.encode(held, k=4 * k)
+        ref = float(normalized_mse(trainer.sae.decode_normalized(out.top_acts_BK, out.top_idx_BK), x_ref))
     if mine < 0.85 * ref:
         raise AssertionError(f"with multi_topk=True your SAE reconstructs at 4k = {4 * k} with normalized MSE "
                              f"{mine:.4f}, far better than Trainer's Multi-TopK SAE ({ref:.4f}): the 4k term is "

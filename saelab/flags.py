@@ -1,7 +1,10 @@
-"""Dataclass configs <-> command line: every field becomes a flag whose help is its docstring.
+"""Dataclass configs <-> command-line flags: every field becomes a flag whose help is its docstring.
 
-Fields typed `Literal[...]` are choices: checked when the flag is parsed (argparse lists the allowed
-values) and, through `check_choices`, when a config is built in Python.
+Fields typed `Literal[...]` (or with `metadata={"choices": ...}`) are choices: checked when the flag is parsed
+(argparse lists the allowed values) and, through `check_choices`, when a config is built in Python. A nested
+dataclass field gives `--outer.inner` flags; with `metadata={"flat_aliases": True}` each of them is also spelled
+without the field's name (`--train.k` for `--train.sae.k`). Fields with `metadata={"flag": False}` get none (they
+are set from the data).
 """
 
 from __future__ import annotations
@@ -18,32 +21,41 @@ from functools import cache
 
 @cache
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings (the string literal right after a field) of a dataclass."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    docs, body = {}, tree.body[0].body
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
-            docs[a.target.id] = " ".join(b.value.value.split())
+    """Attribute docstrings (the string literal right after a field) of a dataclass and its dataclass bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                docs[a.target.id] = " ".join(b.value.value.split())
     return docs
 
 
 def _base_type(tp):
-    """(python type, optional?) for annotations like `int | None` or `Literal[...]`."""
+    """(python type, optional?) for annotations like `int | None`, `Literal[...]` or `list[int] | str | None` (read
+    as a string: the config parses it)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0])[0], True
+        if str in args:
+            return str, type(None) in typing.get_args(tp)
+        return _base_type(args[0])[0], type(None) in typing.get_args(tp)
     if origin is typing.Literal:
         return type(typing.get_args(tp)[0]), False
     return tp, False
 
 
-def _choices(tp) -> tuple | None:
-    """The allowed values of a `Literal[...]` (or `Literal[...] | None`) annotation, else None."""
+def _choices(tp, f: dataclasses.Field | None = None) -> tuple | None:
+    """The allowed values of a field: its metadata's "choices" (a tuple, or a function giving one), else those of a
+    `Literal[...]` (or `Literal[...] | None`) annotation, else None."""
+    if f is not None and "choices" in f.metadata:
+        choices = f.metadata["choices"]
+        return tuple(choices() if callable(choices) else choices)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return _choices(inner[0]) if len(inner) == 1 else None
@@ -54,7 +66,7 @@ def check_choices(obj) -> None:
     """Raise a ValueError naming the field and its allowed values when a `Literal` field holds another value."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        allowed = _choices(hints[f.name])
+        allowed = _choices(hints[f.name], f)
         value = getattr(obj, f.name)
         if allowed and value not in allowed and value is not None:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be one of {', '.join(map(str, allowed))}; "
@@ -109,26 +121,29 @@ def _parser_for(tp, optional: bool):
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", defaults=None,
-                       exclude: tuple[str, ...] = ()) -> None:
-    """Add one --flag per field of `cls` (nested dataclasses as --outer.inner), except `exclude`d names."""
+                       exclude: tuple[str, ...] = (), alias_prefix: str | None = None) -> None:
+    """Add one --flag per field of `cls` (nested dataclasses as --outer.inner), except `exclude`d names and fields
+    marked `flag: False`. `alias_prefix`: also spell each flag with it instead of `prefix`."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({prefix.rstrip('.') or 'top level'})")
     for f in dataclasses.fields(cls):
-        if f"{prefix}{f.name}" in exclude:
+        if f"{prefix}{f.name}" in exclude or not f.metadata.get("flag", True):
             continue
         tp = hints[f.name]
         default = getattr(defaults, f.name) if defaults is not None else (
             f.default if f.default is not dataclasses.MISSING else
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         if dataclasses.is_dataclass(tp):
-            add_dataclass_args(parser, tp, f"{prefix}{f.name}.", default, exclude)
+            add_dataclass_args(parser, tp, f"{prefix}{f.name}.", default, exclude,
+                               alias_prefix=prefix if f.metadata.get("flat_aliases") else None)
             continue
         base, optional = _base_type(tp)
         if base not in (int, float, str, bool):
             continue
-        choices = _choices(tp)
-        group.add_argument(f"--{prefix}{f.name}", dest=f"{prefix}{f.name}",
+        choices = _choices(tp, f)
+        names = [f"--{prefix}{f.name}"] + ([f"--{alias_prefix}{f.name}"] if alias_prefix is not None else [])
+        group.add_argument(*names, dest=f"{prefix}{f.name}",
                            type=_parser_for(base, optional), default=argparse.SUPPRESS,
                            choices=[*choices, *([None] if optional else [])] if choices else None,
                            metavar="{" + ",".join(map(str, choices)) + "}" if choices else base.__name__.upper(),

@@ -1831,3 +1831,29 @@ def test_notebook_08_solutions_pass_their_checks():
     E.check_jumprelu_threshold_grad(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.2"))
     E.check_matryoshka_loss(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.3"))
     A.check_pair_absorption(_notebook_08_solution_defs("8.4")["pair_absorption"])
+    E.check_transcoder_loss(_notebook_solution(NOTEBOOKS / "08_after_the_paper.py", "8.5"))
+
+
+def _transcoder_wrong(kind):
+    """8.5 written wrong one way (`kind`), otherwise right."""
+    def loss(x, y, W_enc, b_enc, W_dec, b_dec, W_skip, k):
+        pre = x @ W_enc.t() + b_enc
+        top = pre.topk(k, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+        y_hat = z @ W_dec + b_dec + (0.0 if kind == "no_skip" else x @ W_skip.t())
+        base = y - (0.0 if kind == "zero_mean" else y.mean(0))
+        err, var = (y_hat - y).pow(2).sum(-1), base.pow(2).sum(-1)
+        out = (err / var).mean() if kind == "per_row" else err.mean() / var.mean()
+        return float(out) if kind == "float" else out
+    return loss
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no_skip", "no gradient reaches W_skip"),
+    ("zero_mean", "not zero"),
+    ("per_row", "ratio of means"),
+    ("float", "return a tensor"),
+])
+def test_transcoder_loss_check_names_each_mistake(kind, message):
+    with pytest.raises(AssertionError, match=message):
+        E.check_transcoder_loss(_transcoder_wrong(kind))

@@ -2,6 +2,8 @@
 on the LM and against ground truth).
 
     reconstruction  held-out normalized MSE, L0 and never-fired latents on cached activations
+    core            SAEBench's core metrics by their names (explained variance, cosine, l2 ratio, ...) beside ours
+    intervals       seeds and 95% intervals: a mean and t-interval over seeds, paired comparisons
     splice          put an SAE's reconstruction into the LM at its site (which positions, its codes)
     downstream      delta CE, KL and loss recovered of the spliced LM
     probes          1-D logistic probe loss on the latents (section 4.2)

@@ -23,7 +23,7 @@
 # 4. what a *dead latent* is, and why latents die when there are more latents than things to learn; how to tell,
 #    latent by latent, a found feature from a duplicate, a dead latent or something else.
 #
-# **Learner time**: about 36 minutes (16 reading at ~130 words a minute, 20 for the essential exercises), beside the compute time below.
+# **Learner time**: about 37 minutes (17 reading at ~130 words a minute, 20 for the essential exercises), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py`): about 30 s in fast mode (`SAELAB_FAST=1`, as in CI) and 24 s at full size.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -191,7 +191,9 @@ table.round(3)
 # "what is it?", and on toy data we can answer exactly. Give the SAE twice as many latents as there are true
 # features: the extra latents have nothing left to learn, and each latent ends up in one of four roles:
 #
-# - **dead**: it never fires on the evaluation samples. A latent that does not fire gets no gradient from the
+# - **dead**: it never fires on the evaluation samples: its activation in `acts_BN` is zero (not > 0) on every row.
+#   A latent that fires (> 0) on even one row of the batch is alive, however rare that is. A latent that does not
+#   fire gets no gradient from the
 #   reconstruction, so nothing pulls it back; under TopK it can still return when the other latents' weights (and
 #   $b_{pre}$) change enough that its pre-activation climbs into the top k for some input, and AuxK (below, and
 #   notebook 02) gives dead latents a gradient that pushes exactly that way;
@@ -203,8 +205,10 @@ table.round(3)
 #
 # Write `latent_roles`: one role per latent (decoder row), from the decoder, the true features and a batch of codes
 # `acts_BN` (`[samples, latents]`, zero where a latent did not fire). Match each latent to its single best true
-# feature by the same signed cosine as in 0.1. A dead latent is dead whatever its direction, and it cannot take a
-# feature away from an alive one.
+# feature by the same signed cosine as in 0.1 (a true cosine: neither the decoder rows nor the true features need
+# be unit vectors). A cosine equal to `threshold` passes. A dead latent is dead whatever its
+# direction, and it cannot take a feature away from an alive one. If two alive latents reach the same feature with
+# exactly the same cosine, the lower index is its "feature". Do not change the input tensors in place.
 
 # %%
 from saelab.teach.exercises import check_latent_roles

@@ -19,7 +19,7 @@
 # 3. the sparsity-reconstruction trade-off: TopK against the classic ReLU + L1 SAE at a matched L0;
 # 4. what AuxK and the transpose initialisation do to dead latents.
 #
-# **Learner time**: about 103 minutes (28 reading at ~130 words a minute, 75 for the essential exercises), beside the compute time below.
+# **Learner time**: about 105 minutes (30 reading at ~130 words a minute, 75 for the essential exercises), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 3 minutes in fast mode (`SAELAB_FAST=1`) and 7.7 minutes at full size after notebook 01 (no harvest: it opens 01's cache), of which about 1 minute trains your own loop on the real cache, 1.4 minutes the course's TopK SAE (the first time only; the whole notebook took 6.3 minutes on a second run) and 5.1 minutes the nine comparison runs of parts 3 and 4.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -97,12 +97,16 @@ check_topk_activation(topk_activation)
 #
 # ### Exercise 2.2 — normalized MSE (easy, essential, 5 min)
 # The paper reports **normalized MSE**: the MSE divided by the MSE of a baseline that always predicts the mean activation. Predicting the mean scores 1, a perfect reconstruction 0.
+# Return it as a 0-dim **tensor** that keeps its gradient (no `.item()` or `float()`): it is the training loss of
+# exercise 2.6.
 # (Beware: openai/sparse_autoencoder's `loss.py` computes something else: each token's squared error divided by that
 # token's own uncentred $\|x\|^2$, averaged over tokens; their issue #8 asks about the difference from the
 # paper's definition. saelab follows the paper.)
 
 # %%
 def normalized_mse(recon_BD: torch.Tensor, x_BD: torch.Tensor) -> torch.Tensor:
+    """A 0-dim tensor, not a Python number: the gradient must flow back to recon_BD (2.3 and 2.6 train through it).
+    The baseline predicts the mean of x_BD (the second argument); both MSEs are means over the batch (divide by B)."""
     # YOUR CODE HERE (2 lines), then delete the next line
     todo("2.2")
 
@@ -138,10 +142,15 @@ sae_diagram(auxk=True)
 # A latent that has not fired for a long time is **dead**: it gets no gradient from the reconstruction, so nothing
 # pulls it back (it returns only if the other latents' changes happen to let its pre-activation into the top k). AuxK (paper, appendix A.2) gives dead latents a job: reconstruct the *residual* $e = x - \hat x$ with the top-$k_{aux}$ dead latents, and add $\alpha \cdot$ that normalized MSE to the loss ($\alpha = 1/32$).
 # The residual has no bias, so the dead latents' reconstruction is `z_aux @ W_dec` **without** $b_{pre}$ (adding it is a real bug: EleutherAI sparsify #132). Detach $e$: AuxK must not change the main reconstruction.
+# `auxk_loss` returns the normalized MSE alone, **without** $\alpha$: the training loop (exercise 2.6) multiplies it
+# by its `aux_coef`. Like 2.2 it returns a 0-dim tensor whose gradient reaches the dead latents' pre-activations and
+# decoder rows. Each token keeps at most `k_aux` dead latents (fewer when fewer are dead; `k_aux` may exceed their
+# number, or even n). You may assume at least one latent is dead: 2.6 calls `auxk_loss` only then.
 
 # %%
 def auxk_loss(x_BD, recon_BD, pre_BN, dead_N, W_dec_ND, k_aux):
-    """W_dec_ND: decoder rows [n, d]; dead_N: bool mask of dead latents."""
+    """W_dec_ND: decoder rows [n, d]; dead_N: bool [n] mask of dead latents (at least one True).
+    Returns a 0-dim tensor: the normalized MSE of the residual's reconstruction, not multiplied by alpha."""
     # YOUR CODE HERE (about 5 lines; use your normalized_mse), then delete the next line
     todo("2.3")
 
@@ -177,9 +186,13 @@ check_auxk_loss(auxk_loss)
 # ### Exercise 2.4 — the model (medium, essential, 15 min)
 # Write `MyTopKSAE(d, n, k, seed)`: four `nn.Parameter`s `W_enc`, `W_dec` (both `[n, d]`, one row per latent),
 # `b_enc` (`[n]`) and `b_pre` (`[d]`), initialised as the paper does (section 2.4 and appendix A.1: random unit-norm decoder rows, the
-# encoder as the decoder's transpose, biases at zero; draw from `torch.Generator().manual_seed(seed)`), and
-# `forward(x, k=None)` returning `(recon, x_n, pre, z)`: the input normalised as in section 2.1, the
-# pre-activations, the codes of your `topk_activation`, and the reconstruction of `x_n`.
+# encoder as the decoder's transpose, biases at zero). The random rows: standard normal entries (`torch.randn`)
+# drawn from `torch.Generator().manual_seed(seed)`, each row then scaled to unit norm, so each row points in a
+# uniformly random direction; the same seed must give the same weights, another seed other weights. Store `k` as
+# `self.k`. `forward(x, k=None)` returns the tuple `(recon, x_n, pre, z)`: the input normalised as in section 2.1,
+# the pre-activations `[B, n]`, the codes of your `topk_activation` (with the `k` argument when given, else
+# `self.k`), and the reconstruction of `x_n`. `normalize_tokens(x_BD)` returns one tensor, `[B, d]` like its
+# input: each token centred over d and scaled to unit norm (an all-zero token stays zero, with no NaN).
 
 # %%
 from torch import nn
@@ -230,7 +243,10 @@ check_my_sae(MyTopKSAE)
 # The paper keeps every decoder row at unit norm, so a latent's activation is its size and the decoder cannot cheat
 # the sparsity by shrinking rows. Two steps around each optimiser step: **before** it, remove from each row's
 # gradient its component along the row (`constrain_decoder_grad_`); **after** it, scale each row back to norm 1
-# (`renormalize_decoder_`). Both change the tensors in place.
+# (`renormalize_decoder_`). Both change the tensors in place. `W_dec` is the `nn.Parameter` of shape `[n, d]`, one
+# row per latent: "unit norm" means each of the n rows has norm 1 over its d entries (the norm along the last
+# axis, not down a column). The first function changes only `W_dec.grad`; the second only the weights, whatever
+# their norms were (0.01 or 100) and keeping each row's direction.
 
 # %%
 from saelab.teach.exercises import check_decoder_constraint
@@ -270,11 +286,16 @@ check_decoder_constraint(constrain_decoder_grad_, renormalize_decoder_)
 #
 # ### Exercise 2.6 — the training loop (hard, essential, 25 min)
 # Write `train_my_sae(sae, x_TD, steps, batch, lr, k_aux, dead_steps, aux_coef=1/32, multi_topk=False, seed=0)`,
-# returning the training normalized MSE of every step. Set `b_pre` to the mean of the normalised data first
-# (saelab uses the geometric median; the mean keeps the loop short). Then, each step: a random batch (from
-# `torch.Generator().manual_seed(seed)`), the forward pass, your `normalized_mse` against `x_n`, plus with
-# `multi_topk` the paper's $L(k) + L(4k)/8$ (section 5.3); count how long each latent has not fired, and add
-# `aux_coef` times your `auxk_loss` on the latents dead for more than `dead_steps` steps (`k_aux=0` switches AuxK
+# returning a list of `steps` floats: each step's training normalized MSE of the reconstruction at the SAE's own k,
+# `normalized_mse(recon, x_n)`, **without** the AuxK or Multi-TopK terms (the same with or without `multi_topk`).
+# Set `b_pre` to the mean of the normalised data first (`normalize_tokens` of the first 8192 rows of `x_TD`;
+# saelab uses the geometric median; the mean keeps the loop short). Then, each step: a batch of `batch` rows drawn
+# at random from `x_TD` (with replacement is fine); every random draw comes from one
+# `torch.Generator().manual_seed(seed)`, never from torch's global random state, so the same seed repeats a run and
+# another seed changes it. Then the forward pass, your `normalized_mse` against `x_n`, plus with `multi_topk` the
+# paper's $L(k) + L(4k)/8$ (section 5.3); count, per latent, the steps since it last fired (a positive code on some
+# row of that step's batch, at the SAE's k), and add `aux_coef` times your `auxk_loss` on the latents whose count is
+# **greater than** `dead_steps` (strictly; skip the term in a step where none is dead; `k_aux=0` switches AuxK
 # off); Adam as the paper (betas (0.9, 0.999), eps 6.25e-10); exercise 2.5's two steps around `opt.step()`. The check
 # first runs your loop on a toy case where most latents start dead and only AuxK can bring them back, then trains
 # your loop and `Trainer` with the same settings (constant learning rate, `b_pre` the mean) and compares them on

@@ -28,7 +28,7 @@
 # **Paper**: Gao et al. (2024), section 4 (4.1 downstream loss, 4.2 probe loss, 4.3 N2G explanations, 4.5
 # ablation sparsity); section 2.1 for normalized MSE.
 #
-# **Learner time**: about 49 minutes (24 reading at ~130 words a minute, 25 for the essential exercises; the optional ones add 30), beside the compute time below.
+# **Learner time**: about 50 minutes (25 reading at ~130 words a minute, 25 for the essential exercises; the optional ones add 30), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 5 minutes in
 # fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen contexts) and 11.9 minutes at full size after
@@ -242,7 +242,10 @@ fig_err.show()
 #
 # ### Exercise 3.2 — a 1-D probe (medium, optional, 15 min)
 # The building block of probe loss: fit $p(y = 1 \mid x) = \sigma(a x + b)$ on ONE feature and return its mean
-# binary cross-entropy in nats. Standardise $x$ first, then fit both $a$ and $b$ to convergence: LBFGS does it in one
+# binary cross-entropy in nats, as a Python float. `y_M` holds 0/1 labels (float or double). Standardise $x$ first
+# (subtract its mean, divide by its standard deviation; population or sample std makes no difference, since the
+# fitted $a$ absorbs any scale: standardising only keeps the optimiser well conditioned), then fit both $a$ and $b$
+# to convergence: LBFGS does it in one
 # call (the solution below), Newton's method as `saelab.evals.probes.fit_logistic_1d` does too; plain Adam needs a large
 # step (lr ≈ 0.1) and ~500 steps to get within the check's 0.02 nats. The check feeds a useless feature with 20% positives
 # (the best probe then learns only the base rate: the loss is the label entropy, not ln 2), a useful one, then features
@@ -383,8 +386,10 @@ pd.DataFrame(best)[["latent", "f1", "precision", "recall", "heldout_active", "ex
 # - is $1$ when all $T V$ entries have the same size $|e_j|$;
 # - falls in between otherwise: roughly the fraction of the entries that move.
 #
-# Write `effect_sparsity`: logit differences `[T, V]` in, that number out (after the median step above). The check
-# varies the shape and the effect and names the usual slips.
+# Write `effect_sparsity`: logit differences `[T, V]` in, that number out as a Python float (after the median step
+# above: each position's median over its V logits). For an even V either median convention is accepted (torch's
+# `median`, the lower of the two middle values, or their average): the check uses only cases where they agree. Do not
+# change the input in place. The check varies the shape and the effect and names the usual slips.
 
 # %%
 from saelab.teach.exercises import check_effect_sparsity

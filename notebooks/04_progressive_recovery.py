@@ -35,7 +35,7 @@
 # 5.3 says about TopK(k′) and Multi-TopK follows third-party quotations of its text; the claims of 5.1 (shrinkage) and
 # that Multi-TopK costs a little at k we could not check against the paper's text.
 #
-# **Learner time**: about 28 minutes (13 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 10), beside the compute time below.
+# **Learner time**: about 29 minutes (14 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 10), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 3 minutes in
 # fast mode (`SAELAB_FAST=1`) and 4.6 minutes at full size after notebooks 02 and 03, of which 2.3 minutes train the
@@ -78,8 +78,11 @@ print(f"{len(x)} held-out activations; SAEs: n={saes['TopK'].cfg.n_latents}, tra
 #
 # Write `recovery_curve`: for each k′ in `ks`, decode the batch with k′ latents exactly as the SAE's own TopK would,
 # score the reconstruction against `x_BD` (the SAE's normalised input) with notebook 02's normalized MSE, and return
-# the scores, in the order of `ks` (which need not be sorted), together with the k′ where the curve turns: its lowest
-# point (the first of equal ones). You get the pre-activations, so the encoder is done for you; saelab stores $W_{dec}$ as `[n, d]`, one row
+# a pair: the list of scores (Python floats), one per k′ in the order of `ks` as given (which need not be sorted, and
+# may include 1 and n), and the k′ where the curve turns (an int taken from `ks`, not its position in `ks`): its
+# lowest point. When several k′ share the lowest score (equal up to rounding, e.g. a curve that is flat once the ReLU
+# zeroes every extra latent), return the one that comes first in `ks` as given. You get the pre-activations, so the
+# encoder is done for you; saelab stores $W_{dec}$ as `[n, d]`, one row
 # per latent. The cell then draws the curve of both SAEs over the sweep's grid (k/4 to 8k).
 
 # %%
@@ -89,7 +92,8 @@ from saelab.studies.progressive_recovery import default_ks
 
 
 def recovery_curve(pre_BN, x_BD, W_dec_ND, b_pre_D, ks):
-    """([normalized MSE at each k' of ks], the k' of the lowest one); x_BD in the SAE's normalised space."""
+    """(list of floats: the normalized MSE at each k' of ks, in ks's order; int: the k' of the lowest one, the first
+    in ks's order on a tie); x_BD in the SAE's normalised space."""
     # YOUR CODE HERE (about 8 lines), then delete the next line
     todo("4.1")
 
@@ -141,7 +145,11 @@ with torch.no_grad():
 # ### Exercise 4.2 — a JumpReLU threshold for a target L0 (medium, optional, 10 min)
 # JumpReLU keeps every pre-activation above one threshold θ, so tokens get different numbers of latents. Write
 # `threshold_for_l0`: the single θ (shared by all tokens and latents) that gives a target L0 **on average over the
-# tokens** of a batch, not on every token. The cell sets it on calibration tokens and measures the L0 it gives on
+# tokens** of a batch, not on every token. A pre-activation counts as active when it is strictly above θ
+# (`pre > θ`, as JumpReLU keeps it); `target_l0` may be fractional (an average), and n is `pre_BN.shape[-1]`. Return a
+# Python float. The check's values are continuous (no ties), so `>` or `≥` and any quantile convention agree: it
+# accepts one value more or fewer above θ over the whole batch. The cell sets it on calibration tokens and measures
+# the L0 it gives on
 # other tokens.
 
 # %%

@@ -28,7 +28,7 @@
 # explanation (notebook 03) is its reading of section 4.3, not checked sentence by sentence against the paper's text;
 # every figure quoted below is saelab's own measurement.
 #
-# **Learner time**: about 30 minutes (15 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 25), beside the compute time below.
+# **Learner time**: about 32 minutes (17 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 25), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about a minute in fast
 # mode (`SAELAB_FAST=1`) and 1.1 minutes at full size after notebook 02, computing the latent statistics (stored next
@@ -127,8 +127,20 @@ table.head(10)[["latent", "f1", "precision", "recall", "density", "explanation"]
 # at random with a generator seeded by `seed` (the same seed shows the same examples).
 #
 # Write `dashboard_examples` for one latent's activations `acts_NT` (`[contexts, positions]`, 0 where it does not
-# fire); examples are (context, position) pairs. The cell then prints both for the latent picked above, as the
-# explorer's *top examples* and *quantile intervals* panels show them.
+# fire); examples are (context, position) pairs of ints. Return a pair `(top, intervals)`: `top` a list of at most
+# `m` pairs (fewer when fewer contexts fire; never a position with activation 0), and `intervals` a list of exactly
+# `n_intervals` lists of pairs. The details a dashboard has to settle:
+# - Only positions with activation > 0 are ranked; when their number does not divide by `n_intervals`, the group
+#   sizes differ by at most one (any placement of the extra ones is accepted).
+# - "At most one per context" holds within each list: a context may appear in the top and in several intervals, but
+#   twice in none. Each interval shows `min(per_interval, the number of distinct contexts in its group)` examples:
+#   when a drawn position's context is already shown, draw another, so a burst in one context does not cost slots.
+# - All the randomness comes from one `torch.Generator().manual_seed(seed)` (never torch's global random state): the
+#   same seed gives the same examples, another seed (usually) other ones. The top examples are not random.
+# - Ties between equal activations may be ordered either way.
+#
+# The cell then prints both for the latent picked above, as the explorer's *top examples* and *quantile intervals*
+# panels show them.
 
 # %%
 from saelab.teach.exercises import check_dashboard_examples, todo
@@ -205,8 +217,12 @@ for i, examples in enumerate(intervals):
 # mask of the tokens where the concept holds. A latent *fires* on a token when one of its slots there has an
 # activation above zero; the codes also hold zeros (slots the ReLU zeroed, and padding). Score **every** latent on
 # the build text by the F1 of where it fires against the concept mask (the harmonic mean of precision and recall),
-# choose the best, and return it with that F1 and with its precision and recall on the test text. Build your counts
-# from the slots: a dense `[tokens, latents]` matrix would have 130 million entries at full size.
+# choose the best, and return it with that F1 and with its precision and recall on the test text: a tuple
+# `(int, float, float, float)`. If several latents tie for the best build F1, take the lowest index (as
+# `torch.argmax` does). Any ratio whose denominator is 0 (a latent that never fires on the test text, a test text
+# where the concept never holds, an F1 with no firing and no concept token) counts as 0.0, not NaN and not an error.
+# Build your counts from the slots: a dense `[tokens, latents]` matrix would have 130 million entries at full
+# size.
 #
 # The build text is the statistics' Wikipedia text; the test text is held-out news articles (another corpus, and
 # documents the SAE never trained on: a stricter test than held-out Wikipedia).

@@ -36,7 +36,7 @@
 # convergence; then the irreducible loss and the joint L(N, k)); section 2.4 for dead latents. Section numbers follow
 # third-party quotations of the arXiv v1 text (the paper itself was not reachable when this was checked).
 #
-# **Learner time**: about 31 minutes (16 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 15), beside the compute time below.
+# **Learner time**: about 32 minutes (17 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 15), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): under a minute in
 # fast mode (`SAELAB_FAST=1`) and 7.5 minutes at full size the first time (the notebook's grid: n = 128 to 2048 × k =
@@ -105,9 +105,13 @@ points.drop(columns=["error"])
 #
 # Write `fit_power_law(n, loss)` returning `(a, b, c)` of $L = a\,n^{-b} + c$, where $c$ (the irreducible loss) is
 # at least 0 and below the smallest loss. Measured losses are noisy and span a range: choose the fit so that a 20%
-# error on the first point does not bend the whole law. The check runs your fit on such noisy points and on laws of
-# other shapes (four points, no floor, n up to a million), compares a, b and c with a least-squares fit on log L, and
-# explains the usual mistakes.
+# error on the first point does not bend the whole law. Which fit is accepted: the least-squares fit of $\log L$,
+# i.e. the $(a, b, c)$ with $a > 0$, $b > 0$ and $0 \le c <$ the smallest loss that minimise
+# $\sum_i \big(\log L_i - \log(a\,n_i^{-b} + c)\big)^2$, fitted to convergence. Return three Python floats, $a$
+# for $n$ itself (not for $\log a$, nor for $n$ rescaled). The check runs your fit on such noisy points and on laws of
+# other shapes (four points, no floor, integer n, n up to a million) and compares a, b and c with that fit: b within
+# 0.003, c within 0.0005 + 1%, a within 1% (an optimiser stopped early, or a straight line in log-log, misses
+# this); it explains the usual mistakes.
 
 # %%
 import numpy as np
@@ -176,7 +180,12 @@ points.drop(columns=["error"])
 # any n reaches, and which n gets it? Every held-out evaluation along every run is a candidate: a run stopped early is
 # a run of a smaller budget. Write `compute_envelope(curves)`: from a DataFrame of evaluations (columns `n`, `flops`,
 # `nmse`; `flops` is the training compute spent so far, $6 \cdot 2dn \cdot$ tokens), return the rows that form the
-# lower envelope of loss against compute, in order of compute, with columns `flops`, `nmse` and `n`. The check runs
+# lower envelope of loss against compute, in order of compute, with columns `flops`, `nmse` and `n`. An evaluation is
+# on the envelope when its `nmse` is strictly lower than that of every evaluation with less **or equal** `flops`: of
+# two evaluations at equal FLOPs only the lower loss can be on it, and a later one that only equals the best so far
+# is not. The rows of `curves` come in any order and it may hold other columns (`k`, `tokens`, ...); the result may
+# keep extra columns too, and its index does not matter, but each point's `n` must come from the same row as its
+# `flops` and `nmse`. The check runs
 # it on made-up curves of three n (in order, shuffled, noisy; one run alone; two evaluations at equal FLOPs) and
 # compares every column; the next cell then uses it on the grid.
 

@@ -26,7 +26,7 @@
 # **Exercises**: 7.1 (medium, 15 min), 7.2 (easy, 10 min), 7.3 (**hard**, 25 min). Each stub stops the notebook with
 # "exercise 7.N: not written yet" until you fill it in; `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Learner time**: about 37 minutes (22 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
+# **Learner time**: about 39 minutes (24 reading at ~130 words a minute, 15 for the essential exercises; the optional ones add 35), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 40 s in fast mode (`SAELAB_FAST=1`) and 15 s at full size once notebook 02's TopK SAE exists.
 # GPU: not measured yet (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
@@ -146,10 +146,16 @@ print(f"\nchosen: latent {LATENT} (largest activation {MAX_ACT:.3g}); its decode
 #
 # Build `steer` yourself as a plain PyTorch hook. Write
 # `add_steering_hook(model, sae, latent, alpha)`: register a forward hook on the block whose output the SAE reads
-# (block `sae.cfg.layer`) that steers `latent` by `alpha` at every position but the first (position 0, the attention
-# sink, which the SAE never trained on and `spliced` leaves clean), and return the hook's handle. The error term is
+# (block `sae.cfg.layer`, counted from 0: `saelab.lm.sites.find_blocks(model)` returns the model's list of blocks, as
+# in notebook 01; hook the whole block, once, and nothing else) that steers `latent` by `alpha` at every position but
+# the first (position 0, the attention sink, which the SAE never trained on and `spliced` leaves clean) of every
+# sequence of the batch, and return the hook's handle (removing it must end the steering). The error term is
 # kept, so the hook adds to the block's output exactly the change that raising the latent's activation by `alpha`
-# makes to the SAE's output. Mind which space the decoder writes in: this SAE normalises each token before encoding
+# makes to the SAE's output. Steering adds `alpha` whether or not the SAE selects the latent at a position, and
+# `alpha` may be negative (the activation is lowered, below 0 if it goes there: nothing is clamped) or 0 (register
+# the hook anyway; it changes nothing). Steer every position >= 1, including the rare tokens whose norm is an
+# outlier: `spliced` can leave those clean, but the check compares with `steer` with that rule switched off. Mind
+# which space the decoder writes in: this SAE normalises each token before encoding
 # it (`sae.cfg.normalize` is `"per_token_unit_norm"`, the paper's normalisation: saelab places it in its section 2.1,
 # whose sentence we could read only as others quote it), so work out what a change there is in the residual stream,
 # token by token. The check builds small SAEs of its own and runs your function in four cases (other
@@ -268,7 +274,10 @@ fig.show()
 #
 # Write `ablate_rows(sae, x_RD, latents)`: activation rows `[R, D]` of the SAE's site with every latent in the list
 # `latents` ablated (set to 0 wherever the SAE selects it; an empty list ablates nothing) and the error term kept:
-# each row loses exactly what those latents contribute to the SAE's output there, and nothing else. Use only what the
+# each row loses exactly what those latents contribute to the SAE's output there, and nothing else. Return a new
+# `[R, D]` tensor (leave `x_RD` unchanged) and treat every row you are given alike, however large or small its norm:
+# which positions stay clean (position 0, norm outliers) is the caller's choice, and the cell below passes only the
+# rows `spliced` handles. Use only what the
 # SAE gives you, without computing a scale yourself: `sae.encode(x_RD)` returns the selected latents' activations and
 # indices (`top_acts_BK`, `top_idx_BK`, `[R, k]`), and `sae.decode(acts, idx, x_RD)` maps codes back to the rows'
 # space whatever the normalisation. Work out why `b_pre` and the normalisation's shift need no care of yours here.
@@ -367,7 +376,10 @@ print(f"part 1's {len(CANDIDATES)} candidates {CANDIDATES} ablated together: "
 # forward hook on block `sae.cfg.layer` (as in 7.1): encode the positions >= 1, make the selected activations the
 # leaves the gradient will reach, and give the block's output the clean value but a gradient that flows into those
 # activations through the decoder (mapped back to the residual stream). Remove the hook when done. A latent can be
-# selected at many positions. The check runs your function at three blocks, on one sequence and on a batch of two,
+# selected at many positions: its estimate is the sum over them (a latent selected nowhere gets 0). Return a tensor
+# of shape `[n_latents]`. Splice every position >= 1 of every sequence, including the rare tokens whose norm is an
+# outlier (the check compares with `attribute` with the outlier rule switched off, position 0 alone left clean). The
+# check runs your function at three blocks, on one sequence and on a batch of two,
 # with three metrics (one position's log-probability, a logit difference summed over the batch, the mean over every
 # position), compares your estimates with `saelab.interp.attribution.attribute` and names the usual mistakes; the
 # cells below compare them with real ablations.

@@ -45,7 +45,7 @@
 # (medium, 15 min). Each stub stops the notebook with "exercise 8.N: not written yet" until you fill it in;
 # `SAELAB_SOLUTIONS=1` runs the reference solutions.
 #
-# **Learner time**: about 68 minutes (38 reading at ~130 words a minute, 30 for the essential exercises; the optional ones add 50), beside the compute time below.
+# **Learner time**: about 73 minutes (43 reading at ~130 words a minute, 30 for the essential exercises; the optional ones add 50), beside the compute time below.
 #
 # **Time** (measured on a 2-core CPU, 2026-12-02, `scripts/run_series.py --only 08` after notebooks 01 and 02): in
 # fast mode (`SAELAB_FAST=1`) 1.1 minutes with its small SAEs already trained (about 3 minutes the first time,
@@ -121,7 +121,9 @@ print(f"{held.n_tokens:,} held-out tokens; TopK SAE n = {topk_sae.cfg.n_latents}
 # in which what the batch keeps stands at its value and everything else is 0. Work out which entries a batch should
 # keep to reconstruct best within its budget of B·k, and what happens when fewer than B·k are worth keeping (an SAE's
 # activation is never negative: TopK applies a ReLU too). Keep the codes differentiable: an SAE trains through the
-# kept values.
+# kept values (the gradient of the codes with respect to `pre_BN` is 1 at the kept entries, 0 elsewhere). Ties:
+# when several positive entries equal the B·k-th largest value, keeping all of them or exactly B·k are both
+# reasonable, and the check never builds such a tie (its only ties are exact zeros, which are never kept).
 #
 # Then `inference_threshold(codes)`: from a list of such code matrices, one per training batch (of any sizes), the θ
 # to use at inference, a float. The paper averages one number per batch over the batches: that batch's own threshold,
@@ -133,7 +135,8 @@ from saelab.teach.exercises import check_batchtopk
 
 
 def batchtopk(pre_BN: torch.Tensor, k: int) -> torch.Tensor:
-    """BatchTopK's dense codes [B, n] of a batch of pre-activations, k per token on average."""
+    """BatchTopK's dense codes [B, n] of a batch of pre-activations, k per token on average (a tensor that keeps
+    its gradient; positive values only; a tie at the cut is never tested)."""
     # YOUR CODE HERE (3 lines), then delete the next line
     todo("8.1")
 
@@ -256,9 +259,13 @@ check_jumprelu_threshold_grad(jumprelu_threshold_grad)
 # prefix widths (increasing; the last one is n). Work out what the first m latents' reconstruction is, and how the
 # prefixes' terms combine so that each counts as much as a plain SAE's loss would (with the one width n, your loss is
 # a plain SAE's). Measure each prefix's error as notebook 02's normalized MSE (saelab's choice, as in its trainer;
-# the Matryoshka paper's loss, as a third-party reading quotes it, uses plain squared errors), and keep the result differentiable with respect to the codes,
-# the decoder and the bias: training backpropagates through all three. The check varies the widths (one prefix, three,
-# six from width 1), the batch (down to two) and the sizes, and compares the gradients too.
+# the Matryoshka paper's loss, as a third-party reading quotes it, uses plain squared errors), exactly as in
+# exercise 2.2: the squared error summed over d and averaged over the B tokens, divided by the same average for the
+# predictor that always answers `x_BD.mean(0)` (a ratio of two means over the batch, dividing by B, not B − 1; the
+# denominator depends on `x_BD` alone, so it is the same for every prefix). Return a 0-dim tensor and keep it
+# differentiable with respect to the codes, the decoder and the bias: training backpropagates through all three.
+# The check varies the widths (one prefix, three, six from width 1), the batch (down to two) and the sizes, and
+# compares the gradients too.
 
 # %%
 from saelab.teach.exercises import check_matryoshka_loss
@@ -496,8 +503,11 @@ for fam, t in firing.items():
 # 3. the child's latent carries the parent's direction: its decoder row's cosine with the parent's feature is at
 #    least `carries` (SAEBench's bound, 0.1).
 #
-# A feature's latent is the decoder row with the largest cosine to it; decoder rows need not have unit norm. Return a
-# float, `nan` when the two never fire together. This is the per-pair number of `saelab.evals.ground_truth.absorption`.
+# A feature's latent is the decoder row with the largest cosine to it; decoder rows need not have unit norm. Every
+# cosine here is **signed** (no absolute value): a row pointing against a feature is not its latent, and a negative
+# cosine with the parent never reaches `carries`. Match each feature to its own best latent independently (the
+# parent and the child may share one; then the share is 0). Return a float, `nan` when the two never fire together.
+# This is the per-pair number of `saelab.evals.ground_truth.absorption`.
 
 # %%
 from saelab.teach.exercises import check_pair_absorption

@@ -180,7 +180,7 @@ print(f"threshold from {len(batches)} batches of {half // 4}: {theta:.4f}; on {l
 # def inference_threshold(codes):
 #     return float(torch.stack([c[c > 0].min() for c in codes]).mean())
 # ```
-# (saelab's trainer does the same on sparse rows, `saelab.sae.batchtopk`: it selects among each token's top 8k
+# (saelab's trainer does the same on sparse rows, `saelab.sae.families.batchtopk`: it selects among each token's top 8k
 # candidates so that the sparse kernels still apply, tracks the threshold as a moving average while training, as
 # SAE Lens does, and re-estimates it from 8 batches after the last step.)
 # </details>
@@ -236,7 +236,7 @@ check_jumprelu_threshold_grad(jumprelu_threshold_grad)
 # return (-(theta_N / eps) * ((u > -0.5) & (u < 0.5)).to(pre_BN.dtype) * grad_BN).sum(0)
 # ```
 # That is ∂f/∂θ := −(θ/ε) K((pre − θ)/ε), the paper's equation (11) as a third-party reading quotes it (the L0 term's
-# step gets −(1/ε) K((pre − θ)/ε)). saelab's `saelab.sae.jumprelu.JumpReLUFn` is this backward pass (with H(pre − θ)
+# step gets −(1/ε) K((pre − θ)/ε)). saelab's `saelab.sae.families.jumprelu.JumpReLUFn` is this backward pass (with H(pre − θ)
 # for the input's gradient); training runs it densely while many latents pass θ and on the selected entries once the
 # codes are sparse.
 # </details>
@@ -293,7 +293,7 @@ check_matryoshka_loss(matryoshka_loss)
 # base = (x_BD - x_BD.mean(0)).pow(2).sum(-1).mean()
 # return sum((z_BN[:, :m] @ W_dec_ND[:m] + b_dec_D - x_BD).pow(2).sum(-1).mean() / base for m in widths)
 # ```
-# saelab's trainer computes the same sum on sparse codes (`saelab.sae.matryoshka.inner_prefix_losses`: each prefix
+# saelab's trainer computes the same sum on sparse codes (`saelab.sae.families.matryoshka.inner_prefix_losses`: each prefix
 # decodes the selected entries below its width), and tests/test_matryoshka.py checks it against this dense formula.
 # </details>
 #

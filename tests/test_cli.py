@@ -116,7 +116,7 @@ def test_every_command_that_runs_a_model_has_a_device_flag():
 
     for name, sub in _subparsers().items():
         dests = {a.dest for a in sub._actions}
-        assert ("device" in dests) == (name not in ("assets", "course")), name
+        assert ("device" in dests) == (name not in ("assets", "course", "push")), name  # push uploads files only
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA GPU"):

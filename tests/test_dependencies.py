@@ -30,6 +30,9 @@ INDIRECT = {  # declared, not imported: why, and a (file, text) that shows the r
     "nbmake": ("pytest --nbmake runs the notebooks", "README.md", "--nbmake"),
     "ruff": ("the linter", "pyproject.toml", "[tool.ruff]"),
     "nbstripout": ("notebooks are committed without outputs", "tests/test_notebook_pairs.py", "nbstripout"),
+    "mkdocs": ("the documentation site is built with it", ".ci/run", "mkdocs build --strict"),
+    "mkdocs-material": ("the site's theme", "mkdocs.yml", "name: material"),
+    "mkdocstrings": ("the API pages are read from the docstrings", "mkdocs.yml", "mkdocstrings"),
     "eai-sparsify": ("its folders are checked by name in the round-trip tests", "tests/test_formats.py",
                      'need("sparsify")'),
 }

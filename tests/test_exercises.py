@@ -12,6 +12,8 @@ import torch
 
 from saelab.lm.sites import find_blocks
 from saelab.teach import exercises as E
+from saelab.teach.exercises import ablation as AB
+from saelab.teach.exercises import attribution as AT
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -1011,9 +1013,8 @@ def test_steering_check_cases_vary_every_argument(tiny_lm):
 
 
 def _ablate_variant(**flags):
-    from saelab.teach.exercises import steering as ST
 
-    return lambda sae, x, latents: ST._ablate_rows(sae, x, latents, **flags)
+    return lambda sae, x, latents: AB._ablate_rows(sae, x, latents, **flags)
 
 
 def _ablate_by_hand_per_token(sae, x, latents):
@@ -1068,17 +1069,15 @@ def test_ablate_rows_check(wrong, message):
 
 
 def test_ablate_rows_by_hand_is_the_reference_on_every_normalisation():
-    from saelab.teach.exercises import steering as ST
 
-    for what, sae, x, latents in ST._ablate_cases():
-        torch.testing.assert_close(ST._ablate_rows(sae, x, latents), ST.ablate_rows(sae, x, latents),
+    for what, sae, x, latents in AB._ablate_cases():
+        torch.testing.assert_close(AB._ablate_rows(sae, x, latents), AB.ablate_rows(sae, x, latents),
                                    atol=1e-4, rtol=1e-4, msg=what)
 
 
 def _attribution_variant(variant):
-    from saelab.teach.exercises import steering as ST
 
-    return lambda model, sae, ids, metric: ST._attribution_variant(model, sae, ids, metric, variant)
+    return lambda model, sae, ids, metric: AT._attribution_variant(model, sae, ids, metric, variant)
 
 
 def _attribution_leaves_hook(model, sae, ids, metric):

@@ -123,11 +123,11 @@ def test_a_0_3_run_folder_is_resumed_by_todays_command_line_and_refused_for_anot
     from saelab.training.trainer import TrainConfig
 
     def train_settings(args, fast):  # as `saelab train` builds them
-        from saelab.acts.harvest import HarvestConfig
+        from saelab.acts.harvest import HarvestConfig, harvest_settings
 
         hcfg = build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults(fast))
         tcfg = build_dataclass(TrainConfig, args, "train.", base=train_defaults(fast))
-        return {"harvest": asdict(hcfg), "train": asdict(tcfg), "eval_tokens": 4000, "on_the_fly": False,
+        return {"harvest": harvest_settings(hcfg), "train": asdict(tcfg), "eval_tokens": 4000, "on_the_fly": False,
                 "train_cache": None, "eval_cache": None}, tcfg.epochs
 
     shutil.copy(GOLDENS / "run_0.3.json", tmp_path / "run.json")

@@ -84,7 +84,7 @@ def test_track_wandb_logs_the_same_curves_settings_metrics_and_report_offline(tm
                 assert row[key] == pytest.approx(value, rel=1e-9), (rec["step"], key)
     assert set(got["history"]) == {r["step"] for r in log}
     settings = json.loads((run / "run.json").read_text())["settings"]
-    assert got["config"]["train"]["n_latents"] == settings["train"]["n_latents"] == 128
+    assert got["config"]["train"]["sae"]["n_latents"] == settings["train"]["sae"]["n_latents"] == 128
     assert got["config"]["harvest"]["model"] == "tiny-gpt2"
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert got["summary"]["final/nmse"] == pytest.approx(metrics["final"]["nmse"])

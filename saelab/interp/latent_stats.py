@@ -33,6 +33,7 @@ class StatsConfig:
     corpus: str = "wiki-en"
     """Corpus (held-out split: text the SAE was not trained on)."""
     split: str = "heldout"
+    """Its split: heldout (validation and test together), validation, test, train or all."""
     n_contexts: int = 512
     """Contexts of 64 tokens (512: ~32k tokens, about a minute for SmolLM2 on a 2-core CPU)."""
     top_n: int = 20

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from saelab.files import atomic_write_text
+from saelab.sae.families import family_of
 from saelab.sae.formats.hooks import transformerlens_hook
 from saelab.sae.formats.saelens import to_saelens
 from saelab.sae.model import SAE
@@ -65,9 +66,9 @@ def data_licences(corpus: str | None) -> list[str]:
 
 def _family(sae: SAE) -> str:
     c = sae.cfg
-    name = {"topk": "TopK", "batchtopk": "BatchTopK", "jumprelu": "JumpReLU", "relu": "ReLU + L1"}[c.activation]
+    name = family_of(c).display
     if c.matryoshka_widths:
-        name = f"Matryoshka {name} (prefixes {c.matryoshka_widths})"
+        name += f" (prefixes {c.matryoshka_widths})"
     return name + (" (Multi-TopK)" if c.multi_topk else "")
 
 
@@ -76,7 +77,7 @@ def model_card(sae: SAE, repo: str, metrics: dict | None) -> str:
     c, data = sae.cfg, sae.data_record or {}
     base = HF_MODELS.get(c.model or "", c.model)
     sid = sae_id(sae)
-    k_or_l0 = f"k = {c.k}" if c.activation in ("topk", "batchtopk") else "no fixed k (L0 below)"
+    k_or_l0 = f"k = {c.k}" if family_of(c).has_k else "no fixed k (L0 below)"
     context = data.get("context") or {}
     rows = [("base model", f"{base} (saelab name {c.model})" if base != c.model else str(base)),
             ("site and layer", f"{c.site or 'unknown'} of block {c.layer} (SAE Lens hook {sid})"),

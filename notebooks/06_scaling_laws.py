@@ -311,7 +311,7 @@ for fig in scaling_figures(points, curves, fits):
 #    prediction outside the fitted points can fail, so only it tests the law.</details>
 # 3. Every n here sees the same 1.59M tokens. Why does that make the large n look worse than the paper's law says?
 #    <details><summary>Answer</summary>Tokens per latent fall as n grows (776 at n = 2048, 193 at the CLI grid's n = 8192), so the large SAEs are
-#    further from convergence; the paper trains each n to convergence.</details>
+#    further from convergence; the paper trains each n to convergence (section 3.1.2).</details>
 # 4. What does a point on the L(C) envelope tell you that the final losses do not?
 #    <details><summary>Answer</summary>Which n reaches the lowest loss for a given compute budget (including runs
 #    stopped early): the compute-optimal size for that budget.</details>

@@ -106,3 +106,18 @@ def test_the_readmes_notebook_table_shows_learner_time_and_every_exercise():
     assert table.updated_readme(readme) == readme, \
         "README.md's notebook table is stale: run `.venv/bin/python scripts/notebook_table.py`"
     assert "learner time" in readme and "compute: full size" in readme
+
+
+def test_each_meeting_accounts_for_its_notebooks_learner_time():
+    """Every notebook's stated learner time is split into reading before class, class time and homework, and the
+    parts add up (a plan that gives a notebook less time than it states is caught)."""
+    from saelab.teach.syllabus import learner_minutes, notebook_sources
+
+    stated = {p.name[:2]: learner_minutes(p) for p in notebook_sources(ROOT / "notebooks")}
+    text = (TEACHING / "meetings.md").read_text()
+    found = re.findall(r"(\d\d) \((\d+) learner minutes\) = (\d+) before class \+ (\d+) in class \+ (\d+) homework",
+                       text)
+    assert sorted(nb for nb, *_ in found) == sorted(stated), "every notebook has one Learner time split"
+    for nb, total, before, in_class, home in found:
+        assert int(total) == stated[nb], f"notebook {nb} states {stated[nb]} learner minutes, the plan says {total}"
+        assert int(before) + int(in_class) + int(home) == int(total), f"notebook {nb}: the parts do not add up"

@@ -227,9 +227,10 @@ def hierarchy_data(n_samples: int, seed: int = 0):
 
 
 def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n_latents: int = 512,
-                       device="cpu", seed: int = 0):
+                       device="cpu", seed: int = 0, lr: float | None = None):
     """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
-    recipe (batch 1024, lr 2e-3, no input normalisation; Matryoshka with four doubling prefixes)."""
+    recipe (batch 1024, lr 2e-3 unless `lr` is given, no input normalisation; Matryoshka with four doubling
+    prefixes)."""
     from saelab.sae.families import FAMILIES, studied
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, bench_train_config
     from saelab.training.trainer import Trainer
@@ -237,7 +238,8 @@ def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n
     at_k = [name for name in studied() if FAMILIES[name].has_k]
     if family not in at_k:
         raise ValueError(f"family must be one trained at k ({', '.join(at_k)}), got {family!r}")
-    cfg = bench_train_config(replace(SyntheticBenchConfig(), n_latents=n_latents, epochs=epochs, seed=seed), family, k)
+    bench = replace(SyntheticBenchConfig(), n_latents=n_latents, epochs=epochs, seed=seed)
+    cfg = bench_train_config(replace(bench, lr=lr) if lr is not None else bench, family, k)
     trainer = Trainer(cfg, x_BD, device=str(device))  # in memory: nothing written
     trainer.train()
     return trainer.sae

@@ -60,10 +60,8 @@ def check_transcoder_loss(fn) -> None:
         case = _case(seed, B, k)
         x = case[0]
         leaves = [t.clone().requires_grad_(i >= 2) if isinstance(t, torch.Tensor) else t for i, t in enumerate(case)]
-        got = run_case(what, fn, *leaves)
-        expect_gradient(got, {n: t for n, t in zip(("W_enc", "b_enc", "W_dec", "b_dec", "W_skip"), leaves[2:7])},
-                        f"{what}")
-        got = got.detach()
+        out = run_case(what, fn, *leaves)
+        got = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=torch.float32)
         assert got.numel() == 1, f"{what}: return one number, the loss of the whole batch (got shape " \
                                  f"{tuple(got.shape)})"
         want = transcoder_loss(*case)
@@ -89,5 +87,6 @@ def check_transcoder_loss(fn) -> None:
             (_variant(*case, ratio="per_row"), "divide the batch's mean squared error by the batch's mean "
                                                "normalizer (a ratio of means), not each row's error by its own"),
         ], what))
+        expect_gradient(out, {n: t for n, t in zip(("W_enc", "b_enc", "W_dec", "b_dec", "W_skip"), leaves[2:7])}, what)
         assert close(got, want, atol=1e-5, rtol=1e-4), f"{what}: loss {float(got):.5f}, expected {float(want):.5f}"
     passed("transcoder_loss")

@@ -84,19 +84,7 @@ def capture_hook(model: torch.nn.Module, site: str, layer: int, store: dict, key
 def run_to_site(lm: LM, input_ids: torch.Tensor, site: str, layer: int) -> torch.Tensor:
     """Activations [B, T, d] at (site, layer); the forward pass stops right after that module. A pair of sites
     ('mlp_in+mlp_out'): both from the same pass, concatenated along the last dimension ([B, T, 2d])."""
-    captured: dict = {}
-    parts = site_parts(site)
-    handles = [capture_hook(lm.model, p, layer, captured, p, stop=i == len(parts) - 1) for i, p in enumerate(parts)]
-    try:
-        lm.model(input_ids=input_ids.to(lm.device), use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    if any(p not in captured for p in parts):
-        raise RuntimeError(f"the hook at {site} {layer} never ran")
-    return torch.cat([captured[p] for p in parts], dim=-1) if len(parts) > 1 else captured[parts[0]]
+    return run_to_sites(lm, input_ids, [(site, layer)])[(site, layer)]
 
 
 @torch.no_grad()

@@ -230,6 +230,7 @@ def _train_job(args, hcfg, tcfg, eval_tokens: int, tracker, out: str | None = No
     trainer.train()
     if dist.is_initialized():
         rank = dist.get_rank()
+        dist.barrier()  # rank 0 logs, evaluates and saves after the last step: no rank tears the group down before
         dist.destroy_process_group()
         if rank != 0:  # rank 0 evaluates and reports
             return 0

@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, show the Python traceback too (default: off)")
     runs_model = argparse.ArgumentParser(add_help=False)
     runs_model.add_argument("--device", type=device_flag, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
-                            help="where the language model runs, and the SAEs of train, eval and sweep (frontier "
-                                 "trains its SAEs on CPU); auto: CUDA when present, else CPU")
+                            help="where the language model runs and every SAE a command trains or scores "
+                                 "(train, frontier, synthetic, scale, and the zoo SAEs of eval and sweep); a device "
+                                 "this machine lacks is refused before any work; auto: CUDA when present, else CPU")
 
     def command(name: str, text: str, model: bool = True) -> argparse.ArgumentParser:
         parents = [common, runs_model] if model else [common]

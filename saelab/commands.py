@@ -112,6 +112,16 @@ def _init_distributed(device: str) -> str:
     return device
 
 
+def _check_acceleration(tcfg, device: str) -> None:
+    """Refuse --train.autocast where it cannot run (a device this machine lacks too), before any folder or model."""
+    import torch
+
+    from saelab.lm.models import resolve_device
+    from saelab.training.acceleration import check_autocast
+
+    check_autocast(tcfg.autocast, torch.device(resolve_device(device)), tcfg.sae.dtype)
+
+
 def cmd_train(args) -> int:
     """Hold the run folder's lock for the whole job and check its settings, both before any harvest: a second
     run on the folder, or a run with other settings, is refused before any model runs."""
@@ -125,6 +135,7 @@ def cmd_train(args) -> int:
 
     hcfg = replace(build_dataclass(HarvestConfig, args, "harvest.", base=harvest_defaults()), device=args.device)
     tcfg = build_dataclass(TrainConfig, args, "train.", base=train_defaults())
+    _check_acceleration(tcfg, args.device)
     if args.on_the_fly and hasattr(args, "train.epochs"):
         raise ValueError("--on-the-fly trains on one pass of --harvest.max_tokens tokens; --train.epochs does not "
                          "apply (raise --harvest.max_tokens to train longer, or drop --on-the-fly)")
@@ -285,15 +296,15 @@ def _main_job_downstream(args, hcfg, lm, sae) -> dict:
                                   progress=False)
 
 
-def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None):
+def _named_saes(specs: list[str] | None, zoo: str | None, default: str | None, device: str = "cpu"):
     """{name: SAE} from NAME=SOURCE / SOURCE specs (any layout `load_sae` reads: a saelab, SAE Lens or sparsify
-    folder, an OpenAI .pt, hf://owner/repo[/subfolder]) and zoo kinds (trained on first use)."""
+    folder, an OpenAI .pt, hf://owner/repo[/subfolder]) and zoo kinds (trained on first use, on `device`)."""
     from saelab.sae.formats import load_sae
     from saelab.zoo import ZOO, zoo_sae
 
     saes = {}
     for kind in [z for z in (zoo or "").split(",") if z]:
-        saes[kind] = zoo_sae(kind)[0]
+        saes[kind] = zoo_sae(kind, device=device)[0]
     for spec in specs or ([] if saes else [default] if default else []):
         name, _, source = spec.rpartition("=")
         if not source.startswith("hf://") and not Path(source).exists():
@@ -323,13 +334,14 @@ def _model_for(args, first) -> str:
 
 def cmd_eval(args) -> int:
     from saelab.evals.suite import SuiteConfig, fast_suite_config, run_suite, summary_rows, write_suite_report
-    from saelab.lm.models import load_lm
+    from saelab.lm.models import load_lm, resolve_device
     from saelab.pages import summary_table
 
-    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    device = resolve_device(args.device)
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae", device)
     cfg = build_dataclass(SuiteConfig, args, "", base=fast_suite_config() if fast_mode() else SuiteConfig())
     first = next(iter(saes.values()))
-    lm = load_lm(_model_for(args, first), device=args.device)
+    lm = load_lm(_model_for(args, first), device=device)
     saes = {name: sae.to(lm.device) for name, sae in saes.items()}
     report = run_suite(lm, saes, cfg)
     folder = write_suite_report(report, args.out)
@@ -353,11 +365,12 @@ def cmd_sweep(args) -> int:
     from saelab.pages import write_html_page
     from saelab.studies.progressive_recovery import shrinkage_table, sweep, sweep_figure
 
-    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    device = resolve_device(args.device)  # a device this machine lacks is refused before any work
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae", device)
     first = next(iter(saes.values()))
     hcfg = replace(harvest_defaults(), model=_model_for(args, first), site=first.cfg.site or "resid_post",
                    layer=first.cfg.layer, split="test", max_tokens=args.eval_tokens or eval_tokens_default(),
-                   device=args.device, context=heldout_context(saes.values()), **recorded_positions(first))
+                   device=device, context=heldout_context(saes.values()), **recorded_positions(first))
     x = harvest(hcfg).activations()
     calib_x = harvest(replace(hcfg, split="validation", max_tokens=4096)).activations()  # JumpReLU thresholds
     ks = [int(v) for v in args.ks.split(",")] if args.ks else None
@@ -366,10 +379,10 @@ def cmd_sweep(args) -> int:
         from saelab.acts.corpus import build_contexts, load_corpus
         from saelab.lm.models import load_lm
 
-        lm = load_lm(hcfg.model, device=args.device)
+        lm = load_lm(hcfg.model, device=device)
         tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, hcfg.context, "test",
                                                  args.delta_loss_contexts).tokens_NT).long()
-    saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
+    saes = {name: sae.to(device) for name, sae in saes.items()}
     df = sweep(saes, x, ks=ks, lm=lm, tokens_NT=tokens, calibration_BD=calib_x)
     shrink = shrinkage_table(saes, x[: args.shrinkage_tokens])
     out = Path(args.out)
@@ -388,11 +401,12 @@ def cmd_domains(args) -> int:
     from saelab.lm.models import load_lm, resolve_device
     from saelab.studies.domain_shift import DomainConfig, domain_table
 
+    device = resolve_device(args.device)
     cfg = build_dataclass(DomainConfig, args, "", base=DomainConfig())
-    saes = _named_saes(args.sae, args.zoo, "runs/default/sae")
+    saes = _named_saes(args.sae, args.zoo, "runs/default/sae", device)
     first = next(iter(saes.values()))
-    lm = load_lm(_model_for(args, first), device=args.device)
-    saes = {name: sae.to(resolve_device(args.device)) for name, sae in saes.items()}
+    lm = load_lm(_model_for(args, first), device=device)
+    saes = {name: sae.to(device) for name, sae in saes.items()}
     df = domain_table(saes, lm, cfg, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

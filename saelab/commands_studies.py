@@ -16,19 +16,21 @@ def cmd_frontier(args) -> int:
     import torch
 
     from saelab.acts.corpus import ContextConfig, build_contexts, load_corpus
-    from saelab.lm.models import load_lm
+    from saelab.lm.models import load_lm, resolve_device
     from saelab.pages import write_html_page
     from saelab.presets import default_caches
     from saelab.studies.frontier import FrontierConfig, frontier_figures, run_frontier
 
+    device = resolve_device(args.device)  # a device this machine lacks is refused before any work
     cfg = build_dataclass(FrontierConfig, args, "", base=FrontierConfig())
     hcfg = harvest_defaults()
-    lm = load_lm(hcfg.model, device=args.device)
+    lm = load_lm(hcfg.model, device=device)
     train, held = default_caches(lm=lm)
     # the frontier chooses settings (an L1 coefficient, a matched L0): it reads the validation documents
     tokens = torch.from_numpy(build_contexts(load_corpus(hcfg.corpus), lm.tokenizer, ContextConfig(), "validation",
                                              cfg.delta_ce_contexts).tokens_NT).long() if cfg.delta_ce_contexts else None
-    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens, seeds=args.seeds)
+    df = run_frontier(cfg, train_defaults(), train, held, args.out, lm=lm, tokens_NT=tokens, device=device,
+                      seeds=args.seeds)
     write_html_page(Path(args.out) / "frontier.html", "saelab frontier", frontier_figures(df))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {Path(args.out) / 'frontier.csv'}  plots: {Path(args.out) / 'frontier.html'}")
@@ -39,7 +41,7 @@ def cmd_frontier(args) -> int:
         from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
         base = fast_synthetic_config() if fast_mode() else SyntheticBenchConfig()
-        _write_synthetic(replace(base, families=cfg.families), args.out, "cpu", args.seeds)  # on CPU, as the frontier
+        _write_synthetic(replace(base, families=cfg.families), args.out, device, args.seeds)
     return 0
 
 
@@ -63,10 +65,12 @@ def _write_synthetic(cfg, out, device, seeds: int = 1) -> None:
 
 
 def cmd_synthetic(args) -> int:
+    from saelab.lm.models import resolve_device
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, fast_synthetic_config
 
+    device = resolve_device(args.device)
     _write_synthetic(build_dataclass(SyntheticBenchConfig, args, "", base=fast_synthetic_config() if fast_mode()
-                                     else SyntheticBenchConfig()), args.out, args.device, args.seeds)
+                                     else SyntheticBenchConfig()), args.out, device, args.seeds)
     return 0
 
 
@@ -90,13 +94,13 @@ def cmd_scale(args) -> int:
     from saelab.presets import default_caches
     from saelab.studies.scaling_grid import ScaleConfig, scale_defaults
 
+    device = resolve_device(args.device)  # a device this machine lacks is refused before any work
     cfg = build_dataclass(ScaleConfig, args, "", base=scale_defaults(fast_mode(), args.ablation))
     base = replace(train_defaults(), progress=False)
     if bool(args.train_cache) != bool(args.eval_cache):
         raise ValueError("pass both --train-cache and --eval-cache (or neither, for the main job's caches)")
     train, held = (ActivationCache(args.train_cache), ActivationCache(args.eval_cache)) if args.train_cache \
         else default_caches()
-    device = resolve_device(args.device)
     if device != "cpu":
         print(f"saelab scale: training on {device}")
     out = Path(args.out)

@@ -59,6 +59,10 @@ def resolve_device(spec: str | torch.device) -> str:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} asked, but this torch sees no CUDA GPU (torch {torch.__version__}); "
                          "use --device cpu, or install a CUDA build of torch (see the README)")
+    if spec.startswith("cuda:") and int(spec[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"device {spec!r} asked, but this machine has {n} CUDA GPU(s) (cuda:0 to cuda:{n - 1}); "
+                         "pass one of those, or --device cuda")
     return spec
 
 

@@ -15,10 +15,19 @@ for ``d_acts``. (A hand-written OpenMP C++ kernel was tried and measured no fast
 CPU: these products are bound by memory bandwidth, B*K rows of d floats read once.)
 No dense n x d gradient product is ever formed, so one train step costs about one encoder
 product plus O(B k d) work. `dense_*` functions are plain-autograd references for tests.
+
+Under mixed precision (`torch.autocast`, `TrainConfig.autocast`) the sparse kernels (`sparse_decode`,
+`split_decode`, `selected_encode`, `subset_decode`) run in fp32 with autocast off: their floating inputs are cast
+to fp32 first (the bf16 selected activations included), so the decode, every gradient product and the loss on the
+reconstruction are fp32. They are O(B k d), a small part of a step; the bf16 part is the dense encoder product and
+its top-k (`SAE.select`, which reads `autocast_dtype`). Under `torch.compile` they are not traced: each call runs
+eagerly (a graph break), since the sparse CSR products and the `Pattern` kept on the autograd context are outside
+what the compiler handles.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import NamedTuple
 
@@ -28,6 +37,46 @@ import torch.nn.functional as F
 WORKSPACE_BYTES = 1 << 30
 """The largest [rows, n] pre-activation buffer a training step holds (1 GiB); bigger batches go in chunks (JumpReLU,
 which needs them whole, refuses them)."""
+
+
+def autocast_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype a product of `like`'s device runs in here: autocast's (bf16) inside a `torch.autocast` region of
+    that device type, else `like`'s own."""
+    kind = like.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else like.dtype
+
+
+def eager(fn):
+    """`fn` runs eagerly under `torch.compile` (a graph break around it, as `torch.compiler.disable`), and as it
+    is otherwise. The disabled wrapper is made only inside a compiled region, so importing saelab does not import
+    the compiler."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return torch.compiler.disable(fn, recursive=True)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def in_fp32(fn):
+    """A sparse kernel: inside a `torch.autocast` region its floating tensor arguments are cast to fp32 and it
+    runs with autocast off (so its backward, which autocast never sees, gets the same dtypes); under
+    `torch.compile` it runs eagerly (`eager`)."""
+
+    def fp32(a):
+        return a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        kind = args[0].device.type
+        if not torch.is_autocast_enabled(kind):
+            return fn(*args, **kwargs)
+        with torch.autocast(kind, enabled=False):
+            return fn(*map(fp32, args), **{k: fp32(v) for k, v in kwargs.items()})
+
+    return eager(wrapped)
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -206,6 +255,7 @@ class SplitDecode(torch.autograd.Function):
         return None, d_acts, d_W, None, None
 
 
+@in_fp32
 def split_decode(idx_BK, acts_BK, W_dec_ND, k: int, pattern: Pattern | None = None):
     return SplitDecode.apply(idx_BK, acts_BK, W_dec_ND, k, pattern)
 
@@ -242,11 +292,13 @@ class SelectedEncode(torch.autograd.Function):
         return d_x, d_b_pre, d_W, (d_b_enc if ctx.needs_input_grad[3] else None), None, None, None, None
 
 
+@in_fp32
 def sparse_decode(idx_BK: torch.Tensor, acts_BK: torch.Tensor, W_dec_ND: torch.Tensor,
                   pattern: Pattern | None = None) -> torch.Tensor:
     return SparseDecode.apply(idx_BK, acts_BK, W_dec_ND, pattern)
 
 
+@in_fp32
 def selected_encode(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern: Pattern | None = None,
                     centred_BD: torch.Tensor | None = None) -> torch.Tensor:
     return SelectedEncode.apply(x_BD, b_pre_D, W_enc_ND, b_enc_N, idx_BK, pre_BK, pattern, centred_BD)
@@ -302,6 +354,7 @@ def _rows_of(rows_M: torch.Tensor, values_M: torch.Tensor, shape: tuple[int, ...
     return torch.sparse_coo_tensor(rows_M[None], values_M, shape, is_coalesced=True, check_invariants=False)
 
 
+@in_fp32
 def subset_decode(centred_BD, W_enc_ND, b_enc_N, b_pre_D, W_dec_ND, subset_M, z_BM) -> torch.Tensor:
     """`SubsetDecode`: z_BM (the ReLU'd, selected pre-activations of latents `subset_M`, zero elsewhere)
     decoded by their decoder rows, with gradients into W_enc, b_enc, b_pre and W_dec through them."""

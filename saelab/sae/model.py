@@ -76,15 +76,14 @@ class SAE(nn.Module):
         self.family.add_parameters(self, dtype, device)
 
     # ---- the training pre-activations' workspace ------------------------------------------------
-    def _workspace(self, rows: int) -> torch.Tensor:
+    def _workspace(self, rows: int, dtype: torch.dtype) -> torch.Tensor:
         """A reused [rows, n] buffer for the training pre-activations. A fresh 64 MB tensor each step
         costs ~30 ms of page faults on CPU (allocations above 32 MB always come from mmap). Its rows are
         bounded by `workspace_rows`; `release_workspace()` frees it (the trainer does, when it finishes)."""
         buf = getattr(self, "_pre_buf", None)
-        if buf is None or buf.shape[0] != rows or buf.device != self.W_enc.device or buf.dtype != self.W_enc.dtype:
+        if buf is None or buf.shape[0] != rows or buf.device != self.W_enc.device or buf.dtype != dtype:
             self._pre_buf = None  # free the old one before allocating
-            buf = self._pre_buf = torch.empty(rows, self.cfg.n_latents, dtype=self.W_enc.dtype,
-                                              device=self.W_enc.device)
+            buf = self._pre_buf = torch.empty(rows, self.cfg.n_latents, dtype=dtype, device=self.W_enc.device)
         return buf
 
     def release_workspace(self) -> None:
@@ -102,20 +101,28 @@ class SAE(nn.Module):
         return max(1, min(rows, kernels.WORKSPACE_BYTES // per_row))
 
     # ---- the family API: what family files build their training passes from ----------------------
+    @kernels.eager
     @torch.no_grad()
     def select(self, centred_BD: torch.Tensor, k: int, sorted_: bool):
         """TopK of the pre-activations W_enc centred + b_enc: (values, indices, the dense pre-activations when
-        they were computed in one piece, else None). No autograd."""
+        they were computed in one piece, else None). No autograd.
+
+        The product runs in the parameters' dtype, or in bf16 inside a `torch.autocast` region (`kernels.
+        autocast_dtype`: an `out=` product is not autocast by torch, so the casts are made here), and so do the
+        top-k and the values returned. Under `torch.compile` it runs eagerly (a cuBLAS product and a top-k: nothing
+        to fuse, and its buffer is reused across steps)."""
         rows = len(centred_BD)
         chunk = self.workspace_rows(rows)
+        dtype = kernels.autocast_dtype(self.W_enc)
+        W_DN, b_N, centred_BD = self.W_enc.t().to(dtype), self.b_enc.to(dtype), centred_BD.to(dtype)
         if chunk >= rows:
-            pre_BN = torch.addmm(self.b_enc, centred_BD, self.W_enc.t(), out=self._workspace(rows))
+            pre_BN = torch.addmm(b_N, centred_BD, W_DN, out=self._workspace(rows, dtype))
             return *topk_rows(pre_BN, k, sorted_), pre_BN
-        buf = self._workspace(chunk)
+        buf = self._workspace(chunk, dtype)
         vals, idx = [], []
         for s in range(0, rows, chunk):
             part = buf[: min(chunk, rows - s)]
-            torch.addmm(self.b_enc, centred_BD[s:s + chunk], self.W_enc.t(), out=part)
+            torch.addmm(b_N, centred_BD[s:s + chunk], W_DN, out=part)
             v, i = topk_rows(part, k, sorted_)
             vals.append(v)
             idx.append(i)

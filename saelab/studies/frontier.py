@@ -81,7 +81,7 @@ def train_point(tcfg: TrainConfig, train_cache: ActivationCache, folder: Path, p
     if not (folder / "sae" / "cfg.json").exists():
         Trainer(replace(tcfg, progress=progress), train_cache, folder, eval_cache=eval_cache, device=device).train()
     saved = json.loads((folder / "sae" / "cfg.json").read_text()).get("train_config", {})
-    diff = differences(saved, tcfg, free=("progress",))  # 0.3's points: migrated (`saelab.training.identity`)
+    diff = differences(saved, tcfg, free=("progress", "compile"))  # 0.3's points: migrated (`saelab.training.identity`)
     if diff:
         raise ValueError(f"{folder} holds an SAE trained with other settings ({diff}); delete it or use another "
                          "--out")
@@ -136,16 +136,17 @@ def matched_points(base: TrainConfig, family: str, targets: list[float], try_coe
 
 def calibrate_l1(base: TrainConfig, relu: dict, target_l0: float, train_cache: ActivationCache,
                  eval_cache: ActivationCache, out: str | Path, start: float = 0.5, steps_frac: float = 0.25,
-                 tol: float = 0.1, max_trials: int = 7, log=print) -> dict:
+                 tol: float = 0.1, max_trials: int = 7, log=print, device: str = "cpu") -> dict:
     """Search the L1 coefficient whose ReLU SAE (the main job's recipe with `relu`'s settings, for `steps_frac` of
     its steps) has a held-out L0 within `tol` (relative) of `target_l0`: bracket the target by doubling or
     halving, then interpolate log L0 against log coefficient. Each trial is a frontier point in `out`. Short runs
-    end at a higher L0 than a full run (L1 keeps pruning). Returns {'l1_coef', 'l0', 'trials', 'converged'}."""
+    end at a higher L0 than a full run (L1 keeps pruning); they train on `device`. Returns {'l1_coef', 'l0',
+    'trials', 'converged'}."""
     trials: list[dict] = []
 
     def trial(c: float) -> dict:
         tcfg = short_config(base, steps_frac, **{**relu, "l1_coef": float(f"{c:.3g}")})
-        sae = train_point(tcfg, train_cache, Path(out) / point_name(tcfg))
+        sae = train_point(tcfg, train_cache, Path(out) / point_name(tcfg), device=device)
         r = reconstruction_metrics(sae, eval_cache)
         trials.append({"l1_coef": tcfg.l1_coef, "l0": r["l0"], "nmse": r["nmse"]})
         log(f"calibrate L1: coefficient {tcfg.l1_coef:g} -> held-out L0 {r['l0']:.1f} (target {target_l0:g}), "
@@ -192,7 +193,7 @@ def run_frontier(cfg: FrontierConfig, base: TrainConfig, train_cache: Activation
                  device: str = "cpu", seeds: int = 1):
     """Train (or reuse) every family's points in `out/<name>`, score them; returns a pandas DataFrame with one row
     per family, target and seed (the chosen points) and writes frontier.csv, and every trial to trials.csv
-    (atomically).
+    (atomically). Every point trains (and its SAE is scored) on `device`.
 
     seeds: train every point once per seed (`base.seed`, `base.seed + 1`, ...; each seed draws the SAE's
     initialisation and the order of the training batches, while the held-out tokens, delta CE contexts, probe tasks

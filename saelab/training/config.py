@@ -77,6 +77,14 @@ class TrainConfig:
     """Fraction of final steps with linear decay to zero."""
     grad_clip: float | None = None
     """Clip the global gradient norm to this value (None: off)."""
+    autocast: Literal["none", "bf16"] = "none"
+    """Mixed precision, CUDA only (refused on another device): 'bf16' runs the SAE's forward pass under
+    torch.autocast, so the encoder product and its top-k are bf16, while the sparse decode, the gradients, the losses
+    and their normalisers, the parameters and Adam's state stay fp32 (`saelab.training.acceleration`; not yet
+    measured on a GPU)."""
+    compile: bool = False
+    """torch.compile the SAE's training forward pass; the encoder product, top-k and sparse kernels run eagerly
+    between the compiled parts (`saelab.training.acceleration`; not yet measured on a GPU)."""
     dead_tokens: int | None = None
     """A latent is dead after this many tokens without firing; None: min(10M, max(total/16, 2 batches))."""
     eval_every: int = 100

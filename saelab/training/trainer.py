@@ -24,6 +24,7 @@ from saelab.distributed import rank_world, ranks
 from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.sae.families import family_of
 from saelab.sae.model import SAE
+from saelab.training.acceleration import autocast_region, check_autocast, compiled_forward
 from saelab.training.config import TrainConfig
 from saelab.training.data import STREAM_END, TrainingData
 from saelab.training.ema import WeightEMA, fold_decoder_norms_
@@ -69,6 +70,7 @@ class Trainer:
         `eval_cache`: held-out activations (a cache or a tensor) scored every `cfg.eval_every` steps. `tracker`
         (`saelab.training.tracking`): gets each log.jsonl record too."""
         self.cfg, self.eval_cache, self.device = cfg, eval_cache, torch.device(device)
+        check_autocast(cfg.autocast, self.device, cfg.sae.dtype)  # before any work
         self.rank, self.world = rank_world()
         self.data = TrainingData.of(data if data is not None else stream, cfg.batch_size, cfg.seed,
                                     tokens or stream_tokens, self.rank, self.world, self.device)
@@ -84,6 +86,7 @@ class Trainer:
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.ema = WeightEMA(self.sae, cfg.ema_decay) if cfg.ema_decay else None
+        self.forward = compiled_forward(self.sae) if cfg.compile else self.sae  # the training forward pass
         self.step, self.history, self.finished = 0, [], False
         self.folder = RunFolder(out_dir, self.rank, tracker) if out_dir is not None else None
         self.out = self.folder.path if self.folder is not None else None
@@ -167,12 +170,13 @@ class Trainer:
         return self.history[-1] if self.history else {}
 
     def _step(self, x: torch.Tensor):
-        """One optimiser step on batch `x`: the family's forward pass, the paper's unit-norm decoder, the family's
-        `after_step`, the weight average."""
+        """One optimiser step on batch `x`: the family's forward pass (under autocast and compiled when `cfg` asks),
+        the paper's unit-norm decoder, the family's `after_step`, the weight average."""
         cfg, sae = self.cfg, self.sae
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
-        out = sae(x, dead_mask_fn=self._update_dead, ranks=ranks(), ramp=self.penalty_ramp(self.step))
+        with autocast_region(cfg.autocast, self.device):  # the backward pass runs outside it, as torch advises
+            out = self.forward(x, dead_mask_fn=self._update_dead, ranks=ranks(), ramp=self.penalty_ramp(self.step))
         self._last_batch = x
         out.losses["total"].backward()
         self._sync_grads()

@@ -256,7 +256,8 @@ class SparseStep:
         return self.sae.encode_selected(self.x_n, idx_BK, vals_BK, self.pattern, self.centred).relu()
 
     def decoded(self, idx_BK: torch.Tensor, acts_BK: torch.Tensor) -> torch.Tensor:
-        return self.decode(idx_BK, acts_BK, self.sae.W_dec, self.pattern)
+        """The codes' decode (no bias), in the input's dtype (the 'dense' kernel's product is bf16 under autocast)."""
+        return self.decode(idx_BK, acts_BK, self.sae.W_dec, self.pattern).to(self.centred_g.dtype)
 
     def reconstruction(self, first: torch.Tensor, ctx: StepContext):
         """({'mse', 'nmse'}, total loss, the mean predictor's MSE) of the decoded codes `first` (no bias)."""

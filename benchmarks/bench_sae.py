@@ -4,11 +4,13 @@ Prints the time of: one x @ W_enc product of the step's shape (the floor), saela
 step (forward, backward, Adam, decoder projection and renorm), a dense-autograd reference step,
 and, when installed, SAE Lens's and EleutherAI sparsify's TopK steps; each as a ratio to the
 product. Also peak RSS. Usage: python benchmarks/bench_sae.py [--d 576 --n 16384 --k 32 --batch 4096]
+[--dtype bfloat16: every step's weights and batch in bf16, peers' too] [--json FILE: the table as JSON]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import time
@@ -89,10 +91,11 @@ def profile(name: str, step, floor_fn, steps: int = 3, top: int = 14) -> None:
 
 def dense_reference_step(x, cfg, device):
     """Plain autograd TopK SAE: dense latents, dense decoder product, dense backward."""
-    W_enc = torch.nn.Parameter(torch.randn(cfg.n_latents, cfg.d_in, device=device) / cfg.d_in**0.5)
+    like = {"device": device, "dtype": x.dtype}
+    W_enc = torch.nn.Parameter(torch.randn(cfg.n_latents, cfg.d_in, **like) / cfg.d_in**0.5)
     W_dec = torch.nn.Parameter(W_enc.detach().clone())
-    b_enc = torch.nn.Parameter(torch.zeros(cfg.n_latents, device=device))
-    b_pre = torch.nn.Parameter(torch.zeros(cfg.d_in, device=device))
+    b_enc = torch.nn.Parameter(torch.zeros(cfg.n_latents, **like))
+    b_pre = torch.nn.Parameter(torch.zeros(cfg.d_in, **like))
     params = [W_enc, W_dec, b_enc, b_pre]
     opt = torch.optim.Adam(params, lr=1e-4, fused=True)
 
@@ -116,7 +119,7 @@ def dense_reference_step(x, cfg, device):
 def sparsify_step(x, cfg, device):
     from sparsify import SaeConfig, SparseCoder  # optional extra
 
-    sae = SparseCoder(cfg.d_in, SaeConfig(num_latents=cfg.n_latents, k=cfg.k), device=device)
+    sae = SparseCoder(cfg.d_in, SaeConfig(num_latents=cfg.n_latents, k=cfg.k), device=device, dtype=x.dtype)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
 
     def step():
@@ -132,7 +135,7 @@ def sparsify_step(x, cfg, device):
 def saelens_step(x, cfg, device):
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig  # optional extra
 
-    scfg = TopKTrainingSAEConfig(d_in=cfg.d_in, d_sae=cfg.n_latents, k=cfg.k, device=str(device))
+    scfg = TopKTrainingSAEConfig(d_in=cfg.d_in, d_sae=cfg.n_latents, k=cfg.k, device=str(device), dtype=cfg.dtype)
     sae = TopKTrainingSAE(scfg)
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
     from sae_lens.saes.sae import TrainStepInput
@@ -156,30 +159,36 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-dense", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler breakdown of saelab's steps")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="the weights and batch of every step (saelab's, the reference's, the peers')")
+    ap.add_argument("--json", default=None, help="also write the table here")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, args.d, device=device)
-    cfg = SAEConfig(d_in=args.d, n_latents=args.n, k=args.k)
+    x = torch.randn(args.batch, args.d, device=device).to(getattr(torch, args.dtype))
     print(f"device={device} threads={torch.get_num_threads()} d={args.d} n={args.n} k={args.k} "
-          f"batch={args.batch} dtype=fp32 torch={torch.__version__}")
+          f"batch={args.batch} dtype={args.dtype} torch={torch.__version__}")
 
-    W = torch.randn(args.n, args.d, device=device)
+    def config(**changes) -> SAEConfig:  # every step's SAE in --dtype
+        return SAEConfig(dtype=args.dtype, **changes)
+
+    cfg = config(d_in=args.d, n_latents=args.n, k=args.k)
+    W = torch.randn(args.n, args.d, device=device).to(x.dtype)
     steps = {"x @ W_enc (floor)": lambda: F.linear(x, W),
              "saelab step (TopK)": saelab_step(x, cfg, device),
              "saelab step (TopK + AuxK, 10% dead)": saelab_step(x, cfg, device, 0.1),
              "saelab step (Multi-TopK)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device),
+                 x, config(d_in=args.d, n_latents=args.n, k=args.k, multi_topk=True), device),
              "saelab step (BatchTopK)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk"), device),
+                 x, config(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk"), device),
              "saelab step (Matryoshka BatchTopK, 5 prefixes)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk",
+                 x, config(d_in=args.d, n_latents=args.n, k=args.k, activation="batchtopk",
                               matryoshka_widths=parse_widths("doubling:5", args.n)), device),
              "saelab step (JumpReLU, L0 ~ k)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
+                 x, config(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
                               l0_coef=1e-3), device, jumprelu_at_k=True),
              "saelab step (JumpReLU at init, dense)": saelab_step(
-                 x, SAEConfig(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
+                 x, config(d_in=args.d, n_latents=args.n, k=args.k, activation="jumprelu", k_aux=0,
                               l0_coef=1e-3), device)}
     if not args.skip_dense:
         steps["dense autograd reference"] = dense_reference_step(x, cfg, device)
@@ -192,9 +201,13 @@ def main():
             steps[f"{name} (failed: {e.__class__.__name__}: {str(e)[:60]})"] = None
     # Interleaved rounds: every candidate is timed once per round, so machine noise hits all alike.
     times = {name: [] for name in steps}
-    for fn in steps.values():
+    for name, fn in list(steps.items()):
         if fn is not None:
-            fn()  # warm-up
+            try:
+                fn()  # warm-up
+            except Exception as e:  # noqa: BLE001 - a step that cannot run at this shape or dtype is a row
+                print(f"{name}: failed: {e.__class__.__name__}: {str(e)[:160]}")
+                steps[name] = None
     for _ in range(args.repeats):
         for name, fn in steps.items():
             if fn is not None:
@@ -215,11 +228,19 @@ def main():
     if not args.skip_dense:
         dense = [t for n, t in rows if n.startswith("dense")][0]
         print(f"\nsaelab step is {dense / ours:.1f}x faster than the dense autograd reference")
+    if args.json:
+        table = {name: {"seconds": t, "x_floor_median": statistics.median(a / b for a, b in
+                                                                          zip(times[name], floor_times))
+                        if times[name] else None} for name, t in rows}
+        with open(args.json, "w") as f:
+            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__, "repeats": args.repeats,
+                       "shape": {"d": args.d, "n": args.n, "k": args.k, "batch": args.batch}, "steps": table}, f,
+                      indent=1)
     if args.profile:
         for name, fn in steps.items():
             if name.startswith("saelab") and fn is not None:
                 profile(name, fn, steps["x @ W_enc (floor)"])
-    from saelab.sae.model import WORKSPACE_BYTES
+    from saelab.sae.kernels import WORKSPACE_BYTES
 
     gpu_rows, gpu_n = 16384, 131072
     rows = max(1, min(gpu_rows, WORKSPACE_BYTES // (gpu_n * 4)))

@@ -5,6 +5,8 @@
              held-out evaluation every few steps (`saelab.evals.reconstruction`), data parallelism
     data     where the batches come from: a cache, a tensor in memory, or a stream
     acceleration  bf16 autocast (CUDA) and torch.compile of the training step, and what each leaves in fp32
+    parallel  data parallelism under torchrun: the SAE in PyTorch's DistributedDataParallel (or the hand-written
+             all-reduce it is measured against)
     run_folder  a run's folder (optional): lock, log, checkpoints and resume, the saved SAE
     identity  is it the same run? one answer (and one migration of 0.3's records) for run folders,
              checkpoints, frontier points, zoo folders and grid ids

@@ -98,6 +98,9 @@ class TrainConfig:
     while training the newest one is always kept, since it is the resume point)."""
     seed: int = 0
     """Seed of the initialisation and the data order."""
+    data_parallel: Literal["ddp", "allreduce"] = "ddp"
+    """Under torchrun: average the gradients with PyTorch's DistributedDataParallel ('ddp'), or with saelab's one
+    flat all-reduce after the backward pass ('allreduce', kept to measure against; docs/performance.md)."""
     tensorboard: bool = False
     """Also log to TensorBoard (needs the tensorboard package)."""
     progress: bool = True

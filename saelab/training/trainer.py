@@ -1,6 +1,7 @@
 """Train an SAE of any family on a cache, a tensor or a stream of batches: Adam as in the paper, AuxK, held-out
 evaluation, and with a run folder atomic checkpoints with exact resume; data parallelism (torch.distributed; launch
-with torchrun). The recipe and where each choice comes from: `saelab.training.config`.
+with torchrun; `saelab.training.parallel`: PyTorch's DistributedDataParallel by default). The recipe and where each
+choice comes from: `saelab.training.config`.
 
     trainer = Trainer(TrainConfig(n_latents=4096, k=32), acts_TD)            # in memory, nothing written
     trainer = Trainer(cfg, cache, "runs/x", eval_cache=held)                  # a run folder: log, checkpoints, sae/
@@ -17,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from saelab.acts.cache import data_record
 from saelab.distributed import rank_world, ranks
@@ -29,6 +29,7 @@ from saelab.training.config import TrainConfig
 from saelab.training.data import STREAM_END, TrainingData
 from saelab.training.ema import WeightEMA, fold_decoder_norms_
 from saelab.training.identity import RESUMABLE_CHANGES
+from saelab.training.parallel import DataParallel
 from saelab.training.run_folder import RunFolder, read_log
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "read_log"]
@@ -79,14 +80,12 @@ class Trainer:
         self.dead_tokens = cfg.dead_tokens or min(10_000_000, max(self.total_tokens // 16, 2 * cfg.batch_size))
         prov = provenance or {}
         self.data_identity = {k: prov.get(k, self.data.manifest.get(k)) for k in DATA_IDENTITY}
-        self.sae = new_sae(cfg, self.data, prov, self.device)
-        if self.world > 1:  # ranks streaming disjoint data saw different samples: start from rank 0's SAE
-            for t in [*self.sae.parameters(), *self.sae.buffers()]:
-                dist.broadcast(t.data, src=0)
+        self.sae = new_sae(cfg, self.data, prov, self.device)  # the SAE itself: saved, evaluated, checkpointed
+        self.parallel = DataParallel(self.sae, self.world, cfg.data_parallel)  # starts the ranks from rank 0's SAE
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.ema = WeightEMA(self.sae, cfg.ema_decay) if cfg.ema_decay else None
-        self.forward = compiled_forward(self.sae) if cfg.compile else self.sae  # the training forward pass
+        self.forward = compiled_forward(self.parallel.model) if cfg.compile else self.parallel.model  # DDP on ranks
         self.step, self.history, self.finished = 0, [], False
         self.folder = RunFolder(out_dir, self.rank, tracker) if out_dir is not None else None
         self.out = self.folder.path if self.folder is not None else None
@@ -119,24 +118,8 @@ class Trainer:
     # ---- data-parallel helpers -----------------------------------------------------------------
     def _update_dead(self, fired_N: torch.Tensor) -> torch.Tensor:
         """Record which latents fired in this (global) batch, then return the dead mask AuxK uses."""
-        if self.world > 1:
-            f = fired_N.to(torch.int32)
-            dist.all_reduce(f, op=dist.ReduceOp.MAX)
-            fired_N = f.bool()
-        self.sae.update_fired_(fired_N, self.cfg.batch_size)
+        self.sae.update_fired_(self.parallel.any_rank(fired_N), self.cfg.batch_size)
         return self.sae.dead_mask(self.dead_tokens)
-
-    def _sync_grads(self) -> None:
-        if self.world == 1:
-            return
-        grads = [p.grad for p in self.sae.parameters()]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= self.world
-        off = 0
-        for g in grads:
-            g.copy_(flat[off: off + g.numel()].view_as(g))
-            off += g.numel()
 
     # ---- training ------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -178,9 +161,9 @@ class Trainer:
         with autocast_region(cfg.autocast, self.device):  # the backward pass runs outside it, as torch advises
             out = self.forward(x, dead_mask_fn=self._update_dead, ranks=ranks(), ramp=self.penalty_ramp(self.step))
         self._last_batch = x
-        out.losses["total"].backward()
-        self._sync_grads()
-        sae.project_decoder_grad_()
+        out.losses["total"].backward()  # under DDP the gradients come back averaged over the ranks
+        self.parallel.average_grads()
+        sae.project_decoder_grad_()  # after the average: the step the ranks take is the global batch's
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
         self.opt.step()
@@ -196,12 +179,12 @@ class Trainer:
     def _record(self, out, t0: float) -> None:
         """Log this step (every `log_every`), evaluate (every `eval_every`), checkpoint (every `checkpoint_every`)."""
         cfg, sae, last = self.cfg, self.sae, self.step == self.total_steps
-        if self.rank == 0 and (self.step % cfg.log_every == 0 or last):
-            rec = {"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
-                   **{k: float(v.detach()) for k, v in out.losses.items()}, "l0": float(out.l0),
-                   "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
-                   "seconds": round(time.time() - t0, 2)}
-            self._log(rec)
+        if self.step % cfg.log_every == 0 or last:  # every rank: the losses are the global batch's (their mean)
+            losses = self.parallel.mean({**out.losses, "l0": out.l0})
+            if self.rank == 0:
+                self._log({"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
+                           **losses, "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
+                           "seconds": round(time.time() - t0, 2)})
         if self.eval_cache is not None and self.rank == 0 and (self.step % cfg.eval_every == 0 or last):
             self._log_heldout()
         if self.folder is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:

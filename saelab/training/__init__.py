@@ -4,6 +4,7 @@
     trainer  `Trainer`: the paper's recipe (Adam, warmup, decay, AuxK dead tracking), the families' hooks,
              held-out evaluation every few steps (`saelab.evals.reconstruction`), data parallelism
     data     where the batches come from: a cache, a tensor in memory, or a stream
+    sharded  `shard_latents`: the latents split across ranks (model parallel), gathered for checkpoints and saving
     run_folder  a run's folder (optional): lock, log, checkpoints and resume, the saved SAE
     identity  is it the same run? one answer (and one migration of 0.3's records) for run folders,
              checkpoints, frontier points, zoo folders and grid ids

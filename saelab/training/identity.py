@@ -20,9 +20,9 @@ from saelab.sae.input_norm import RENAMED
 from saelab.training.config import TrainConfig
 
 RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
-                     "epochs")
+                     "epochs", "shard_latents")
 """TrainConfig fields a resumed run may change: where it logs and how often, not what it learns (`epochs` may grow:
-a warm restart)."""
+a warm restart; `shard_latents`: checkpoints are whole, whatever the world size that wrote them)."""
 PROVENANCE = ("d_in", "model", "site", "layer", "hook", "source")
 """SAEConfig fields set from the data, not asked: the data's identity is compared on its own."""
 FIELDS_0_3 = frozenset({

@@ -116,13 +116,13 @@ class LatentShards:
         self.enc_bias = sae.b_pre.detach().clone().requires_grad_()  # the encoder's b_pre: summed in reduce_grads
         with torch.no_grad():
             vals, idx, pre_BN = sae.select(step.centred, cfg.k, sorted_=False)
-            win_vals, win_idx, local_idx, own = self._global_topk(vals, idx + self.lo, cfg.k)
-        acts, pattern = self._encode(sae, step, local_idx, win_vals, own)
-        first = self._sum(step.decode(local_idx, acts, sae.W_dec, pattern))
+            win_vals, win_idx, won = self._global_topk(vals, idx + self.lo, cfg.k)
+        acts, pattern = self._encode(sae, step, idx, vals, won)
+        first = self._sum(step.decode(idx, acts, sae.W_dec, pattern))
         losses, total, _ = step.reconstruction(first, StepContext())
         recon_n = first + sae.b_pre
         fired = torch.zeros(self.n_local, dtype=torch.bool, device=x_n.device)
-        fired[local_idx[acts.detach() > 0]] = True
+        fired[idx[acts.detach() > 0]] = True
         dead = dead_mask_fn(fired)
         n_dead = dead.sum()
         if self.world > 1:
@@ -138,45 +138,49 @@ class LatentShards:
 
     def _aux(self, sae, step, pre_BN, dead_N, k_aux: int, resid) -> torch.Tensor:
         """AuxK (`saelab.sae.auxk`): the global top-k_aux of the dead latents' pre-activations reconstruct the
-        residual; each rank offers its own dead latents' top k_aux (fewer: padded with -inf)."""
+        residual; each rank offers its own dead latents' top k_aux (fewer: the rest padded with -inf, never chosen)."""
         dead_idx = dead_N.nonzero().squeeze(1)
-        rows, m = len(step.centred), dead_idx.numel()
+        (rows, d), m = step.centred.shape, dead_idx.numel()
+        kk = min(k_aux, m)
         with torch.no_grad():
             vals = torch.full((rows, k_aux), float("-inf"), dtype=step.centred.dtype, device=step.centred.device)
             idx = torch.zeros(rows, k_aux, dtype=torch.long, device=step.centred.device)
             if m:
                 fits = rows * m * sae.W_enc.element_size() <= WORKSPACE_BYTES
-                top = dead_top(sae, step.centred, pre_BN, dead_idx, min(k_aux, m), fits)[1]
-                vals[:, :top.values.shape[1]] = top.values
-                idx[:, :top.indices.shape[1]] = dead_idx[top.indices]
-            win_vals, _, local_idx, own = self._global_topk(vals, idx + self.lo, k_aux)
-        acts, pattern = self._encode(sae, step, local_idx, win_vals, own)
-        resid_hat = self._sum(step.decode(local_idx, acts, sae.W_dec, pattern))
-        return normalized_mse(resid_hat, resid).nan_to_num(0.0)
+                top = dead_top(sae, step.centred, pre_BN, dead_idx, kk, fits)[1]
+                vals[:, :kk], idx[:, :kk] = top.values, dead_idx[top.indices]
+            won = self._global_topk(vals, idx + self.lo, k_aux)[2][:, :kk]
+        if m:
+            idx, vals = idx[:, :kk].contiguous(), vals[:, :kk].contiguous()
+            acts, pattern = self._encode(sae, step, idx, vals, won)
+            part = step.decode(idx, acts, sae.W_dec, pattern)
+        else:  # no dead latent here: this rank adds nothing (the backward has no collective to join)
+            part = step.centred.new_zeros(rows, d)
+        return normalized_mse(self._sum(part), resid).nan_to_num(0.0)
 
-    def _global_topk(self, vals_BK, gidx_BK, k: int):
-        """(the k winners' values and global indices of each token over every rank's candidates, their local
-        indices (0 where another rank owns them), whether this rank owns them)."""
+    def _global_topk(self, vals_BC, gidx_BC, k: int):
+        """Each token's k winners among every rank's C candidates (this rank's: values `vals_BC`, global indices
+        `gidx_BC`): (their values, their global indices, which of this rank's C candidates won)."""
+        C = vals_BC.shape[1]
         if self.world > 1:
-            parts_v = [torch.empty_like(vals_BK) for _ in range(self.world)]
-            parts_i = [torch.empty_like(gidx_BK) for _ in range(self.world)]
-            dist.all_gather(parts_v, vals_BK.contiguous())
-            dist.all_gather(parts_i, gidx_BK.contiguous())
-            vals_BK, gidx_BK = torch.cat(parts_v, 1), torch.cat(parts_i, 1)
-        top = vals_BK.topk(k, dim=-1, sorted=False)
-        win_idx = gidx_BK.gather(1, top.indices)
-        own = (win_idx >= self.lo) & (win_idx < self.hi)
-        return top.values, win_idx, torch.where(own, win_idx - self.lo, 0), own
+            parts_v = [torch.empty_like(vals_BC) for _ in range(self.world)]
+            parts_i = [torch.empty_like(gidx_BC) for _ in range(self.world)]
+            dist.all_gather(parts_v, vals_BC.contiguous())
+            dist.all_gather(parts_i, gidx_BC.contiguous())
+            vals_BC, gidx_BC = torch.cat(parts_v, 1), torch.cat(parts_i, 1)
+        top = vals_BC.topk(k, dim=-1, sorted=False)
+        won = torch.zeros_like(vals_BC, dtype=torch.bool).scatter_(1, top.indices, True)
+        return top.values, gidx_BC.gather(1, top.indices), won[:, self.rank * C:(self.rank + 1) * C]
 
-    def _encode(self, sae, step, local_idx, win_vals, own):
-        """(ReLU'd activations of this rank's winners, 0 elsewhere, with gradients into its rows; the pattern)."""
-        pre = torch.where(own, win_vals, 0.0)
+    def _encode(self, sae, step, idx_BC, vals_BC, won_BC):
+        """(ReLU'd activations of this rank's candidates `idx_BC` (local, distinct in each row, as one process's
+        selection) where they won, else 0, with gradients into its rows only where they won; the kernels' pattern)."""
         if step.sparse:
-            pattern = transposed_pattern(local_idx, self.n_local)
-            z = selected_encode(step.x_n, self.enc_bias, sae.W_enc, sae.b_enc, local_idx, pre, pattern, step.centred)
+            pattern = transposed_pattern(idx_BC, self.n_local)
+            z = selected_encode(step.x_n, self.enc_bias, sae.W_enc, sae.b_enc, idx_BC, vals_BC, pattern, step.centred)
         else:
-            pattern, z = None, dense_encode(step.x_n, self.enc_bias, sae.W_enc, sae.b_enc, local_idx)
-        return z.relu() * own, pattern
+            pattern, z = None, dense_encode(step.x_n, self.enc_bias, sae.W_enc, sae.b_enc, idx_BC)
+        return z.relu() * won_BC, pattern
 
     def _sum(self, part_BD: torch.Tensor) -> torch.Tensor:
         return AllReduceSum.apply(part_BD) if self.world > 1 else part_BD

@@ -24,7 +24,7 @@ AUX_DENSE_RATIO = 16
 
 
 @torch.no_grad()
-def _dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits):
+def dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits):
     """(the dead latents' [rows, M] pre-activations when made in one piece, else None; their top k_aux)."""
     if pre_BN is not None:
         sub = pre_BN.index_select(1, dead_idx)
@@ -51,7 +51,7 @@ def aux_loss(sae, x_n, resid, pre_BN, dead_mask_N, decode, reduce=None, centred=
     centred = centred if centred is not None else (x_n - bias).detach()
     rows, M = len(x_n), dead_idx.numel()
     fits = rows * M * sae.W_enc.element_size() <= kernels.WORKSPACE_BYTES
-    sub, top = _dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits)
+    sub, top = dead_top(sae, centred, pre_BN, dead_idx, k_aux, fits)
     if sae.cfg.kernel == "sparse" and fits and M <= AUX_DENSE_RATIO * k_aux:
         with torch.no_grad():
             z_BM = sub.zero_().scatter_(1, top.indices, top.values.relu())  # sub is not needed any more

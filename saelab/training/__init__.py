@@ -7,6 +7,7 @@
     acceleration  bf16 autocast (CUDA) and torch.compile of the training step, and what each leaves in fp32
     parallel  data parallelism under torchrun: the SAE in PyTorch's DistributedDataParallel (or the hand-written
              all-reduce it is measured against)
+    sharded  `shard_latents`: the latents split across ranks (model parallel), gathered for checkpoints and saving
     run_folder  a run's folder (optional): lock, log, checkpoints and resume, the saved SAE
     identity  is it the same run? one answer (and one migration of 0.3's records) for run folders,
              checkpoints, frontier points, zoo folders and grid ids

@@ -12,6 +12,7 @@ import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,23 +22,39 @@ from saelab.sae.model import SAE
 from saelab.training.identity import RESUMABLE_CHANGES, differences
 
 
+class TrainingState(NamedTuple):
+    """What a checkpoint holds besides its trainer.json (under `shard_latents`: gathered on rank 0)."""
+
+    sae: SAE
+    opt_state: dict
+    """The optimiser's `state_dict()`."""
+    ema_tensors: dict[str, torch.Tensor] | None = None
+    """The weight average's `state_tensors()`, when the run keeps one."""
+    ema_steps: int | None = None
+
+    @classmethod
+    def of(cls, sae: SAE, opt: torch.optim.Optimizer, ema=None) -> TrainingState:
+        return cls(sae, opt.state_dict(), ema.state_tensors() if ema is not None else None,
+                   ema.steps if ema is not None else None)
+
+
 def checkpoint_folders(root: Path) -> list[Path]:
     return sorted(root.glob("step-*")) if root.exists() else []
 
 
-def write_checkpoint(root: Path, step: int, sae: SAE, opt: torch.optim.Optimizer, cfg, total_steps: int,
-                     data_identity: dict, ema=None) -> Path:
+def write_checkpoint(root: Path, step: int, saved: TrainingState, cfg, total_steps: int, data_identity: dict
+                     ) -> Path:
     """Write `root/step-NNNNNNN` atomically and keep the newest `cfg.keep_checkpoints` (at least 1)."""
     final = root / f"step-{step:07d}"
-    state = opt.state_dict()
+    state = saved.opt_state
     tensors = {f"{i}.{k}": v.contiguous().cpu() for i, st in state["state"].items() for k, v in st.items()}
     meta = {"step": step, "config": asdict(cfg), "param_groups": state["param_groups"], "total_steps": total_steps,
-            "data": data_identity, "ema_steps": ema.steps if ema is not None else None}
+            "data": data_identity, "ema_steps": saved.ema_steps}
     with atomic_dir(final) as tmp:
-        sae.save(tmp)
+        saved.sae.save(tmp)
         save_file(tensors, tmp / "optim.safetensors")
-        if ema is not None:
-            save_file(ema.state_tensors(), tmp / "ema.safetensors")
+        if saved.ema_tensors is not None:
+            save_file(saved.ema_tensors, tmp / "ema.safetensors")
         (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
     for old in checkpoint_folders(root)[: -max(cfg.keep_checkpoints, 1)]:
         shutil.rmtree(old, ignore_errors=True)

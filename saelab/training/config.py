@@ -59,6 +59,14 @@ class TrainConfig:
     None: off (README, "Training details": measured)."""
     batch_size: int = 4096
     """Tokens per optimiser step (global, over all data-parallel ranks)."""
+    shard_latents: bool = False
+    """Under torchrun, split the latents across the W ranks (model parallelism, for SAEs wider than one device; the
+    released code's n_op_shards): each rank holds n/W rows of W_enc, b_enc, W_dec and their Adam state, b_pre is
+    replicated, and every rank reads the same whole batch. Per step: an all-gather of k values and indices per token
+    (the global top-k), an all-reduce of the [batch, d] reconstruction, the same again for AuxK. TopK (with AuxK)
+    only; n must be a multiple of W; no data parallelism beside it, no --on-the-fly. Checkpoints and the saved SAE
+    are ordinary (gathered on rank 0), so a run resumes at another world size. Tested on CPU with gloo, not yet
+    with NCCL on GPUs (docs/training.md, "Latents sharded across ranks")."""
     epochs: float = 8.0
     """Passes over the training data. Resuming with a larger value extends a run from its last checkpoint
     as a warm restart: the schedule is recomputed for the new length, so a run that was already decaying

@@ -20,10 +20,10 @@ from saelab.sae.input_norm import RENAMED
 from saelab.training.config import TrainConfig
 
 RESUMABLE_CHANGES = ("progress", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
-                     "epochs", "compile", "data_parallel")
-"""TrainConfig fields a resumed run may change: where it logs and how often, how the same step runs (`compile`) and
-how ranks average gradients (the same sums in another order), not what it learns (`epochs` may grow: a warm
-restart)."""
+                     "epochs", "compile", "data_parallel", "shard_latents")
+"""TrainConfig fields a resumed run may change: where it logs and how often, how the same step runs (`compile`), how
+ranks average gradients (the same sums in another order) or split the latents (`shard_latents`: checkpoints are
+whole, whatever the world size that wrote them), not what it learns (`epochs` may grow: a warm restart)."""
 PROVENANCE = ("d_in", "model", "site", "layer", "hook", "source")
 """SAEConfig fields set from the data, not asked: the data's identity is compared on its own."""
 FIELDS_0_3 = frozenset({

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from saelab.files import atomic_write_text, run_lock
 from saelab.training.checkpoints import (
+    TrainingState,
     check_resumable,
     checkpoint_folders,
     read_checkpoint,
@@ -71,7 +72,8 @@ class RunFolder:
             return
         path = ckpts[-1]
         check_resumable(path, read_meta(path), trainer.cfg, trainer.data_identity)
-        meta = read_checkpoint(path, trainer.sae, trainer.opt, trainer.device, trainer.ema)
+        read = trainer.shards.read_checkpoint if trainer.shards is not None else read_checkpoint  # a shard: its rows
+        meta = read(path, trainer.sae, trainer.opt, trainer.device, trainer.ema)
         trainer.step = meta["step"]
         trainer.data.skip(trainer.step)
         log = self.path / "log.jsonl"
@@ -98,9 +100,9 @@ class RunFolder:
         for sink in self.sinks:
             sink.log(rec)
 
-    def save_checkpoint(self, trainer) -> Path:
-        return write_checkpoint(self.checkpoints, trainer.step, trainer.sae, trainer.opt, trainer.cfg,
-                                trainer.total_steps, trainer.data_identity, trainer.ema)
+    def save_checkpoint(self, trainer, saved: TrainingState) -> Path:
+        return write_checkpoint(self.checkpoints, trainer.step, saved, trainer.cfg, trainer.total_steps,
+                                trainer.data_identity)
 
     def finish(self, trainer) -> None:
         """Save the final SAE to out/sae (rank 0) and keep `keep_checkpoints` of the checkpoints."""

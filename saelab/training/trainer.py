@@ -1,7 +1,7 @@
 """Train an SAE of any family on a cache, a tensor or a stream of batches: Adam as in the paper, AuxK, held-out
-evaluation, and with a run folder atomic checkpoints with exact resume; data parallelism (torch.distributed; launch
-with torchrun; `saelab.training.parallel`: PyTorch's DistributedDataParallel by default). The recipe and where each
-choice comes from: `saelab.training.config`.
+evaluation, and with a run folder atomic checkpoints with exact resume; under torchrun, data parallelism
+(`saelab.training.parallel`: PyTorch's DistributedDataParallel by default) or latents split across ranks
+(`saelab.training.sharded`). The recipe and where each choice comes from: `saelab.training.config`.
 
     trainer = Trainer(TrainConfig(n_latents=4096, k=32), acts_TD)            # in memory, nothing written
     trainer = Trainer(cfg, cache, "runs/x", eval_cache=held)                  # a run folder: log, checkpoints, sae/
@@ -25,12 +25,14 @@ from saelab.evals.reconstruction import reconstruction_metrics
 from saelab.sae.families import family_of
 from saelab.sae.model import SAE
 from saelab.training.acceleration import autocast_region, check_autocast, compiled_forward
+from saelab.training.checkpoints import TrainingState
 from saelab.training.config import TrainConfig
 from saelab.training.data import STREAM_END, TrainingData
 from saelab.training.ema import WeightEMA, fold_decoder_norms_
 from saelab.training.identity import RESUMABLE_CHANGES
 from saelab.training.parallel import DataParallel
 from saelab.training.run_folder import RunFolder, read_log
+from saelab.training.sharded import LatentShards
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "read_log"]
 DATA_IDENTITY = ("model", "model_hash", "site", "layer", "corpus", "split", "corpus_hash")
@@ -69,19 +71,26 @@ class Trainer:
         when the stream runs dry first). `out_dir`: a run folder (log.jsonl, checkpoints/, sae/, resumed when it
         holds a run of the same config), or None (nothing written: read `trainer.sae` and `trainer.history`).
         `eval_cache`: held-out activations (a cache or a tensor) scored every `cfg.eval_every` steps. `tracker`
-        (`saelab.training.tracking`): gets each log.jsonl record too."""
+        (`saelab.training.tracking`): gets each log.jsonl record too. `cfg.shard_latents`: each rank holds n/W
+        latents (`saelab.training.sharded`); after `train()` rank 0's `sae` is the whole SAE, the others' a shard."""
         self.cfg, self.eval_cache, self.device = cfg, eval_cache, torch.device(device)
         check_autocast(cfg.autocast, self.device, cfg.sae.dtype)  # before any work
         self.rank, self.world = rank_world()
+        self.shards = LatentShards(cfg, self.rank, self.world, data if data is not None else stream) \
+            if cfg.shard_latents else None  # model parallel: every rank reads the whole batch (one data rank)
         self.data = TrainingData.of(data if data is not None else stream, cfg.batch_size, cfg.seed,
-                                    tokens or stream_tokens, self.rank, self.world, self.device)
+                                    tokens or stream_tokens, *((0, 1) if self.shards else (self.rank, self.world)),
+                                    self.device)
         self.steps_per_epoch, self.total_steps = self.data.steps_per_epoch, self.data.total_steps(cfg.epochs)
         self.total_tokens = self.total_steps * cfg.batch_size
         self.dead_tokens = cfg.dead_tokens or min(10_000_000, max(self.total_tokens // 16, 2 * cfg.batch_size))
         prov = provenance or {}
         self.data_identity = {k: prov.get(k, self.data.manifest.get(k)) for k in DATA_IDENTITY}
-        self.sae = new_sae(cfg, self.data, prov, self.device)  # the SAE itself: saved, evaluated, checkpointed
-        self.parallel = DataParallel(self.sae, self.world, cfg.data_parallel)  # starts the ranks from rank 0's SAE
+        self.sae = new_sae(cfg, self.data, prov, "cpu" if self.shards is not None else self.device)
+        if self.shards is not None:  # this rank's rows of the same initialisation (drawn whole, on the CPU)
+            self.sae = self.shards.shard(self.sae, self.device)
+        # data parallel (starts the ranks from rank 0's SAE); sharded: every rank is one data rank of its own
+        self.parallel = DataParallel(self.sae, 1 if self.shards is not None else self.world, cfg.data_parallel)
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.learning_rate(), betas=(cfg.beta1, cfg.beta2),
                                     eps=cfg.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.ema = WeightEMA(self.sae, cfg.ema_decay) if cfg.ema_decay else None
@@ -118,7 +127,9 @@ class Trainer:
     # ---- data-parallel helpers -----------------------------------------------------------------
     def _update_dead(self, fired_N: torch.Tensor) -> torch.Tensor:
         """Record which latents fired in this (global) batch, then return the dead mask AuxK uses."""
-        self.sae.update_fired_(self.parallel.any_rank(fired_N), self.cfg.batch_size)
+        if self.shards is None:  # (sharded: each rank's own latents, of the same batch)
+            fired_N = self.parallel.any_rank(fired_N)
+        self.sae.update_fired_(fired_N, self.cfg.batch_size)
         return self.sae.dead_mask(self.dead_tokens)
 
     # ---- training ------------------------------------------------------------------------------
@@ -159,13 +170,15 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         with autocast_region(cfg.autocast, self.device):  # the backward pass runs outside it, as torch advises
-            out = self.forward(x, dead_mask_fn=self._update_dead, ranks=ranks(), ramp=self.penalty_ramp(self.step))
+            out = self.shards.forward(sae, x, self._update_dead) if self.shards is not None else \
+                self.forward(x, dead_mask_fn=self._update_dead, ranks=ranks(), ramp=self.penalty_ramp(self.step))
         self._last_batch = x
         out.losses["total"].backward()  # under DDP the gradients come back averaged over the ranks
-        self.parallel.average_grads()
+        self.shards.reduce_grads(sae) if self.shards is not None else self.parallel.average_grads()
         sae.project_decoder_grad_()  # after the average: the step the ranks take is the global batch's
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        if cfg.grad_clip:  # (sharded: the whole SAE's norm)
+            self.shards.clip_grad_norm_(sae, cfg.grad_clip) if self.shards else torch.nn.utils.clip_grad_norm_(
+                sae.parameters(), cfg.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         sae.normalize_decoder_()
@@ -183,9 +196,11 @@ class Trainer:
             losses = self.parallel.mean({**out.losses, "l0": out.l0})
             if self.rank == 0:
                 self._log({"step": self.step, "tokens": int(sae.tokens_seen), "lr": self.lr_at(self.step - 1),
-                           **losses, "dead_frac": float(sae.dead_mask(self.dead_tokens).float().mean()),
+                           **losses, "dead_frac": self.shards.dead_frac if self._sharded_now() else
+                           float(sae.dead_mask(self.dead_tokens).float().mean()),
                            "seconds": round(time.time() - t0, 2)})
-        if self.eval_cache is not None and self.rank == 0 and (self.step % cfg.eval_every == 0 or last):
+        evaluates = self.rank == 0 or self._sharded_now()
+        if self.eval_cache is not None and evaluates and (self.step % cfg.eval_every == 0 or last):
             self._log_heldout()
         if self.folder is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
             self.save_checkpoint()
@@ -211,14 +226,20 @@ class Trainer:
                                "decoder_norm_min": float(norms.min()), "decoder_norm_max": float(norms.max())}
             self.ema = None  # the averaged weights are now the SAE's own
         self._finalize(last_batch)
+        if self.shards is not None:  # rank 0: the whole SAE from here on (saved, evaluated); the others: their shard
+            self.sae = self.shards.gather_sae(self.sae, self.device) or self.sae
         self.finished = True
 
     def _finalize(self, last_batch) -> None:
         batches = self.data.calibration_batches(last_batch)
         self.sae.family.finalize(self.sae, batches, ranks() if self.data.stream is not None else None)
 
+    def _sharded_now(self) -> bool:  # latents split across ranks (not yet gathered at the end): every rank evaluates
+        return self.shards is not None and not self.finished
+
     def _log_heldout(self) -> None:
-        self._log({"step": self.step, "tokens": int(self.sae.tokens_seen), **self.heldout_metrics(prefix="eval_")})
+        if metrics := self.heldout_metrics(prefix="eval_"):  # ({} on the ranks that only sent their latents)
+            self._log({"step": self.step, "tokens": int(self.sae.tokens_seen), **metrics})
 
     def _log(self, rec: dict) -> None:
         self.history.append(rec)
@@ -247,12 +268,21 @@ class Trainer:
     @torch.no_grad()
     def heldout_metrics(self, cache=None, prefix: str = "") -> dict:
         """`reconstruction_metrics` on held-out activations (default: the eval cache) of the weights the run would
-        save, plus the fraction of latents the trainer counts as dead (`dead_train_frac`), keys prefixed `prefix`."""
+        save, plus the fraction of latents the trainer counts as dead (`dead_train_frac`), keys prefixed `prefix`.
+        While the latents are sharded every rank must call it: rank 0 gathers and evaluates, the others get {}."""
         with self.evaluated_weights():
-            out = reconstruction_metrics(self.sae, cache if cache is not None else self.eval_cache)
-        out["dead_train_frac"] = float(self.sae.dead_mask(self.dead_tokens).float().mean())
+            sae = self.shards.gather_sae(self.sae, self.device) if self._sharded_now() else self.sae
+            if sae is None:
+                return {}
+            out = reconstruction_metrics(sae, cache if cache is not None else self.eval_cache)
+        out["dead_train_frac"] = float(sae.dead_mask(self.dead_tokens).float().mean())
         return {f"{prefix}{k}": v for k, v in out.items()}
 
     # ---- checkpoints (saelab.training.run_folder) ------------------------------------------------
     def save_checkpoint(self) -> Path | None:
-        return self.folder.save_checkpoint(self) if self.folder is not None and self.rank == 0 else None
+        """Write a checkpoint on rank 0 (while sharded every rank calls it: rank 0 gathers an ordinary one)."""
+        if self.folder is None or not (self.rank == 0 or self._sharded_now()):
+            return None
+        saved = self.shards.gather_state(self.sae, self.opt, self.ema) if self._sharded_now() else \
+            TrainingState.of(self.sae, self.opt, self.ema)
+        return self.folder.save_checkpoint(self, saved) if saved is not None else None

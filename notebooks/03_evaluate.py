@@ -30,10 +30,10 @@
 #
 # **Learner time**: about 50 minutes (25 reading at ~130 words a minute, 25 for the essential exercises; the optional ones add 30), beside the compute time below.
 #
-# **Time** (measured on a 2-core CPU, 2026-12-02; `scripts/run_series.py` from an empty cache): about 5 minutes in
-# fast mode (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen contexts) and 11.9 minutes at full size after
-# notebook 02, of which 4.2 minutes train the course's ReLU + L1 SAE the first time (cached under
-# `$SAELAB_HOME/saes`, so about 8 minutes on a second run) and 3.9 minutes are the ablation section.
+# **Time** (measured on a 2-core CPU, 2026-12-05; `scripts/run_series.py`): about 5 minutes in fast mode
+# (`SAELAB_FAST=1`: small SAEs trained in seconds, a few dozen contexts); at full size 15.4 minutes after notebook 02
+# from an empty cache (the first run trains the course's ReLU + L1 SAE, cached under `$SAELAB_HOME/saes`) and 10.9
+# minutes with the class kit unpacked (the SAE already there). The ablation section takes 5-5.5 minutes of either.
 #
 # **Data**: the SAEs are the course's (notebook 02): the main job's recipe on the English mixture (Wikipedia
 # summaries, news, House of Commons speeches) for 4 epochs. Every figure quoted below is from our full-size run of

@@ -47,13 +47,11 @@
 #
 # **Learner time**: about 73 minutes (43 reading at ~130 words a minute, 30 for the essential exercises; the optional ones add 50), beside the compute time below.
 #
-# **Time** (measured on a 2-core CPU, 2026-12-02, `scripts/run_series.py --only 08` after notebooks 01 and 02): in
-# fast mode (`SAELAB_FAST=1`) 1.1 minutes with its small SAEs already trained (about 3 minutes the first time,
-# measured before section 7 was added); at full size 6.9 minutes with the comparison's 11 SAEs already trained (kept in
-# `$SAELAB_HOME/course/full/frontier`): scoring them, and section 7, whose first-letter absorption on the LM takes
-# 4.4 of those minutes. The first full run also trains the 11 SAEs (~30-90 s each): 14.6 minutes measured before
-# section 7, so about 19 minutes in all (an estimate: the sum). `saelab frontier` runs the wider grid (target L0 8, 16,
-# 32, 64; 22 SAEs) in 33 minutes.
+# **Time** (measured on a 2-core CPU, 2026-12-05, `scripts/run_series.py`): in fast mode (`SAELAB_FAST=1`) a few
+# minutes; at full size 27.9 minutes the first time (from an empty cache after notebooks 00-07: it trains the
+# comparison's 11 SAEs, ~30-90 s each, kept in `$SAELAB_HOME/course/full/frontier`, and section 7's synthetic SAEs for
+# 16 epochs) and 14.5 minutes with the class kit unpacked (the 11 SAEs already there). `saelab frontier` runs the wider
+# grid (target L0 8, 16, 32, 64; 22 SAEs) in 33 minutes.
 # GPU: not measured (no GPU was lent while these were measured); `DEVICE = "auto"` uses one when present.
 # **Data**: the main job's activations (SmolLM2-135M, layer 22, the English mixture of notebook 01); validation
 # documents for everything that is read, including delta CE and the probes. Section 7: synthetic activations with a

@@ -40,12 +40,14 @@ class SyntheticBenchConfig:
     """Samples held out for scoring."""
     n_latents: int = 512
     """Latents of every SAE."""
-    epochs: float = 4.0
-    """Passes over the training samples."""
+    epochs: float = 16.0
+    """Passes over the training samples (16 x 120,000 samples: 1,872 steps of 1,024). At 4 epochs and lr 2e-3 (the
+    defaults before 2026-12-05) TopK stayed at a random dictionary's level (MCC 0.561, 3% of the features recovered,
+    seed 0); at 16 epochs and lr 1e-2 it reaches MCC 0.929 [0.926, 0.932] over 3 seeds (docs/findings.md)."""
     batch_size: int = 1024
     """Samples per step."""
-    lr: float = 2e-3
-    """Learning rate of every family."""
+    lr: float = 1e-2
+    """Learning rate of every family (see `epochs`)."""
     families: str = ",".join(studied())
     """Comma-separated families (those of `saelab frontier`: every studied family of `saelab.sae.families`)."""
     rounds: int = 4

@@ -187,6 +187,23 @@ def test_synthetic_bench_scores_every_family_on_the_same_data():
     assert ((df.mcc > 0) & (df.mcc <= 1)).all() and ((df.absorption >= 0) & (df.absorption <= 1)).all()
     topk = df.set_index("family").loc["topk"]
     assert topk.l0 == pytest.approx(topk.k, abs=0.01)
+    # the same-pairs control: TopK against itself is its own absorption over all its recovered pairs, and no family
+    # shares more pairs with TopK than TopK recovered
+    assert topk.absorption_shared_pairs == pytest.approx(topk.absorption)
+    assert topk.topk_absorption_shared_pairs == pytest.approx(topk.absorption)
+    assert (df.shared_pairs <= topk.shared_pairs).all() and topk.shared_pairs > 0
+
+
+def test_shared_pair_absorption_compares_two_saes_on_the_pairs_both_recovered():
+    from saelab.evals.ground_truth import shared_pair_absorption
+
+    a = {(0, 4): 0.5, (0, 5): 0.1, (1, 6): 0.9}  # A recovered three pairs
+    b = {(0, 4): 0.0, (1, 6): 0.3, (2, 8): 1.0}  # B three others, two of them shared with A
+    both = shared_pair_absorption(a, b)
+    assert both["n_pairs"] == 2
+    assert both["a"] == pytest.approx((0.5 + 0.9) / 2) and both["b"] == pytest.approx((0.0 + 0.3) / 2)
+    none = shared_pair_absorption(a, {(3, 9): 0.2})
+    assert none["n_pairs"] == 0 and none["a"] != none["a"]  # NaN
 
 
 def test_correlated_pairs_fire_together_and_too_many_are_refused():

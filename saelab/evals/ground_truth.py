@@ -112,9 +112,11 @@ def dead_and_duplicates(z_BN: torch.Tensor, W_dec_ND: torch.Tensor, features_FD:
 
 @torch.no_grad()
 def ground_truth_scores(sae, x_BD: torch.Tensor, features_FD: torch.Tensor, coeffs_BF: torch.Tensor,
-                        parent_F: torch.Tensor | None = None) -> dict:
+                        parent_F: torch.Tensor | None = None, keep_pairs: bool = False) -> dict:
     """Every ground-truth score of `sae` (saelab's `SAE` or anything with `encode` and `W_dec`) on samples x whose
-    true features and coefficients are known."""
+    true features and coefficients are known. keep_pairs: also return the per-pair absorption under 'pair_shares'
+    ({(parent, child): share} of the co-firing pairs whose features both have a latent), for comparing two SAEs on
+    the pairs both recovered (`shared_pair_absorption`)."""
     z = encode_dense(sae, x_BD)
     W = sae.W_dec.detach().cpu()
     out = {"mcc": mcc(W, features_FD), "recovered": recovered(W, features_FD), **dead_and_duplicates(z, W, features_FD),
@@ -125,4 +127,17 @@ def ground_truth_scores(sae, x_BD: torch.Tensor, features_FD: torch.Tensor, coef
         out.update(absorption=a["mean"], fully_absorbed=a["fully_absorbed"],
                    pairs_recovered=a["recovered_pairs"] / n_pairs if n_pairs else float("nan"),
                    pairs_unrecovered=a["unrecovered_pairs"], absorption_all_pairs=a["mean_all_pairs"])
+        if keep_pairs:
+            out["pair_shares"] = {(p[0], p[1]): p[2] for p, ok in zip(a["pairs"], a["recovered"]) if ok}
     return out
+
+
+def shared_pair_absorption(shares_a: dict, shares_b: dict) -> dict:
+    """Absorption of two SAEs over the same pairs: the parent/child pairs that both recovered (`pair_shares` of
+    `ground_truth_scores(..., keep_pairs=True)`). Each SAE's own mean is over its own recovered pairs, so two means
+    can differ only because one SAE learned fewer (or easier) pairs; this is the same-pairs control.
+    Returns {'n_pairs', 'a', 'b'} (NaN means when no pair is shared)."""
+    shared = sorted(set(shares_a) & set(shares_b))
+    nan = float("nan")
+    return {"n_pairs": len(shared), "a": sum(shares_a[p] for p in shared) / len(shared) if shared else nan,
+            "b": sum(shares_b[p] for p in shared) / len(shared) if shared else nan}

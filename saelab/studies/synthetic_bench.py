@@ -117,7 +117,8 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
         sae, fam = trainer.sae, family_of(tcfg.sae)
         r = reconstruction_metrics(sae, held)
         row = {"family": fam.name, "seed": tcfg.seed, "k": tcfg.k, "coef": fam.coef(tcfg.sae), "l0": r["l0"],
-               "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F)}
+               "nmse": r["nmse"], **ground_truth_scores(sae, held, data.features_FD, held_c, data.parent_F,
+                                                        keep_pairs=True)}
         if saelens:
             row.update(saelens_scores(sae, held, data.features_FD, held_c))
         log(f"synthetic: {row['family']} seed {tcfg.seed} -> L0 {row['l0']:.2f}, MCC {row['mcc']:.3f}, "
@@ -140,15 +141,33 @@ def run_synthetic_bench(cfg: SyntheticBenchConfig | None = None, log=print, devi
                              "target_l0": target})
             else:
                 rows.append({**train_and_score(replace(base, **recipe)), "target_l0": target})
+    _add_shared_pairs(rows)
     df = pd.DataFrame(rows)
     columns = [c_ for c_ in ("family", "seed", "target_l0", "l0", "nmse", "mcc", "recovered", "absorption",
-                             "fully_absorbed", "pairs_recovered", "pairs_unrecovered", "absorption_all_pairs", "dead",
+                             "fully_absorbed", "pairs_recovered", "pairs_unrecovered", "absorption_all_pairs",
+                             "shared_pairs", "absorption_shared_pairs", "topk_absorption_shared_pairs", "dead",
                              "duplicates", "k", "coef") if c_ in df]
     return df[columns + [c_ for c_ in df if c_.startswith("saelens_")]]  # SAE Lens's scores, when it made the data
 
 
+def _add_shared_pairs(rows: list[dict], reference: str = "topk") -> None:
+    """The same-pairs control, in place: each row's absorption and `reference`'s (same seed) over the pairs both
+    recovered (`shared_pairs` of them), so a family that learned fewer pairs is not compared on an easier set."""
+    from saelab.evals.ground_truth import shared_pair_absorption
+
+    ref = {r["seed"]: r.get("pair_shares") for r in rows if r["family"] == reference}
+    for r in rows:
+        shares = r.pop("pair_shares", None)
+        if shares is None or ref.get(r["seed"]) is None:
+            continue
+        both = shared_pair_absorption(shares, ref[r["seed"]])
+        r.update(shared_pairs=both["n_pairs"], absorption_shared_pairs=both["a"],
+                 topk_absorption_shared_pairs=both["b"])
+
+
 SUMMARY_METRICS = ("l0", "nmse", "mcc", "recovered", "absorption", "fully_absorbed", "pairs_recovered",
-                   "absorption_all_pairs", "dead", "duplicates")
+                   "absorption_all_pairs", "shared_pairs", "absorption_shared_pairs", "topk_absorption_shared_pairs",
+                   "dead", "duplicates")
 
 
 def synthetic_summary(df):
@@ -160,7 +179,8 @@ def synthetic_summary(df):
 
 def synthetic_comparisons(df, reference: str = "topk", metrics=("absorption", "nmse", "mcc", "recovered")):
     """Every family against `reference`, paired by seed: mean difference (family minus reference), its 95%
-    t-interval, relative difference and the verdict on 'the family is lower' (`saelab.evals.intervals`)."""
+    t-interval, relative difference and the verdict on 'the family is lower' (`saelab.evals.intervals`). Against
+    TopK, `absorption_shared_pairs` compares both over the pairs both recovered (the same-pairs control)."""
     import pandas as pd
 
     from saelab.evals.intervals import compare, verdict
@@ -177,4 +197,10 @@ def synthetic_comparisons(df, reference: str = "topk", metrics=("absorption", "n
             rows.append({"family": fam, "reference": reference, "metric": m, "n_seeds": d["n"],
                          "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"], "relative": d["relative"],
                          "verdict_lower": verdict(d, "<")})
+        if reference == "topk" and "absorption_shared_pairs" in part:  # the same-pairs control
+            d = compare(list(part.loc[seeds, "absorption_shared_pairs"]),
+                        list(part.loc[seeds, "topk_absorption_shared_pairs"]))
+            rows.append({"family": fam, "reference": reference, "metric": "absorption_shared_pairs",
+                         "n_seeds": d["n"], "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"],
+                         "relative": d["relative"], "verdict_lower": verdict(d, "<")})
     return pd.DataFrame(rows)

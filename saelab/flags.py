@@ -79,17 +79,19 @@ def _spelling_key(flag: str) -> str:
 
 def normalize_flag_spellings(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """Rewrite `--a.b-c` as `--a.b_c` (and `--eval_tokens` as `--eval-tokens`): both spellings of every flag
-    of `parser` and its subcommands are accepted, and shown once in --help."""
+    of `parser` and its subcommands are accepted, and shown once in --help. Each flag is spelled as the command it
+    follows spells it (`train --delta-ce-contexts`, `frontier --delta_ce_contexts`): the spellings are looked up in
+    the top-level parser, then in each subcommand's parser as its name is reached in `argv`."""
     known: dict[str, str] = {}
-    stack = [parser]
-    while stack:
-        p = stack.pop()
+    current = parser
+
+    def learn(p: argparse.ArgumentParser) -> None:
         for action in p._actions:
             for opt in action.option_strings:
                 if opt.startswith("--"):
-                    known.setdefault(_spelling_key(opt), opt)
-            if isinstance(action, argparse._SubParsersAction):
-                stack.extend(action.choices.values())
+                    known[_spelling_key(opt)] = opt  # the command's own spelling wins over an outer one
+
+    learn(parser)
     out = []
     for arg in argv:
         if arg == "--":
@@ -98,8 +100,20 @@ def normalize_flag_spellings(parser: argparse.ArgumentParser, argv: list[str]) -
         if arg.startswith("--"):
             name, eq, value = arg.partition("=")
             arg = known.get(_spelling_key(name), name) + eq + value
+        else:
+            sub = _subcommands(current).get(arg)
+            if sub is not None:
+                current = sub
+                learn(sub)
         out.append(arg)
     return out
+
+
+def _subcommands(p: argparse.ArgumentParser) -> dict:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
 
 
 def _parser_for(tp, optional: bool):

@@ -81,6 +81,19 @@ def test_both_flag_spellings_and_suggestions():
     assert getattr(args, "train.sae.n_latents") == 64 and args.eval_tokens == 10 and args.on_the_fly  # an alias
 
 
+def test_each_command_keeps_its_own_spelling_of_a_flag_another_command_spells_otherwise():
+    # `train --delta-ce-contexts` and `frontier --delta_ce_contexts` share a spelling key; train's flag was rewritten
+    # to frontier's and refused ("unknown flag(s): --delta_ce_contexts") until the lookup became per command
+    parser = build_parser()
+    for argv, want in ((["train", "--delta-ce-contexts", "0"], "--delta-ce-contexts"),
+                       (["train", "--delta_ce_contexts", "0"], "--delta-ce-contexts"),
+                       (["frontier", "--delta-ce-contexts", "0"], "--delta_ce_contexts"),
+                       (["train", "--harvest.corpus", "synthetic", "--delta_ce_contexts", "0"], "--delta-ce-contexts")):
+        got = normalize_flag_spellings(parser, argv)
+        assert got[-2] == want, argv
+        assert parser.parse_args(got).delta_ce_contexts == 0
+
+
 def test_unknown_flag_gets_a_suggestion_and_no_traceback(capsys):
     assert main(["train", "--train.n-latentz", "64"]) == 2
     err = capsys.readouterr().err
@@ -180,3 +193,25 @@ def test_saelab_synthetic_writes_every_familys_ground_truth_scores(tmp_path):
     assert df.absorption_all_pairs.notna().all()
     bad = _saelab(["synthetic", "--out", str(out), "--generator", "sae-lens"], env)
     assert bad.returncode != 0 and "generator must be one of" in bad.stderr
+
+
+def test_saelab_train_over_two_seeds_writes_each_seeds_run_and_a_summary_of_them(tmp_path):
+    import pandas as pd
+
+    env = {**os.environ, "SAELAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "seeds"
+    r = _saelab(["train", "--out", str(out), *TINY_TRAIN, "--seeds", "2", "--delta-ce-contexts", "2"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [json.loads((out / f"seed-{s}" / "run.json").read_text())["settings"]["train"]["seed"]
+            for s in (0, 1)] == [0, 1]
+    per_seed = pd.read_csv(out / "seeds.csv")
+    assert list(per_seed.seed) == [0, 1]
+    assert per_seed.nmse.nunique() == 2  # another initialisation and batch order, another SAE
+    for s in (0, 1):  # each row is that seed's own report
+        final = json.loads((out / f"seed-{s}" / "report" / "metrics.json").read_text())["final"]
+        assert per_seed.nmse[s] == pytest.approx(final["nmse"])
+    summary = pd.read_csv(out / "seeds_summary.csv").iloc[0]
+    assert summary.n_seeds == 2
+    for m in ("nmse", "delta_ce_trained_positions", "delta_ce_every_position"):
+        assert summary[f"{m}_mean"] == pytest.approx(per_seed[m].mean())
+        assert summary[f"{m}_lo"] < summary[f"{m}_mean"] < summary[f"{m}_hi"]

@@ -224,3 +224,23 @@ def test_correlated_pairs_fire_together_and_too_many_are_refused():
     assert torch.equal(on[:, later:], base[:, later:])
     with pytest.raises(ValueError, match="correlated pairs need 60 independent features; there are 52"):
         Cfg(n_features=64, n_parents=4, children_per_parent=2, correlated_pairs=30)
+
+
+def test_synthetic_bench_over_two_seeds_summarises_and_pairs_the_per_seed_rows():
+    from saelab.studies.synthetic_bench import (SyntheticBenchConfig, run_synthetic_bench, synthetic_comparisons,
+                                                synthetic_summary)
+
+    data = ToyConfig(d=16, n_features=64, n_parents=4, children_per_parent=3, mean_active=3, n_samples=5120)
+    cfg = SyntheticBenchConfig(data=data, held_out=1024, n_latents=64, epochs=2.0, batch_size=512, rounds=1,
+                               families="topk,batchtopk")
+    df = run_synthetic_bench(cfg, log=lambda m: None, seeds=2)
+    assert sorted(zip(df.family, df.seed)) == [("batchtopk", 0), ("batchtopk", 1), ("topk", 0), ("topk", 1)]
+    summary = synthetic_summary(df).set_index("family")
+    for fam in ("topk", "batchtopk"):
+        rows = df[df.family == fam]
+        assert summary.loc[fam, "n_seeds"] == 2
+        assert summary.loc[fam, "nmse_mean"] == pytest.approx(rows.nmse.mean())
+        assert summary.loc[fam, "nmse_lo"] < summary.loc[fam, "nmse_mean"] < summary.loc[fam, "nmse_hi"]
+    comp = synthetic_comparisons(df).set_index("metric")
+    b, t = df[df.family == "batchtopk"].set_index("seed"), df[df.family == "topk"].set_index("seed")
+    assert comp.loc["nmse", "diff_mean"] == pytest.approx(float((b.nmse - t.nmse).mean()))

@@ -229,7 +229,7 @@ def hierarchy_data(n_samples: int, seed: int = 0):
 def train_on_synthetic(x_BD: torch.Tensor, family: str, k: int, epochs: float, n_latents: int = 512,
                        device="cpu", seed: int = 0, lr: float | None = None):
     """An SAE of `family` ('topk', 'batchtopk' or 'matryoshka') trained on x with the ground-truth benchmark's
-    recipe (batch 1024, lr 2e-3 unless `lr` is given, no input normalisation; Matryoshka with four doubling
+    recipe (batch 1024, its lr (1e-2) unless `lr` is given, no input normalisation; Matryoshka with four doubling
     prefixes)."""
     from saelab.sae.families import FAMILIES, studied
     from saelab.studies.synthetic_bench import SyntheticBenchConfig, bench_train_config

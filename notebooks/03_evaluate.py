@@ -323,7 +323,12 @@ fig.show()
 # was 0.160 (TopK), 0.181 (ReLU + L1) and 0.202 (residual basis), against 0.342 for the base rate; TopK's clearest wins
 # are the languages (Spanish 0.045 against 0.324 for the best residual direction) and its largest loss is Wikipedia vs
 # news (0.288 against 0.082: news is 45% of the SAE's training text, and no single latent marks it); it also trails the
-# residual basis slightly on mathematics, physical sciences, punctuation and years. On the
+# residual basis slightly on mathematics, physical sciences, punctuation and years. Is TopK's lower mean a finding?
+# Over three seeds of a TopK SAE at L0 32 (`saelab frontier --seeds 3`, 2026-12-05, docs/findings.md) its best latents
+# average 0.169 [0.156, 0.182], below the residual basis, the normalised coordinates, as many random unit directions as
+# it has latents (so the count alone is not why) and the PCA directions, with these 20 tasks fixed; but paired over
+# the tasks, one SAE against the residual basis is −0.036 [−0.076, +0.005]: within noise. Only PCA is beaten both
+# ways, so read "TopK probes better than the residual basis" as a tendency on these tasks, not a result. On the
 # 13-epoch zoo, probed on the post-TopK codes instead (`ProbeConfig(features="post_topk_codes")`), TopK's mean fell
 # back to 0.191 (README), near the residual basis: a latent is then invisible on every token where it misses a
 # top-$k$ slot.

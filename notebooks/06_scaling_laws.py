@@ -265,7 +265,9 @@ for fig in scaling_figures(points, curves, fits):
 # ## 5 · What reproduces at this scale, and what does not
 #
 # This notebook's grid in our run (2026-12-02; n = 128 to 2048 × k = 16, 32, 4 epochs = 1.59M tokens each, constant
-# learning rate after the warmup):
+# learning rate after the warmup). One seed per point: the ± below are the fits' standard errors, not intervals over
+# seeds, so none of these is a finding over seeds yet (`saelab scale --seeds 3` gives each exponent's and floor's
+# spread over seeds; docs/findings.md lists what is still one seed):
 #
 # - **Reproduced.** L(N) is a power law with a floor at both k (k = 32: b = 0.55 ± 0.02, c = 0.152 ± 0.004; k = 16:
 #   b = 0.46 ± 0.03, c = 0.181 ± 0.009), and the larger k lowers the whole curve.

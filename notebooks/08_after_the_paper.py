@@ -438,10 +438,11 @@ verdict("TopK reconstructs better than ReLU + L1 (the paper's own)", "topk", "re
 # JumpReLU is 5-6% behind TopK at both targets, with more dead latents. These are short runs (1/8 of the main job's
 # steps, about 650k tokens each) of 4,096-latent SAEs on a 135M-parameter model, one seed each; the papers trained on
 # hundreds of millions of tokens. A difference of a few percent here can flip with a seed: over three seeds
-# (`saelab frontier --seeds 3`, 2026-12-05, docs/families.md) the seed moved TopK's normalized MSE by about 0.2%, and
-# BatchTopK came out 0.8-0.9% below TopK in normalized MSE and 9-10% below in delta CE at L0 32 and 64 (each 95%
-# interval below zero: reproduced there, though a part of the first gap is BatchTopK's 1.5% higher L0), Matryoshka
-# 12-16% above BatchTopK in normalized MSE (reproduced). This cell's verdicts are one seed each. JumpReLU's and ReLU's points sit at the L0 their coefficient gave (the table's
+# (`saelab frontier --seeds 3`, 2026-12-05, docs/families.md) the seed moved TopK's normalized MSE by about 0.2%.
+# There BatchTopK's delta CE was 8-9% below TopK's at L0 32 and 64, also with TopK interpolated to BatchTopK's own
+# L0 (which sits 1.5% above its k): reproduced. Its normalized MSE was 0.8-0.9% below at the points, but only
+# 0.35-0.5% at equal L0, with intervals that reach zero: within noise. Matryoshka was 12-16% above BatchTopK in
+# normalized MSE (reproduced). This cell's verdicts are one seed each. JumpReLU's and ReLU's points sit at the L0 their coefficient gave (the table's
 # `matched` column says whether it is within 15% of the target), which is why the verdicts interpolate. The README's
 # "After the paper" section holds the wider grid from `saelab frontier`.
 

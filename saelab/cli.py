@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="runs/frontier", help="output folder: one SAE per point, frontier.csv/.html")
     f.add_argument("--synthetic", action="store_true",
                    help="also train every family on synthetic data with known features and score them "
-                        "(synthetic.csv; `saelab synthetic` alone: about 3 minutes on a 2-core CPU)")
+                        "(synthetic.csv; `saelab synthetic` alone: 7 minutes for three seeds on one CPU thread)")
     seeds_arg(f, "train every point")
     add_dataclass_args(f, FrontierConfig, "", FrontierConfig())
     f.set_defaults(func=commands_studies.cmd_frontier)

@@ -227,8 +227,12 @@ def test_correlated_pairs_fire_together_and_too_many_are_refused():
 
 
 def test_synthetic_bench_over_two_seeds_summarises_and_pairs_the_per_seed_rows():
-    from saelab.studies.synthetic_bench import (SyntheticBenchConfig, run_synthetic_bench, synthetic_comparisons,
-                                                synthetic_summary)
+    from saelab.studies.synthetic_bench import (
+        SyntheticBenchConfig,
+        run_synthetic_bench,
+        synthetic_comparisons,
+        synthetic_summary,
+    )
 
     data = ToyConfig(d=16, n_features=64, n_parents=4, children_per_parent=3, mean_active=3, n_samples=5120)
     cfg = SyntheticBenchConfig(data=data, held_out=1024, n_latents=64, epochs=2.0, batch_size=512, rounds=1,

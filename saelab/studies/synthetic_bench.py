@@ -187,20 +187,20 @@ def synthetic_comparisons(df, reference: str = "topk", metrics=("absorption", "n
 
     ref = df[df.family == reference].set_index("seed")
     rows = []
+
+    def add(fam: str, metric: str, d: dict) -> None:
+        rows.append({"family": fam, "reference": reference, "metric": metric, "n_seeds": d["n"],
+                     "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"], "relative": d["relative"],
+                     "verdict_lower": verdict(d, "<")})
+
     for fam, part in df[df.family != reference].groupby("family", sort=False):
         part = part.set_index("seed")
         seeds = [s for s in part.index if s in ref.index]
         for m in metrics:
             if m not in part or not seeds:
                 continue
-            d = compare([part.loc[s, m] for s in seeds], [ref.loc[s, m] for s in seeds])
-            rows.append({"family": fam, "reference": reference, "metric": m, "n_seeds": d["n"],
-                         "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"], "relative": d["relative"],
-                         "verdict_lower": verdict(d, "<")})
+            add(fam, m, compare([part.loc[s, m] for s in seeds], [ref.loc[s, m] for s in seeds]))
         if reference == "topk" and "absorption_shared_pairs" in part:  # the same-pairs control
-            d = compare(list(part.loc[seeds, "absorption_shared_pairs"]),
-                        list(part.loc[seeds, "topk_absorption_shared_pairs"]))
-            rows.append({"family": fam, "reference": reference, "metric": "absorption_shared_pairs",
-                         "n_seeds": d["n"], "diff_mean": d["mean"], "diff_lo": d["lo"], "diff_hi": d["hi"],
-                         "relative": d["relative"], "verdict_lower": verdict(d, "<")})
+            add(fam, "absorption_shared_pairs", compare(list(part.loc[seeds, "absorption_shared_pairs"]),
+                                                        list(part.loc[seeds, "topk_absorption_shared_pairs"])))
     return pd.DataFrame(rows)
